@@ -1,0 +1,166 @@
+"""The configuration file: its schema, loading and validation.
+
+The schema is a set of pydantic models so that the config file, and later the
+REST API, are checked by one definition; every error names the file, the key
+path and what is wrong, like ``haproxy -c``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field,
+                      StrictInt, ValidationError)
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
+Name = Annotated[str, Field(pattern=NAME_RE)]
+
+
+class ConfigError(Exception):
+    """One or more problems in a config, each as ``source: key.path: message``."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(
+            f"{source}: {path or '(top level)'}: {msg}" for path, msg in problems))
+
+
+def _mac(value: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}", value):
+        raise ValueError(f"not a MAC address like 02:00:00:00:01:01: {value!r}")
+    if int(value[:2], 16) & 1:
+        raise ValueError(f"{value} is a multicast MAC; a VM needs a unicast one")
+    return value.lower()
+
+
+Mac = Annotated[str, AfterValidator(_mac)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OpenFlowSettings(_Strict):
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address("0.0.0.0")
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] = 6653
+
+
+class FabricSettings(_Strict):
+    # LLDP is sent on every port this often; a link not heard from for
+    # link_timeout is taken down (port-status events take it down at once).
+    lldp_interval: Annotated[float, Field(gt=0, le=60)] = 1.0
+    link_timeout: Annotated[float, Field(gt=0, le=600)] = 3.5
+    # After a (re)start, switches that already carry sdnvirt flows are left
+    # untouched until the fabric has been quiet this long, so that a restart
+    # never removes flows for links or VMs it has not rediscovered yet.
+    settle: Annotated[float, Field(ge=0, le=60)] = 1.0
+    # Silent VMs are located by ARP probes on their hypervisor's free ports.
+    locate_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+
+
+class ControllerSettings(_Strict):
+    openflow: OpenFlowSettings = OpenFlowSettings()
+    fabric: FabricSettings = FabricSettings()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class VMSpec(_Strict):
+    mac: Mac
+    ip: ipaddress.IPv4Address
+    # The hypervisor (edge switch name) the topology launcher places the VM on.
+    # The controller does not trust it: it learns where the VM really is.
+    host: Name | None = None
+
+
+class TenantSpec(_Strict):
+    segment: Annotated[StrictInt, Field(ge=1, le=4094)]
+    subnet: ipaddress.IPv4Network
+    vms: dict[Name, VMSpec] = {}
+
+
+class EmulationSettings(_Strict):
+    # 'user' is the OVS userspace datapath (netdev); 'kernel' needs the
+    # openvswitch kernel module.
+    datapath: Literal["user", "kernel"] = "user"
+
+
+class Config(_Strict):
+    controller: ControllerSettings = ControllerSettings()
+    emulation: EmulationSettings = EmulationSettings()
+    tenants: dict[Name, TenantSpec] = {}
+
+
+def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
+    """What one key alone cannot say: uniqueness and containment rules."""
+    problems = []
+    fabric = cfg.controller.fabric
+    if fabric.link_timeout <= fabric.lldp_interval:
+        problems.append(("controller.fabric.link_timeout",
+                         f"must be longer than lldp_interval ({fabric.lldp_interval})"))
+    segments: dict[int, str] = {}
+    macs: dict[str, str] = {}
+    vm_names: dict[str, str] = {}
+    for tname, tenant in cfg.tenants.items():
+        base = f"tenants.{tname}"
+        if tenant.segment in segments:
+            problems.append((f"{base}.segment",
+                             f"segment {tenant.segment} is already used by tenant {segments[tenant.segment]}"))
+        segments.setdefault(tenant.segment, tname)
+        ips: dict[ipaddress.IPv4Address, str] = {}
+        for vname, vm in tenant.vms.items():
+            path = f"{base}.vms.{vname}"
+            if vname in vm_names:
+                problems.append((path, f"VM name {vname} is already used in tenant {vm_names[vname]}"))
+            vm_names.setdefault(vname, tname)
+            if vm.mac in macs:
+                problems.append((f"{path}.mac", f"MAC {vm.mac} is already used by VM {macs[vm.mac]}"))
+            macs.setdefault(vm.mac, vname)
+            if vm.ip not in tenant.subnet:
+                problems.append((f"{path}.ip", f"{vm.ip} is outside the tenant subnet {tenant.subnet}"))
+            elif vm.ip in (tenant.subnet.network_address, tenant.subnet.broadcast_address):
+                problems.append((f"{path}.ip", f"{vm.ip} is the network or broadcast address of {tenant.subnet}"))
+            if vm.ip in ips:
+                problems.append((f"{path}.ip", f"{vm.ip} is already used by VM {ips[vm.ip]} of this tenant"))
+            ips.setdefault(vm.ip, vname)
+    return problems
+
+
+def _path(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def parse(data: object, source: str = "<config>") -> Config:
+    """Validate an already-decoded document; raise ConfigError listing every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", f"the config must be a mapping, not {type(data).__name__}")])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(source, [(_path(e["loc"]), e["msg"]) for e in err.errors()]) from None
+    problems = _cross_checks(cfg)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(source, [("", f"cannot read: {err.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(source, [("", f"not valid YAML: {where}{getattr(err, 'problem', err)}")]) from None
+    return parse(data, source)

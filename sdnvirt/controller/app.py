@@ -1,0 +1,434 @@
+"""The os-ken application: OpenFlow events in, model changes, reconcile out.
+
+Three threads touch the state, all under ``self.lock``: os-ken's event loop
+(switch, port and packet-in events), the ticker (LLDP, link expiry, VM
+location probes) and the reconciler.  The reconciler is the only writer of
+flows; everything else changes the model or the fabric and asks it to run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from ..config import Config
+from ..fabric import Fabric
+from ..model import Location, Model
+from ..plan.diff import Changes, diff
+from ..plan.flows import ETH_TYPE_LLDP, Flow, is_ours
+from ..plan.pipeline import plan, recover_locations
+from . import ofmsg, packets
+
+LOG = logging.getLogger("sdnvirt.controller")
+
+BARRIER_TIMEOUT = 2.0
+DEBOUNCE = 0.01     # gathers a burst of events into one reconcile
+TICK = 0.05
+RESYNC_BACKOFF = 5.0
+
+
+class SdnvirtApp(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofp.OFP_VERSION]
+
+    def __init__(self, *args, sdnvirt_config: Config, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.name = "sdnvirt"
+        self.lock = threading.RLock()
+        self.settings = sdnvirt_config.controller.fabric
+        self.model = Model(sdnvirt_config)
+        self.fabric = Fabric()
+        self.dps: dict[int, object] = {}
+        self.installed: dict[int, set[Flow]] = {}       # what each switch holds, as last read or written
+        self.generation: dict[int, int] = {}            # bumped on every re-read of a switch's flows
+        self.stats_parts: dict[int, list[Flow]] = {}
+        self.warm: set[int] = set()                     # came back holding our flows, not yet reconciled
+        self.last_resync: dict[int, float] = {}
+        self.link_seen: dict[tuple[int, int], float] = {}
+        self.reinject: list[tuple[int, int, bytes]] = []
+        self.barriers: dict[int, threading.Event] = {}
+        self.secret = os.urandom(16)
+        now = time.monotonic()
+        self.started = now
+        self.last_topology_change = now
+        self.dirty = threading.Event()
+        self.stopping = threading.Event()
+        self.programmed = threading.Event()   # set when a reconcile left every switch as planned
+
+    # -- life cycle ------------------------------------------------------------
+    def start(self):
+        thread = super().start()
+        for target, name in ((self._reconcile_loop, "reconcile"), (self._tick_loop, "ticker")):
+            threading.Thread(target=target, name=f"sdnvirt-{name}", daemon=True).start()
+        return thread
+
+    def close(self):
+        self.stopping.set()
+        self.dirty.set()
+        super().close()
+
+    def reload(self, config: Config) -> None:
+        with self.lock:
+            self.settings = config.controller.fabric
+            self.model.set_config(config)
+        LOG.info("config applied: %d tenants, %d VMs", len(config.tenants), sum(1 for _ in self.model.vms()))
+        self._request()
+
+    def _request(self, topology: bool = False) -> None:
+        if topology:
+            self.last_topology_change = time.monotonic()
+        self.programmed.clear()
+        self.dirty.set()
+
+    # -- switches and ports ----------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def _switch_features(self, ev):
+        dp = ev.msg.datapath
+        # os-ken's own handler, on another thread, sets dp.id from this same
+        # message; it may not have run yet.
+        dp.id = dpid = ev.msg.datapath_id
+        with self.lock:
+            self.dps[dpid] = dp
+            self.fabric.add_switch(dpid)
+            self.installed.pop(dpid, None)
+        LOG.info("switch %016x connected", dpid)
+        dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
+        self._read_flows(dp)
+        self._request(topology=True)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def _switch_gone(self, ev):
+        dp = ev.datapath
+        with self.lock:
+            if not self._known(dp):
+                return
+            del self.dps[dp.id]
+            self.installed.pop(dp.id, None)
+            self.warm.discard(dp.id)
+            self.fabric.remove_switch(dp.id)
+            self.link_seen = {k: v for k, v in self.link_seen.items() if k[0] != dp.id}
+        LOG.warning("switch %016x disconnected; it keeps its flows (fail-secure)", dp.id)
+        self._request(topology=True)
+
+    def _known(self, dp) -> bool:
+        """A switch that finished its handshake on this connection.
+
+        Events of a connection still in its handshake (no dpid yet) or of one
+        replaced by a newer connection are ignored; a new connection reads
+        the switch's ports and flows afresh.
+        """
+        return dp.id is not None and self.dps.get(dp.id) is dp
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def _port_desc(self, ev):
+        dp = ev.msg.datapath
+        with self.lock:
+            if not self._known(dp):
+                return
+            sw = self.fabric.add_switch(dp.id)
+            for port in ev.msg.body:
+                if port.port_no == ofp.OFPP_LOCAL:
+                    sw.name = port.name.decode(errors="replace")
+                elif port.port_no <= ofp.OFPP_MAX:
+                    self._port_changed(dp.id, port)
+        self._announce_ports(dp)
+        self._request(topology=True)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev):
+        msg = ev.msg
+        dp, port = msg.datapath, msg.desc
+        if port.port_no > ofp.OFPP_MAX:
+            return
+        with self.lock:
+            if not self._known(dp):
+                return
+            if msg.reason == ofp.OFPPR_DELETE:
+                self.fabric.remove_port(dp.id, port.port_no)
+                self._unbind_port(dp.id, port.port_no)
+            else:
+                self._port_changed(dp.id, port)
+        self._announce_ports(dp, [port.port_no])
+        self._request(topology=True)
+
+    def _port_changed(self, dpid: int, port) -> None:
+        up = not (port.config & ofp.OFPPC_PORT_DOWN) and not (port.state & ofp.OFPPS_LINK_DOWN)
+        self.fabric.set_port(dpid, port.port_no, up)
+        if not up:
+            self._unbind_port(dpid, port.port_no)
+
+    def _unbind_port(self, dpid: int, port: int) -> None:
+        # A VM whose port went down is no longer there; if it comes back, here
+        # or elsewhere, it is learnt again, and its port is free for another VM.
+        vm = self.model.vm_at(Location(dpid, port))
+        if vm is not None:
+            del self.model.locations[vm.name]
+            LOG.info("VM %s (%s) left %016x port %d", vm.name, vm.tenant, dpid, port)
+
+    # -- flows -------------------------------------------------------------------
+    def _read_flows(self, dp) -> None:
+        with self.lock:
+            self.generation[dp.id] = self.generation.get(dp.id, 0) + 1
+            self.installed.pop(dp.id, None)
+            self.stats_parts[dp.id] = []
+        dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                               0, 0, parser.OFPMatch()))
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def _flow_stats(self, ev):
+        msg = ev.msg
+        dpid = msg.datapath.id
+        with self.lock:
+            if not self._known(msg.datapath):
+                return
+            parts = self.stats_parts.setdefault(dpid, [])
+            parts.extend(ofmsg.installed_flow(stat) for stat in msg.body)
+            if msg.flags & ofp.OFPMPF_REPLY_MORE:
+                return
+            flows = set(self.stats_parts.pop(dpid))
+            first_read = dpid not in self.installed and dpid not in self.warm
+            self.installed[dpid] = flows
+            if first_read and any(is_ours(f.cookie) for f in flows):
+                self.warm.add(dpid)
+            for name, loc in recover_locations(self.model, dpid, flows).items():
+                if name not in self.model.locations:
+                    self.model.bind(name, loc)
+                    LOG.info("VM %s found at %016x port %d in the switch's own flows", name, dpid, loc.port)
+        LOG.info("switch %016x holds %d flows%s", dpid, len(flows),
+                 " (warm: left as is until the fabric settles)" if dpid in self.warm else "")
+        self._request()
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _error(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        LOG.error("switch %016x refused a message: type %d code %d", dp.id, msg.type, msg.code)
+        # The shadow copy of its table may now be wrong: read the truth again.
+        now = time.monotonic()
+        if now - self.last_resync.get(dp.id, -RESYNC_BACKOFF) >= RESYNC_BACKOFF:
+            self.last_resync[dp.id] = now
+            self._read_flows(dp)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier(self, ev):
+        done = self.barriers.pop(ev.msg.xid, None)
+        if done is not None:
+            done.set()
+
+    def _reconcile_loop(self) -> None:
+        while not self.stopping.is_set():
+            self.dirty.wait()
+            time.sleep(DEBOUNCE)
+            self.dirty.clear()
+            if self.stopping.is_set():
+                return
+            try:
+                self.reconcile()
+            except Exception:    # noqa: BLE001 - the daemon must outlive a bad reconcile
+                LOG.exception("reconcile failed; retrying")
+                time.sleep(0.5)
+                self.dirty.set()
+
+    def _settled(self) -> bool:
+        return time.monotonic() - max(self.started, self.last_topology_change) >= self.settings.settle
+
+    def reconcile(self) -> None:
+        """Make every switch hold its planned flows, touching only those that differ."""
+        started = time.monotonic()
+        with self.lock:
+            desired = plan(self.model, self.fabric)
+            work: dict[int, tuple[object, Changes, int]] = {}
+            held = False
+            for dpid, dp in self.dps.items():
+                if dpid not in self.installed:
+                    held = True     # its flows have not been read yet
+                    continue
+                if dpid in self.warm and not self._settled():
+                    held = True
+                    continue
+                self.warm.discard(dpid)
+                changes = diff(desired.get(dpid, ()), self.installed[dpid])
+                if changes:
+                    work[dpid] = (dp, changes, self.generation[dpid])
+                    if LOG.isEnabledFor(logging.DEBUG):
+                        self._log_changes(dpid, changes)
+            reinject, self.reinject = self.reinject, []
+
+        # Make before break: every switch gets its new flows before any old one goes.
+        self._send_all({dpid: [(ofp.OFPFC_ADD, f) for f in ch.add] +
+                              [(ofp.OFPFC_MODIFY_STRICT, f) for f in ch.modify]
+                        for dpid, (dp, ch, gen) in work.items()}, work)
+        self._send_all({dpid: [(ofp.OFPFC_DELETE_STRICT, f) for f in ch.delete]
+                        for dpid, (dp, ch, gen) in work.items()}, work)
+        with self.lock:
+            for dpid, (dp, changes, gen) in work.items():
+                if self.generation.get(dpid) == gen and dpid in self.installed:
+                    self.installed[dpid] = set(desired[dpid])
+        for dpid, port, data in reinject:
+            self._packet_out(dpid, data, port, in_port=port, to_table=True)
+        if work:
+            LOG.info("reconciled %d switches, %d flow changes in %.1f ms", len(work),
+                     sum(len(ch) for _, ch, _ in work.values()), (time.monotonic() - started) * 1000)
+        if not held:
+            self.programmed.set()
+
+    def _log_changes(self, dpid: int, changes: Changes) -> None:
+        have = {f.key: f for f in self.installed[dpid]}
+        for verb, flows in (("add", changes.add), ("modify", changes.modify), ("delete", changes.delete)):
+            for f in flows:
+                LOG.debug("%016x %s %s", dpid, verb, f)
+                if f.key in have and verb != "delete":
+                    LOG.debug("%016x   installed was %s", dpid, have[f.key])
+
+    def _send_all(self, messages: dict[int, list[tuple[int, Flow]]], work) -> None:
+        waits = []
+        for dpid, mods in messages.items():
+            if not mods:
+                continue
+            dp = work[dpid][0]
+            for command, f in mods:
+                dp.send_msg(ofmsg.flow_mod(dp, f, command))
+            barrier = parser.OFPBarrierRequest(dp)
+            dp.set_xid(barrier)
+            done = threading.Event()
+            self.barriers[barrier.xid] = done
+            dp.send_msg(barrier)
+            waits.append((dpid, barrier.xid, done))
+        deadline = time.monotonic() + BARRIER_TIMEOUT
+        for dpid, xid, done in waits:
+            if not done.wait(max(0.0, deadline - time.monotonic())):
+                self.barriers.pop(xid, None)
+                LOG.warning("switch %016x did not confirm its flow changes in time", dpid)
+
+    # -- packets -----------------------------------------------------------------
+    def _packet_out(self, dpid: int, data: bytes, port: int, in_port: int = ofp.OFPP_CONTROLLER,
+                    to_table: bool = False) -> None:
+        dp = self.dps.get(dpid)
+        if dp is None:
+            return
+        out = ofp.OFPP_TABLE if to_table else port
+        dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                                        actions=[parser.OFPActionOutput(out, 0)], data=data))
+
+    def _announce_ports(self, dp, ports: list[int] | None = None) -> None:
+        """LLDP out of the ports (to find links) and probes for this hypervisor's silent VMs."""
+        self._send_lldp(dp, ports)
+        self._locate(dp.id, ports)
+
+    def _send_lldp(self, dp, ports: list[int] | None = None) -> None:
+        with self.lock:
+            sw = self.fabric.switches.get(dp.id)
+            if sw is None:
+                return
+            ports = [p for p in (ports or sw.ports) if sw.ports.get(p)]
+        for port in ports:
+            self._packet_out(dp.id, packets.lldp_frame(dp.id, port, self.secret), port)
+
+    def _locate(self, dpid: int, ports: list[int] | None = None) -> None:
+        with self.lock:
+            sw = self.fabric.switches.get(dpid)
+            if sw is None or not sw.name:
+                return
+            free = [p for p in self.fabric.edge_ports(dpid)
+                    if self.model.vm_at(Location(dpid, p)) is None and (ports is None or p in ports)]
+            targets = [str(vm.ip) for vm in self.model.unlocated() if vm.host == sw.name]
+        for ip in sorted(set(targets)):
+            probe = packets.arp_probe(ip)
+            for port in free:
+                self._packet_out(dpid, probe, port)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        msg = ev.msg
+        dpid = msg.datapath.id
+        if not self._known(msg.datapath):
+            return
+        try:
+            in_port = msg.match["in_port"]
+            if _ethertype(msg.data) == ETH_TYPE_LLDP:
+                self._lldp_in(dpid, in_port, msg.data)
+            else:
+                self._learn(dpid, in_port, msg.data)
+        except packets.BadFrame as err:
+            LOG.debug("switch %016x: %s", dpid, err)
+        except Exception:    # noqa: BLE001 - no packet may stop the daemon
+            LOG.exception("switch %016x: packet-in not handled", dpid)
+
+    def _lldp_in(self, dpid: int, in_port: int, data: bytes) -> None:
+        src = packets.parse_lldp(data, self.secret)
+        with self.lock:
+            if src[0] not in self.dps:
+                return
+            self.link_seen[src] = time.monotonic()
+            new = self.fabric.add_link(src, (dpid, in_port))
+            if new:
+                for end in (src, (dpid, in_port)):
+                    self._unbind_port(*end)
+        if new:
+            LOG.info("link %016x:%d -> %016x:%d", src[0], src[1], dpid, in_port)
+            self._request(topology=True)
+
+    def _learn(self, dpid: int, in_port: int, data: bytes) -> None:
+        frame = packets.parse_frame(data)
+        if frame.tagged:
+            raise packets.BadFrame(f"tagged frame on access port {in_port} dropped")
+        with self.lock:
+            if self.fabric.is_fabric_port(dpid, in_port):
+                return
+            seen = self.model.observe(frame.src, frame.sender_ip, Location(dpid, in_port),
+                                      lambda loc: self.fabric.port_live(loc.dpid, loc.port))
+            if seen.vm is None or not seen.bound or seen.reason == "already there":
+                if seen.vm is not None and not seen.bound:
+                    LOG.warning("frame claiming VM %s on %016x port %d ignored: %s",
+                                seen.vm.name, dpid, in_port, seen.reason)
+                return
+            self.reinject.append((dpid, in_port, data))
+        LOG.info("VM %s (%s) is at %016x port %d%s", seen.vm.name, seen.vm.tenant, dpid, in_port,
+                 f", moved from {seen.moved_from}" if seen.moved_from else "")
+        self._request()
+
+    # -- periodic work -----------------------------------------------------------
+    def _tick_loop(self) -> None:
+        next_lldp = next_locate = time.monotonic()
+        while not self.stopping.wait(TICK):
+            now = time.monotonic()
+            try:
+                if now >= next_lldp:
+                    next_lldp = now + self.settings.lldp_interval
+                    for dp in list(self.dps.values()):
+                        self._send_lldp(dp)
+                if now >= next_locate:
+                    next_locate = now + self.settings.locate_interval
+                    for dpid in list(self.dps):
+                        self._locate(dpid)
+                self._expire_links(now)
+                if self.warm and self._settled():
+                    self.dirty.set()
+            except Exception:    # noqa: BLE001
+                LOG.exception("periodic work failed")
+
+    def _expire_links(self, now: float) -> None:
+        with self.lock:
+            stale = [src for src, seen in self.link_seen.items() if now - seen > self.settings.link_timeout]
+            gone = False
+            for src in stale:
+                del self.link_seen[src]
+                if src in self.fabric.links:
+                    LOG.warning("link from %016x:%d timed out", *src)
+                    del self.fabric.links[src]
+                    gone = True
+        if gone:
+            self._request(topology=True)
+
+
+def _ethertype(data: bytes) -> int:
+    if len(data) < 14:
+        raise packets.BadFrame(f"runt frame of {len(data)} bytes")
+    return int.from_bytes(data[12:14], "big")

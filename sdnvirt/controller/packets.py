@@ -1,0 +1,93 @@
+"""Frames the controller makes and reads: LLDP for links, ARP probes to find VMs."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from os_ken.lib.packet import arp, ethernet, ipv4, lldp, packet, vlan
+
+from ..plan.flows import ETH_TYPE_ARP, ETH_TYPE_LLDP
+
+# Locally administered source MAC of everything the controller itself sends.
+CONTROLLER_MAC = "0a:5d:0e:00:00:01"
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+
+
+class BadFrame(ValueError):
+    """A frame the controller cannot or will not interpret."""
+
+
+def lldp_frame(dpid: int, port: int, secret: bytes) -> bytes:
+    """An LLDP frame naming (dpid, port), signed so that a VM cannot forge a link."""
+    chassis = f"dpid:{dpid:016x}".encode()
+    port_id = struct.pack("!I", port)
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(lldp.LLDP_MAC_NEAREST_BRIDGE, CONTROLLER_MAC, ETH_TYPE_LLDP))
+    pkt.add_protocol(lldp.lldp([
+        lldp.ChassisID(subtype=lldp.ChassisID.SUB_LOCALLY_ASSIGNED, chassis_id=chassis),
+        lldp.PortID(subtype=lldp.PortID.SUB_PORT_COMPONENT, port_id=port_id),
+        lldp.TTL(ttl=120),
+        lldp.SystemName(system_name=_sign(secret, chassis + port_id)),
+        lldp.End(),
+    ]))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def _sign(secret: bytes, data: bytes) -> bytes:
+    return hmac.new(secret, data, "sha256").hexdigest()[:32].encode()
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What learning needs from a frame seen on an access port."""
+
+    src: str
+    sender_ip: ipaddress.IPv4Address | None
+    tagged: bool
+
+
+def parse_lldp(data: bytes, secret: bytes) -> tuple[int, int]:
+    """(dpid, port) an LLDP frame was sent from, if this controller sent it."""
+    try:
+        tlvs = packet.Packet(data).get_protocol(lldp.lldp).tlvs
+        chassis, port_id, name = tlvs[0].chassis_id, tlvs[1].port_id, tlvs[3].system_name
+    except Exception as err:   # noqa: BLE001 - any malformed frame is just a bad frame
+        raise BadFrame(f"not an sdnvirt LLDP frame: {err}") from None
+    if not hmac.compare_digest(name, _sign(secret, chassis + port_id)):
+        raise BadFrame("LLDP frame not signed by this controller")
+    return int(chassis.decode()[len("dpid:"):], 16), struct.unpack("!I", port_id)[0]
+
+
+def parse_frame(data: bytes) -> Frame:
+    try:
+        pkt = packet.Packet(data)
+    except Exception as err:   # noqa: BLE001
+        raise BadFrame(f"unparsable frame: {err}") from None
+    eth = pkt.get_protocol(ethernet.ethernet)
+    if eth is None:
+        raise BadFrame("no Ethernet header")
+    ip = None
+    a = pkt.get_protocol(arp.arp)
+    if a is not None:
+        ip = ipaddress.IPv4Address(a.src_ip)
+    else:
+        v4 = pkt.get_protocol(ipv4.ipv4)
+        if v4 is not None:
+            ip = ipaddress.IPv4Address(v4.src)
+    if ip is not None and ip.is_unspecified:
+        ip = None
+    return Frame(eth.src.lower(), ip, pkt.get_protocol(vlan.vlan) is not None)
+
+
+def arp_probe(target_ip: str) -> bytes:
+    """RFC 5227 ARP probe: asks who has target_ip without revealing any address."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(BROADCAST, CONTROLLER_MAC, ETH_TYPE_ARP))
+    pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=CONTROLLER_MAC, src_ip="0.0.0.0",
+                             dst_mac="00:00:00:00:00:00", dst_ip=target_ip))
+    pkt.serialize()
+    return bytes(pkt.data)

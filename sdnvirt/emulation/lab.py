@@ -1,0 +1,155 @@
+"""A controller daemon process and traffic between emulated VMs.
+
+Shared by ``sdnvirt demo``, the integration tests and the benchmarks, so that
+all three drive the real daemon and real hosts the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+
+def ensure_ovs(timeout: float = 20.0) -> None:
+    """Start Open vSwitch if it is not running (the embedded default needs nothing else)."""
+    if _ovs_up():
+        return
+    subprocess.run(["/usr/share/openvswitch/scripts/ovs-ctl", "start", "--system-id=random"],
+                   check=False, capture_output=True, timeout=60)
+    deadline = time.monotonic() + timeout
+    while not _ovs_up():
+        if time.monotonic() > deadline:
+            raise RuntimeError("Open vSwitch did not start (ovs-vsctl show keeps failing)")
+        time.sleep(0.2)
+
+
+def _ovs_up() -> bool:
+    return subprocess.run(["ovs-vsctl", "--timeout=2", "show"], capture_output=True).returncode == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ControllerProcess:
+    """``sdnvirt controller`` as a child process, with its config and log in ``workdir``."""
+
+    def __init__(self, doc: dict, workdir: str | Path | None = None):
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sdnvirt-"))
+        self.config_path = self.workdir / "sdnvirt.yaml"
+        self.log_path = self.workdir / "controller.log"
+        self.port = doc.get("controller", {}).get("openflow", {}).get("port", 6653)
+        self.write_config(doc)
+        self.proc: subprocess.Popen | None = None
+
+    def write_config(self, doc: dict) -> None:
+        self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    def start(self) -> "ControllerProcess":
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sdnvirt", "controller", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self.wait_listening()
+        return self
+
+    def wait_listening(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"controller exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"controller not listening on port {self.port}:\n{self.log()}")
+
+    def send(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else None
+        proc.send_signal(signum)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(5)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()
+        except OSError:
+            return ""
+
+    def wait_log(self, text: str, timeout: float = 10.0, after: int = 0) -> bool:
+        """Wait until ``text`` appears in the log past offset ``after``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log()[after:]:
+                return True
+            time.sleep(0.05)
+        return False
+
+
+# -- traffic --------------------------------------------------------------------
+
+def ping(host, ip: str, count: int = 1, wait: float = 1.0, interval: float | None = None) -> int:
+    """Echo replies received by ``host`` from ``ip``."""
+    opts = f"-c {count} -W {wait}" + (f" -i {interval}" if interval else "")
+    out = host.cmd(f"ping -n -q {opts} {ip}")
+    for line in out.splitlines():
+        if "received" in line:
+            return int(line.split(",")[1].split()[0])
+    return 0
+
+
+def reachable(host, ip: str, tries: int = 3) -> bool:
+    return any(ping(host, ip) for _ in range(tries))
+
+
+def iperf3(server, client, server_ip: str, seconds: float = 3.0) -> float:
+    """TCP throughput from ``client`` to ``server`` in bits per second."""
+    server.cmd("iperf3 -s -1 -D --pidfile /tmp/sdnvirt-iperf3-$$.pid >/dev/null 2>&1")
+    time.sleep(0.3)
+    out = client.cmd(f"timeout {int(seconds) + 15} iperf3 -J -c {server_ip} -t {seconds}")
+    try:
+        return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
+    except (ValueError, KeyError) as err:
+        raise RuntimeError(f"iperf3 failed: {out[-500:]}") from err
+
+
+def capture(host, bpf: str, seconds: float) -> subprocess.Popen:
+    """Start counting frames matching ``bpf`` on ``host``'s interface; see captured()."""
+    intf = host.defaultIntf()
+    return host.popen(["timeout", str(seconds), "tcpdump", "-l", "-n", "-e", "-i", str(intf), bpf],
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def captured(proc: subprocess.Popen) -> list[str]:
+    out, _ = proc.communicate(timeout=60)
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def wait_tcpdump_ready() -> None:
+    # tcpdump needs a moment to open its socket before frames are sent.
+    time.sleep(0.5)
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0

@@ -1,0 +1,162 @@
+"""The switch fabric as the controller sees it: switches, ports, links, paths.
+
+Paths are chosen deterministically (no hash randomisation, no dependence on
+discovery order) so that a restarted controller plans exactly the flows that
+are already installed and changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+PortRef = tuple[int, int]   # (dpid, port number)
+
+
+@dataclass
+class Switch:
+    dpid: int
+    name: str = ""
+    ports: dict[int, bool] = field(default_factory=dict)   # port number -> up
+
+
+class Fabric:
+    def __init__(self) -> None:
+        self.switches: dict[int, Switch] = {}
+        self.links: dict[PortRef, PortRef] = {}   # one entry per direction seen
+
+    # -- changes -------------------------------------------------------------
+    def add_switch(self, dpid: int) -> Switch:
+        return self.switches.setdefault(dpid, Switch(dpid))
+
+    def remove_switch(self, dpid: int) -> bool:
+        """Forget a switch and every link that touches it; True if links went."""
+        self.switches.pop(dpid, None)
+        gone = [a for a, b in self.links.items() if a[0] == dpid or b[0] == dpid]
+        for a in gone:
+            del self.links[a]
+        return bool(gone)
+
+    def set_port(self, dpid: int, port: int, up: bool) -> bool:
+        """Record a port's state; True if links went away because it is down."""
+        self.add_switch(dpid).ports[port] = up
+        return False if up else self.remove_links_at((dpid, port))
+
+    def remove_port(self, dpid: int, port: int) -> bool:
+        sw = self.switches.get(dpid)
+        if sw:
+            sw.ports.pop(port, None)
+        return self.remove_links_at((dpid, port))
+
+    def add_link(self, src: PortRef, dst: PortRef) -> bool:
+        """A frame sent out of src arrived at dst; True if this is new."""
+        if self.links.get(src) == dst:
+            return False
+        # A port has one peer: a stale link through either end is replaced,
+        # but the same link seen the other way round stays.
+        for a, b in list(self.links.items()):
+            if (a, b) != (dst, src) and ({a, b} & {src, dst}):
+                del self.links[a]
+        self.links[src] = dst
+        return True
+
+    def remove_links_at(self, ref: PortRef) -> bool:
+        gone = [a for a, b in self.links.items() if a == ref or b == ref]
+        for a in gone:
+            del self.links[a]
+        return bool(gone)
+
+    # -- queries -------------------------------------------------------------
+    def switch_by_name(self, name: str) -> Switch | None:
+        return next((sw for sw in self.switches.values() if sw.name == name), None)
+
+    def is_fabric_port(self, dpid: int, port: int) -> bool:
+        ref = (dpid, port)
+        return ref in self.links or ref in self.links.values()
+
+    def fabric_ports(self, dpid: int) -> list[int]:
+        ports = {a[1] for a in self.links if a[0] == dpid}
+        ports |= {b[1] for b in self.links.values() if b[0] == dpid}
+        return sorted(ports)
+
+    def edge_ports(self, dpid: int) -> list[int]:
+        """Ports that are up and lead to no other switch: where VMs plug in."""
+        sw = self.switches.get(dpid)
+        if not sw:
+            return []
+        return sorted(p for p, up in sw.ports.items() if up and not self.is_fabric_port(dpid, p))
+
+    def port_live(self, dpid: int, port: int) -> bool:
+        sw = self.switches.get(dpid)
+        return bool(sw and sw.ports.get(port))
+
+    def graph(self) -> nx.Graph:
+        """Switches joined by links; between two switches the lowest-numbered link is used."""
+        g = nx.Graph()
+        g.add_nodes_from(sorted(self.switches))
+        for (a, pa), (b, pb) in sorted(self.links.items()):
+            if a not in self.switches or b not in self.switches or a == b:
+                continue
+            ports = g.edges[a, b]["ports"] if g.has_edge(a, b) else None
+            if ports is None or (pa, pb) < (ports[a], ports[b]):
+                g.add_edge(a, b, ports={a: pa, b: pb})
+        return g
+
+
+def next_hops(g: nx.Graph, dst: int) -> dict[int, int]:
+    """For every switch that can reach ``dst``: the port it sends out of toward ``dst``.
+
+    Each hop strictly lowers the distance to ``dst``, so the result is loop-free;
+    among equal-cost neighbours the destination's dpid picks one (modulo their
+    number), which spreads consecutive destinations over the spines of a
+    leaf-spine or fat tree and stays the same across restarts.
+    """
+    if dst not in g:
+        return {}
+    dist = nx.single_source_shortest_path_length(g, dst)
+    hops = {}
+    for node, d in dist.items():
+        if node == dst:
+            continue
+        closer = sorted(n for n in g.neighbors(node) if dist.get(n) == d - 1)
+        pick = closer[dst % len(closer)]
+        hops[node] = g.edges[node, pick]["ports"][node]
+    return hops
+
+
+def path_nodes(g: nx.Graph, src: int, dst: int, hops: dict[int, int]) -> list[int]:
+    """Switches a frame from ``src`` visits on its way to ``dst`` following ``hops``."""
+    if src == dst:
+        return [src]
+    if src not in hops:
+        return []
+    nodes = [src]
+    while nodes[-1] != dst:
+        node = nodes[-1]
+        port = hops[node]
+        nodes.append(next(n for n in g.neighbors(node) if g.edges[node, n]["ports"][node] == port))
+    return nodes
+
+
+def flood_tree(g: nx.Graph, members: set[int]) -> nx.Graph:
+    """The smallest subtree of one fabric-wide spanning tree that joins ``members``.
+
+    One spanning tree (BFS from the lowest dpid, neighbours in order) for all
+    tenants keeps broadcast loop-free on any redundant fabric; each tenant then
+    uses only the branches that lead to its own VMs.
+    """
+    members = {m for m in members if m in g}
+    if not members:
+        return nx.Graph()
+    tree = nx.Graph()
+    for component in nx.connected_components(g):
+        root = min(component)
+        tree.add_node(root)
+        for parent, child in nx.bfs_edges(g, root, sort_neighbors=sorted):
+            tree.add_edge(parent, child, **g.edges[parent, child])
+    leaves = [n for n in tree if tree.degree(n) <= 1 and n not in members]
+    while leaves:
+        tree.remove_nodes_from(leaves)
+        leaves = [n for n in tree if tree.degree(n) <= 1 and n not in members]
+    return tree

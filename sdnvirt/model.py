@@ -1,0 +1,110 @@
+"""Desired state: the validated config plus what the controller has learnt.
+
+Everything that changes the network is a change here followed by the same
+plan-and-reconcile step; nothing in this module knows about OpenFlow.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from .config import Config
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """An access port: the switch (hypervisor) and the port a VM is plugged into."""
+
+    dpid: int
+    port: int
+
+
+@dataclass(frozen=True)
+class VM:
+    name: str
+    tenant: str
+    segment: int
+    mac: str
+    ip: ipaddress.IPv4Address
+    host: str | None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the model made of a frame seen at an access port."""
+
+    vm: VM | None
+    bound: bool      # the VM is now (or already was) at this location
+    moved_from: Location | None
+    reason: str
+
+
+class Model:
+    def __init__(self, config: Config):
+        self.locations: dict[str, Location] = {}
+        self.set_config(config)
+
+    def set_config(self, config: Config) -> None:
+        """Adopt a new config, keeping what was learnt about VMs that still exist unchanged."""
+        self.config = config
+        self._vms = {
+            vname: VM(vname, tname, tenant.segment, vm.mac, vm.ip, vm.host)
+            for tname, tenant in sorted(config.tenants.items())
+            for vname, vm in sorted(tenant.vms.items())
+        }
+        self._by_mac = {vm.mac: vm for vm in self._vms.values()}
+        self.locations = {name: loc for name, loc in self.locations.items() if name in self._vms}
+
+    # -- queries -------------------------------------------------------------
+    def vms(self) -> Iterator[VM]:
+        return iter(self._vms.values())
+
+    def vm(self, name: str) -> VM | None:
+        return self._vms.get(name)
+
+    def vm_by_mac(self, mac: str) -> VM | None:
+        return self._by_mac.get(mac.lower())
+
+    def vm_at(self, loc: Location) -> VM | None:
+        for name, where in self.locations.items():
+            if where == loc:
+                return self._vms[name]
+        return None
+
+    def unlocated(self) -> list[VM]:
+        return [vm for vm in self._vms.values() if vm.name not in self.locations]
+
+    # -- learning ------------------------------------------------------------
+    def observe(self, mac: str, ip: ipaddress.IPv4Address | None, loc: Location,
+                port_live: Callable[[Location], bool]) -> Observation:
+        """Decide whether a frame from ``mac`` (sender ``ip`` if it carried one) at ``loc``
+        tells where a VM is.
+
+        Learning must never let a port take over another VM's identity: a VM
+        that is still plugged in and up somewhere is not moved by a frame
+        claiming its MAC elsewhere, and a port that holds one VM does not
+        take a second.  Deliberate moves go through a migration instead.
+        """
+        vm = self.vm_by_mac(mac)
+        if vm is None:
+            return Observation(None, False, None, "undeclared MAC")
+        if ip is not None and ip != vm.ip:
+            return Observation(vm, False, None, f"sender IP {ip} is not {vm.ip}")
+        holder = self.vm_at(loc)
+        if holder is not None and holder.name != vm.name:
+            return Observation(vm, False, None, f"port already holds VM {holder.name}")
+        old = self.locations.get(vm.name)
+        if old == loc:
+            return Observation(vm, True, None, "already there")
+        if old is not None and port_live(old):
+            return Observation(vm, False, None, f"VM is still up at {old}")
+        self.locations[vm.name] = loc
+        return Observation(vm, True, old, "learnt")
+
+    def bind(self, vm_name: str, loc: Location) -> None:
+        """Record where a VM is, from a source the controller trusts (its own flows, an agent)."""
+        if vm_name not in self._vms:
+            raise KeyError(vm_name)
+        self.locations[vm_name] = loc

@@ -1,0 +1,1 @@
+"""Pure planning: the model and the fabric in, OpenFlow flow specs out."""

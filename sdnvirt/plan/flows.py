@@ -1,0 +1,105 @@
+"""Flow specs: OpenFlow 1.3 flows as plain, hashable values.
+
+A spec says what a flow is, not how to send it; ``sdnvirt.controller.ofmsg``
+turns specs into messages and installed flows back into specs, so the desired
+and the installed state compare as values.
+
+Match: a sorted tuple of (OXM field name, value) with os-ken's field names;
+a masked field's value is (value, mask).  MACs are lower-case strings, IPv4
+addresses dotted strings.
+
+Instructions: a tuple of
+  ("apply", (action, ...))   apply-actions
+  ("meta", value, mask)      write-metadata
+  ("goto", table)            goto-table
+and actions are
+  ("output", port)           port may be IN_PORT / CONTROLLER below
+  ("controller", max_len)    output to the controller
+  ("push_vlan",) ("pop_vlan",)
+  ("set", field, value)      set-field
+  ("move", src, dst, bits)   Nicira register move (copy one field into another)
+An empty instruction tuple drops the packet.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+OFPP_IN_PORT = 0xFFFFFFF8
+OFPP_CONTROLLER = 0xFFFFFFFD
+OFPP_LOCAL = 0xFFFFFFFE
+OFPVID_PRESENT = 0x1000
+OFPVID_NONE = 0x0000
+
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV6 = 0x86DD
+ETH_TYPE_VLAN = 0x8100
+ETH_TYPE_LLDP = 0x88CC
+MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+
+
+class Owner(IntEnum):
+    """The top byte of a cookie: what kind of object a flow belongs to."""
+
+    FABRIC = 0x01   # the pipeline's skeleton, fabric ports, discovery
+    TENANT = 0x02   # a tenant's segment on fabric links and its flood tree
+    VM = 0x03       # one VM: port security, ARP answer, forwarding to it
+
+
+def object_id(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+def cookie(owner: Owner, segment: int = 0, name: str = "") -> int:
+    """owner (8 bits) | segment (16 bits) | crc32 of the owner's name (32 bits)."""
+    return (int(owner) << 56) | (segment << 32) | (object_id(name) if name else 0)
+
+
+def cookie_owner(value: int) -> tuple[int, int, int]:
+    """(owner kind, segment, object id) of a cookie; owner 0 for flows sdnvirt did not write."""
+    return value >> 56, (value >> 32) & 0xFFFF, value & 0xFFFFFFFF
+
+
+def is_ours(value: int) -> bool:
+    return (value >> 56) in {int(o) for o in Owner}
+
+
+@dataclass(frozen=True, order=True)
+class Flow:
+    table: int
+    priority: int
+    match: tuple
+    instructions: tuple
+    cookie: int
+
+    @property
+    def key(self) -> tuple:
+        """What identifies a flow in a switch's table (OpenFlow's strict match)."""
+        return (self.table, self.priority, self.match)
+
+    @property
+    def match_dict(self) -> dict:
+        return dict(self.match)
+
+
+def flow(table: int, priority: int, match: dict, instructions: list | tuple, owner_cookie: int) -> Flow:
+    return Flow(table, priority, tuple(sorted(match.items())), tuple(instructions), owner_cookie)
+
+
+def goto(table: int) -> tuple:
+    return ("goto", table)
+
+
+def apply(*actions: tuple) -> tuple:
+    return ("apply", tuple(actions))
+
+
+def write_metadata(value: int) -> tuple:
+    return ("meta", value, 0xFFFFFFFFFFFFFFFF)
+
+
+def push_tag(segment: int) -> list[tuple]:
+    return [("push_vlan",), ("set", "vlan_vid", OFPVID_PRESENT | segment)]

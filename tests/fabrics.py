@@ -1,0 +1,51 @@
+"""Fabrics and configs built in memory for the unit tests."""
+
+from sdnvirt import config
+from sdnvirt.fabric import Fabric
+from sdnvirt.model import Location, Model
+
+
+def leafspine(spines=2, leaves=4, vm_ports=3) -> Fabric:
+    """Leaf i has dpid 0x100+i, spine j 0x200+j; leaf port j links to spine j,
+    ports spines+1.. are access ports; spine port i links to leaf i."""
+    fab = Fabric()
+    for i in range(1, leaves + 1):
+        leaf = fab.add_switch(0x100 + i)
+        leaf.name = f"leaf{i}"
+        for p in range(1, spines + vm_ports + 1):
+            fab.set_port(leaf.dpid, p, True)
+    for j in range(1, spines + 1):
+        spine = fab.add_switch(0x200 + j)
+        spine.name = f"spine{j}"
+        for i in range(1, leaves + 1):
+            fab.set_port(spine.dpid, i, True)
+            fab.add_link((0x100 + i, j), (0x200 + j, i))
+            fab.add_link((0x200 + j, i), (0x100 + i, j))
+    return fab
+
+
+TWO_TENANTS = {
+    "tenants": {
+        "blue": {"segment": 101, "subnet": "10.1.0.0/24", "vms": {
+            "web1": {"mac": "02:00:00:00:01:01", "ip": "10.1.0.11", "host": "leaf1"},
+            "web2": {"mac": "02:00:00:00:01:02", "ip": "10.1.0.12", "host": "leaf2"},
+            "web3": {"mac": "02:00:00:00:01:03", "ip": "10.1.0.13", "host": "leaf1"},
+        }},
+        "red": {"segment": 102, "subnet": "10.1.0.0/24", "vms": {
+            "db1": {"mac": "02:00:00:00:02:01", "ip": "10.1.0.11", "host": "leaf1"},
+            "db2": {"mac": "02:00:00:00:02:02", "ip": "10.1.0.12", "host": "leaf3"},
+        }},
+    }
+}
+
+
+def placed_model(doc=TWO_TENANTS, spines=2) -> Model:
+    """Each VM bound on its host leaf, on access ports in config order."""
+    model = Model(config.parse(doc))
+    next_port: dict[int, int] = {}
+    for vm in model.vms():
+        dpid = 0x100 + int(vm.host.removeprefix("leaf"))
+        port = next_port.get(dpid, spines + 1)
+        next_port[dpid] = port + 1
+        model.bind(vm.name, Location(dpid, port))
+    return model

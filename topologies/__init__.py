@@ -1,0 +1,1 @@
+"""Mininet topologies for sdnvirt; each module also works with ``mn --custom``."""
