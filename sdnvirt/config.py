@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field,
                       StrictInt, ValidationError)
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
@@ -30,7 +30,10 @@ class ConfigError(Exception):
             f"{source}: {path or '(top level)'}: {msg}" for path, msg in problems))
 
 
-def _mac(value: str) -> str:
+def _mac(value: object) -> str:
+    if isinstance(value, int):
+        # YAML 1.1 reads an unquoted 52:54:00:12:34:56 as a base-60 number.
+        raise ValueError('write the MAC address in quotes, like "02:00:00:00:01:01"')
     if not isinstance(value, str) or not re.fullmatch(r"([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}", value):
         raise ValueError(f"not a MAC address like 02:00:00:00:01:01: {value!r}")
     if int(value[:2], 16) & 1:
@@ -38,7 +41,7 @@ def _mac(value: str) -> str:
     return value.lower()
 
 
-Mac = Annotated[str, AfterValidator(_mac)]
+Mac = Annotated[str, BeforeValidator(_mac)]
 
 
 class _Strict(BaseModel):

@@ -50,8 +50,13 @@ class Fabric:
         return self.remove_links_at((dpid, port))
 
     def add_link(self, src: PortRef, dst: PortRef) -> bool:
-        """A frame sent out of src arrived at dst; True if this is new."""
-        if self.links.get(src) == dst:
+        """A frame sent out of src arrived at dst; True if the fabric changed.
+
+        A link is only used once it has been heard in both directions between
+        two different switches: a host that echoes the controller's LLDP back
+        into its own port cannot turn that port into a fabric port.
+        """
+        if src[0] == dst[0] or self.links.get(src) == dst:
             return False
         # A port has one peer: a stale link through either end is replaced,
         # but the same link seen the other way round stays.
@@ -71,14 +76,15 @@ class Fabric:
     def switch_by_name(self, name: str) -> Switch | None:
         return next((sw for sw in self.switches.values() if sw.name == name), None)
 
+    def confirmed_links(self) -> list[tuple[PortRef, PortRef]]:
+        """Links heard in both directions: the only ones paths and tags use."""
+        return sorted((a, b) for a, b in self.links.items() if self.links.get(b) == a)
+
     def is_fabric_port(self, dpid: int, port: int) -> bool:
-        ref = (dpid, port)
-        return ref in self.links or ref in self.links.values()
+        return port in self.fabric_ports(dpid)
 
     def fabric_ports(self, dpid: int) -> list[int]:
-        ports = {a[1] for a in self.links if a[0] == dpid}
-        ports |= {b[1] for b in self.links.values() if b[0] == dpid}
-        return sorted(ports)
+        return sorted({a[1] for a, _ in self.confirmed_links() if a[0] == dpid})
 
     def edge_ports(self, dpid: int) -> list[int]:
         """Ports that are up and lead to no other switch: where VMs plug in."""
@@ -95,8 +101,10 @@ class Fabric:
         """Switches joined by links; between two switches the lowest-numbered link is used."""
         g = nx.Graph()
         g.add_nodes_from(sorted(self.switches))
-        for (a, pa), (b, pb) in sorted(self.links.items()):
-            if a not in self.switches or b not in self.switches or a == b:
+        for (a, pa), (b, pb) in self.confirmed_links():
+            # Each link is read once, from its lower-dpid end, so the choice
+            # among parallel links is the same whichever end spoke first.
+            if a > b or a not in self.switches or b not in self.switches:
                 continue
             ports = g.edges[a, b]["ports"] if g.has_edge(a, b) else None
             if ports is None or (pa, pb) < (ports[a], ports[b]):

@@ -362,7 +362,9 @@ class SdnvirtApp(app_manager.OSKenApp):
             LOG.exception("switch %016x: packet-in not handled", dpid)
 
     def _lldp_in(self, dpid: int, in_port: int, data: bytes) -> None:
-        src = packets.parse_lldp(data, self.secret)
+        # An LLDP frame crosses one link in well under a second; anything
+        # older than one LLDP round is a replay.
+        src = packets.parse_lldp(data, self.secret, max_age=self.settings.lldp_interval)
         with self.lock:
             if src[0] not in self.dps:
                 return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import struct
+import time
 from dataclasses import dataclass
 
 from os_ken.lib.packet import arp, ethernet, ipv4, lldp, packet, vlan
@@ -20,17 +21,19 @@ class BadFrame(ValueError):
     """A frame the controller cannot or will not interpret."""
 
 
-def lldp_frame(dpid: int, port: int, secret: bytes) -> bytes:
-    """An LLDP frame naming (dpid, port), signed so that a VM cannot forge a link."""
+def lldp_frame(dpid: int, port: int, secret: bytes, now: float | None = None) -> bytes:
+    """An LLDP frame naming (dpid, port), signed with its send time so that a
+    host can neither forge a link nor replay an old frame."""
     chassis = f"dpid:{dpid:016x}".encode()
     port_id = struct.pack("!I", port)
+    stamp = f"{time.time() if now is None else now:.6f}".encode()
     pkt = packet.Packet()
     pkt.add_protocol(ethernet.ethernet(lldp.LLDP_MAC_NEAREST_BRIDGE, CONTROLLER_MAC, ETH_TYPE_LLDP))
     pkt.add_protocol(lldp.lldp([
         lldp.ChassisID(subtype=lldp.ChassisID.SUB_LOCALLY_ASSIGNED, chassis_id=chassis),
         lldp.PortID(subtype=lldp.PortID.SUB_PORT_COMPONENT, port_id=port_id),
         lldp.TTL(ttl=120),
-        lldp.SystemName(system_name=_sign(secret, chassis + port_id)),
+        lldp.SystemName(system_name=stamp + b" " + _sign(secret, chassis + port_id + stamp)),
         lldp.End(),
     ]))
     pkt.serialize()
@@ -50,15 +53,20 @@ class Frame:
     tagged: bool
 
 
-def parse_lldp(data: bytes, secret: bytes) -> tuple[int, int]:
-    """(dpid, port) an LLDP frame was sent from, if this controller sent it."""
+def parse_lldp(data: bytes, secret: bytes, max_age: float) -> tuple[int, int]:
+    """(dpid, port) an LLDP frame was sent from, if this controller sent it
+    less than max_age seconds ago."""
     try:
         tlvs = packet.Packet(data).get_protocol(lldp.lldp).tlvs
-        chassis, port_id, name = tlvs[0].chassis_id, tlvs[1].port_id, tlvs[3].system_name
+        chassis, port_id = tlvs[0].chassis_id, tlvs[1].port_id
+        stamp, signature = tlvs[3].system_name.split(b" ")
+        age = time.time() - float(stamp)
     except Exception as err:   # noqa: BLE001 - any malformed frame is just a bad frame
         raise BadFrame(f"not an sdnvirt LLDP frame: {err}") from None
-    if not hmac.compare_digest(name, _sign(secret, chassis + port_id)):
+    if not hmac.compare_digest(signature, _sign(secret, chassis + port_id + stamp)):
         raise BadFrame("LLDP frame not signed by this controller")
+    if not 0 <= age <= max_age:
+        raise BadFrame(f"LLDP frame replayed ({age:.3f} s old)")
     return int(chassis.decode()[len("dpid:"):], 16), struct.unpack("!I", port_id)[0]
 
 
