@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -112,11 +113,16 @@ class ControllerProcess:
 def ping(host, ip: str, count: int = 1, wait: float = 1.0, interval: float | None = None) -> int:
     """Echo replies received by ``host`` from ``ip``."""
     opts = f"-c {count} -W {wait}" + (f" -i {interval}" if interval else "")
-    out = host.cmd(f"ping -n -q {opts} {ip}")
+    return ping_stats(host.cmd(f"ping -n -q {opts} {ip}"))[1]
+
+
+def ping_stats(out: str) -> tuple[int, int]:
+    """(transmitted, received) from ping's summary; (0, 0) if it printed none."""
     for line in out.splitlines():
-        if "received" in line:
-            return int(line.split(",")[1].split()[0])
-    return 0
+        if "transmitted" in line:
+            fields = line.split(",")
+            return int(fields[0].split()[0]), int(fields[1].split()[0])
+    return 0, 0
 
 
 def reachable(host, ip: str, tries: int = 3) -> bool:
@@ -153,3 +159,56 @@ def wait_tcpdump_ready() -> None:
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+def send_scapy(host, frames: list[str], count: int = 1) -> str:
+    """Send raw frames from ``host``'s interface; each frame is a scapy expression."""
+    import shlex
+    code = ("from scapy.all import *\n"
+            "conf.verb = 0\n"
+            f"frames = [{', '.join(frames)}]\n"
+            f"sendp(frames, iface={str(host.defaultIntf())!r}, count={count}, inter=0.01)\n")
+    return host.cmd(f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} 2>&1")
+
+
+def dump_flows(switch: str) -> list[str]:
+    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch],
+                         capture_output=True, text=True, timeout=10).stdout
+    return [line.strip() for line in out.splitlines() if "actions=" in line]
+
+
+def flow_field(line: str, name: str) -> float:
+    """A numeric field (duration, n_packets, ...) of one dump-flows line."""
+    for part in line.replace(",", " ").split():
+        if part.startswith(name + "="):
+            return float(part.split("=", 1)[1].rstrip("s"))
+    raise KeyError(name)
+
+
+def flow_key(line: str) -> str:
+    """A dump-flows line without its counters: what identifies the flow and its actions."""
+    return re.sub(r"\b(duration|n_packets|n_bytes|idle_age|hard_age)=[^,\s]+,?\s*", "", line)
+
+
+def cross_tenant_leaks(emu, cfg, src: str, dst: str, seconds: float = 4.0) -> dict[str, list[str]]:
+    """Frames from tenant ``src`` that reach tenant ``dst``'s VMs when every ``src``
+    VM aims pings straight at every ``dst`` MAC (static ARP entries for
+    addresses ``src`` does not use).  Isolation holds when every list is empty.
+    """
+    senders = cfg.tenants[src].vms
+    targets = cfg.tenants[dst].vms
+    bpf = " or ".join(f"ether src {vm.mac}" for vm in senders.values())
+    caps = {name: capture(emu.host(name), bpf, seconds) for name in targets}
+    wait_tcpdump_ready()
+    spare = [ip for ip in cfg.tenants[src].subnet.hosts()
+             if ip not in {vm.ip for vm in senders.values()}][-len(targets):]
+    for name in senders:
+        host = emu.host(name)
+        intf = host.defaultIntf()
+        for ip, vm in zip(spare, targets.values()):
+            host.cmd(f"ip neigh replace {ip} lladdr {vm.mac} dev {intf} nud permanent")
+            host.cmd(f"ping -n -q -c 3 -i 0.2 -W 0.3 {ip} >/dev/null 2>&1 &")
+    leaks = {name: captured(proc) for name, proc in caps.items()}
+    for name in senders:
+        emu.host(name).cmd(f"ip neigh flush nud permanent dev {emu.host(name).defaultIntf()}")
+    return leaks

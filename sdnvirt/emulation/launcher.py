@@ -187,20 +187,27 @@ class Emulation:
             self.net.build()
             self.net.start()
             for host in self.net.hosts:
-                for intf in host.intfList():
-                    # TCP over the OVS userspace datapath never connects with
-                    # checksum offload on the veth (ping works either way).
-                    out = host.cmd(f"ethtool -K {intf} tx off >/dev/null 2>&1 || echo FAILED")
-                    if "FAILED" in out:
-                        log.warning("%s: ethtool -K %s tx off failed", host, intf)
-            for host in self.net.hosts:
-                # Like a VM that has just booted: one gratuitous ARP.
-                intf = host.defaultIntf()
-                host.cmd(f"arping -c 1 -U -I {intf} {host.IP()} >/dev/null 2>&1 &")
+                _boot(host)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def plug(self, name: str, hypervisor: str, mac: str, ip: str):
+        """Plug a host that no config declares into a hypervisor's free port.
+
+        The controller must treat it as a stranger: this is how tests bring
+        a rogue machine onto the fabric.
+        """
+        if self.net is None:
+            raise RuntimeError("the emulation is not started")
+        host = self.net.addHost(name, mac=mac, ip=ip)
+        switch = self.net.get(hypervisor)
+        link = self.net.addLink(host, switch)
+        switch.attach(link.intf2)
+        host.configDefault()
+        _boot(host)
+        return host
 
     def stop(self) -> None:
         net, self.net = self.net, None
@@ -228,6 +235,17 @@ class Emulation:
         if vm_name not in self.placement:
             raise KeyError(vm_name)
         return self.placement[vm_name]
+
+
+def _boot(host) -> None:
+    for intf in host.intfList():
+        # TCP over the OVS userspace datapath never connects with checksum
+        # offload on the veth (ping works either way).
+        out = host.cmd(f"ethtool -K {intf} tx off >/dev/null 2>&1 || echo FAILED")
+        if "FAILED" in out:
+            log.warning("%s: ethtool -K %s tx off failed", host, intf)
+    # Like a VM that has just booted: one gratuitous ARP.
+    host.cmd(f"arping -c 1 -U -I {host.defaultIntf()} {host.IP()} >/dev/null 2>&1 &")
 
 
 def _flow_count(switch: str) -> int | None:

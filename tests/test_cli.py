@@ -1,0 +1,45 @@
+"""The sdnvirt command as a user runs it: config checks and refusals."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "deploy" / "examples"
+
+
+def sdnvirt(*args, timeout=30):
+    return subprocess.run([sys.executable, "-m", "sdnvirt", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_check_config_accepts_the_shipped_examples():
+    for example in sorted(EXAMPLES.glob("*.yaml")):
+        res = sdnvirt("controller", "--check-config", str(example))
+        assert res.returncode == 0, res.stderr
+        assert "configuration is valid" in res.stdout
+
+
+def test_check_config_names_file_key_and_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tenants:\n  blue:\n    segment: 101\n    subnet: 10.1.0.0/24\n    colour: blue\n")
+    res = sdnvirt("controller", "--check-config", str(bad))
+    assert res.returncode == 1
+    assert f"{bad}: tenants.blue.colour: Extra inputs are not permitted" in res.stderr
+
+
+def test_the_daemon_refuses_to_start_on_a_bad_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("controller:\n  openflow: {port: 70000}\n")
+    res = sdnvirt("controller", "--config", str(bad))
+    assert res.returncode == 1
+    assert "controller.openflow.port" in res.stderr
+
+
+def test_a_missing_config_file_is_a_clear_error(tmp_path):
+    res = sdnvirt("controller", "--config", str(tmp_path / "nope.yaml"))
+    assert res.returncode == 1 and "cannot read" in res.stderr
+
+
+def test_the_daemon_does_not_load_mininet():
+    code = "import sys, sdnvirt.cli, sdnvirt.controller.app; sys.exit('mininet' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
