@@ -60,7 +60,6 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.last_topology_change = now
         self.dirty = threading.Event()
         self.stopping = threading.Event()
-        self.programmed = threading.Event()   # set when a reconcile left every switch as planned
 
     # -- life cycle ------------------------------------------------------------
     def start(self):
@@ -84,7 +83,6 @@ class SdnvirtApp(app_manager.OSKenApp):
     def _request(self, topology: bool = False) -> None:
         if topology:
             self.last_topology_change = time.monotonic()
-        self.programmed.clear()
         self.dirty.set()
 
     # -- switches and ports ----------------------------------------------------
@@ -276,8 +274,11 @@ class SdnvirtApp(app_manager.OSKenApp):
         if work:
             LOG.info("reconciled %d switches, %d flow changes in %.1f ms", len(work),
                      sum(len(ch) for _, ch, _ in work.values()), (time.monotonic() - started) * 1000)
-        if not held:
-            self.programmed.set()
+            if not held:
+                with self.lock:
+                    located, total = len(self.model.locations), sum(1 for _ in self.model.vms())
+                LOG.info("fabric programmed: %d switches, %d flows, %d of %d VMs located",
+                         len(desired), sum(len(f) for f in desired.values()), located, total)
 
     def _log_changes(self, dpid: int, changes: Changes) -> None:
         have = {f.key: f for f in self.installed[dpid]}

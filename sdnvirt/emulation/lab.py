@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -163,7 +164,6 @@ def is_root() -> bool:
 
 def send_scapy(host, frames: list[str], count: int = 1) -> str:
     """Send raw frames from ``host``'s interface; each frame is a scapy expression."""
-    import shlex
     code = ("from scapy.all import *\n"
             "conf.verb = 0\n"
             f"frames = [{', '.join(frames)}]\n"
