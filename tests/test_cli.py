@@ -43,3 +43,29 @@ def test_a_missing_config_file_is_a_clear_error(tmp_path):
 def test_the_daemon_does_not_load_mininet():
     code = "import sys, sdnvirt.cli, sdnvirt.controller.app; sys.exit('mininet' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_sigterm_stops_the_daemon_cleanly(tmp_path):
+    import signal
+    import socket
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"controller:\n  openflow: {{address: 127.0.0.1, port: {port}}}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "sdnvirt", "controller", "--config", str(cfg)],
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert "SIGTERM: stopping" in proc.stderr.read()
+    finally:
+        proc.kill()

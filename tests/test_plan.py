@@ -3,7 +3,7 @@
 import itertools
 
 import pytest
-from fabrics import TWO_TENANTS, leafspine, placed_model
+from fabrics import leafspine, placed_model
 
 from sdnvirt.fabric import Fabric
 from sdnvirt.model import Location

@@ -4,7 +4,6 @@
 import pytest
 
 from sdnvirt import cli, config
-from sdnvirt.emulation import launcher
 from sdnvirt.emulation.launcher import Emulation, build_topo, place_vms
 from topologies import fattree, leafspine, single
 

@@ -68,11 +68,6 @@ class SdnvirtApp(app_manager.OSKenApp):
             threading.Thread(target=target, name=f"sdnvirt-{name}", daemon=True).start()
         return thread
 
-    def close(self):
-        self.stopping.set()
-        self.dirty.set()
-        super().close()
-
     def reload(self, config: Config) -> None:
         with self.lock:
             self.settings = config.controller.fabric

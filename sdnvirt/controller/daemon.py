@@ -20,7 +20,13 @@ def run(config_path: str, config: Config) -> int:
     # sdnvirt sets come from the sdnvirt config, the rest keep their defaults.
     from os_ken import cfg as osken_cfg
     from os_ken.base.app_manager import AppManager
-    from os_ken.lib import hub
+
+    # The signals are blocked before os-ken starts any thread (threads inherit
+    # the mask) and taken by sigwait() here: a handler would only run once
+    # the main thread woke up, and a signal delivered to another thread
+    # would leave it asleep.
+    signals = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
 
     of = config.controller.openflow
     osken_cfg.CONF(args=["--ofp-listen-host", str(of.address), "--ofp-tcp-listen-port", str(of.port)],
@@ -28,32 +34,29 @@ def run(config_path: str, config: Config) -> int:
     manager = AppManager.get_instance()
     manager.load_apps(["sdnvirt.controller.app"])
     contexts = manager.create_contexts()
-    threads = manager.instantiate_apps(sdnvirt_config=config, **contexts)
+    manager.instantiate_apps(sdnvirt_config=config, **contexts)
     app = manager.applications["sdnvirt"]
     LOG.info("sdnvirt %s controller listening for OpenFlow 1.3 on %s:%d", __version__, of.address, of.port)
 
-    def reload(*_):
-        # Reloading takes the model lock: do it off the signal handler.
-        def work():
-            try:
-                new = load(config_path)
-            except ConfigError as err:
-                LOG.error("config reload failed, still running on the previous config:\n%s", err)
-                return
-            app.reload(new)
-        threading.Thread(target=work, name="sdnvirt-reload", daemon=True).start()
-
-    def stop(signum, _frame):
+    while True:
+        signum = signal.sigwait(signals)
+        if signum == signal.SIGHUP:
+            # Reloading takes the model lock: never block signal handling on it.
+            threading.Thread(target=_reload, args=(app, config_path), name="sdnvirt-reload", daemon=True).start()
+            continue
         LOG.info("%s: stopping; switches keep their flows (fail-secure)", signal.Signals(signum).name)
-        app.close()
         logging.shutdown()
         sys.stderr.flush()
-        # os-ken's native hub threads cannot be interrupted; the OpenFlow
-        # sockets close with the process and the switches keep forwarding.
+        # Nothing to undo: the OpenFlow sockets close with the process and the
+        # switches keep forwarding. os-ken's close() would join its native hub
+        # threads, which can block forever.
         os._exit(0)
 
-    signal.signal(signal.SIGHUP, reload)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    hub.joinall(threads)
-    return 0
+
+def _reload(app, config_path: str) -> None:
+    try:
+        new = load(config_path)
+    except ConfigError as err:
+        LOG.error("config reload failed, still running on the previous config:\n%s", err)
+        return
+    app.reload(new)
