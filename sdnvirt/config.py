@@ -64,6 +64,10 @@ class FabricSettings(_Strict):
     settle: Annotated[float, Field(ge=0, le=60)] = 1.0
     # Silent VMs are located by ARP probes on their hypervisor's free ports.
     locate_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    # Packets per second each switch may send the controller from ports that
+    # hold no VM (learning) and, separately, as LLDP from ports not yet known
+    # as fabric ports; the excess is dropped in the switch.
+    packet_in_rate: Annotated[StrictInt, Field(ge=10, le=1_000_000)] = 1000
 
 
 class ControllerSettings(_Strict):

@@ -260,3 +260,21 @@ def test_errors_from_load_name_the_file(tmp_path):
     assert str(err.value) == f"{path}: tenants.red.segment: segment 101 is already used by tenant blue"
     assert err.value.source == str(path)
     assert err.value.problems == [("tenants.red.segment", "segment 101 is already used by tenant blue")]
+
+
+def test_the_full_example_lists_every_setting_at_its_default():
+    from pathlib import Path
+
+    import yaml
+
+    from sdnvirt.config import ControllerSettings, EmulationSettings
+    path = Path(__file__).parent.parent / "deploy" / "examples" / "full.yaml"
+    doc = yaml.safe_load(path.read_text())
+    cfg = load(path)
+    assert cfg.controller == ControllerSettings() and cfg.emulation == EmulationSettings()
+
+    def keys(d, prefix=""):
+        return {prefix + k for k in d} | {x for k, v in d.items() if isinstance(v, dict)
+                                         for x in keys(v, f"{prefix}{k}.")}
+    schema = {"controller": ControllerSettings().model_dump(), "emulation": EmulationSettings().model_dump()}
+    assert keys(schema) == keys({k: doc[k] for k in schema})

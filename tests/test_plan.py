@@ -213,3 +213,18 @@ def test_a_link_seen_both_ways_keeps_both_directions():
     assert fab.links[(0x101, 1)] == (0x201, 1) and fab.links[(0x201, 1)] == (0x101, 1)
     assert not fab.add_link((0x101, 1), (0x201, 1))
     assert not fab.add_link((0x201, 1), (0x101, 1))
+
+
+def test_packets_to_the_controller_are_metered_except_lldp_on_known_fabric_ports():
+    from sdnvirt.plan.pipeline import MeterId, Prio
+    fab, model, _ = fabric_and_model()
+    for dpid, flows in plan(model, fab).items():
+        for f in flows:
+            sends_up = any(i[0] == "apply" and any(a[0] == "controller" for a in i[1]) for i in f.instructions)
+            if not sends_up:
+                continue
+            metered = [i[1] for i in f.instructions if i[0] == "meter"]
+            if f.priority == Prio.FABRIC_LLDP:
+                assert metered == [] and f.match_dict["in_port"] in fab.fabric_ports(dpid)
+            else:
+                assert metered in ([MeterId.LEARN], [MeterId.DISCOVERY]), f

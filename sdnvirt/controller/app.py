@@ -24,7 +24,7 @@ from ..fabric import Fabric
 from ..model import Location, Model
 from ..plan.diff import Changes, diff
 from ..plan.flows import ETH_TYPE_LLDP, Flow, is_ours
-from ..plan.pipeline import plan, recover_locations
+from ..plan.pipeline import meters, plan, recover_locations
 from . import ofmsg, packets
 
 LOG = logging.getLogger("sdnvirt.controller")
@@ -49,6 +49,8 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.installed: dict[int, set[Flow]] = {}       # what each switch holds, as last read or written
         self.generation: dict[int, int] = {}            # bumped on every re-read of a switch's flows
         self.stats_parts: dict[int, list[Flow]] = {}
+        self.meter_parts: dict[int, dict] = {}
+        self.meters_ready: set[int] = set()             # switches whose meters are as planned
         self.warm: set[int] = set()                     # came back holding our flows, not yet reconciled
         self.last_resync: dict[int, float] = {}
         self.link_seen: dict[tuple[int, int], float] = {}
@@ -70,8 +72,11 @@ class SdnvirtApp(app_manager.OSKenApp):
 
     def reload(self, config: Config) -> None:
         with self.lock:
-            self.settings = config.controller.fabric
+            old, self.settings = self.settings, config.controller.fabric
             self.model.set_config(config)
+            dps = list(self.dps.values()) if meters(old) != meters(self.settings) else []
+        for dp in dps:
+            self._read_meters(dp)
         LOG.info("config applied: %d tenants, %d VMs", len(config.tenants), sum(1 for _ in self.model.vms()))
         self._request()
 
@@ -93,6 +98,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             self.installed.pop(dpid, None)
         LOG.info("switch %016x connected", dpid)
         dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
+        self._read_meters(dp)
         self._read_flows(dp)
         self._request(topology=True)
 
@@ -104,6 +110,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                 return
             del self.dps[dp.id]
             self.installed.pop(dp.id, None)
+            self.meters_ready.discard(dp.id)
             self.warm.discard(dp.id)
             self.fabric.remove_switch(dp.id)
             self.link_seen = {k: v for k, v in self.link_seen.items() if k[0] != dp.id}
@@ -174,6 +181,37 @@ class SdnvirtApp(app_manager.OSKenApp):
         dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                                0, 0, parser.OFPMatch()))
 
+    def _read_meters(self, dp) -> None:
+        with self.lock:
+            self.meters_ready.discard(dp.id)
+            self.meter_parts.pop(dp.id, None)
+        dp.send_msg(parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL))
+
+    @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
+    def _meter_config(self, ev):
+        """Meters go in before any flow that uses them, and are set as planned."""
+        msg = ev.msg
+        dp = msg.datapath
+        with self.lock:
+            if not self._known(dp):
+                return
+            parts = self.meter_parts.setdefault(dp.id, {})
+            parts.update((stat.meter_id, ofmsg.installed_meter(stat)) for stat in msg.body)
+            if msg.flags & ofp.OFPMPF_REPLY_MORE:
+                return
+            have = self.meter_parts.pop(dp.id)
+            want = meters(self.settings)
+        for meter_id, m in sorted(want.items()):
+            if meter_id not in have:
+                dp.send_msg(ofmsg.meter_mod(dp, m, ofp.OFPMC_ADD))
+            elif have[meter_id] != m:
+                dp.send_msg(ofmsg.meter_mod(dp, m, ofp.OFPMC_MODIFY))
+        for meter_id in sorted(set(have) - set(want)):
+            dp.send_msg(parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, meter_id=meter_id))
+        with self.lock:
+            self.meters_ready.add(dp.id)
+        self._request()
+
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev):
         msg = ev.msg
@@ -240,8 +278,8 @@ class SdnvirtApp(app_manager.OSKenApp):
             work: dict[int, tuple[object, Changes, int]] = {}
             held = False
             for dpid, dp in self.dps.items():
-                if dpid not in self.installed:
-                    held = True     # its flows have not been read yet
+                if dpid not in self.installed or dpid not in self.meters_ready:
+                    held = True     # its flows or meters have not been read yet
                     continue
                 if dpid in self.warm and not self._settled():
                     held = True

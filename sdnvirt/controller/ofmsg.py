@@ -5,7 +5,7 @@ from __future__ import annotations
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from ..plan.flows import OFPP_CONTROLLER, Flow
+from ..plan.flows import OFPP_CONTROLLER, Flow, Meter
 
 
 def _action(spec: tuple):
@@ -29,6 +29,8 @@ def _instruction(spec: tuple):
     kind = spec[0]
     if kind == "apply":
         return parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [_action(a) for a in spec[1]])
+    if kind == "meter":
+        return parser.OFPInstructionMeter(spec[1])
     if kind == "meta":
         return parser.OFPInstructionWriteMetadata(spec[1], spec[2])
     if kind == "goto":
@@ -69,6 +71,8 @@ def _oxm_name(field: str) -> str:
 def _instruction_spec(inst) -> tuple:
     if isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
         return ("apply", tuple(_action_spec(a) for a in inst.actions))
+    if isinstance(inst, parser.OFPInstructionMeter):
+        return ("meter", inst.meter_id)
     if isinstance(inst, parser.OFPInstructionWriteMetadata):
         return ("meta", inst.metadata, inst.metadata_mask)
     if isinstance(inst, parser.OFPInstructionGotoTable):
@@ -85,3 +89,19 @@ def installed_flow(stat) -> Flow:
     match = tuple(sorted((k, _value(v)) for k, v in stat.match.items()))
     return Flow(stat.table_id, stat.priority, match,
                 tuple(_instruction_spec(i) for i in stat.instructions), stat.cookie)
+
+
+METER_FLAGS = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
+
+
+def meter_mod(dp, m: Meter, command: int) -> parser.OFPMeterMod:
+    return parser.OFPMeterMod(dp, command=command, flags=METER_FLAGS, meter_id=m.meter_id,
+                              bands=[parser.OFPMeterBandDrop(rate=m.rate, burst_size=m.burst)])
+
+
+def installed_meter(stat) -> Meter | None:
+    """One entry of a meter-config reply as a spec; None for a meter sdnvirt would not write."""
+    bands = [b for b in stat.bands if isinstance(b, parser.OFPMeterBandDrop)]
+    if stat.flags != METER_FLAGS or len(bands) != 1 or len(stat.bands) != 1:
+        return None
+    return Meter(stat.meter_id, bands[0].rate, bands[0].burst_size)

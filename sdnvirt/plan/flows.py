@@ -10,6 +10,7 @@ addresses dotted strings.
 
 Instructions: a tuple of
   ("apply", (action, ...))   apply-actions
+  ("meter", meter_id)        meter (rate-limits what goes on)
   ("meta", value, mask)      write-metadata
   ("goto", table)            goto-table
 and actions are
@@ -85,8 +86,21 @@ class Flow:
         return dict(self.match)
 
 
+@dataclass(frozen=True, order=True)
+class Meter:
+    """A packets-per-second meter whose one band drops the excess."""
+
+    meter_id: int
+    rate: int
+    burst: int
+
+
 def flow(table: int, priority: int, match: dict, instructions: list | tuple, owner_cookie: int) -> Flow:
     return Flow(table, priority, tuple(sorted(match.items())), tuple(instructions), owner_cookie)
+
+
+def meter(meter_id: int) -> tuple:
+    return ("meter", meter_id)
 
 
 def goto(table: int) -> tuple:

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections import defaultdict
 from enum import IntEnum
 
+from ..config import FabricSettings
 from ..fabric import Fabric, flood_tree, next_hops, path_nodes
 from ..model import VM, Location, Model
 from .flows import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_LLDP,
                     MULTICAST, OFPP_IN_PORT, OFPVID_NONE, OFPVID_PRESENT, Flow,
-                    Owner, apply, cookie, cookie_owner, flow, goto, object_id,
-                    push_tag, write_metadata)
+                    Meter, Owner, apply, cookie, cookie_owner, flow, goto, meter,
+                    object_id, push_tag, write_metadata)
 
 # The whole frame goes to the controller: a learnt frame is sent back into
 # the pipeline once its VM's flows are in place.
@@ -29,10 +30,16 @@ class Table(IntEnum):
     FLOOD = 4      # tenant broadcast/multicast -> the tenant's flood tree
 
 
+class MeterId(IntEnum):
+    LEARN = 1        # frames from ports that hold no VM
+    DISCOVERY = 2    # LLDP from ports not known as fabric ports
+
+
 class Prio(IntEnum):
     VM_ALLOW = 300          # INGRESS: the VM's own MAC/IP on its own port
     VM_PORT_DROP = 250      # INGRESS: anything else on a VM's port
     TENANT_FABRIC = 200     # INGRESS: a known segment tag on a fabric port
+    FABRIC_LLDP = 160       # INGRESS: LLDP on a known fabric port, unmetered
     DISCOVERY = 150         # INGRESS: LLDP on ports that hold no VM
     FABRIC_PORT_DROP = 100  # INGRESS: anything else on a fabric port
     ARP_ANSWER = 100
@@ -53,14 +60,22 @@ def vm_cookie(vm: VM) -> int:
     return cookie(Owner.VM, vm.segment, vm.name)
 
 
+def meters(settings: FabricSettings) -> dict[int, Meter]:
+    """The meters every switch has: what it may send the controller unasked."""
+    rate = settings.packet_in_rate
+    burst = max(10, rate // 10)
+    return {m: Meter(m, rate, burst) for m in MeterId}
+
+
 def skeleton() -> list[Flow]:
     """Flows every switch has, whatever the tenants: the pipeline's defaults."""
     c = FABRIC_COOKIE
+    to_controller = apply(("controller", NO_BUFFER))
     return [
         flow(Table.INGRESS, Prio.DISCOVERY, {"eth_type": ETH_TYPE_LLDP},
-             [apply(("controller", NO_BUFFER))], c),
+             [meter(MeterId.DISCOVERY), to_controller], c),
         # A frame on a port that holds no VM yet: the controller learns from it.
-        flow(Table.INGRESS, Prio.DEFAULT, {}, [apply(("controller", NO_BUFFER))], c),
+        flow(Table.INGRESS, Prio.DEFAULT, {}, [meter(MeterId.LEARN), to_controller], c),
         flow(Table.ARP, Prio.DEFAULT, {}, [], c),
         flow(Table.SERVICES, Prio.DEFAULT, {}, [goto(Table.FORWARD)], c),
         flow(Table.FORWARD, Prio.MULTICAST, {"eth_dst": MULTICAST}, [goto(Table.FLOOD)], c),
@@ -121,6 +136,10 @@ def plan(model: Model, fabric: Fabric) -> dict[int, set[Flow]]:
     for dpid in fabric.switches:
         for port in fabric.fabric_ports(dpid):
             out[dpid].add(flow(Table.INGRESS, Prio.FABRIC_PORT_DROP, {"in_port": port}, [], FABRIC_COOKIE))
+            # Known links keep being refreshed even while a flood from some
+            # free port exhausts the discovery meter.
+            out[dpid].add(flow(Table.INGRESS, Prio.FABRIC_LLDP, {"in_port": port, "eth_type": ETH_TYPE_LLDP},
+                               [apply(("controller", NO_BUFFER))], FABRIC_COOKIE))
 
     by_tenant: dict[str, list[VM]] = defaultdict(list)
     for vm in model.vms():

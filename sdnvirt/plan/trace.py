@@ -96,6 +96,7 @@ class FakeFabric:
                     pkt["metadata"] = inst[1]
                 elif inst[0] == "goto":
                     table = inst[1]
+                # ("meter", id) limits rates, which a single packet never meets.
         return sent
 
     @staticmethod

@@ -31,7 +31,7 @@ class Fabric:
     def __init__(self, tmp_path, tenants, topo, params):
         lab.ensure_ovs()
         self.doc = {"controller": {"openflow": {"port": lab.free_port()},
-                                   "fabric": {"settle": 1.0}},
+                                   "fabric": {"settle": 1.0, "packet_in_rate": 100}},
                     "tenants": copy.deepcopy(tenants)}
         self.cfg = config.parse(self.doc)
         self.ctl = lab.ControllerProcess(self.doc, tmp_path)

@@ -1,6 +1,7 @@
 """Strangers, junk and bad configs: the daemon keeps serving the tenants it has."""
 
 import signal
+import subprocess
 import time
 
 import pytest
@@ -54,6 +55,28 @@ def test_malformed_frames_in_packet_ins_do_not_hurt_the_daemon(leafspine, rogue)
     assert leafspine.alive()
     assert "Traceback" not in leafspine.ctl.log()[offset:]
     assert lab.reachable(leafspine.host("web2"), str(leafspine.vm("web1").ip))
+
+
+def _meter_drops(switch):
+    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "meter-stats", switch],
+                         capture_output=True, text=True, timeout=10).stdout
+    # "meter:1 flow_count:1 packet_in_count:N byte_in_count:B duration:Ds bands:\n0: packet_count:DROPPED ..."
+    stats = {}
+    for block in out.split("meter:")[1:]:
+        meter_id = int(block.split()[0])
+        stats[meter_id] = int(block.split("bands:")[1].split("packet_count:")[1].split()[0])
+    return stats
+
+
+def test_a_flooding_stranger_is_rate_limited_in_the_switch(leafspine, rogue):
+    before = _meter_drops("leaf4")
+    lab.send_scapy(rogue, ['Ether(src="02:66:66:66:66:66", dst="ff:ff:ff:ff:ff:ff")/IP(dst="10.1.0.11")/UDP()'],
+                   count=1000)
+    after = _meter_drops("leaf4")
+    assert after[1] - before.get(1, 0) > 500     # packet_in_rate is 100/s in these tests
+    assert leafspine.alive()
+    assert lab.reachable(leafspine.host("web2"), str(leafspine.vm("db3").ip)) is False   # other tenant
+    assert lab.reachable(leafspine.host("db1"), str(leafspine.vm("db3").ip))             # db3 is on leaf4
 
 
 def test_sighup_with_a_bad_file_keeps_the_running_config(leafspine):
