@@ -84,10 +84,48 @@ class VMSpec(_Strict):
     host: Name | None = None
 
 
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+
+
+class HealthCheck(_Strict):
+    # tcp: SYN-ACK is up, RST or timeout down; udp: an ICMP port unreachable
+    # is down, silence is up; icmp: an echo reply is up.
+    type: Literal["tcp", "udp", "icmp"] | None = None   # default: the service's protocol
+    interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    timeout: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    rise: Annotated[StrictInt, Field(ge=1, le=100)] = 2
+    fall: Annotated[StrictInt, Field(ge=1, le=100)] = 2
+
+
+class BackendSpec(_Strict):
+    vm: Name
+    port: Port
+    weight: Annotated[StrictInt, Field(ge=0, le=255)] = 1    # 0: drained
+
+
+class ServiceSpec(_Strict):
+    vip: ipaddress.IPv4Address
+    protocol: Literal["tcp", "udp"] = "tcp"
+    port: Port
+    backends: list[BackendSpec] = []
+    health_check: HealthCheck = HealthCheck()
+    # With no healthy backend: reject answers at once (TCP RST, ICMP port
+    # unreachable), drop stays silent.
+    on_empty: Literal["reject", "drop"] = "reject"
+
+
 class TenantSpec(_Strict):
     segment: Annotated[StrictInt, Field(ge=1, le=4094)]
     subnet: ipaddress.IPv4Network
     vms: dict[Name, VMSpec] = {}
+    services: dict[Name, ServiceSpec] = {}
+    # Where health probes come from: an address of the tenant no VM uses
+    # (default: the subnet's last usable address).
+    service_address: ipaddress.IPv4Address | None = None
+
+    @property
+    def probe_ip(self) -> ipaddress.IPv4Address:
+        return self.service_address or self.subnet.broadcast_address - 1
 
 
 class EmulationSettings(_Strict):
@@ -134,6 +172,60 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
             if vm.ip in ips:
                 problems.append((f"{path}.ip", f"{vm.ip} is already used by VM {ips[vm.ip]} of this tenant"))
             ips.setdefault(vm.ip, vname)
+            if vm.mac.startswith(VIRTUAL_MAC_PREFIX):
+                problems.append((f"{path}.mac", f"MACs starting with {VIRTUAL_MAC_PREFIX} are sdnvirt's own"))
+        problems += _service_checks(base, tenant, ips)
+    return problems
+
+
+# Addresses the switches answer for (VIPs, the probe address) get the MAC
+# 0a:5d:<the four bytes of the IPv4 address>: unique in a tenant, stable.
+VIRTUAL_MAC_PREFIX = "0a:5d:"
+
+
+def virtual_mac(ip: ipaddress.IPv4Address) -> str:
+    return VIRTUAL_MAC_PREFIX + ":".join(f"{b:02x}" for b in ip.packed)
+
+
+def _in_subnet(path: str, ip, tenant: TenantSpec, taken: dict) -> list[tuple[str, str]]:
+    if ip not in tenant.subnet:
+        return [(path, f"{ip} is outside the tenant subnet {tenant.subnet}")]
+    if ip in (tenant.subnet.network_address, tenant.subnet.broadcast_address):
+        return [(path, f"{ip} is the network or broadcast address of {tenant.subnet}")]
+    if ip in taken:
+        return [(path, f"{ip} is already used by {taken[ip]} in this tenant")]
+    return []
+
+
+def _service_checks(base: str, tenant: TenantSpec, vm_ips: dict) -> list[tuple[str, str]]:
+    problems = []
+    taken = {ip: f"VM {name}" for ip, name in vm_ips.items()}
+    problems += _in_subnet(f"{base}.service_address", tenant.probe_ip, tenant, taken)
+    taken[tenant.probe_ip] = "the service address"
+    listeners: dict[tuple, str] = {}
+    for sname, svc in tenant.services.items():
+        path = f"{base}.services.{sname}"
+        vip_owner = taken.get(svc.vip)
+        if vip_owner is None or not vip_owner.startswith("service "):
+            problems += _in_subnet(f"{path}.vip", svc.vip, tenant, taken)
+            taken.setdefault(svc.vip, f"service {sname}")
+        listener = (svc.vip, svc.protocol, svc.port)
+        if listener in listeners:
+            problems.append((path, f"{svc.vip} {svc.protocol}/{svc.port} is already service {listeners[listener]}"))
+        listeners.setdefault(listener, sname)
+        seen = set()
+        for i, backend in enumerate(svc.backends):
+            if backend.vm not in tenant.vms:
+                problems.append((f"{path}.backends.{i}.vm", f"{backend.vm} is not a VM of this tenant"))
+            if (backend.vm, backend.port) in seen:
+                problems.append((f"{path}.backends.{i}", f"{backend.vm}:{backend.port} is listed twice"))
+            seen.add((backend.vm, backend.port))
+        hc = svc.health_check
+        if hc.timeout > hc.interval:
+            problems.append((f"{path}.health_check.timeout", f"must not exceed interval ({hc.interval})"))
+        if hc.type not in (None, "icmp", svc.protocol):
+            problems.append((f"{path}.health_check.type", f"a {svc.protocol} service is checked by "
+                             f"{svc.protocol} or icmp, not {hc.type}"))
     return problems
 
 

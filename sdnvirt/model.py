@@ -10,7 +10,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .config import Config
+from .config import Config, HealthCheck, virtual_mac
+from .lb.health import Health
 
 
 @dataclass(frozen=True, order=True)
@@ -29,6 +30,41 @@ class VM:
     mac: str
     ip: ipaddress.IPv4Address
     host: str | None
+
+
+@dataclass(frozen=True)
+class Backend:
+    vm: VM
+    port: int
+    weight: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.vm.name}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Service:
+    tenant: str
+    name: str
+    segment: int
+    vip: ipaddress.IPv4Address
+    protocol: str
+    port: int
+    backends: tuple[Backend, ...]
+    health_check: HealthCheck
+    on_empty: str
+
+    @property
+    def vip_mac(self) -> str:
+        return virtual_mac(self.vip)
+
+    @property
+    def ip_proto(self) -> int:
+        return {"tcp": 6, "udp": 17}[self.protocol]
+
+    def health_key(self, backend: Backend) -> tuple[str, str, str]:
+        return (self.tenant, self.name, backend.key)
 
 
 @dataclass(frozen=True)
@@ -56,6 +92,23 @@ class Model:
         }
         self._by_mac = {vm.mac: vm for vm in self._vms.values()}
         self.locations = {name: loc for name, loc in self.locations.items() if name in self._vms}
+        self._services = [
+            Service(tname, sname, tenant.segment, svc.vip, svc.protocol, svc.port,
+                    tuple(Backend(self._vms[b.vm], b.port, b.weight) for b in svc.backends),
+                    svc.health_check, svc.on_empty)
+            for tname, tenant in sorted(config.tenants.items())
+            for sname, svc in sorted(tenant.services.items())
+        ]
+        old = getattr(self, "health", {})
+        self.health: dict[tuple[str, str, str], Health] = {}
+        for svc in self._services:
+            hc = svc.health_check
+            for b in svc.backends:
+                key = svc.health_key(b)
+                kept = old.get(key)
+                if kept is not None:
+                    kept.rise, kept.fall = hc.rise, hc.fall
+                self.health[key] = kept or Health(hc.rise, hc.fall)
 
     # -- queries -------------------------------------------------------------
     def vms(self) -> Iterator[VM]:
@@ -75,6 +128,17 @@ class Model:
 
     def unlocated(self) -> list[VM]:
         return [vm for vm in self._vms.values() if vm.name not in self.locations]
+
+    def services(self) -> list[Service]:
+        return list(self._services)
+
+    def tenant(self, name: str):
+        return self.config.tenants[name]
+
+    def usable(self, svc: Service, backend: Backend) -> bool:
+        """May take new connections: not drained, healthy, and plugged in somewhere."""
+        return (backend.weight > 0 and self.health[svc.health_key(backend)].up
+                and backend.vm.name in self.locations)
 
     # -- learning ------------------------------------------------------------
     def observe(self, mac: str, ip: ipaddress.IPv4Address | None, loc: Location,
@@ -102,6 +166,17 @@ class Model:
             return Observation(vm, False, None, f"VM is still up at {old}")
         self.locations[vm.name] = loc
         return Observation(vm, True, old, "learnt")
+
+    def unbind(self, vm_name: str, reason: str) -> list[tuple[Service, Backend]]:
+        """The VM left its port: forget where it was, and take its backends
+        down at once; returns the backends that went down."""
+        self.locations.pop(vm_name, None)
+        down = []
+        for svc in self._services:
+            for b in svc.backends:
+                if b.vm.name == vm_name and self.health[svc.health_key(b)].force_down(reason):
+                    down.append((svc, b))
+        return down
 
     def bind(self, vm_name: str, loc: Location) -> None:
         """Record where a VM is, from a source the controller trusts (its own flows, an agent)."""

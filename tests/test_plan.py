@@ -9,7 +9,7 @@ from sdnvirt.fabric import Fabric
 from sdnvirt.model import Location
 from sdnvirt.plan.diff import diff
 from sdnvirt.plan.flows import OFPP_CONTROLLER, OFPVID_PRESENT, Owner, cookie_owner
-from sdnvirt.plan.pipeline import plan, recover_locations
+from sdnvirt.plan.pipeline import Table, plan, recover_locations
 from sdnvirt.plan.trace import FakeFabric
 
 BCAST = "ff:ff:ff:ff:ff:ff"
@@ -17,7 +17,7 @@ BCAST = "ff:ff:ff:ff:ff:ff"
 
 def fabric_and_model():
     fab, model = leafspine(), placed_model()
-    return fab, model, FakeFabric(plan(model, fab), fab.links)
+    return fab, model, FakeFabric(plan(model, fab).flows, fab.links)
 
 
 def frame(vm, dst_mac, **fields):
@@ -137,16 +137,16 @@ def test_paths_survive_a_link_failure():
     for spine in (0x201, 0x202):
         fab2 = leafspine()
         fab2.remove_links_at((0x102, spine - 0x200))
-        fake = FakeFabric(plan(model, fab2), fab2.links)
+        fake = FakeFabric(plan(model, fab2).flows, fab2.links)
         assert where(model, send(fake, model, web1, frame(web1, web2.mac))) == ["web2"]
         assert where(model, send(fake, model, web2, frame(web2, web1.mac))) == ["web1"]
 
 
 def test_destinations_spread_over_both_spines():
     fab, model, _ = fabric_and_model()
-    tables = plan(model, fab)
+    tables = plan(model, fab).flows
     uplinks = {f.instructions[0][1][-1][1] for f in tables[0x101]
-               if f.table == 3 and f.priority == 100 and f.instructions[0][1][-1][1] in (1, 2)}
+               if f.table == Table.FORWARD and f.priority == 100 and f.instructions[0][1][-1][1] in (1, 2)}
     assert uplinks == {1, 2}
 
 
@@ -166,7 +166,7 @@ def test_plan_does_not_depend_on_discovery_order():
 
 def test_only_switches_on_a_tenants_paths_carry_its_flows():
     fab, model, _ = fabric_and_model()
-    tables = plan(model, fab)
+    tables = plan(model, fab).flows
     red_cookies = {f.cookie for f in tables[0x102] if cookie_owner(f.cookie)[1] == 102}
     assert red_cookies == set()   # leaf2 holds no red VM and is on no red path
     assert any(cookie_owner(f.cookie)[1] == 102 for f in tables[0x103])
@@ -174,22 +174,22 @@ def test_only_switches_on_a_tenants_paths_carry_its_flows():
 
 def test_every_flow_names_its_owner():
     fab, model, _ = fabric_and_model()
-    for flows in plan(model, fab).values():
+    for flows in plan(model, fab).flows.values():
         for f in flows:
             assert cookie_owner(f.cookie)[0] in {int(o) for o in Owner}
 
 
 def test_reconcile_of_an_unchanged_plan_changes_nothing():
     fab, model, _ = fabric_and_model()
-    for flows in plan(model, fab).values():
+    for flows in plan(model, fab).flows.values():
         assert not diff(flows, set(flows))
 
 
 def test_diff_moves_only_what_a_vm_move_changes():
     fab, model, _ = fabric_and_model()
-    before = plan(model, fab)
+    before = plan(model, fab).flows
     model.bind("web2", Location(0x104, 3))
-    after = plan(model, fab)
+    after = plan(model, fab).flows
     changed = {dpid: diff(after[dpid], before[dpid]) for dpid in after}
     touched = {cookie_owner(f.cookie)[2] for c in changed.values() for f in c.add + c.modify + c.delete}
     from sdnvirt.plan.flows import object_id
@@ -199,7 +199,7 @@ def test_diff_moves_only_what_a_vm_move_changes():
 
 def test_locations_are_recovered_from_installed_flows():
     fab, model, _ = fabric_and_model()
-    tables = plan(model, fab)
+    tables = plan(model, fab).flows
     fresh = placed_model()
     fresh.locations.clear()
     found = {}
@@ -218,7 +218,7 @@ def test_a_link_seen_both_ways_keeps_both_directions():
 def test_packets_to_the_controller_are_metered_except_lldp_on_known_fabric_ports():
     from sdnvirt.plan.pipeline import MeterId, Prio
     fab, model, _ = fabric_and_model()
-    for dpid, flows in plan(model, fab).items():
+    for dpid, flows in plan(model, fab).flows.items():
         for f in flows:
             sends_up = any(i[0] == "apply" and any(a[0] == "controller" for a in i[1]) for i in f.instructions)
             if not sends_up:

@@ -24,8 +24,8 @@ from ..fabric import Fabric
 from ..model import Location, Model
 from ..plan.diff import Changes, diff
 from ..plan.flows import ETH_TYPE_LLDP, Flow, is_ours
-from ..plan.pipeline import meters, plan, recover_locations
-from . import ofmsg, packets
+from ..plan.pipeline import Table, meters, plan, recover_locations
+from . import ofmsg, packets, probes
 
 LOG = logging.getLogger("sdnvirt.controller")
 
@@ -50,6 +50,8 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.generation: dict[int, int] = {}            # bumped on every re-read of a switch's flows
         self.stats_parts: dict[int, list[Flow]] = {}
         self.meter_parts: dict[int, dict] = {}
+        self.groups: dict[int, dict] = {}               # group id -> Group, per switch, as read or written
+        self.group_parts: dict[int, dict] = {}
         self.meters_ready: set[int] = set()             # switches whose meters are as planned
         self.warm: set[int] = set()                     # came back holding our flows, not yet reconciled
         self.last_resync: dict[int, float] = {}
@@ -60,6 +62,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         now = time.monotonic()
         self.started = now
         self.last_topology_change = now
+        self.prober = probes.Prober(self.model, self._send_frame, self._request)
         self.dirty = threading.Event()
         self.stopping = threading.Event()
 
@@ -99,6 +102,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         LOG.info("switch %016x connected", dpid)
         dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
         self._read_meters(dp)
+        self._read_groups(dp)
         self._read_flows(dp)
         self._request(topology=True)
 
@@ -110,6 +114,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                 return
             del self.dps[dp.id]
             self.installed.pop(dp.id, None)
+            self.groups.pop(dp.id, None)
             self.meters_ready.discard(dp.id)
             self.warm.discard(dp.id)
             self.fabric.remove_switch(dp.id)
@@ -169,8 +174,9 @@ class SdnvirtApp(app_manager.OSKenApp):
         # or elsewhere, it is learnt again, and its port is free for another VM.
         vm = self.model.vm_at(Location(dpid, port))
         if vm is not None:
-            del self.model.locations[vm.name]
             LOG.info("VM %s (%s) left %016x port %d", vm.name, vm.tenant, dpid, port)
+            for svc, backend in self.model.unbind(vm.name, "its VM left its port"):
+                LOG.warning("backend %s of %s/%s is DOWN (its VM left its port)", backend.key, svc.tenant, svc.name)
 
     # -- flows -------------------------------------------------------------------
     def _read_flows(self, dp) -> None:
@@ -212,6 +218,25 @@ class SdnvirtApp(app_manager.OSKenApp):
             self.meters_ready.add(dp.id)
         self._request()
 
+    def _read_groups(self, dp) -> None:
+        with self.lock:
+            self.groups.pop(dp.id, None)
+            self.group_parts[dp.id] = {}
+        dp.send_msg(parser.OFPGroupDescStatsRequest(dp, 0))
+
+    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
+    def _group_desc(self, ev):
+        msg = ev.msg
+        with self.lock:
+            if not self._known(msg.datapath):
+                return
+            parts = self.group_parts.setdefault(msg.datapath.id, {})
+            parts.update((g.group_id, g) for g in map(ofmsg.installed_group, msg.body))
+            if msg.flags & ofp.OFPMPF_REPLY_MORE:
+                return
+            self.groups[msg.datapath.id] = self.group_parts.pop(msg.datapath.id)
+        self._request()
+
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev):
         msg = ev.msg
@@ -245,6 +270,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         now = time.monotonic()
         if now - self.last_resync.get(dp.id, -RESYNC_BACKOFF) >= RESYNC_BACKOFF:
             self.last_resync[dp.id] = now
+            self._read_groups(dp)
             self._read_flows(dp)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
@@ -276,42 +302,65 @@ class SdnvirtApp(app_manager.OSKenApp):
         with self.lock:
             desired = plan(self.model, self.fabric)
             work: dict[int, tuple[object, Changes, int]] = {}
+            group_work: dict[int, tuple[list, list, list]] = {}
             held = False
             for dpid, dp in self.dps.items():
-                if dpid not in self.installed or dpid not in self.meters_ready:
-                    held = True     # its flows or meters have not been read yet
+                if dpid not in self.installed or dpid not in self.meters_ready or dpid not in self.groups:
+                    held = True     # its flows, meters or groups have not been read yet
                     continue
                 if dpid in self.warm and not self._settled():
                     held = True
                     continue
                 self.warm.discard(dpid)
-                changes = diff(desired.get(dpid, ()), self.installed[dpid])
+                want, have = desired.groups.get(dpid, {}), self.groups[dpid]
+                gadd = [g for gid, g in sorted(want.items()) if gid not in have]
+                gmod = [g for gid, g in sorted(want.items()) if gid in have and have[gid] != g]
+                gdel = [g for gid, g in sorted(have.items()) if gid not in want]
+                if gadd or gmod or gdel:
+                    group_work[dpid] = (gadd, gmod, gdel)
+                changes = diff(desired.flows.get(dpid, ()), self.installed[dpid])
                 if changes:
                     work[dpid] = (dp, changes, self.generation[dpid])
                     if LOG.isEnabledFor(logging.DEBUG):
                         self._log_changes(dpid, changes)
             reinject, self.reinject = self.reinject, []
 
-        # Make before break: every switch gets its new flows before any old one goes.
-        self._send_all({dpid: [(ofp.OFPFC_ADD, f) for f in ch.add] +
-                              [(ofp.OFPFC_MODIFY_STRICT, f) for f in ch.modify]
-                        for dpid, (dp, ch, gen) in work.items()}, work)
-        self._send_all({dpid: [(ofp.OFPFC_DELETE_STRICT, f) for f in ch.delete]
-                        for dpid, (dp, ch, gen) in work.items()}, work)
+        dps = {dpid: self.dps[dpid] for dpid in set(work) | set(group_work)}
+        # Make before break: every switch gets its new groups and flows before
+        # any old one goes; a group is there before the flows that use it.
+        self._send_all(dps, {
+            dpid: [ofmsg.group_mod(dps[dpid], g, ofp.OFPGC_ADD) for g in gw[0]] +
+                  [ofmsg.group_mod(dps[dpid], g, ofp.OFPGC_MODIFY) for g in gw[1]]
+            for dpid, gw in group_work.items()})
+        self._send_all(dps, {
+            dpid: [ofmsg.flow_mod(dp, f, ofp.OFPFC_ADD) for f in ch.add] +
+                  [ofmsg.flow_mod(dp, f, ofp.OFPFC_MODIFY_STRICT) for f in ch.modify]
+            for dpid, (dp, ch, gen) in work.items()})
+        self._send_all(dps, {
+            dpid: [ofmsg.flow_mod(dp, f, ofp.OFPFC_DELETE_STRICT) for f in ch.delete]
+            for dpid, (dp, ch, gen) in work.items()})
+        self._send_all(dps, {
+            dpid: [ofmsg.group_mod(dps[dpid], g, ofp.OFPGC_DELETE) for g in gw[2]]
+            for dpid, gw in group_work.items()})
         with self.lock:
             for dpid, (dp, changes, gen) in work.items():
                 if self.generation.get(dpid) == gen and dpid in self.installed:
-                    self.installed[dpid] = set(desired[dpid])
+                    self.installed[dpid] = set(desired.flows[dpid])
+            for dpid in group_work:
+                if dpid in self.groups:
+                    self.groups[dpid] = dict(desired.groups.get(dpid, {}))
         for dpid, port, data in reinject:
             self._packet_out(dpid, data, port, in_port=port, to_table=True)
-        if work:
-            LOG.info("reconciled %d switches, %d flow changes in %.1f ms", len(work),
-                     sum(len(ch) for _, ch, _ in work.values()), (time.monotonic() - started) * 1000)
+        if work or group_work:
+            LOG.info("reconciled %d switches, %d flow and %d group changes in %.1f ms", len(dps),
+                     sum(len(ch) for _, ch, _ in work.values()),
+                     sum(len(a) + len(m) + len(d) for a, m, d in group_work.values()),
+                     (time.monotonic() - started) * 1000)
             if not held:
                 with self.lock:
                     located, total = len(self.model.locations), sum(1 for _ in self.model.vms())
                 LOG.info("fabric programmed: %d switches, %d flows, %d of %d VMs located",
-                         len(desired), sum(len(f) for f in desired.values()), located, total)
+                         len(desired.flows), sum(len(f) for f in desired.flows.values()), located, total)
 
     def _log_changes(self, dpid: int, changes: Changes) -> None:
         have = {f.key: f for f in self.installed[dpid]}
@@ -321,14 +370,15 @@ class SdnvirtApp(app_manager.OSKenApp):
                 if f.key in have and verb != "delete":
                     LOG.debug("%016x   installed was %s", dpid, have[f.key])
 
-    def _send_all(self, messages: dict[int, list[tuple[int, Flow]]], work) -> None:
+    def _send_all(self, dps: dict[int, object], messages: dict[int, list]) -> None:
+        """Send each switch its messages and wait until every switch has done them."""
         waits = []
-        for dpid, mods in messages.items():
-            if not mods:
+        for dpid, msgs in messages.items():
+            if not msgs:
                 continue
-            dp = work[dpid][0]
-            for command, f in mods:
-                dp.send_msg(ofmsg.flow_mod(dp, f, command))
+            dp = dps[dpid]
+            for msg in msgs:
+                dp.send_msg(msg)
             barrier = parser.OFPBarrierRequest(dp)
             dp.set_xid(barrier)
             done = threading.Event()
@@ -386,7 +436,11 @@ class SdnvirtApp(app_manager.OSKenApp):
             return
         try:
             in_port = msg.match["in_port"]
-            if _ethertype(msg.data) == ETH_TYPE_LLDP:
+            if msg.table_id == Table.FORWARD:
+                self._probe_reply(dpid, in_port, msg.match.get("metadata", 0), msg.data)
+            elif msg.table_id == Table.LB:
+                self._reject(dpid, in_port, msg.match.get("metadata", 0), msg.data)
+            elif _ethertype(msg.data) == ETH_TYPE_LLDP:
                 self._lldp_in(dpid, in_port, msg.data)
             else:
                 self._learn(dpid, in_port, msg.data)
@@ -394,6 +448,21 @@ class SdnvirtApp(app_manager.OSKenApp):
             LOG.debug("switch %016x: %s", dpid, err)
         except Exception:    # noqa: BLE001 - no packet may stop the daemon
             LOG.exception("switch %016x: packet-in not handled", dpid)
+
+    def _send_frame(self, dpid: int, port: int, data: bytes) -> None:
+        self._packet_out(dpid, data, port)
+
+    def _probe_reply(self, dpid: int, in_port: int, segment: int, data: bytes) -> None:
+        with self.lock:
+            answers = self.prober.on_reply(dpid, in_port, segment, data)
+        for frame in answers:
+            self._send_frame(*frame)
+
+    def _reject(self, dpid: int, in_port: int, segment: int, data: bytes) -> None:
+        with self.lock:
+            answer = probes.reject(self.model, segment, data)
+        if answer is not None:
+            self._packet_out(dpid, answer, in_port)
 
     def _lldp_in(self, dpid: int, in_port: int, data: bytes) -> None:
         # An LLDP frame crosses one link in well under a second; anything
@@ -445,6 +514,10 @@ class SdnvirtApp(app_manager.OSKenApp):
                     for dpid in list(self.dps):
                         self._locate(dpid)
                 self._expire_links(now)
+                with self.lock:
+                    frames = self.prober.tick(now)
+                for frame in frames:
+                    self._send_frame(*frame)
                 if self.warm and self._settled():
                     self.dirty.set()
             except Exception:    # noqa: BLE001

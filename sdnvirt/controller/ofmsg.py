@@ -6,6 +6,8 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from ..plan.flows import OFPP_CONTROLLER, Flow, Meter
+from ..plan.services import Group
+from . import osken_fixes
 
 
 def _action(spec: tuple):
@@ -22,7 +24,21 @@ def _action(spec: tuple):
         return parser.OFPActionSetField(**{spec[1]: spec[2]})
     if kind == "move":
         return parser.NXActionRegMove(src_field=spec[1], dst_field=spec[2], n_bits=spec[3])
+    if kind == "group":
+        return parser.OFPActionGroup(spec[1])
+    if kind == "ct":
+        _, flags, zone, table, nat = spec
+        return parser.NXActionCT(flags=flags, zone_src="", zone_ofs_nbits=zone,
+                                 recirc_table=0xFF if table is None else table, alg=0,
+                                 actions=[] if nat is None else [_nat(nat)])
     raise ValueError(f"unknown action {spec!r}")
+
+
+def _nat(spec: tuple):
+    if spec == ("nat",):
+        return parser.NXActionNAT(flags=0)
+    _, ip, port = spec     # ("dnat", ip, port): one address and one port, min only
+    return parser.NXActionNAT(flags=osken_fixes.NAT_DST, range_ipv4_min=ip, range_proto_min=port)
 
 
 def _instruction(spec: tuple):
@@ -57,11 +73,27 @@ def _action_spec(action) -> tuple:
         return ("pop_vlan",)
     if isinstance(action, parser.OFPActionSetField):
         return ("set", action.key, action.value)
+    if isinstance(action, parser.OFPActionGroup):
+        return ("group", action.group_id)
+    if isinstance(action, parser.NXActionCT):
+        nats = [a for a in action.actions if isinstance(a, parser.NXActionNAT)]
+        if len(nats) == len(action.actions) <= 1 and not action.zone_src and not action.alg:
+            nat = _nat_spec(nats[0]) if nats else None
+            table = None if action.recirc_table == 0xFF else action.recirc_table
+            return ("ct", action.flags, action.zone_ofs_nbits, table, nat)
     if isinstance(action, parser.NXActionRegMove):
         # OVS answers with NXM headers, which os-ken names "<field>_nxm".
         return ("move", _oxm_name(action.src_field), _oxm_name(action.dst_field), action.n_bits)
     # Something sdnvirt never writes: keep it visible so the diff replaces it.
     return ("unknown", type(action).__name__, str(action))
+
+
+def _nat_spec(nat) -> tuple:
+    if nat.flags == 0:
+        return ("nat",)
+    if nat.flags == osken_fixes.NAT_DST and not nat.range_ipv4_max and nat.range_proto_max is None:
+        return ("dnat", nat.range_ipv4_min, nat.range_proto_min)
+    return ("unknown", "nat", str(nat))
 
 
 def _oxm_name(field: str) -> str:
@@ -105,3 +137,19 @@ def installed_meter(stat) -> Meter | None:
     if stat.flags != METER_FLAGS or len(bands) != 1 or len(stat.bands) != 1:
         return None
     return Meter(stat.meter_id, bands[0].rate, bands[0].burst_size)
+
+
+def group_mod(dp, g: Group, command: int) -> parser.OFPGroupMod:
+    buckets = [] if command == ofp.OFPGC_DELETE else [
+        parser.OFPBucket(weight=1, watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY,
+                         actions=[_action(a) for a in bucket])
+        for bucket in g.buckets]
+    return parser.OFPGroupMod(dp, command, ofp.OFPGT_SELECT, g.group_id, buckets)
+
+
+def installed_group(stat) -> Group:
+    """One entry of a group-desc reply as a spec (anything but an equal-weight
+    select group becomes a spec that never equals a planned one)."""
+    if stat.type != ofp.OFPGT_SELECT or any(b.weight != 1 for b in stat.buckets):
+        return Group(stat.group_id, (("unknown", str(stat)),))
+    return Group(stat.group_id, tuple(tuple(_action_spec(a) for a in b.actions) for b in stat.buckets))

@@ -162,12 +162,12 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def send_scapy(host, frames: list[str], count: int = 1) -> str:
+def send_scapy(host, frames: list[str], count: int = 1, inter: float = 0.01) -> str:
     """Send raw frames from ``host``'s interface; each frame is a scapy expression."""
     code = ("from scapy.all import *\n"
             "conf.verb = 0\n"
             f"frames = [{', '.join(frames)}]\n"
-            f"sendp(frames, iface={str(host.defaultIntf())!r}, count={count}, inter=0.01)\n")
+            f"sendp(frames, iface={str(host.defaultIntf())!r}, count={count}, inter={inter})\n")
     return host.cmd(f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} 2>&1")
 
 
@@ -212,3 +212,67 @@ def cross_tenant_leaks(emu, cfg, src: str, dst: str, seconds: float = 4.0) -> di
     for name in senders:
         emu.host(name).cmd(f"ip neigh flush nud permanent dev {emu.host(name).defaultIntf()}")
     return leaks
+
+
+# A small HTTP/1.1 server for backends: asyncio, no reverse DNS, a real
+# listen backlog, keep-alive; answers every request with its name.
+_HTTP_SERVER = r"""
+import asyncio, sys
+name, port = sys.argv[1].encode(), int(sys.argv[2])
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = name + b"\n"
+            close = b"connection: close" in head.lower()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (
+                len(body), b"Connection: close\r\n" if close else b"") + body)
+            await writer.drain()
+            if close:
+                break
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "0.0.0.0", port, backlog=1024, reuse_address=True)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def serve_http(host, port: int, name: str) -> subprocess.Popen:
+    """Start an HTTP server in ``host`` answering ``name``; stop it with proc.terminate()."""
+    return host.popen([sys.executable, "-c", _HTTP_SERVER, name, str(port)],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def http_get(host, url: str, timeout: float = 2.0) -> str | None:
+    """The body of GET url from ``host`` (a new connection), or None if it failed."""
+    out = host.cmd(f"curl -s -m {timeout} {url}")
+    return out.strip() or None
+
+
+# One keep-alive connection that asks every `interval` seconds and prints,
+# per request, the answer or FAIL: the connection must survive what happens
+# to the load balancer meanwhile.
+_KEEPALIVE_CLIENT = r"""
+import http.client, sys, time
+host, port, count, interval = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+conn = http.client.HTTPConnection(host, port, timeout=2)
+for i in range(count):
+    try:
+        conn.request("GET", "/")
+        print(conn.getresponse().read().decode().strip(), flush=True)
+    except Exception as err:
+        print("FAIL", type(err).__name__, flush=True)
+        break
+    time.sleep(interval)
+"""
+
+
+def keepalive_client(host, ip: str, port: int, count: int, interval: float) -> subprocess.Popen:
+    """One long-lived HTTP connection from ``host``; read its answers with communicate()."""
+    return host.popen([sys.executable, "-c", _KEEPALIVE_CLIENT, ip, str(port), str(count), str(interval)],
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -19,6 +19,11 @@ and actions are
   ("push_vlan",) ("pop_vlan",)
   ("set", field, value)      set-field
   ("move", src, dst, bits)   Nicira register move (copy one field into another)
+  ("group", group_id)        hand the packet to a group
+  ("ct", flags, zone, table, nat)
+                             Nicira conntrack: flags 1 commits; recirculates to
+                             table; nat is None, ("nat",) to apply an existing
+                             translation, or ("dnat", ip, port) to set one up
 An empty instruction tuple drops the packet.
 """
 
@@ -48,6 +53,7 @@ class Owner(IntEnum):
     FABRIC = 0x01   # the pipeline's skeleton, fabric ports, discovery
     TENANT = 0x02   # a tenant's segment on fabric links and its flood tree
     VM = 0x03       # one VM: port security, ARP answer, forwarding to it
+    SERVICE = 0x04  # one load-balanced service: its VIP, its group, its replies
 
 
 def object_id(name: str) -> int:

@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections import defaultdict
 from enum import IntEnum
 
-from ..config import FabricSettings
+from dataclasses import dataclass
+
+from ..config import FabricSettings, virtual_mac
 from ..fabric import Fabric, flood_tree, next_hops, path_nodes
 from ..model import VM, Location, Model
 from .flows import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_LLDP,
                     MULTICAST, OFPP_IN_PORT, OFPVID_NONE, OFPVID_PRESENT, Flow,
                     Meter, Owner, apply, cookie, cookie_owner, flow, goto, meter,
                     object_id, push_tag, write_metadata)
+from .services import Group, backend_flows, group_for, group_ids, service_cookie, service_flows
 
 # The whole frame goes to the controller: a learnt frame is sent back into
 # the pipeline once its VM's flows are in place.
@@ -25,14 +28,17 @@ NO_BUFFER = 0xFFFF
 class Table(IntEnum):
     INGRESS = 0    # port security and tenant classification
     ARP = 1        # ARP answered in the switch from the model
-    SERVICES = 2   # load-balancer virtual IPs (reserved until services exist)
-    FORWARD = 3    # tenant + destination MAC -> port, tag pushed toward the fabric
-    FLOOD = 4      # tenant broadcast/multicast -> the tenant's flood tree
+    SERVICES = 2   # a VM's packets to a VIP go through conntrack
+    LB = 3         # new connections to a VIP -> Maglev group; ongoing ones -> their backend
+    UNNAT = 4      # a backend's replies translated back to the VIP
+    FORWARD = 5    # tenant + destination MAC -> port, tag pushed toward the fabric
+    FLOOD = 6      # tenant broadcast/multicast -> the tenant's flood tree
 
 
 class MeterId(IntEnum):
     LEARN = 1        # frames from ports that hold no VM
     DISCOVERY = 2    # LLDP from ports not known as fabric ports
+    SERVICE = 3      # health-probe replies and connections to reject
 
 
 class Prio(IntEnum):
@@ -44,6 +50,7 @@ class Prio(IntEnum):
     FABRIC_PORT_DROP = 100  # INGRESS: anything else on a fabric port
     ARP_ANSWER = 100
     UNICAST = 100           # FORWARD
+    PROBE_REPLY = 110       # FORWARD: to the tenant's probe address
     MULTICAST = 10          # FORWARD
     FLOOD = 100
     DEFAULT = 0
@@ -77,7 +84,9 @@ def skeleton() -> list[Flow]:
         # A frame on a port that holds no VM yet: the controller learns from it.
         flow(Table.INGRESS, Prio.DEFAULT, {}, [meter(MeterId.LEARN), to_controller], c),
         flow(Table.ARP, Prio.DEFAULT, {}, [], c),
-        flow(Table.SERVICES, Prio.DEFAULT, {}, [goto(Table.FORWARD)], c),
+        flow(Table.SERVICES, Prio.DEFAULT, {}, [goto(Table.UNNAT)], c),
+        flow(Table.LB, Prio.DEFAULT, {}, [], c),
+        flow(Table.UNNAT, Prio.DEFAULT, {}, [goto(Table.FORWARD)], c),
         flow(Table.FORWARD, Prio.MULTICAST, {"eth_dst": MULTICAST}, [goto(Table.FLOOD)], c),
         flow(Table.FORWARD, Prio.DEFAULT, {}, [], c),
         flow(Table.FLOOD, Prio.DEFAULT, {}, [], c),
@@ -129,10 +138,19 @@ def forward_to(vm: VM, at: int, loc: Location, hops: dict[int, int]) -> Flow:
     return flow(Table.FORWARD, Prio.UNICAST, match, [apply(*actions)], vm_cookie(vm))
 
 
-def plan(model: Model, fabric: Fabric) -> dict[int, set[Flow]]:
-    """The complete desired flow table of every switch the fabric knows."""
+@dataclass
+class Plan:
+    flows: dict[int, set[Flow]]
+    groups: dict[int, dict[int, Group]]
+
+
+def plan(model: Model, fabric: Fabric) -> Plan:
+    """The complete desired flow table and groups of every switch the fabric knows."""
     g = fabric.graph()
     out: dict[int, set[Flow]] = {dpid: set(skeleton()) for dpid in fabric.switches}
+    groups: dict[int, dict[int, Group]] = {dpid: {} for dpid in fabric.switches}
+    all_services = model.services()
+    gids = group_ids(all_services)
     for dpid in fabric.switches:
         for port in fabric.fabric_ports(dpid):
             out[dpid].add(flow(Table.INGRESS, Prio.FABRIC_PORT_DROP, {"in_port": port}, [], FABRIC_COOKIE))
@@ -182,8 +200,30 @@ def plan(model: Model, fabric: Fabric) -> dict[int, set[Flow]]:
                 out[at].add(flow(
                     Table.INGRESS, Prio.TENANT_FABRIC,
                     {"in_port": port, "vlan_vid": OFPVID_PRESENT | segment},
-                    [apply(("pop_vlan",)), write_metadata(segment), goto(Table.FORWARD)], tc))
-    return out
+                    [apply(("pop_vlan",)), write_metadata(segment), goto(Table.UNNAT)], tc))
+
+        services = [svc for svc in all_services if svc.tenant == tname]
+        if services:
+            tenant = model.tenant(tname)
+            probe_mac = virtual_mac(tenant.probe_ip)
+            vips = {}
+            for svc in services:
+                vips.setdefault(svc.vip, svc)
+            for at in members:
+                out[at].add(arp_answer(segment, probe_mac, str(tenant.probe_ip), tc))
+                out[at].add(flow(Table.FORWARD, Prio.PROBE_REPLY, {"metadata": segment, "eth_dst": probe_mac},
+                                 [meter(MeterId.SERVICE), apply(("controller", NO_BUFFER))], tc))
+                for vip, svc in vips.items():
+                    out[at].add(arp_answer(segment, svc.vip_mac, str(vip), service_cookie(svc)))
+            for svc in services:
+                group = group_for(model, svc, gids[(svc.tenant, svc.name)], Table.FORWARD)
+                flows = service_flows(svc, group, Table, MeterId.SERVICE, NO_BUFFER) + \
+                    backend_flows(svc, Table, vm_cookie)
+                for at in members:
+                    out[at].update(flows)
+                    if group is not None:
+                        groups[at][group.group_id] = group
+    return Plan(out, groups)
 
 
 def recover_locations(model: Model, dpid: int, installed: set[Flow]) -> dict[str, Location]:

@@ -71,7 +71,7 @@ def _meter_drops(switch):
 def test_a_flooding_stranger_is_rate_limited_in_the_switch(leafspine, rogue):
     before = _meter_drops("leaf4")
     lab.send_scapy(rogue, ['Ether(src="02:66:66:66:66:66", dst="ff:ff:ff:ff:ff:ff")/IP(dst="10.1.0.11")/UDP()'],
-                   count=1000)
+                   count=1000, inter=0)
     after = _meter_drops("leaf4")
     assert after[1] - before.get(1, 0) > 500     # packet_in_rate is 100/s in these tests
     assert leafspine.alive()

@@ -134,7 +134,7 @@ def test_kill_9_and_restart_loses_no_packet_and_rewrites_no_flow(leafspine):
     for proc in (stream, stream_red):
         out, _ = proc.communicate(timeout=20)
         sent, received = lab.ping_stats(out)
-        assert sent > 500 and received == sent, out
+        assert sent > 200 and received == sent, out
     log = leafspine.ctl.log()[offset:]
     assert "reconciled" not in log, log
     for sw in LEAVES:

@@ -1,0 +1,851 @@
+#!/usr/bin/env python3
+"""sdnvirt fabric benchmark: every figure next to a peer measured in the same run.
+
+    sudo /tmp/v/bin/python bench/fabric.py [--quick]
+
+a) first-packet latency VM a (leaf1) -> VM b (leaf2) on a 1-spine x 2-leaf fabric:
+   sdnvirt (controller daemon + fail-secure bridges) vs the same Mininet fabric
+   with standalone OVS bridges (NORMAL learning switch, no controller);
+   plus the warm RTT of both for context.
+b) iperf3 TCP throughput over the same path, same two setups.
+c) programming time of a k=4 fat tree (20 switches) with 4 tenants x 16 VMs:
+   the emulation comes up first, the controller later; from the last
+   ``switch ... connected`` log line to ``fabric programmed: 20 switches ...
+   64 of 64 VMs located``; the data plane is then checked (flow count, pings).
+   Reference: a warm restart (kill -9, start again) must change 0 flows.
+
+Targets are printed here, never asserted in tests.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+# The launcher imports Mininet and undoes its logger-class side effect: import it first.
+from sdnvirt.emulation import lab, launcher  # noqa: E402
+from sdnvirt.emulation.launcher import Emulation  # noqa: E402
+from sdnvirt import config as sdnconfig  # noqa: E402
+
+from mininet.log import setLogLevel  # noqa: E402
+from mininet.net import Mininet  # noqa: E402
+from mininet.node import OVSSwitch  # noqa: E402
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+NETDEV_DP = "netdev@ovs-netdev"      # the one datapath every userspace bridge shares
+LOG_TS = "%Y-%m-%d %H:%M:%S,%f"
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+\s+(\S+): (.*)$")
+
+# -- the path of a) and b) ------------------------------------------------------------
+PATH_TOPO = ("leafspine", {"spines": 1, "leaves": 2})
+PATH_TENANTS = {
+    "bench": {"segment": 77, "subnet": "10.7.0.0/24", "vms": {
+        "a": {"mac": "02:00:00:07:00:0a", "ip": "10.7.0.10", "host": "leaf1"},
+        "b": {"mac": "02:00:00:07:00:0b", "ip": "10.7.0.11", "host": "leaf2"},
+    }},
+}
+
+# -- c) fat tree k=4: 4 tenants x 16 VMs, all tenants on 10.9.0.0/24 (.10-.25) ----------
+FATTREE = ("fattree", {"k": 4})
+N_TENANTS, VMS_PER_TENANT = 4, 16
+
+
+def fattree_tenants(edges: list[str]) -> dict:
+    """VM i of every tenant on edges[i % len(edges)]: round-robin, every edge
+    switch carries VMs of every tenant, with the same IPs side by side."""
+    tenants = {}
+    for t in range(1, N_TENANTS + 1):
+        tenants[f"t{t}"] = {"segment": 300 + t, "subnet": "10.9.0.0/24", "vms": {
+            f"t{t}v{i}": {"mac": f"02:00:00:09:{t:02x}:{i:02x}", "ip": f"10.9.0.{10 + i}",
+                          "host": edges[i % len(edges)]}
+            for i in range(VMS_PER_TENANT)}}
+    return tenants
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+# -- small helpers ----------------------------------------------------------------------
+
+def sh(args: list[str], timeout: float = 10.0, check: bool = True) -> str:
+    res = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+    return res.stdout
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def p90(xs: list[float]) -> float | None:
+    """Nearest-rank 90th percentile."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[max(0, math.ceil(0.9 * len(s)) - 1)]
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def parse_rtts(ping_output: str) -> list[float]:
+    return [float(x) for x in re.findall(r"time=([\d.]+) ms", ping_output)]
+
+
+def ensure_no_clash(switch_names: list[str]) -> None:
+    """Never take over a bridge someone else (a test run, another benchmark) is using:
+    Mininet would delete and re-create a bridge with the same name."""
+    existing = set(sh(["ovs-vsctl", "--timeout=5", "list-br"]).split())
+    # Mininet creates the links (root-namespace veths named <switch>-ethN) before the
+    # bridges: a run that is starting up shows only those.
+    links = {line.split()[1].rstrip(":").split("@")[0]
+             for line in sh(["ip", "-o", "link", "show"]).splitlines() if len(line.split()) > 1}
+    names = set(switch_names)
+    clash = sorted((existing & names) | {i for i in links if i in names or i.split("-eth")[0] in names})
+    if clash:
+        raise RuntimeError(f"{', '.join(clash[:6])}{' ...' if len(clash) > 6 else ''} already exist "
+                           "(another run or test using the same topology?); not touching them. "
+                           "Retry when they are gone.")
+
+
+def foreign_mininets() -> list[str]:
+    """Mininet node shells (``bash ... -is mininet:NAME``) that are not ours."""
+    mine = {os.getpid()}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if any(c.startswith(b"mininet:") for c in cmd) and ppid not in mine:
+            found.append(next(c for c in cmd if c.startswith(b"mininet:")).decode())
+    return found
+
+
+def wait_quiet(timeout: float) -> float:
+    """Wait (at most ``timeout`` s) until no other Mininet runs on this machine: another
+    run of the same topology would delete our bridges (and we theirs), and on 2 cores
+    its load would skew every figure.  Returns the seconds waited; raises if it stays busy."""
+    t0 = time.monotonic()
+    announced = False
+    while True:
+        others = foreign_mininets()
+        if not others:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"another Mininet is still running after {timeout:.0f} s "
+                               f"({', '.join(sorted(others)[:5])} ...); not starting next to it")
+        if not announced:
+            out(f"   waiting for another Mininet run to end ({', '.join(sorted(others)[:3])} ...)")
+            announced = True
+        time.sleep(2)
+
+
+def our_port_names(net: Mininet) -> set[str]:
+    names = set()
+    for sw in net.switches:
+        names.add(sw.name)
+        names.update(str(i) for i in sw.intfList())
+    return names
+
+
+class Disturbed(RuntimeError):
+    """Something outside this run touched our bridges while we measured: the figures are void."""
+
+
+def bridge_uuids() -> dict[str, str]:
+    out_ = sh(["ovs-vsctl", "--timeout=5", "--format=csv", "--no-headings", "--columns=name,_uuid",
+               "list", "bridge"])
+    return dict(line.split(",", 1) for line in out_.splitlines() if "," in line)
+
+
+class BridgeGuard:
+    """Notices when our bridges are deleted or replaced under us.
+
+    The integration tests and the demo build the same topologies with the same bridge
+    names on this shared Open vSwitch.  Mininet deletes any bridge with a name it is about
+    to use, fails when one of its interface names exists already, and deletes its bridges
+    by name when it stops (also after such a failure): two runs at once wreck each other.
+    wait_quiet() and ensure_no_clash() keep us from starting next to another run; this
+    catches one that starts while we measure, so that its effect is reported instead of
+    measured, and keeps our clean-up off bridges that are no longer ours.
+    """
+
+    def __init__(self, names: list[str]):
+        self.names = sorted(names)
+        now = bridge_uuids()
+        self.uuids = {n: now.get(n) for n in self.names}
+
+    def changed(self) -> list[str]:
+        now = bridge_uuids()
+        return [n for n in self.names if now.get(n) != self.uuids[n]]
+
+    def check(self, ctl=None, since: dt.datetime | None = None) -> None:
+        bad = self.changed()
+        if bad:
+            raise Disturbed(f"bridges {', '.join(bad)} were deleted or replaced by someone else")
+        if ctl is not None:
+            gone = [ln.msg for ln in parse_log(ctl.log()) if "disconnected" in ln.msg
+                    and (since is None or ln.ts >= since)]
+            if gone:
+                raise Disturbed(f"switches disconnected from the controller meanwhile: {gone[0]} ...")
+
+    def release(self, net: Mininet | None) -> None:
+        """Before net.stop(): forget the switches that are no longer ours, and end their links
+        from our side only (a veth pair dies with either end), never by the other end's name."""
+        if net is None:
+            return
+        bad = set(self.changed())
+        if not bad:
+            return
+        out(f"   not deleting bridges {', '.join(sorted(bad))}: they are not ours any more")
+        keep, left = [], []
+        for link in net.links:
+            ends = (link.intf1, link.intf2)
+            if not any(i.node.name in bad for i in ends):
+                keep.append(link)
+                continue
+            ours = [i for i in ends if i.node.name not in bad]
+            for intf in ours:
+                node = intf.node
+                if node in net.hosts:
+                    node.cmd(f"ip link del {intf} 2>/dev/null")
+                elif sh(["ovs-vsctl", "--timeout=5", "iface-to-br", str(intf)], check=False).strip() == node.name:
+                    sh(["ip", "link", "del", str(intf)], check=False)
+            if not ours:
+                left.append(f"{link.intf1}<->{link.intf2}")
+        net.links = keep
+        net.switches = [sw for sw in net.switches if sw.name not in bad]
+        if left:
+            out(f"   left alone (both ends on bridges that are not ours): {', '.join(left)}")
+
+
+def attempts(what: str, fn, tries: int = 3):
+    """Run ``fn`` again (after waiting for quiet) when another run disturbed it."""
+    void = []
+    for i in range(tries):
+        try:
+            res = fn(i)
+        except Disturbed as err:
+            void.append(str(err))
+            out(f"   {what}: DISTURBED ({err}); measuring again")
+            continue
+        res["void_attempts"] = void
+        return res
+    raise RuntimeError(f"{what}: disturbed {tries} times: {void}")
+
+
+def dp_flow_count(port_names: set[str]) -> int:
+    """Datapath (megaflow cache) flows entering through one of our bridges' ports."""
+    dump = sh(["ovs-appctl", "dpctl/dump-flows", "-m", NETDEV_DP])
+    return sum(1 for line in dump.splitlines()
+               if (m := re.match(r"ufid:[0-9a-f-]+,.*?\bin_port\(([^)]+)\)", line)) and m.group(1) in port_names)
+
+
+def flush_datapath() -> None:
+    """Empty the datapath flow cache *and* ofproto's record of it (the ukeys).
+
+    ``ovs-appctl dpctl/del-flows`` deletes the datapath flows behind ofproto's back:
+    the ukeys stay, and a later upcall with the same flow key cannot install its
+    flow again (measured: after the first iteration a ping re-installed 0 datapath
+    flows, each packet went through the slow path uninstalled).  ``revalidator/purge``
+    deletes both, so every iteration's ping really is a cold miss that installs its
+    flows (8-19 of them per ping on this path).  Like dpctl/del-flows on netdev it acts
+    on the one shared datapath, i.e. on every userspace bridge; wait_quiet() makes sure
+    no other Mininet run shares it at that time.
+    """
+    sh(["ovs-appctl", "revalidator/purge"])
+
+
+def bridge_flows(switches: list[str]) -> dict[str, list[str]]:
+    return {sw: lab.dump_flows(sw) for sw in switches}
+
+
+# -- the controller's log ---------------------------------------------------------------
+
+class LogLine:
+    def __init__(self, ts: dt.datetime, logger: str, msg: str):
+        self.ts, self.logger, self.msg = ts, logger, msg
+
+
+def parse_log(text: str) -> list[LogLine]:
+    lines = []
+    for raw in text.splitlines():
+        m = LOG_LINE.match(raw)
+        if m:
+            lines.append(LogLine(dt.datetime.strptime(m.group(1), LOG_TS), m.group(2), m.group(3)))
+    return lines
+
+
+RE_CONNECTED = re.compile(r"^switch ([0-9a-f]{16}) connected")
+RE_HOLDS = re.compile(r"^switch ([0-9a-f]{16}) holds (\d+) flows")
+RE_PROGRAMMED = re.compile(r"^fabric programmed: (\d+) switches, (\d+) flows, (\d+) of (\d+) VMs located")
+RE_RECONCILED = re.compile(r"^reconciled (\d+) switches, (\d+) flow changes in ([\d.]+) ms")
+RE_LINK = re.compile(r"^link [0-9a-f]{16}:\d+ -> ")
+RE_VM_AT = re.compile(r"^VM \S+ \(\S+\) is at ")
+RE_VM_FOUND = re.compile(r"^VM \S+ found at ")
+
+
+def find(lines: list[LogLine], rx: re.Pattern, pred=None) -> list[tuple[LogLine, re.Match]]:
+    hits = []
+    for ln in lines:
+        m = rx.match(ln.msg)
+        if m and (pred is None or pred(m)):
+            hits.append((ln, m))
+    return hits
+
+
+def secs(a: dt.datetime, b: dt.datetime) -> float:
+    return (b - a).total_seconds()
+
+
+def wait_for(cond, timeout: float, interval: float = 0.05):
+    """Poll ``cond()`` until it returns something truthy; None after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = cond()
+        if res:
+            return res
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
+
+
+# -- a) and b): one fabric, either setup ----------------------------------------------
+
+def path_measurements(a, b, ip_b: str, port_names: set[str], iterations: int,
+                      iperf_seconds: float, iperf_reps: int) -> dict:
+    res: dict = {}
+    # Warm-up: learning done, both ARP caches filled.
+    if not lab.reachable(a, ip_b, tries=5):
+        raise RuntimeError(f"{a} cannot reach {ip_b} before measuring")
+    # First packet: no ARP entry in either VM, no datapath flow (nor ukey) anywhere.
+    rtts, lost, left, installed = [], 0, [], []
+    for _ in range(iterations):
+        for h in (a, b):
+            h.cmd(f"ip neigh flush dev {h.defaultIntf()}")
+        flush_datapath()
+        left.append(dp_flow_count(port_names))
+        time.sleep(0.2)
+        got = parse_rtts(a.cmd(f"ping -n -c 1 -W 2 {ip_b}"))
+        installed.append(dp_flow_count(port_names))
+        if got:
+            rtts.append(got[0])
+        else:
+            lost += 1
+    res["first_packet_ms"] = rtts
+    res["first_packet_lost"] = lost
+    res["first_packet_median_ms"] = median(rtts)
+    res["first_packet_p90_ms"] = p90(rtts)
+    # Evidence that every iteration started cold and the ping took the slow path:
+    res["dp_flows_left_after_flush"] = left             # all 0
+    res["dp_flows_after_ping"] = installed              # > 0: the ping's upcalls installed flows
+    # Warm: ARP cached and datapath flows in place.
+    lab.ping(a, ip_b, count=3, interval=0.1)
+    warm = parse_rtts(a.cmd(f"ping -n -c 20 -i 0.05 -W 2 {ip_b}"))
+    res["warm_rtt_ms"] = warm
+    res["warm_rtt_median_ms"] = median(warm)
+    # iperf3 TCP a -> b.
+    bps = []
+    try:
+        for _ in range(iperf_reps):
+            bps.append(lab.iperf3(b, a, ip_b, seconds=iperf_seconds))
+    finally:
+        # lab.iperf3's one-off server exits after its test; kill it if a client failed.
+        b.cmd("f=/tmp/sdnvirt-iperf3-$$.pid; [ -f $f ] && kill $(cat $f) 2>/dev/null; rm -f $f")
+    res["iperf3_bps"] = bps
+    res["iperf3_median_bps"] = median(bps)
+    res["loadavg_after"] = os.getloadavg()
+    return res
+
+
+def wait_reconcile_quiet(ctl, quiet: float, timeout: float) -> bool:
+    """Wait until the controller has logged no reconcile for ``quiet`` s (at most ``timeout`` s)."""
+    quiet_since, last_n = time.monotonic(), None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = len(find(parse_log(ctl.log()), RE_RECONCILED))
+        if n != last_n:
+            quiet_since, last_n = time.monotonic(), n
+        elif time.monotonic() - quiet_since >= quiet:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def run_sdnvirt_path(args, workdir: Path, iterations: int, reps: int) -> dict:
+    name, params = PATH_TOPO
+    doc = {"controller": {"openflow": {"port": lab.free_port()}}, "tenants": PATH_TENANTS}
+    cfg = sdnconfig.parse(doc, "bench")
+    workdir.mkdir()
+    ctl = lab.ControllerProcess(doc, workdir)
+    emu = Emulation(cfg, name, params, controller_port=ctl.port)
+    res: dict = {"waited_for_other_runs_s": wait_quiet(args.wait_others)}
+    ensure_no_clash(list(emu.build_topo().switches()))
+    guard = None
+    try:
+        ctl.start()
+        started = dt.datetime.now()
+        emu.start()
+        guard = BridgeGuard(list(emu.topo.switches()))
+        launcher.wait_connected(emu.net, timeout=30)
+        want = re.compile(r"fabric programmed: 3 switches, \d+ flows, 2 of 2 VMs located")
+        if not wait_for(lambda: want.search(ctl.log()), timeout=30):
+            raise RuntimeError(f"sdnvirt path fabric not programmed in 30 s; controller log: {ctl.log_path}")
+        # Links are learnt in both directions within an LLDP round or two: measure a settled fabric.
+        res["settled"] = wait_reconcile_quiet(ctl, quiet=2.0, timeout=30)
+        a, b = emu.host("a"), emu.host("b")
+        t0 = dt.datetime.now()
+        res.update(path_measurements(a, b, PATH_TENANTS["bench"]["vms"]["b"]["ip"], our_port_names(emu.net),
+                                     iterations, args.iperf_seconds, reps))
+        t1 = dt.datetime.now()
+        guard.check(ctl, since=started)
+        # The first packet never needs the controller: no flow change while measuring.
+        res["controller_flow_changes_during_measurement"] = sum(
+            int(m.group(2)) for ln, m in find(parse_log(ctl.log()), RE_RECONCILED) if t0 <= ln.ts <= t1)
+        res["controller_log"] = str(ctl.log_path)
+        return res
+    except Exception as err:
+        if guard is not None and not isinstance(err, Disturbed) and guard.changed():
+            raise Disturbed(f"bridges {', '.join(guard.changed())} deleted or replaced ({err})") from err
+        raise
+    finally:
+        if guard is not None:
+            guard.release(emu.net)
+        emu.stop()
+        ctl.stop()
+
+
+def run_standalone_path(args, iterations: int, reps: int) -> dict:
+    name, params = PATH_TOPO
+    cfg = sdnconfig.parse({"tenants": PATH_TENANTS}, "bench")
+    # The very same Topo object sdnvirt's launcher builds: same switches, dpids, hosts, MACs, IPs.
+    topo = Emulation(cfg, name, params).build_topo()
+    waited = wait_quiet(args.wait_others)
+    ensure_no_clash(list(topo.switches()))
+    switch = partial(OVSSwitch, datapath="user", protocols="OpenFlow13", failMode="standalone")
+    net = Mininet(topo, switch=switch, controller=None, autoSetMacs=False, build=False)
+    guard = None
+    try:
+        net.build()
+        net.start()
+        guard = BridgeGuard([sw.name for sw in net.switches])
+        for host in net.hosts:
+            launcher._boot(host)       # ethtool -K tx off, one gratuitous ARP: as the launcher does
+        a, b = net.get("a"), net.get("b")
+        res = {"waited_for_other_runs_s": waited}
+        res.update(path_measurements(a, b, PATH_TENANTS["bench"]["vms"]["b"]["ip"], our_port_names(net),
+                                     iterations, args.iperf_seconds, reps))
+        guard.check()
+        return res
+    except Exception as err:
+        if guard is not None and not isinstance(err, Disturbed) and guard.changed():
+            raise Disturbed(f"bridges {', '.join(guard.changed())} deleted or replaced ({err})") from err
+        raise
+    finally:
+        if guard is not None:
+            guard.release(net)
+        net.stop()
+
+
+def run_paths(args, workdir: Path) -> tuple[dict, dict]:
+    """a) and b) for both setups in interleaved rounds (ABBA...): on this small machine the
+    throughput drifts by +-10 % from minute to minute, and one long block per setup would
+    turn that drift into a difference between the setups."""
+    per_round_iter = math.ceil(args.iterations / args.rounds)
+    per_round_reps = math.ceil(args.iperf_reps / args.rounds)
+    rounds: dict[str, list[dict]] = {"sdnvirt": [], "standalone": []}
+    for r in range(args.rounds):
+        order = ["sdnvirt", "standalone"] if r % 2 == 0 else ["standalone", "sdnvirt"]
+        for setup in order:
+            out(f"   round {r + 1}/{args.rounds}: {setup}")
+            if setup == "sdnvirt":
+                got = attempts(f"round {r + 1} sdnvirt", lambda i, r=r: run_sdnvirt_path(
+                    args, workdir / f"path-sdnvirt-{r + 1}{f'-again{i}' if i else ''}",
+                    per_round_iter, per_round_reps))
+            else:
+                got = attempts(f"round {r + 1} standalone",
+                               lambda i: run_standalone_path(args, per_round_iter, per_round_reps))
+            got["round"] = r + 1
+            rounds[setup].append(got)
+    return merge_rounds(rounds["sdnvirt"]), merge_rounds(rounds["standalone"])
+
+
+def merge_rounds(rounds: list[dict]) -> dict:
+    cat = lambda key: [x for r in rounds for x in r[key]]   # noqa: E731
+    rtts, warm, bps = cat("first_packet_ms"), cat("warm_rtt_ms"), cat("iperf3_bps")
+    res = {
+        "first_packet_ms": rtts,
+        "first_packet_lost": sum(r["first_packet_lost"] for r in rounds),
+        "first_packet_median_ms": median(rtts),
+        "first_packet_p90_ms": p90(rtts),
+        "warm_rtt_median_ms": median(warm),
+        "iperf3_bps": bps,
+        "iperf3_median_bps": median(bps),
+        "rounds": rounds,
+    }
+    res["void_attempts"] = [v for r in rounds for v in r.get("void_attempts", [])]
+    if all("controller_flow_changes_during_measurement" in r for r in rounds):
+        res["controller_flow_changes_during_measurement"] = sum(
+            r["controller_flow_changes_during_measurement"] for r in rounds)
+    return res
+
+
+# -- c) programming time and warm restart ---------------------------------------------
+
+def set_max_backoff(switches: list[str], ms: int = 1000) -> list[str]:
+    """Every one of *our* bridges reconnects to its controller at most ``ms`` apart.
+    (Mininet already creates the Controller records with max_backoff=1000; this makes
+    sure, and does not touch other bridges' controllers as ``--all`` would.)"""
+    cmd = ["ovs-vsctl", "--timeout=10"]
+    uuids = []
+    for sw in switches:
+        got = sh(["ovs-vsctl", "--timeout=5", "get", "bridge", sw, "controller"]).strip().strip("[]")
+        uuids += [u.strip() for u in got.split(",") if u.strip()]
+    for u in uuids:
+        cmd += ["--", "set", "controller", u, f"max_backoff={ms}"]
+    if uuids:
+        sh(cmd)
+    return [sh(["ovs-vsctl", "--timeout=5", "get", "controller", u, "max_backoff"]).strip() for u in uuids]
+
+
+def run_programming(args, workdir: Path) -> dict:
+    return attempts("fat tree", lambda i: programming(args, workdir / f"fattree{f'-again{i}' if i else ''}"),
+                    tries=2)
+
+
+def programming(args, workdir: Path) -> dict:
+    name, params = FATTREE
+    topo = launcher.build_topo(name, params)
+    edges = list(topo.hypervisors())
+    tenants = fattree_tenants(edges)
+    port = lab.free_port()
+    doc = {"controller": {"openflow": {"port": port}}, "tenants": tenants}
+    cfg = sdnconfig.parse(doc, "bench-fattree")
+    settle = cfg.controller.fabric.settle
+    emu = Emulation(cfg, name, params, controller_port=port)
+    switch_names = sorted(emu.build_topo().switches())
+    waited = wait_quiet(args.wait_others)
+    ensure_no_clash(switch_names)
+    ctl = guard = None
+    res: dict = {"waited_for_other_runs_s": waited, "switches": len(switch_names), "edges": edges,
+                 "vms": sum(len(t["vms"]) for t in tenants.values()),
+                 "vms_per_edge": sum(len(t["vms"]) for t in tenants.values()) // len(edges)}
+    try:
+        t0 = time.monotonic()
+        emu.start()                                        # nobody listens on `port` yet
+        res["emulation_start_s"] = time.monotonic() - t0
+        assert emu.net is not None
+        guard = BridgeGuard(switch_names)
+        res["hosts_up"] = len(emu.net.hosts)
+        if len(emu.net.hosts) != res["vms"] or len(emu.net.switches) != 20:
+            raise RuntimeError(f"expected 20 switches and {res['vms']} hosts, got "
+                               f"{len(emu.net.switches)} and {len(emu.net.hosts)}")
+        res["max_backoff"] = sorted(set(set_max_backoff(switch_names, 1000)))
+        workdir.mkdir()
+        ctl = lab.ControllerProcess(doc, workdir)
+        started_wall = dt.datetime.now()
+        ctl.start()
+        res["controller_log"] = str(ctl.log_path)
+
+        def programmed():
+            lines = parse_log(ctl.log())
+            hits = find(lines, RE_PROGRAMMED, lambda m: m.group(1) == "20" and m.group(3) == m.group(4)
+                        == str(res["vms"]))
+            return (lines, hits[0]) if hits else None
+
+        got = wait_for(programmed, timeout=120, interval=0.1)
+        if not got:
+            raise RuntimeError(f"not programmed within 120 s; controller log: {ctl.log_path}")
+        # Let it go quiet (no reconcile for 3 s, at most 30 s), then look at the switches.
+        res["quiet_after_programmed"] = wait_reconcile_quiet(ctl, quiet=3.0, timeout=30)
+        lines = parse_log(ctl.log())
+        prog_line, prog = find(lines, RE_PROGRAMMED, lambda m: m.group(1) == "20" and m.group(3) == m.group(4)
+                               == str(res["vms"]))[0]
+        conns = find(lines, RE_CONNECTED)
+        conns_before = [(ln, m) for ln, m in conns if ln.ts <= prog_line.ts]
+        first_conn, last_conn = conns_before[0][0].ts, conns_before[-1][0].ts
+        res["controller_started_wall"] = started_wall.isoformat(timespec="milliseconds")
+        res["switch_connected_lines"] = len(conns_before)
+        res["distinct_switches_connected"] = len({m.group(1) for _, m in conns_before})
+        res["from_first_connected_s"] = secs(first_conn, prog_line.ts)
+        res["from_last_connected_s"] = secs(last_conn, prog_line.ts)
+        res["connect_spread_s"] = secs(first_conn, last_conn)
+        res["programmed_line"] = prog_line.msg
+        res["programmed_flows"] = int(prog.group(2))
+        # Where the time goes: the last link discovered, the last VM located, each reconcile.
+        before = [ln for ln in lines if ln.ts <= prog_line.ts]
+        links = find(before, RE_LINK)
+        vms = find(before, RE_VM_AT)
+        recs = find(before, RE_RECONCILED)
+        res["timeline_s_after_last_connected"] = {
+            "last_link_discovered": secs(last_conn, links[-1][0].ts) if links else None,
+            "links_discovered": len(links),
+            "last_vm_located": secs(last_conn, vms[-1][0].ts) if vms else None,
+            "vms_located_by_frames": len(vms),
+            "vms_located_after_last_connected": sum(1 for ln, _ in vms if ln.ts > last_conn),
+            "vms_located_after_last_link": sum(1 for ln, _ in vms if links and ln.ts > links[-1][0].ts),
+            "programmed": secs(last_conn, prog_line.ts),
+        }
+        res["reconciles_until_programmed"] = [
+            {"t_s_after_last_connected": round(secs(last_conn, ln.ts), 3), "switches": int(m.group(1)),
+             "changes": int(m.group(2)), "ms": float(m.group(3))} for ln, m in recs]
+        after = [ln for ln in lines if ln.ts > prog_line.ts]
+        res["flow_changes_after_programmed"] = sum(int(m.group(2)) for _, m in find(after, RE_RECONCILED))
+        final = find(lines, RE_PROGRAMMED)[-1][1]
+        res["final_programmed_flows"] = int(final.group(2))
+        # Verify the data plane: the switches hold what the log says.
+        flows = bridge_flows(switch_names)
+        res["flows_in_switches"] = sum(len(v) for v in flows.values())
+        res["flows_match_log"] = res["flows_in_switches"] == res["final_programmed_flows"]
+        res["pings"] = ping_sample(emu, tenants, edges)
+        res["pings_ok"] = sum(1 for p in res["pings"] if p["ok"])
+        # Reference: warm restart, zero flow changes expected.
+        res["warm_restart"] = warm_restart(ctl, switch_names, flows, settle)
+        res["loadavg_after"] = os.getloadavg()
+        guard.check(ctl)
+        return res
+    except Exception as err:
+        if guard is not None and not isinstance(err, Disturbed) and guard.changed():
+            raise Disturbed(f"bridges {', '.join(guard.changed())} deleted or replaced ({err})") from err
+        raise
+    finally:
+        if guard is not None:
+            guard.release(emu.net)
+        emu.stop()
+        if ctl is not None:
+            ctl.stop()
+
+
+def ping_sample(emu, tenants: dict, edges: list[str]) -> list[dict]:
+    """8 within-tenant pairs, every one across pods (k=4: edges 2 per pod)."""
+    n = len(edges)
+    # (src index, dst index) into a tenant's VMs; VM i sits on edges[i % n].
+    picks = [(0, 7), (2, 13), (4, 9), (6, 11), (1, 14), (3, 12), (5, 8), (15, 10)]
+    pod = lambda i: (i % n) // 2   # noqa: E731
+    pairs = []
+    for k, (i, j) in enumerate(picks):
+        t = f"t{k % N_TENANTS + 1}"
+        assert pod(i) != pod(j)
+        src, dst = f"{t}v{i}", f"{t}v{j}"
+        ip = tenants[t]["vms"][dst]["ip"]
+        ok = lab.reachable(emu.host(src), ip, tries=3)
+        pairs.append({"tenant": t, "src": src, "src_edge": edges[i % n], "dst": dst,
+                      "dst_edge": edges[j % n], "dst_ip": ip, "ok": ok})
+    return pairs
+
+
+def warm_restart(ctl, switch_names: list[str], flows_before: dict[str, list[str]], settle: float) -> dict:
+    res: dict = {}
+    keys_before = {sw: {lab.flow_key(f) for f in fl} for sw, fl in flows_before.items()}
+    offset = len(ctl.log())
+    killed = time.monotonic()
+    ctl.stop(signal.SIGKILL)
+    ctl.start()
+
+    def all_hold():
+        lines = parse_log(ctl.log()[offset:])
+        holds = find(lines, RE_HOLDS)
+        return (lines, holds) if len({m.group(1) for _, m in holds}) >= len(switch_names) else None
+
+    got = wait_for(all_hold, timeout=60, interval=0.1)
+    if not got:
+        raise RuntimeError(f"warm restart: not every switch read back in 60 s; controller log: {ctl.log_path}")
+    lines, holds = got
+    conns = find(lines, RE_CONNECTED)
+    first_conn = conns[0][0].ts
+    last_hold = holds[-1][0].ts
+    res["first_connected_to_all_hold_s"] = secs(first_conn, last_hold)
+    res["flows_held"] = sum(int(m.group(2)) for _, m in {m.group(1): (ln, m) for ln, m in holds}.values())
+    # Warm switches are left alone until the fabric has been quiet for `settle` s (links
+    # are re-learnt by LLDP meanwhile); after that a reconcile must find nothing to do.
+    # Wait for settle after the last link/hold line, then 3 s more.
+    def settled_plus_3():
+        ls = parse_log(ctl.log()[offset:])
+        events = [ln.ts for ln, _ in find(ls, RE_LINK) + find(ls, RE_HOLDS) + find(ls, RE_CONNECTED)]
+        last = max(events)
+        return (dt.datetime.now() - last).total_seconds() >= settle + 3.0
+    wait_for(settled_plus_3, timeout=30, interval=0.2)
+    lines = parse_log(ctl.log()[offset:])
+    recs = find(lines, RE_RECONCILED)
+    res["reconciled_lines"] = [ln.msg for ln, _ in recs]
+    res["flow_changes"] = sum(int(m.group(2)) for _, m in recs)
+    res["vms_found_in_flows"] = len(find(lines, RE_VM_FOUND))
+    res["errors_in_log"] = [ln.msg for ln in lines if ln.msg and "refused" in ln.msg]
+    # Cross-check in the switches: same flows (minus counters), none re-created since the kill.
+    flows_after = bridge_flows(switch_names)
+    since_kill = time.monotonic() - killed
+    res["switch_flows_differing"] = sum(
+        len(keys_before[sw] ^ {lab.flow_key(f) for f in flows_after[sw]}) for sw in switch_names)
+    res["switch_flows_younger_than_restart"] = sum(
+        1 for fl in flows_after.values() for f in fl if lab.flow_field(f, "duration") < since_kill)
+    return res
+
+
+# -- report -----------------------------------------------------------------------------
+
+def fmt(v, unit="", digits=3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}{unit}"
+    return f"{v}{unit}"
+
+
+def table(results: dict) -> list[list[str]]:
+    rows = []
+    s, p = results.get("sdnvirt_path"), results.get("standalone_path")
+    if s and p:
+        r = ratio(s["first_packet_median_ms"], p["first_packet_median_ms"])
+        rows.append(["first-packet RTT median", fmt(s["first_packet_median_ms"], " ms"),
+                     fmt(p["first_packet_median_ms"], " ms"), fmt(r, "", 2), "ratio <= 1.1",
+                     "yes" if r is not None and r <= 1.1 and not s["first_packet_lost"] else "NO"])
+        rows.append(["first-packet RTT p90", fmt(s["first_packet_p90_ms"], " ms"),
+                     fmt(p["first_packet_p90_ms"], " ms"),
+                     fmt(ratio(s["first_packet_p90_ms"], p["first_packet_p90_ms"]), "", 2), "-", "-"])
+        rows.append(["first-packet lost (ping -W 2)", f"{s['first_packet_lost']}/{len(s['first_packet_ms']) + s['first_packet_lost']}",
+                     f"{p['first_packet_lost']}/{len(p['first_packet_ms']) + p['first_packet_lost']}", "-", "0", "yes" if not s["first_packet_lost"] else "NO"])
+        rows.append(["warm RTT median (context)", fmt(s["warm_rtt_median_ms"], " ms"),
+                     fmt(p["warm_rtt_median_ms"], " ms"),
+                     fmt(ratio(s["warm_rtt_median_ms"], p["warm_rtt_median_ms"]), "", 2), "-", "-"])
+        sb, pb = s["iperf3_median_bps"], p["iperf3_median_bps"]
+        r = ratio(sb, pb)
+        rows.append(["iperf3 TCP a->b median", fmt(sb / 1e9 if sb else None, " Gbit/s"),
+                     fmt(pb / 1e9 if pb else None, " Gbit/s"), fmt(r, "", 2), "ratio >= 0.95",
+                     "yes" if r is not None and r >= 0.95 else "NO"])
+        spread = lambda xs: f"{min(xs) / 1e9:.3f}-{max(xs) / 1e9:.3f}" if xs else "n/a"   # noqa: E731
+        rows.append([f"  iperf3 min-max of {len(s['iperf3_bps'])} / {len(p['iperf3_bps'])} runs",
+                     spread(s["iperf3_bps"]), spread(p["iperf3_bps"]), "-", "-", "-"])
+    c = results.get("programming")
+    if c:
+        rows.append(["fattree k=4, 64 VMs: last switch connected -> programmed",
+                     fmt(c["from_last_connected_s"], " s"), "-", "-", "< 1 s",
+                     "yes" if c["from_last_connected_s"] < 1.0 else "NO"])
+        rows.append(["  first switch connected -> programmed", fmt(c["from_first_connected_s"], " s"),
+                     "-", "-", "-", "-"])
+        rows.append(["  flows in switches == log's M", fmt(c["flows_in_switches"]),
+                     fmt(c["final_programmed_flows"]) + " (log)", "-", "equal",
+                     "yes" if c["flows_match_log"] else "NO"])
+        rows.append(["  flow changes after 'programmed'", fmt(c["flow_changes_after_programmed"]), "-", "-",
+                     "0", "yes" if c["flow_changes_after_programmed"] == 0 else "NO"])
+        rows.append(["  within-tenant pings across pods", f"{c['pings_ok']}/{len(c['pings'])}", "-", "-",
+                     "all", "yes" if c["pings_ok"] == len(c["pings"]) else "NO"])
+        w = c["warm_restart"]
+        rows.append(["warm restart (ref): first connected -> all 20 hold", fmt(w["first_connected_to_all_hold_s"], " s"),
+                     "-", "-", "-", "-"])
+        ok = w["flow_changes"] == 0 and w["switch_flows_differing"] == 0
+        rows.append(["warm restart: flow changes (log / switches)",
+                     f"{w['flow_changes']} / {w['switch_flows_differing']}", "-", "-", "0",
+                     "yes" if ok else "NO"])
+    return rows
+
+
+def print_table(rows: list[list[str]]) -> str:
+    head = ["measurement", "sdnvirt", "peer (standalone OVS)", "ratio", "target", "met"]
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    text = "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    out(text)
+    return text
+
+
+def machine() -> dict:
+    ovs = sh(["ovs-vswitchd", "--version"], check=False).splitlines()
+    return {"nproc": os.cpu_count(), "ovs": ovs[0] if ovs else None, "kernel": platform.release(),
+            "python": platform.python_version(), "datapath": "userspace (netdev)",
+            "git_start": git_state(), "loadavg_start": os.getloadavg()}
+
+
+def git_state() -> str:
+    """The commit and the tracked files changed in the working tree (others edit it meanwhile)."""
+    repo = str(BENCH_DIR.parent)
+    commit = sh(["git", "-C", repo, "rev-parse", "--short", "HEAD"], check=False).strip()
+    dirty = sh(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"], check=False).split()
+    changed = [f for f in dirty if "/" in f or "." in f]
+    return commit + (f" + uncommitted changes in {', '.join(changed)}" if changed else "")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="10 first-packet iterations, iperf3 2 s x 1")
+    ap.add_argument("--only", choices=["path", "programming"], help="run one part only")
+    ap.add_argument("--rounds", type=int, metavar="N",
+                    help="interleaved sdnvirt/standalone rounds for a) and b) (3; --quick: 1)")
+    ap.add_argument("--wait-others", type=float, default=900, metavar="S",
+                    help="wait at most S s for other Mininet runs to end before each part (900)")
+    args = ap.parse_args(argv)
+    args.iterations = 10 if args.quick else 30
+    args.iperf_seconds, args.iperf_reps = (2.0, 1) if args.quick else (5.0, 3)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if not lab.is_root():
+        out("bench/fabric.py needs root (Mininet, OVS bridges)")
+        return 2
+    setLogLevel("warning")
+    lab.ensure_ovs()
+
+    def on_term(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    signal.signal(signal.SIGTERM, on_term)
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    workdir = Path(tempfile.mkdtemp(prefix=f"sdnvirt-bench-{stamp}-"))
+    results: dict = {"started_utc": stamp, "quick": args.quick, "machine": machine(),
+                     "workdir": str(workdir),
+                     "params": {"first_packet_iterations": args.iterations, "rounds": args.rounds,
+                                "iperf3_seconds": args.iperf_seconds, "iperf3_reps": args.iperf_reps}}
+    errors = []
+    t_all = time.monotonic()
+    out(f"sdnvirt fabric benchmark {'(quick) ' if args.quick else ''}- logs in {workdir}")
+    try:
+        if args.only in (None, "path"):
+            out("a+b) leaf-spine 1x2, VM a (leaf1) -> VM b (leaf2): sdnvirt vs standalone OVS, "
+                f"{args.rounds} interleaved round(s) ...")
+            results["sdnvirt_path"], results["standalone_path"] = run_paths(args, workdir)
+        if args.only in (None, "programming"):
+            out("c) fat tree k=4, 4 tenants x 16 VMs: programming time, then warm restart ...")
+            out("   (Mininet's 'Unable to contact the remote controller' is expected: it starts later)")
+            results["programming"] = run_programming(args, workdir)
+    except KeyboardInterrupt:
+        errors.append("interrupted")
+        out("interrupted; cleaned up")
+    except Exception as err:  # noqa: BLE001 - report what was measured so far
+        errors.append(f"{type(err).__name__}: {err}")
+        out(f"FAILED: {type(err).__name__}: {err}")
+    results["errors"] = errors
+    results["git_end"] = git_state()
+    results["duration_s"] = time.monotonic() - t_all
+    rows = table(results)
+    out("")
+    results["table"] = print_table(rows) if rows else ""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"fabric-{stamp}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    out(f"\nresults: {path.relative_to(BENCH_DIR.parent)}  (controller logs in {workdir})")
+    if errors:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Health probes through the data plane, and rejects for services with no backend.
+
+Probes leave as packet-outs straight into a backend's port, from the tenant's
+probe address (an address of the tenant's own subnet that no VM has), and
+the replies come back as packet-ins from the forward table, where the
+tenant's probe MAC is sent to the controller.  So they work with overlapping
+tenant addresses and with no route from the controller host into any tenant
+network, like OVN's service monitors.  A reply counts only if it comes from
+the backend's own port, in the backend's tenant, from the backend's address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
+
+from ..config import virtual_mac
+from ..model import Backend, Location, Model, Service
+from ..plan.flows import ETH_TYPE_IPV4
+
+LOG = logging.getLogger("sdnvirt.probes")
+
+TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
+PROBE_PORTS = range(33000, 61000)
+
+
+@dataclass
+class Outstanding:
+    key: tuple[str, str, str]       # the backend's health key
+    loc: Location
+    kind: str
+    sent: float
+    port: int                       # our source port (or ICMP id) that the reply must echo
+
+
+class Prober:
+    def __init__(self, model: Model, send, on_change):
+        """``send(dpid, port, frame)`` puts a frame out of a switch port;
+        ``on_change()`` is called when a backend went up or down (it must not block)."""
+        self.model = model
+        self.send = send
+        self.on_change = on_change
+        self.due: dict[tuple[str, str, str], float] = {}
+        self.outstanding: dict[int, Outstanding] = {}
+        self._ports = itertools.cycle(PROBE_PORTS)
+
+    # -- sending -----------------------------------------------------------
+    def tick(self, now: float) -> list[tuple[int, int, bytes]]:
+        """Time out old probes and build the ones that are due: frames to send."""
+        changed = False
+        for token, out in list(self.outstanding.items()):
+            svc, backend = self._find(out.key)
+            timeout = svc.health_check.timeout if svc else 0
+            if now - out.sent >= timeout:
+                del self.outstanding[token]
+                if svc is not None:
+                    # udp: silence means nobody said the port is closed.
+                    ok = out.kind == "udp"
+                    changed |= self._record(svc, backend, ok, "no reply" if not ok else "no port unreachable")
+        frames = []
+        live = set()
+        for svc in self.model.services():
+            for backend in svc.backends:
+                key = svc.health_key(backend)
+                live.add(key)
+                loc = self.model.locations.get(backend.vm.name)
+                if loc is None:
+                    continue        # unplugged: down already (Model.unbind), or not found yet
+                if now < self.due.get(key, 0) or any(o.key == key for o in self.outstanding.values()):
+                    continue
+                self.due[key] = now + svc.health_check.interval
+                frames.append(self._probe(svc, backend, loc, now))
+        self.due = {k: v for k, v in self.due.items() if k in live}
+        if changed:
+            self.on_change()
+        return frames
+
+    def _probe(self, svc: Service, backend: Backend, loc: Location, now: float) -> tuple[int, int, bytes]:
+        kind = svc.health_check.type or svc.protocol
+        token = next(self._ports)
+        while token in self.outstanding:
+            token = next(self._ports)
+        self.outstanding[token] = Outstanding(svc.health_key(backend), loc, kind, now, token)
+        tenant = self.model.tenant(svc.tenant)
+        src_ip, dst_ip = str(tenant.probe_ip), str(backend.vm.ip)
+        pkt = packet.Packet()
+        pkt.add_protocol(ethernet.ethernet(backend.vm.mac, virtual_mac(tenant.probe_ip), ETH_TYPE_IPV4))
+        if kind == "tcp":
+            pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=6))
+            pkt.add_protocol(tcp.tcp(src_port=token, dst_port=backend.port, seq=random.getrandbits(32),
+                                     bits=TCP_SYN, window_size=1024))
+        elif kind == "udp":
+            pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=17))
+            pkt.add_protocol(udp.udp(src_port=token, dst_port=backend.port))
+            pkt.add_protocol(b"sdnvirt health probe")
+        else:
+            pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=1))
+            pkt.add_protocol(icmp.icmp(icmp.ICMP_ECHO_REQUEST, data=icmp.echo(id_=token, seq=1)))
+        pkt.serialize()
+        return loc.dpid, loc.port, bytes(pkt.data)
+
+    # -- replies ---------------------------------------------------------------
+    def on_reply(self, dpid: int, in_port: int, segment: int, data: bytes) -> list[tuple[int, int, bytes]]:
+        """A frame sent to a probe address; returns frames to send back (an RST
+        that closes a half-open probe connection)."""
+        pkt = packet.Packet(data)
+        ip = pkt.get_protocol(ipv4.ipv4)
+        if ip is None:
+            return []
+        token, ok, reason, answer = None, False, "", []
+        t = pkt.get_protocol(tcp.tcp)
+        ic = pkt.get_protocol(icmp.icmp)
+        if t is not None:
+            token = t.dst_port
+            ok = bool(t.bits & TCP_SYN and t.bits & TCP_ACK)
+            reason = "SYN-ACK" if ok else "RST" if t.bits & TCP_RST else f"TCP flags {t.bits:#x}"
+            if ok:
+                answer = [self._rst(pkt, t)]
+        elif ic is not None and ic.type == icmp.ICMP_ECHO_REPLY:
+            token, ok, reason = ic.data.id, True, "echo reply"
+        elif ic is not None and ic.type == icmp.ICMP_DEST_UNREACH:
+            inner = ic.data.data
+            if len(inner) >= 24:
+                token = int.from_bytes(inner[20:22], "big")   # the UDP source port we sent
+            ok, reason = False, f"ICMP unreachable code {ic.code}"
+        out = self.outstanding.get(token) if token is not None else None
+        if out is None:
+            return []
+        svc, backend = self._find(out.key)
+        if (svc is None or out.loc != Location(dpid, in_port) or segment != svc.segment
+                or ipaddress.IPv4Address(ip.src) != backend.vm.ip):
+            LOG.warning("probe reply for %s ignored: it came from the wrong place", out.key)
+            return []
+        del self.outstanding[token]
+        latency = time.monotonic() - out.sent
+        if self._record(svc, backend, ok, reason, latency):
+            self.on_change()
+        return [(dpid, in_port, frame) for frame in answer]
+
+    def _rst(self, pkt, t) -> bytes:
+        eth, ip = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(ipv4.ipv4)
+        rst = packet.Packet()
+        rst.add_protocol(ethernet.ethernet(eth.src, eth.dst, ETH_TYPE_IPV4))
+        rst.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=6))
+        rst.add_protocol(tcp.tcp(src_port=t.dst_port, dst_port=t.src_port, seq=t.ack, bits=TCP_RST))
+        rst.serialize()
+        return bytes(rst.data)
+
+    def _find(self, key) -> tuple[Service | None, Backend | None]:
+        for svc in self.model.services():
+            for backend in svc.backends:
+                if svc.health_key(backend) == key:
+                    return svc, backend
+        return None, None
+
+    def _record(self, svc: Service, backend: Backend, ok: bool, reason: str, latency: float | None = None) -> bool:
+        health = self.model.health[svc.health_key(backend)]
+        if not health.record(ok, reason, latency):
+            return False
+        LOG.warning("backend %s of %s/%s is %s (%s)", backend.key, svc.tenant, svc.name,
+                    "UP" if health.up else "DOWN", reason)
+        return True
+
+
+def reject(model: Model, segment: int, data: bytes) -> bytes | None:
+    """The answer to a connection for a service with no backend: TCP RST or ICMP port unreachable."""
+    pkt = packet.Packet(data)
+    eth, ip = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(ipv4.ipv4)
+    if eth is None or ip is None:
+        return None
+    t, u = pkt.get_protocol(tcp.tcp), pkt.get_protocol(udp.udp)
+    port = t.dst_port if t else u.dst_port if u else None
+    svc = next((s for s in model.services() if s.segment == segment and str(s.vip) == ip.dst
+                and s.port == port and s.ip_proto == ip.proto), None)
+    if svc is None or svc.on_empty != "reject":
+        return None
+    out = packet.Packet()
+    out.add_protocol(ethernet.ethernet(eth.src, svc.vip_mac, ETH_TYPE_IPV4))
+    if t is not None:
+        out.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=6))
+        out.add_protocol(tcp.tcp(src_port=t.dst_port, dst_port=t.src_port, seq=0,
+                                 ack=(t.seq + 1) & 0xFFFFFFFF, bits=TCP_RST | TCP_ACK))
+    else:
+        # RFC 792: the IP header and the first 8 bytes of the datagram.
+        original = data[14:14 + ip.header_length * 4 + 8]
+        out.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=1))
+        out.add_protocol(icmp.icmp(icmp.ICMP_DEST_UNREACH, icmp.ICMP_PORT_UNREACH_CODE,
+                                   data=icmp.dest_unreach(data=original)))
+    out.serialize()
+    return bytes(out.data)

@@ -1,0 +1,1 @@
+"""Load-balancer logic with no I/O: backend selection and backend health."""

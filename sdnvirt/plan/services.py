@@ -1,0 +1,114 @@
+"""The load balancer in the switches: VIPs, Maglev select groups, conntrack NAT.
+
+Distributed like OVN's: a new connection is translated at the client's edge
+switch (services -> lb tables), the group's Maglev buckets pick the backend
+and commit the DNAT in conntrack, and every later packet follows the
+conntrack entry, so a connection keeps its backend whatever happens to the
+group.  The reply is translated back (unnat table) only where its packets
+come from a backend's address and port and are not tracked yet, so a reply
+is never put through conntrack twice, whether the hypervisors have one
+conntrack table each (a real deployment) or share one (an emulation).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from ..lb.maglev import table as maglev_table
+from ..model import Model, Service
+from .flows import ETH_TYPE_IPV4, Flow, Owner, apply, cookie, flow, goto, meter
+
+# ct_state bits (ovs-fields(7)): new 0x01, est 0x02, rel 0x04, rpl 0x08, inv 0x10, trk 0x20.
+CT_NEW = (0x21, 0x21)           # +trk+new
+CT_ONGOING = (0x20, 0x39)       # +trk-new-rpl-inv: established or related, original direction
+CT_REPLY = (0x28, 0x28)         # +trk+rpl
+CT_UNTRACKED = (0x00, 0x20)     # -trk
+CT_COMMIT = 1
+MAGLEV_SLOTS = 251              # prime; above 64 so that OVS hashes the 5-tuple itself
+
+# Group ids are below OFPG_MAX.
+_GROUP_SPACE = 0xFFFFFF00
+
+
+@dataclass(frozen=True, order=True)
+class Group:
+    """An OpenFlow select group; every bucket has weight 1."""
+
+    group_id: int
+    buckets: tuple
+
+
+def service_cookie(svc: Service) -> int:
+    return cookie(Owner.SERVICE, svc.segment, svc.name)
+
+
+def group_ids(services: list[Service]) -> dict[tuple[str, str], int]:
+    """A stable group id per service, distinct on every switch."""
+    ids: dict[tuple[str, str], int] = {}
+    used: set[int] = set()
+    for svc in sorted(services, key=lambda s: (s.tenant, s.name)):
+        gid = zlib.crc32(f"{svc.tenant}/{svc.name}".encode()) % _GROUP_SPACE
+        while gid in used:
+            gid = (gid + 1) % _GROUP_SPACE
+        used.add(gid)
+        ids[(svc.tenant, svc.name)] = gid
+    return ids
+
+
+def listener(svc: Service) -> dict:
+    return {"metadata": svc.segment, "eth_type": ETH_TYPE_IPV4, "ip_proto": svc.ip_proto,
+            "ipv4_dst": str(svc.vip), f"{svc.protocol}_dst": svc.port}
+
+
+def group_for(model: Model, svc: Service, gid: int, forward_table: int) -> Group | None:
+    """The Maglev table as buckets; None when no backend may take new connections."""
+    usable = {b: b.weight for b in svc.backends if model.usable(svc, b)}
+    if not usable:
+        return None
+    buckets = tuple(
+        (("set", "eth_dst", b.vm.mac),
+         ("ct", CT_COMMIT, svc.segment, forward_table, ("dnat", str(b.vm.ip), b.port)))
+        for b in maglev_table(usable, MAGLEV_SLOTS))
+    return Group(gid, buckets)
+
+
+def service_flows(svc: Service, group: Group | None, tables, service_meter: int, no_buffer: int) -> list[Flow]:
+    """The flows of one service, the same on every switch where its tenant has a VM."""
+    c = service_cookie(svc)
+    match = listener(svc)
+    if group is not None:
+        new = [apply(("group", group.group_id))]
+    elif svc.on_empty == "reject":
+        # No OVS action writes a TCP RST or an ICMP error: the controller does.
+        new = [meter(service_meter), apply(("controller", no_buffer))]
+    else:
+        new = []
+    return [
+        flow(tables.SERVICES, 100, match, [apply(("ct", 0, svc.segment, tables.LB, ("nat",)))], c),
+        flow(tables.LB, 100, {**match, "ct_state": CT_NEW}, new, c),
+        flow(tables.UNNAT, 90,
+             {"metadata": svc.segment, "eth_type": ETH_TYPE_IPV4, "ct_state": CT_REPLY,
+              "ct_nw_proto": svc.ip_proto, "ct_nw_dst": str(svc.vip), "ct_tp_dst": svc.port},
+             [apply(("set", "eth_src", svc.vip_mac)), goto(tables.FORWARD)], c),
+    ]
+
+
+def backend_flows(svc: Service, tables, vm_cookie) -> list[Flow]:
+    """Per backend: where translated packets go, and where its replies are translated back.
+
+    Drained, failed and unplugged backends keep these, so connections they
+    already hold finish; only the group stops giving them new ones.
+    """
+    flows = []
+    for b in svc.backends:
+        c = vm_cookie(b.vm)
+        flows.append(flow(tables.LB, 90,
+                          {"metadata": svc.segment, "eth_type": ETH_TYPE_IPV4, "ct_state": CT_ONGOING,
+                           "ipv4_dst": str(b.vm.ip)},
+                          [apply(("set", "eth_dst", b.vm.mac)), goto(tables.FORWARD)], c))
+        flows.append(flow(tables.UNNAT, 100,
+                          {"metadata": svc.segment, "eth_type": ETH_TYPE_IPV4, "ct_state": CT_UNTRACKED,
+                           "ip_proto": svc.ip_proto, "ipv4_src": str(b.vm.ip), f"{svc.protocol}_src": b.port},
+                          [apply(("ct", 0, svc.segment, tables.UNNAT, ("nat",)))], c))
+    return flows

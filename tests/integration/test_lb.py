@@ -1,0 +1,211 @@
+"""The L4 load balancer on a real fabric: VIPs, weights, health checks, failover, drain."""
+
+import copy
+import re
+import signal
+import time
+from collections import Counter
+
+import pytest
+import yaml
+
+from sdnvirt.emulation import lab
+
+from .conftest import Fabric
+
+pytestmark = pytest.mark.integration
+
+VIP = "10.1.0.100"
+CHECK = {"type": "tcp", "interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2}
+TENANTS = {
+    "blue": {"segment": 101, "subnet": "10.1.0.0/24", "vms": {
+        "c1": {"mac": "02:00:00:00:01:01", "ip": "10.1.0.11", "host": "leaf1"},
+        "b1": {"mac": "02:00:00:00:01:02", "ip": "10.1.0.12", "host": "leaf2"},
+        "b2": {"mac": "02:00:00:00:01:03", "ip": "10.1.0.13", "host": "leaf3"},
+        "b3": {"mac": "02:00:00:00:01:04", "ip": "10.1.0.14", "host": "leaf1"},
+    }, "services": {"web": {
+        "vip": VIP, "port": 80, "health_check": CHECK,
+        "backends": [{"vm": "b1", "port": 8080, "weight": 2}, {"vm": "b2", "port": 8080}]}}},
+    # The same VIP, another tenant, another pool.
+    "red": {"segment": 102, "subnet": "10.1.0.0/24", "vms": {
+        "r1": {"mac": "02:00:00:00:02:01", "ip": "10.1.0.11", "host": "leaf1"},
+        "r2": {"mac": "02:00:00:00:02:02", "ip": "10.1.0.12", "host": "leaf3"},
+    }, "services": {"web": {
+        "vip": VIP, "port": 80, "health_check": CHECK, "on_empty": "drop",
+        "backends": [{"vm": "r2", "port": 8080}]}}},
+}
+
+
+@pytest.fixture(scope="module")
+def lb(tmp_path_factory):
+    fab = Fabric(tmp_path_factory.mktemp("lb"), TENANTS, "leafspine", {"spines": 2, "leaves": 4})
+    try:
+        fab.start()
+        fab.servers = {n: lab.serve_http(fab.host(n), 8080, n) for n in ("b1", "b2", "b3", "r2")}
+        fab.wait_up = lambda *names, timeout=10: _wait_state(fab, names, "UP", timeout)
+        time.sleep(1.0)
+        yield fab
+    finally:
+        for proc in getattr(fab, "servers", {}).values():
+            proc.terminate()
+        fab.stop()
+
+
+def _wait_state(fab, names, state, timeout, after=0):
+    """Until the controller has marked the backends and put that into the switches."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = fab.ctl.log()[after:]
+        marks = [re.search(rf"backend {n}:8080 of \w+/web is {state}", log) for n in names]
+        if all(marks) and "reconciled" in log[max(m.end() for m in marks):]:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _restart_server(fab, name):
+    fab.servers[name].terminate()
+    fab.servers[name].wait(5)
+    fab.servers[name] = lab.serve_http(fab.host(name), 8080, name)
+
+
+def get(fab, client="c1", timeout=2.0):
+    return lab.http_get(fab.host(client), f"http://{VIP}/", timeout)
+
+
+def test_connections_are_spread_by_weight_and_only_the_vip_answers(lb):
+    got = Counter(get(lb) for _ in range(150))
+    assert set(got) == {"b1", "b2"}, got
+    assert 0.55 < got["b1"] / 150 < 0.78, got       # weights 2:1
+    # The client saw the VIP's address and MAC only.
+    c1 = lb.host("c1")
+    assert "0a:5d:0a:01:00:64" in c1.cmd(f"ip neigh show {VIP}")
+    out = c1.cmd(f"curl -s -m 2 -o /dev/null -w '%{{remote_ip}}' http://{VIP}/")
+    assert out.strip() == VIP
+
+
+def test_the_same_vip_in_another_tenant_is_another_service(lb):
+    assert {get(lb, "r1") for _ in range(10)} == {"r2"}
+    assert {get(lb, "c1") for _ in range(10)} <= {"b1", "b2"}
+
+
+def test_a_killed_backend_is_marked_down_in_time_and_no_request_fails_after(lb):
+    offset = len(lb.ctl.log())
+    lb.servers["b2"].terminate()
+    killed = time.monotonic()
+    assert _wait_state(lb, ["b2"], "DOWN", 10, offset)
+    detected = time.monotonic() - killed
+    # fall x interval + timeout, plus scheduling slack of a loaded 2-core machine
+    assert detected <= 2 * 0.2 + 0.2 + 1.0, detected
+    assert [get(lb) for _ in range(30)] == ["b1"] * 30
+    offset = len(lb.ctl.log())
+    _restart_server(lb, "b2")
+    assert _wait_state(lb, ["b2"], "UP", 10, offset)
+    assert "b2" in {get(lb) for _ in range(40)}
+
+
+def test_a_backend_whose_port_goes_down_is_down_at_once(lb):
+    offset = len(lb.ctl.log())
+    lb.emu.net.configLinkStatus("b1", "leaf2", "down")
+    try:
+        assert _wait_state(lb, ["b1"], "DOWN", 2, offset)
+        assert [get(lb) for _ in range(20)] == ["b2"] * 20
+    finally:
+        offset = len(lb.ctl.log())
+        lb.emu.net.configLinkStatus("b1", "leaf2", "up")
+    assert _wait_state(lb, ["b1"], "UP", 15, offset)
+    assert "b1" in {get(lb) for _ in range(40)}
+
+
+def _reconfigure(fab, change):
+    doc = yaml.safe_load(fab.ctl.config_path.read_text())
+    change(doc["tenants"]["blue"]["services"]["web"])
+    offset = len(fab.ctl.log())
+    fab.ctl.write_config(doc)
+    fab.ctl.send(signal.SIGHUP)
+    assert fab.ctl.wait_log("config applied", after=offset)
+    time.sleep(0.3)
+
+
+def _original(fab):
+    def restore(svc):
+        svc.clear()
+        svc.update(copy.deepcopy(TENANTS["blue"]["services"]["web"]))
+    return restore
+
+
+def test_drain_stops_new_connections_while_existing_ones_finish(lb):
+    held = {}
+    for _ in range(20):     # a keep-alive connection that landed on b1
+        proc = lab.keepalive_client(lb.host("c1"), VIP, 80, count=30, interval=0.1)
+        first = proc.stdout.readline().strip()
+        if first == "b1":
+            held = {"proc": proc}
+            break
+        proc.kill()
+    assert held, "no connection landed on b1"
+    try:
+        _reconfigure(lb, lambda svc: svc["backends"][0].update(weight=0))
+        assert [get(lb) for _ in range(20)] == ["b2"] * 20
+        out, _ = held["proc"].communicate(timeout=30)
+        assert out.split() == ["b1"] * 29, out
+    finally:
+        _reconfigure(lb, _original(lb))
+
+
+def test_long_lived_connections_survive_adding_and_removing_other_backends(lb):
+    clients = [lab.keepalive_client(lb.host("c1"), VIP, 80, count=40, interval=0.1) for _ in range(6)]
+    firsts = [c.stdout.readline().strip() for c in clients]
+    assert "b1" in firsts, firsts
+    try:
+        _reconfigure(lb, lambda svc: svc["backends"].append({"vm": "b3", "port": 8080}))
+        _reconfigure(lb, lambda svc: svc["backends"].pop(1))          # b2 leaves the pool
+        for first, client in zip(firsts, clients):
+            out, _ = client.communicate(timeout=30)
+            if first == "b2":
+                continue        # its own backend was removed: not an "other" backend
+            assert out.split() == [first] * 39, (first, out)      # the first was read above
+        assert "b3" in {get(lb) for _ in range(30)}
+    finally:
+        _reconfigure(lb, _original(lb))
+
+
+def test_with_no_backend_reject_answers_at_once_and_drop_stays_silent(lb):
+    offset = len(lb.ctl.log())
+    for name in ("b1", "b2", "r2"):
+        lb.servers[name].terminate()
+    try:
+        assert _wait_state(lb, ["b1", "b2", "r2"], "DOWN", 10, offset)
+        started = time.monotonic()
+        out = lb.host("c1").cmd(f"curl -s -m 3 -o /dev/null -w '%{{http_code}} %{{errormsg}}' http://{VIP}/")
+        assert "Couldn't connect" in out or "refused" in out.lower(), out
+        assert time.monotonic() - started < 1.5
+        out = lb.host("r1").cmd(f"curl -s -m 2 -o /dev/null -w '%{{http_code}} %{{errormsg}}' http://{VIP}/")
+        assert "timed out" in out.lower() or "timeout" in out.lower(), out
+    finally:
+        offset = len(lb.ctl.log())
+        for name in ("b1", "b2", "r2"):
+            _restart_server(lb, name)
+        assert _wait_state(lb, ["b1", "b2", "r2"], "UP", 15, offset)
+
+
+def test_a_probe_reply_spoofed_from_another_tenant_changes_nothing(lb):
+    offset = len(lb.ctl.log())
+    lb.servers["b2"].terminate()
+    try:
+        assert _wait_state(lb, ["b2"], "DOWN", 10, offset)
+        # r1 (red, same switch as c1) fires SYN-ACKs at blue's probe address
+        # from blue b2's address, over the whole probe port range.
+        lab.send_scapy(lb.host("r1"), [
+            'Ether(src="02:00:00:00:02:01", dst="0a:5d:0a:01:00:fe")/IP(src="10.1.0.11", dst="10.1.0.254")'
+            '/TCP(sport=8080, dport=(33000, 34999), flags="SA")',
+            'Ether(src="02:00:00:00:02:01", dst="0a:5d:0a:01:00:fe")/IP(src="10.1.0.13", dst="10.1.0.254")'
+            '/TCP(sport=8080, dport=(33000, 34999), flags="SA")',
+        ])
+        time.sleep(1)
+        assert not re.search(r"backend b2:8080 of blue/web is UP", lb.ctl.log()[offset:])
+        assert {get(lb) for _ in range(10)} == {"b1"}
+    finally:
+        offset = len(lb.ctl.log())
+        _restart_server(lb, "b2")
+        assert _wait_state(lb, ["b2"], "UP", 15, offset)
