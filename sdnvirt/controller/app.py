@@ -54,6 +54,9 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.group_parts: dict[int, dict] = {}
         self.meters_ready: set[int] = set()             # switches whose meters are as planned
         self.warm: set[int] = set()                     # came back holding our flows, not yet reconciled
+        # Connected, but LLDP and probes sent to or through them may have been
+        # dropped for lack of flows: announced again once their flows are in.
+        self.unannounced: set[int] = set()
         self.last_resync: dict[int, float] = {}
         self.link_seen: dict[tuple[int, int], float] = {}
         self.reinject: list[tuple[int, int, bytes]] = []
@@ -97,6 +100,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         dp.id = dpid = ev.msg.datapath_id
         with self.lock:
             self.dps[dpid] = dp
+            self.unannounced.add(dpid)
             self.fabric.add_switch(dpid)
             self.installed.pop(dpid, None)
         LOG.info("switch %016x connected", dpid)
@@ -113,6 +117,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             if not self._known(dp):
                 return
             del self.dps[dp.id]
+            self.unannounced.discard(dp.id)
             self.installed.pop(dp.id, None)
             self.groups.pop(dp.id, None)
             self.meters_ready.discard(dp.id)
@@ -351,6 +356,17 @@ class SdnvirtApp(app_manager.OSKenApp):
                     self.groups[dpid] = dict(desired.groups.get(dpid, {}))
         for dpid, port, data in reinject:
             self._packet_out(dpid, data, port, in_port=port, to_table=True)
+        with self.lock:
+            fresh = self.unannounced & set(work)
+            self.unannounced -= fresh
+            everyone = list(self.dps.values()) if fresh else []
+        # A switch without flows dropped its neighbours' LLDP and its VMs'
+        # answers to probes; now that it has them, ask again instead of
+        # waiting for the next rounds.
+        for dp in everyone:
+            self._send_lldp(dp)
+        for dpid in sorted(fresh):
+            self._locate(dpid)
         if work or group_work:
             LOG.info("reconciled %d switches, %d flow and %d group changes in %.1f ms", len(dps),
                      sum(len(ch) for _, ch, _ in work.values()),
