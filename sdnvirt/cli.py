@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -51,6 +52,60 @@ def cmd_topo(args) -> int:
     return 0
 
 
+def _state(args) -> dict | None:
+    from . import status
+    state_dir = args.state_dir or (_load_or_exit(args.config).controller.state_dir if args.config
+                                   else "/var/lib/sdnvirt")
+    try:
+        doc = status.read(state_dir)
+    except FileNotFoundError:
+        print(f"sdnvirt: no {state_dir}/{status.FILE}: is the controller running with this state_dir?",
+              file=sys.stderr)
+        return None
+    except (OSError, ValueError) as err:
+        print(f"sdnvirt: cannot read {state_dir}/{status.FILE}: {err}", file=sys.stderr)
+        return None
+    import time
+    doc["age_s"] = round(time.time() - doc.pop("written_at", 0), 1)
+    return doc
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    rows = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+                     for row in [header, *rows])
+
+
+def cmd_show(args) -> int:
+    doc = _state(args)
+    if doc is None:
+        return 1
+    if args.json:
+        print(json.dumps(doc if args.command == "status" else doc[args.command], indent=1))
+        return 0
+    if args.command == "status":
+        located = sum(1 for vm in doc["vms"] if vm["switch"])
+        backends = [b for svc in doc["services"] for b in svc["backends"]]
+        print(f"sdnvirt {doc['version']} (state written {doc['age_s']} s ago)\n"
+              f"switches {len(doc['switches'])}, links {doc['links']}, "
+              f"VMs located {located}/{len(doc['vms'])}, services {len(doc['services'])}, "
+              f"backends up {sum(b['up'] for b in backends)}/{len(backends)}\n")
+        print(_table([[s["name"], s["dpid"], s["ports_up"], len(s["fabric_ports"]), s["flows"]]
+                      for s in doc["switches"]], ["SWITCH", "DPID", "PORTS UP", "FABRIC PORTS", "FLOWS"]))
+    elif args.command == "vms":
+        print(_table([[v["tenant"], v["name"], v["mac"], v["ip"], v["switch"], v["port"]] for v in doc["vms"]],
+                     ["TENANT", "VM", "MAC", "IP", "SWITCH", "PORT"]))
+    else:
+        print(_table([[s["tenant"], s["name"], f"{s['vip']}:{s['port']}/{s['protocol']}",
+                       f"{b['vm']}:{b['port']}", b["weight"], "UP" if b["up"] else "DOWN",
+                       "yes" if b["takes_new_connections"] else "no", b["last_check"], b["last_latency_ms"]]
+                      for s in doc["services"] for b in s["backends"]],
+                     ["TENANT", "SERVICE", "VIP", "BACKEND", "WEIGHT", "HEALTH", "NEW CONNS", "LAST CHECK",
+                      "LATENCY MS"]))
+    return 0
+
+
 def cmd_demo(args) -> int:
     _logging(args.log_level or "warning")
     from .emulation.demo import run_demo
@@ -81,6 +136,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--leaves", type=int, default=4, metavar="N", help="leafspine: leaf switches (default 4)")
     p.add_argument("--k", type=int, default=4, metavar="K", help="fattree: switch radix, even (default 4)")
     p.set_defaults(func=cmd_topo)
+
+    for name, what in (("status", "the daemon's switches and a summary"), ("vms", "every VM and where it is"),
+                       ("services", "every service and the health of its backends")):
+        p = sub.add_parser(name, help=f"show {what}")
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--state-dir", help="the daemon's controller.state_dir (default /var/lib/sdnvirt)")
+        where.add_argument("--config", metavar="FILE", help="take state_dir from this config")
+        p.add_argument("--json", action="store_true", help="JSON for scripts")
+        p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("demo", help="controller + leaf-spine fabric + two tenants + traffic, then clean up")
     p.add_argument("--keep-logs", action="store_true", help="keep the controller log and config")

@@ -74,6 +74,9 @@ class ControllerSettings(_Strict):
     openflow: OpenFlowSettings = OpenFlowSettings()
     fabric: FabricSettings = FabricSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Where the daemon keeps its state; status.json there is what
+    # `sdnvirt status|vms|services` show.
+    state_dir: str = "/var/lib/sdnvirt"
 
 
 class VMSpec(_Strict):

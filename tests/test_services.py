@@ -189,3 +189,30 @@ def test_replies_are_translated_back_only_from_backend_addresses_and_once():
 
 def test_the_plan_is_stable_across_runs():
     assert planned()[1] == planned()[1]
+
+
+# -- what the user sees ----------------------------------------------------------------
+
+def test_status_shows_backend_health_and_the_cli_renders_it(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from sdnvirt import status
+    model, p = planned(health={("blue", "web", "web2:8080"): False})
+    model.health[("blue", "web", "web3:8080")].record(True, "SYN-ACK", 0.0012)
+    status.write(tmp_path, status.snapshot(model, leafspine(), {0x101: 42}))
+    doc = status.read(tmp_path)
+    [svc] = doc["services"]
+    by_vm = {b["vm"]: b for b in svc["backends"]}
+    assert by_vm["web2"]["up"] is False and by_vm["web2"]["takes_new_connections"] is False
+    assert by_vm["web3"]["last_check"] == "SYN-ACK" and by_vm["web3"]["last_latency_ms"] == 1.2
+    assert {v["name"]: v["switch"] for v in doc["vms"]}["web1"] == "leaf1"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "sdnvirt", *args, "--state-dir", str(tmp_path)],
+                              capture_output=True, text=True, timeout=30)
+    out = cli("services").stdout
+    assert "web2:8080" in out and "DOWN" in out and "SYN-ACK" in out
+    assert json.loads(cli("vms", "--json").stdout)[0]["name"] == "web1"
+    assert "switches 6" in cli("status").stdout

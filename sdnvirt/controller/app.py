@@ -19,6 +19,7 @@ from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_D
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
+from .. import status
 from ..config import Config
 from ..fabric import Fabric
 from ..model import Location, Model
@@ -33,6 +34,7 @@ BARRIER_TIMEOUT = 2.0
 DEBOUNCE = 0.01     # gathers a burst of events into one reconcile
 TICK = 0.05
 RESYNC_BACKOFF = 5.0
+STATUS_INTERVAL = 1.0
 
 
 class SdnvirtApp(app_manager.OSKenApp):
@@ -43,6 +45,8 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.name = "sdnvirt"
         self.lock = threading.RLock()
         self.settings = sdnvirt_config.controller.fabric
+        self.state_dir = sdnvirt_config.controller.state_dir
+        self.last_status: dict | None = None
         self.model = Model(sdnvirt_config)
         self.fabric = Fabric()
         self.dps: dict[int, object] = {}
@@ -79,6 +83,7 @@ class SdnvirtApp(app_manager.OSKenApp):
     def reload(self, config: Config) -> None:
         with self.lock:
             old, self.settings = self.settings, config.controller.fabric
+            self.state_dir = config.controller.state_dir
             self.model.set_config(config)
             dps = list(self.dps.values()) if meters(old) != meters(self.settings) else []
         for dp in dps:
@@ -516,8 +521,19 @@ class SdnvirtApp(app_manager.OSKenApp):
         self._request()
 
     # -- periodic work -----------------------------------------------------------
+    def _write_status(self) -> None:
+        with self.lock:
+            doc = status.snapshot(self.model, self.fabric,
+                                  {dpid: len(flows) for dpid, flows in self.installed.items()})
+        if doc != self.last_status:
+            self.last_status = doc      # a failed write is retried at the next change, not every second
+            try:
+                status.write(self.state_dir, doc)
+            except OSError as err:
+                LOG.error("cannot write %s/%s: %s", self.state_dir, status.FILE, err.strerror)
+
     def _tick_loop(self) -> None:
-        next_lldp = next_locate = time.monotonic()
+        next_lldp = next_locate = next_status = time.monotonic()
         while not self.stopping.wait(TICK):
             now = time.monotonic()
             try:
@@ -529,6 +545,9 @@ class SdnvirtApp(app_manager.OSKenApp):
                     next_locate = now + self.settings.locate_interval
                     for dpid in list(self.dps):
                         self._locate(dpid)
+                if now >= next_status:
+                    next_status = now + STATUS_INTERVAL
+                    self._write_status()
                 self._expire_links(now)
                 with self.lock:
                     frames = self.prober.tick(now)

@@ -52,6 +52,8 @@ class ControllerProcess:
         self.config_path = self.workdir / "sdnvirt.yaml"
         self.log_path = self.workdir / "controller.log"
         self.port = doc.get("controller", {}).get("openflow", {}).get("port", 6653)
+        # Its state stays with it, never in the system's /var/lib/sdnvirt.
+        doc = {**doc, "controller": {"state_dir": str(self.workdir), **doc.get("controller", {})}}
         self.write_config(doc)
         self.proc: subprocess.Popen | None = None
 

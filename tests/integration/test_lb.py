@@ -1,8 +1,11 @@
 """The L4 load balancer on a real fabric: VIPs, weights, health checks, failover, drain."""
 
 import copy
+import json
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -63,6 +66,19 @@ def _wait_state(fab, names, state, timeout, after=0):
     return False
 
 
+def _cli_health(fab, timeout=5.0):
+    """What `sdnvirt services` shows for blue/web, once the daemon has written it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = subprocess.run([sys.executable, "-m", "sdnvirt", "services", "--json", "--state-dir",
+                              str(fab.ctl.workdir)], capture_output=True, text=True, timeout=30)
+        health = {b["vm"]: "UP" if b["up"] else "DOWN" for s in json.loads(res.stdout or "[]")
+                  if (s["tenant"], s["name"]) == ("blue", "web") for b in s["backends"]}
+        if "DOWN" in health.values() or time.monotonic() > deadline:
+            return health
+        time.sleep(0.2)
+
+
 def _restart_server(fab, name):
     fab.servers[name].terminate()
     fab.servers[name].wait(5)
@@ -98,6 +114,7 @@ def test_a_killed_backend_is_marked_down_in_time_and_no_request_fails_after(lb):
     # fall x interval + timeout, plus scheduling slack of a loaded 2-core machine
     assert detected <= 2 * 0.2 + 0.2 + 1.0, detected
     assert [get(lb) for _ in range(30)] == ["b1"] * 30
+    assert _cli_health(lb)["b2"] == "DOWN"
     offset = len(lb.ctl.log())
     _restart_server(lb, "b2")
     assert _wait_state(lb, ["b2"], "UP", 10, offset)

@@ -1,0 +1,59 @@
+"""The daemon's state as a person or a script reads it: one JSON document.
+
+The daemon writes it atomically to ``<state_dir>/status.json`` whenever it
+changes (at most once a second); ``sdnvirt status|vms|services`` read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from . import __version__
+from .fabric import Fabric
+from .model import Model
+
+FILE = "status.json"
+
+
+def snapshot(model: Model, fabric: Fabric, flows: dict[int, int]) -> dict:
+    """``flows``: how many flows each connected switch holds, by dpid."""
+    names = {dpid: sw.name or f"{dpid:016x}" for dpid, sw in fabric.switches.items()}
+    return {
+        "version": __version__,
+        "switches": [{"dpid": f"{dpid:016x}", "name": names[dpid],
+                      "ports_up": sum(1 for up in sw.ports.values() if up),
+                      "fabric_ports": fabric.fabric_ports(dpid), "flows": flows.get(dpid)}
+                     for dpid, sw in sorted(fabric.switches.items())],
+        "links": len(fabric.confirmed_links()) // 2,
+        "vms": [{"tenant": vm.tenant, "name": vm.name, "mac": vm.mac, "ip": str(vm.ip),
+                 "switch": names.get(loc.dpid) if loc else None, "port": loc.port if loc else None}
+                for vm in model.vms() for loc in [model.locations.get(vm.name)]],
+        "services": [{
+            "tenant": svc.tenant, "name": svc.name, "vip": str(svc.vip), "protocol": svc.protocol,
+            "port": svc.port, "on_empty": svc.on_empty,
+            "backends": [{
+                "vm": b.vm.name, "port": b.port, "weight": b.weight,
+                "up": h.up, "takes_new_connections": model.usable(svc, b),
+                "last_check": h.last_reason,
+                "last_latency_ms": None if h.last_latency is None else round(h.last_latency * 1000, 3),
+                "checks": dict(h.results)}
+                for b in svc.backends for h in [model.health[svc.health_key(b)]]],
+        } for svc in model.services()],
+    }
+
+
+def write(state_dir: str | Path, doc: dict) -> None:
+    path = Path(state_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=".status-")
+    with os.fdopen(fd, "w") as f:
+        json.dump({**doc, "written_at": time.time()}, f, indent=1)
+    os.replace(tmp, path / FILE)
+
+
+def read(state_dir: str | Path) -> dict:
+    return json.loads((Path(state_dir) / FILE).read_text())
