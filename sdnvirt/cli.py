@@ -99,10 +99,11 @@ def cmd_show(args) -> int:
     else:
         print(_table([[s["tenant"], s["name"], f"{s['vip']}:{s['port']}/{s['protocol']}",
                        f"{b['vm']}:{b['port']}", b["weight"], "UP" if b["up"] else "DOWN",
-                       "yes" if b["takes_new_connections"] else "no", b["last_check"], b["last_latency_ms"]]
+                       "yes" if b["takes_new_connections"] else "no", b["last_check"], b["last_latency_ms"],
+                       b.get("connections"), b.get("bytes_to_backend"), b.get("bytes_from_backend")]
                       for s in doc["services"] for b in s["backends"]],
                      ["TENANT", "SERVICE", "VIP", "BACKEND", "WEIGHT", "HEALTH", "NEW CONNS", "LAST CHECK",
-                      "LATENCY MS"]))
+                      "LATENCY MS", "CONNECTIONS", "BYTES IN", "BYTES OUT"]))
     return 0
 
 

@@ -19,8 +19,10 @@ from .model import Model
 FILE = "status.json"
 
 
-def snapshot(model: Model, fabric: Fabric, flows: dict[int, int]) -> dict:
-    """``flows``: how many flows each connected switch holds, by dpid."""
+def snapshot(model: Model, fabric: Fabric, flows: dict[int, int], counters: dict | None = None) -> dict:
+    """``flows``: how many flows each connected switch holds, by dpid;
+    ``counters``: what the switches counted per backend, by health key."""
+    counters = counters or {}
     names = {dpid: sw.name or f"{dpid:016x}" for dpid, sw in fabric.switches.items()}
     return {
         "version": __version__,
@@ -40,7 +42,8 @@ def snapshot(model: Model, fabric: Fabric, flows: dict[int, int]) -> dict:
                 "up": h.up, "takes_new_connections": model.usable(svc, b),
                 "last_check": h.last_reason,
                 "last_latency_ms": None if h.last_latency is None else round(h.last_latency * 1000, 3),
-                "checks": dict(h.results)}
+                "checks": dict(h.results),
+                **counters.get(svc.health_key(b), {})}
                 for b in svc.backends for h in [model.health[svc.health_key(b)]]],
         } for svc in model.services()],
     }

@@ -26,6 +26,7 @@ from ..model import Location, Model
 from ..plan.diff import Changes, diff
 from ..plan.flows import ETH_TYPE_LLDP, Flow, is_ours
 from ..plan.pipeline import Table, meters, plan, recover_locations
+from ..plan.services import bucket_target, group_ids
 from . import ofmsg, packets, probes
 
 LOG = logging.getLogger("sdnvirt.controller")
@@ -35,6 +36,7 @@ DEBOUNCE = 0.01     # gathers a burst of events into one reconcile
 TICK = 0.05
 RESYNC_BACKOFF = 5.0
 STATUS_INTERVAL = 1.0
+STATS_INTERVAL = 5.0     # load-balancer counters read from the switches
 
 
 class SdnvirtApp(app_manager.OSKenApp):
@@ -70,6 +72,13 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.started = now
         self.last_topology_change = now
         self.prober = probes.Prober(self.model, self._send_frame, self._request)
+        # Counters the switches keep, by backend health key: connections from
+        # group bucket counters, packets/bytes each way from the lb and unnat flows.
+        self.connections: dict[tuple, int] = {}
+        self.bucket_seen: dict[tuple[int, int, int], int] = {}
+        self.flow_counters: dict[tuple[int, int], list] = {}     # (dpid, table) -> flow stats
+        self.counter_parts: dict[int, list] = {}                 # xid -> flow stats so far
+        self.counter_xids: set[int] = set()
         self.dirty = threading.Event()
         self.stopping = threading.Event()
 
@@ -123,6 +132,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                 return
             del self.dps[dp.id]
             self.unannounced.discard(dp.id)
+            self.flow_counters = {k: v for k, v in self.flow_counters.items() if k[0] != dp.id}
             self.installed.pop(dp.id, None)
             self.groups.pop(dp.id, None)
             self.meters_ready.discard(dp.id)
@@ -247,12 +257,80 @@ class SdnvirtApp(app_manager.OSKenApp):
             self.groups[msg.datapath.id] = self.group_parts.pop(msg.datapath.id)
         self._request()
 
+    def _read_counters(self, dp) -> None:
+        for req in (parser.OFPGroupStatsRequest(dp, 0, ofp.OFPG_ALL),
+                    *(parser.OFPFlowStatsRequest(dp, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())
+                      for table in (Table.LB, Table.UNNAT))):
+            dp.set_xid(req)
+            self.counter_xids.add(req.xid)
+            dp.send_msg(req)
+
+    @set_ev_cls(ofp_event.EventOFPGroupStatsReply, MAIN_DISPATCHER)
+    def _group_stats(self, ev):
+        msg = ev.msg
+        dpid = msg.datapath.id
+        with self.lock:
+            self.counter_xids.discard(msg.xid)
+            if not self._known(msg.datapath):
+                return
+            groups = self.groups.get(dpid, {})
+            owners = {gid: (t, n) for (t, n), gid in group_ids(self.model.services()).items()}
+            services = {(svc.tenant, svc.name): svc for svc in self.model.services()}
+            for stat in msg.body:
+                svc = services.get(owners.get(stat.group_id))
+                group = groups.get(stat.group_id)
+                if svc is None or group is None or len(group.buckets) != len(stat.bucket_stats):
+                    continue
+                for i, (bucket, counter) in enumerate(zip(group.buckets, stat.bucket_stats)):
+                    last = self.bucket_seen.get((dpid, stat.group_id, i), 0)
+                    self.bucket_seen[(dpid, stat.group_id, i)] = counter.packet_count
+                    # A bucket counter that went back was reset with its group.
+                    new = counter.packet_count - last if counter.packet_count >= last else counter.packet_count
+                    backend = next((b for b in svc.backends if (str(b.vm.ip), b.port) == bucket_target(bucket)), None)
+                    if backend is not None and new:
+                        key = svc.health_key(backend)
+                        self.connections[key] = self.connections.get(key, 0) + new
+
+    def _count_flows(self, msg) -> None:
+        parts = self.counter_parts.setdefault(msg.xid, [])
+        parts.extend(msg.body)
+        if msg.flags & ofp.OFPMPF_REPLY_MORE:
+            return
+        self.counter_xids.discard(msg.xid)
+        body = self.counter_parts.pop(msg.xid)
+        if body:
+            self.flow_counters[(msg.datapath.id, body[0].table_id)] = body
+
+    def backend_counters(self) -> dict[tuple, dict]:
+        """Per backend health key: connections, and packets/bytes to and from it."""
+        out = {}
+        for svc in self.model.services():
+            for b in svc.backends:
+                to = [s for (_, table), stats in self.flow_counters.items() if table == Table.LB for s in stats
+                      if s.priority == 90 and s.match.get("metadata") == svc.segment
+                      and s.match.get("ipv4_dst") == str(b.vm.ip)]
+                back = [s for (_, table), stats in self.flow_counters.items() if table == Table.UNNAT for s in stats
+                        if s.priority == 100 and s.match.get("metadata") == svc.segment
+                        and s.match.get("ipv4_src") == str(b.vm.ip)
+                        and s.match.get(f"{svc.protocol}_src") == b.port]
+                out[svc.health_key(b)] = {
+                    "connections": self.connections.get(svc.health_key(b), 0),
+                    "packets_to_backend": sum(s.packet_count for s in to),
+                    "bytes_to_backend": sum(s.byte_count for s in to),
+                    "packets_from_backend": sum(s.packet_count for s in back),
+                    "bytes_from_backend": sum(s.byte_count for s in back),
+                }
+        return out
+
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev):
         msg = ev.msg
         dpid = msg.datapath.id
         with self.lock:
             if not self._known(msg.datapath):
+                return
+            if msg.xid in self.counter_xids:
+                self._count_flows(msg)
                 return
             parts = self.stats_parts.setdefault(dpid, [])
             parts.extend(ofmsg.installed_flow(stat) for stat in msg.body)
@@ -524,7 +602,8 @@ class SdnvirtApp(app_manager.OSKenApp):
     def _write_status(self) -> None:
         with self.lock:
             doc = status.snapshot(self.model, self.fabric,
-                                  {dpid: len(flows) for dpid, flows in self.installed.items()})
+                                  {dpid: len(flows) for dpid, flows in self.installed.items()},
+                                  self.backend_counters())
         if doc != self.last_status:
             self.last_status = doc      # a failed write is retried at the next change, not every second
             try:
@@ -533,7 +612,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                 LOG.error("cannot write %s/%s: %s", self.state_dir, status.FILE, err.strerror)
 
     def _tick_loop(self) -> None:
-        next_lldp = next_locate = next_status = time.monotonic()
+        next_lldp = next_locate = next_status = next_stats = time.monotonic()
         while not self.stopping.wait(TICK):
             now = time.monotonic()
             try:
@@ -548,6 +627,10 @@ class SdnvirtApp(app_manager.OSKenApp):
                 if now >= next_status:
                     next_status = now + STATUS_INTERVAL
                     self._write_status()
+                if now >= next_stats:
+                    next_stats = now + STATS_INTERVAL
+                    for dp in list(self.dps.values()):
+                        self._read_counters(dp)
                 self._expire_links(now)
                 with self.lock:
                     frames = self.prober.tick(now)

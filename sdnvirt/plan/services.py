@@ -73,6 +73,14 @@ def group_for(model: Model, svc: Service, gid: int, forward_table: int) -> Group
     return Group(gid, buckets)
 
 
+def bucket_target(bucket: tuple) -> tuple[str, int] | None:
+    """The backend (ip, port) a bucket made by group_for sends to."""
+    for action in bucket:
+        if action[0] == "ct" and action[4] and action[4][0] == "dnat":
+            return action[4][1], action[4][2]
+    return None
+
+
 def service_flows(svc: Service, group: Group | None, tables, service_meter: int, no_buffer: int) -> list[Flow]:
     """The flows of one service, the same on every switch where its tenant has a VM."""
     c = service_cookie(svc)

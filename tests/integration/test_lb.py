@@ -89,10 +89,26 @@ def get(fab, client="c1", timeout=2.0):
     return lab.http_get(fab.host(client), f"http://{VIP}/", timeout)
 
 
+def _counted(fab):
+    res = subprocess.run([sys.executable, "-m", "sdnvirt", "services", "--json", "--state-dir",
+                          str(fab.ctl.workdir)], capture_output=True, text=True, timeout=30)
+    return {b["vm"]: b.get("connections", 0) for s in json.loads(res.stdout)
+            if (s["tenant"], s["name"]) == ("blue", "web") for b in s["backends"]}
+
+
 def test_connections_are_spread_by_weight_and_only_the_vip_answers(lb):
+    before = _counted(lb)
     got = Counter(get(lb) for _ in range(150))
     assert set(got) == {"b1", "b2"}, got
     assert 0.55 < got["b1"] / 150 < 0.78, got       # weights 2:1
+    # The switches counted the same connections per backend (group bucket counters).
+    deadline = time.monotonic() + 15
+    while True:
+        counted = {vm: n - before.get(vm, 0) for vm, n in _counted(lb).items()}
+        if sum(counted.values()) >= 150 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert all(abs(counted[vm] - got[vm]) <= 2 for vm in ("b1", "b2")), (counted, got)
     # The client saw the VIP's address and MAC only.
     c1 = lb.host("c1")
     assert "0a:5d:0a:01:00:64" in c1.cmd(f"ip neigh show {VIP}")
