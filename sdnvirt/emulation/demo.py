@@ -8,8 +8,10 @@ isolated, and the throughput inside a tenant.
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import time
+from collections import Counter
 
 from .. import config
 from . import lab
@@ -21,7 +23,10 @@ DEMO_TENANTS = {
         "web1": {"mac": "02:00:00:00:01:01", "ip": "10.1.0.11", "host": "leaf1"},
         "web2": {"mac": "02:00:00:00:01:02", "ip": "10.1.0.12", "host": "leaf2"},
         "web3": {"mac": "02:00:00:00:01:03", "ip": "10.1.0.13", "host": "leaf3"},
-    }},
+    }, "services": {"www": {
+        "vip": "10.1.0.100", "port": 80,
+        "backends": [{"vm": "web2", "port": 8080, "weight": 2}, {"vm": "web3", "port": 8080}],
+        "health_check": {"type": "tcp", "interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2}}}},
     "red": {"segment": 102, "subnet": "10.1.0.0/24", "vms": {
         "db1": {"mac": "02:00:00:00:02:01", "ip": "10.1.0.11", "host": "leaf1"},
         "db2": {"mac": "02:00:00:00:02:02", "ip": "10.1.0.12", "host": "leaf3"},
@@ -55,6 +60,7 @@ def run_demo(keep_logs: bool = False) -> int:
         failures += _reachability(emu, cfg)
         failures += _isolation(emu, cfg)
         failures += _throughput(emu, cfg)
+        failures += _load_balancer(emu, ctl)
     finally:
         emu.stop()
         ctl.stop()
@@ -97,3 +103,31 @@ def _throughput(emu, cfg) -> int:
         return 1
     _out(f"  {bps / 1e9:.2f} Gbit/s")
     return 0
+
+
+def _load_balancer(emu, ctl) -> int:
+    _out("\nLoad balancer: blue's VIP 10.1.0.100:80 -> web2:8080 (weight 2), web3:8080 (weight 1), "
+         "HTTP from web1:")
+    servers = {n: lab.serve_http(emu.host(n), 8080, n) for n in ("web2", "web3")}
+    try:
+        time.sleep(1.0)      # the servers start and the health checks see them
+        got = Counter(lab.http_get(emu.host("web1"), "http://10.1.0.100/") for _ in range(60))
+        _out(f"  60 new connections: {dict(sorted(got.items(), key=str))}")
+        failures = int(set(got) != {"web2", "web3"})
+        offset = len(ctl.log())
+        servers["web3"].terminate()
+        killed = time.monotonic()
+        seen = ""
+        while time.monotonic() - killed < 5 and not re.search(r"web3:8080 of blue/www is DOWN.*\n.*reconciled",
+                                                              seen, re.S):
+            time.sleep(0.02)
+            seen = ctl.log()[offset:]
+        detected = time.monotonic() - killed
+        after = Counter(lab.http_get(emu.host("web1"), "http://10.1.0.100/") for _ in range(20))
+        _out(f"  web3's server killed: marked down and out of the switches in {detected * 1000:.0f} ms "
+             f"(interval 0.2 s, fall 2); the next 20 connections: {dict(after)}")
+        failures += int(dict(after) != {"web2": 20})
+        return failures
+    finally:
+        for proc in servers.values():
+            proc.terminate()
