@@ -12,8 +12,10 @@ from os_ken.lib.packet import arp, ethernet, ipv4, lldp, packet, vlan
 
 from ..plan.flows import ETH_TYPE_ARP, ETH_TYPE_LLDP
 
-# Locally administered source MAC of everything the controller itself sends.
-CONTROLLER_MAC = "0a:5d:0e:00:00:01"
+# Source MAC of everything the controller itself sends: inside sdnvirt's
+# reserved 0a:5d: range, and the virtual MAC of 0.0.0.0, which no VIP or
+# probe address can be.
+CONTROLLER_MAC = "0a:5d:00:00:00:00"
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 

@@ -21,7 +21,11 @@ from .flows import ETH_TYPE_IPV4, Flow, Owner, apply, cookie, flow, goto, meter
 
 # ct_state bits (ovs-fields(7)): new 0x01, est 0x02, rel 0x04, rpl 0x08, inv 0x10, trk 0x20.
 CT_NEW = (0x21, 0x21)           # +trk+new
-CT_ONGOING = (0x20, 0x39)       # +trk-new-rpl-inv: established or related, original direction
+# +trk-rpl-inv: a connection conntrack already holds, original direction. Not
+# -new: until the first reply, later packets (a second UDP datagram, a SYN
+# retransmit) are still +new, but table 2's ct(nat) has already translated
+# them, and only VIP traffic reaches this table.
+CT_ONGOING = (0x20, 0x38)
 CT_REPLY = (0x28, 0x28)         # +trk+rpl
 CT_UNTRACKED = (0x00, 0x20)     # -trk
 CT_COMMIT = 1

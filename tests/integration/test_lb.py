@@ -28,7 +28,9 @@ TENANTS = {
         "b3": {"mac": "02:00:00:00:01:04", "ip": "10.1.0.14", "host": "leaf1"},
     }, "services": {"web": {
         "vip": VIP, "port": 80, "health_check": CHECK,
-        "backends": [{"vm": "b1", "port": 8080, "weight": 2}, {"vm": "b2", "port": 8080}]}}},
+        "backends": [{"vm": "b1", "port": 8080, "weight": 2}, {"vm": "b2", "port": 8080}]},
+        "echo": {"vip": VIP, "protocol": "udp", "port": 7, "health_check": {**CHECK, "type": "icmp"},
+                 "backends": [{"vm": "b1", "port": 7007}, {"vm": "b2", "port": 7007}]}}},
     # The same VIP, another tenant, another pool.
     "red": {"segment": 102, "subnet": "10.1.0.0/24", "vms": {
         "r1": {"mac": "02:00:00:00:02:01", "ip": "10.1.0.11", "host": "leaf1"},
@@ -242,3 +244,25 @@ def test_a_probe_reply_spoofed_from_another_tenant_changes_nothing(lb):
         offset = len(lb.ctl.log())
         _restart_server(lb, "b2")
         assert _wait_state(lb, ["b2"], "UP", 15, offset)
+
+
+_UDP_ECHO = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('', 7007))\n"
+             "while True:\n    data, peer = s.recvfrom(2048); s.sendto(data, peer)")
+_UDP_BURST = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)\n"
+              "for i in range(5): s.sendto(b'%d' % i, (sys.argv[1], 7))\n"
+              "got = []\n"
+              "try:\n    while len(got) < 5: got.append(s.recv(100).decode())\n"
+              "except OSError: pass\nprint(' '.join(sorted(got)))")
+
+
+def test_udp_datagrams_sent_before_any_reply_all_get_through(lb):
+    echoes = [lb.host(n).popen([sys.executable, "-c", _UDP_ECHO]) for n in ("b1", "b2")]
+    try:
+        time.sleep(0.5)
+        for _ in range(5):      # five flows, each five datagrams back to back
+            proc = lb.host("c1").popen([sys.executable, "-c", _UDP_BURST, VIP], stdout=subprocess.PIPE, text=True)
+            out, _ = proc.communicate(timeout=10)
+            assert out.split() == ["0", "1", "2", "3", "4"], out
+    finally:
+        for proc in echoes:
+            proc.terminate()
