@@ -171,6 +171,10 @@ class Model:
         """The VM left its port: forget where it was, and take its backends
         down at once; returns the backends that went down."""
         self.locations.pop(vm_name, None)
+        return self.backends_down(vm_name, reason)
+
+    def backends_down(self, vm_name: str, reason: str) -> list[tuple[Service, Backend]]:
+        """Take the VM's backends down at once (probes bring them back)."""
         down = []
         for svc in self._services:
             for b in svc.backends:

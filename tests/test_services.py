@@ -159,6 +159,16 @@ def test_an_unplugged_backend_is_out_of_the_group_at_once():
     assert {b[1][4][1] for b in group.buckets} == {"10.1.0.12"}
 
 
+def test_a_backend_on_a_disconnected_switch_takes_no_new_connections():
+    model = placed_model(doc_with())
+    fab = leafspine()
+    fab.remove_switch(0x102)            # web2's leaf
+    [group] = plan(model, fab).groups[0x101].values()
+    assert {b[1][4][1] for b in group.buckets} == {"10.1.0.13"}
+    assert model.backends_down("web2", "its switch disconnected")
+    assert not model.health[("blue", "web", "web2:8080")].up
+
+
 def test_the_vip_and_the_probe_address_are_answered_by_arp():
     model, p = planned()
     answers = {f.match_dict["arp_tpa"]: f for f in p.flows[0x101] if f.table == Table.ARP

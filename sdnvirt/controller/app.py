@@ -138,6 +138,13 @@ class SdnvirtApp(app_manager.OSKenApp):
             self.meters_ready.discard(dp.id)
             self.warm.discard(dp.id)
             self.fabric.remove_switch(dp.id)
+            # Its VMs stay where they are (the switch keeps forwarding if it
+            # is up), but as backends they take no new connection until
+            # probes reach them again.
+            for vm in [self.model.vm(n) for n, loc in self.model.locations.items() if loc.dpid == dp.id]:
+                for svc, backend in self.model.backends_down(vm.name, "its switch disconnected"):
+                    LOG.warning("backend %s of %s/%s is DOWN (its switch disconnected)",
+                                backend.key, svc.tenant, svc.name)
             self.link_seen = {k: v for k, v in self.link_seen.items() if k[0] != dp.id}
         LOG.warning("switch %016x disconnected; it keeps its flows (fail-secure)", dp.id)
         self._request(topology=True)

@@ -65,9 +65,12 @@ def listener(svc: Service) -> dict:
             "ipv4_dst": str(svc.vip), f"{svc.protocol}_dst": svc.port}
 
 
-def group_for(model: Model, svc: Service, gid: int, forward_table: int) -> Group | None:
-    """The Maglev table as buckets; None when no backend may take new connections."""
-    usable = {b: b.weight for b in svc.backends if model.usable(svc, b)}
+def group_for(model: Model, svc: Service, gid: int, forward_table: int, switches) -> Group | None:
+    """The Maglev table as buckets; None when no backend may take new connections.
+
+    ``switches``: the connected ones; a backend on any other takes none."""
+    usable = {b: b.weight for b in svc.backends
+              if model.usable(svc, b) and model.locations[b.vm.name].dpid in switches}
     if not usable:
         return None
     buckets = tuple(

@@ -1,0 +1,305 @@
+"""What the benchmarks share: guards against other Mininet runs, the controller's log, the table.
+
+``bench/fabric.py`` and ``bench/lb.py`` import it (they run as scripts, so ``bench/`` is on
+``sys.path``).  See bench/README.md, "Sharing the machine with other runs".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:    # importing Mininet has a logging side effect the launcher undoes: leave it to them
+    from mininet.net import Mininet
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+LOG_TS = "%Y-%m-%d %H:%M:%S,%f"
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+\s+(\S+): (.*)$")
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+# -- small helpers ----------------------------------------------------------------------
+
+def sh(args: list[str], timeout: float = 10.0, check: bool = True) -> str:
+    res = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+    return res.stdout
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def p90(xs: list[float]) -> float | None:
+    """Nearest-rank 90th percentile."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[max(0, math.ceil(0.9 * len(s)) - 1)]
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+
+def ensure_no_clash(switch_names: list[str]) -> None:
+    """Never take over a bridge someone else (a test run, another benchmark) is using:
+    Mininet would delete and re-create a bridge with the same name."""
+    existing = set(sh(["ovs-vsctl", "--timeout=5", "list-br"]).split())
+    # Mininet creates the links (root-namespace veths named <switch>-ethN) before the
+    # bridges: a run that is starting up shows only those.
+    links = {line.split()[1].rstrip(":").split("@")[0]
+             for line in sh(["ip", "-o", "link", "show"]).splitlines() if len(line.split()) > 1}
+    names = set(switch_names)
+    clash = sorted((existing & names) | {i for i in links if i in names or i.split("-eth")[0] in names})
+    if clash:
+        raise RuntimeError(f"{', '.join(clash[:6])}{' ...' if len(clash) > 6 else ''} already exist "
+                           "(another run or test using the same topology?); not touching them. "
+                           "Retry when they are gone.")
+
+
+def foreign_mininets() -> list[str]:
+    """Mininet node shells (``bash ... -is mininet:NAME``) that are not ours."""
+    mine = {os.getpid()}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if any(c.startswith(b"mininet:") for c in cmd) and ppid not in mine:
+            found.append(next(c for c in cmd if c.startswith(b"mininet:")).decode())
+    return found
+
+
+def wait_quiet(timeout: float) -> float:
+    """Wait (at most ``timeout`` s) until no other Mininet runs on this machine: another
+    run of the same topology would delete our bridges (and we theirs), and on 2 cores
+    its load would skew every figure.  Returns the seconds waited; raises if it stays busy."""
+    t0 = time.monotonic()
+    announced = False
+    while True:
+        others = foreign_mininets()
+        if not others:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"another Mininet is still running after {timeout:.0f} s "
+                               f"({', '.join(sorted(others)[:5])} ...); not starting next to it")
+        if not announced:
+            out(f"   waiting for another Mininet run to end ({', '.join(sorted(others)[:3])} ...)")
+            announced = True
+        time.sleep(2)
+
+
+def our_port_names(net: Mininet) -> set[str]:
+    names = set()
+    for sw in net.switches:
+        names.add(sw.name)
+        names.update(str(i) for i in sw.intfList())
+    return names
+
+
+class Disturbed(RuntimeError):
+    """Something outside this run touched our bridges while we measured: the figures are void."""
+
+
+def bridge_uuids() -> dict[str, str]:
+    out_ = sh(["ovs-vsctl", "--timeout=5", "--format=csv", "--no-headings", "--columns=name,_uuid",
+               "list", "bridge"])
+    return dict(line.split(",", 1) for line in out_.splitlines() if "," in line)
+
+
+class BridgeGuard:
+    """Notices when our bridges are deleted or replaced under us.
+
+    The integration tests and the demo build the same topologies with the same bridge
+    names on this shared Open vSwitch.  Mininet deletes any bridge with a name it is about
+    to use, fails when one of its interface names exists already, and deletes its bridges
+    by name when it stops (also after such a failure): two runs at once wreck each other.
+    wait_quiet() and ensure_no_clash() keep us from starting next to another run; this
+    catches one that starts while we measure, so that its effect is reported instead of
+    measured, and keeps our clean-up off bridges that are no longer ours.
+    """
+
+    def __init__(self, names: list[str]):
+        self.names = sorted(names)
+        now = bridge_uuids()
+        self.uuids = {n: now.get(n) for n in self.names}
+
+    def changed(self) -> list[str]:
+        now = bridge_uuids()
+        return [n for n in self.names if now.get(n) != self.uuids[n]]
+
+    def check(self, ctl=None, since: dt.datetime | None = None) -> None:
+        bad = self.changed()
+        if bad:
+            raise Disturbed(f"bridges {', '.join(bad)} were deleted or replaced by someone else")
+        if ctl is not None:
+            gone = [ln.msg for ln in parse_log(ctl.log()) if "disconnected" in ln.msg
+                    and (since is None or ln.ts >= since)]
+            if gone:
+                raise Disturbed(f"switches disconnected from the controller meanwhile: {gone[0]} ...")
+
+    def release(self, net: Mininet | None) -> None:
+        """Before net.stop(): forget the switches that are no longer ours, and end their links
+        from our side only (a veth pair dies with either end), never by the other end's name."""
+        if net is None:
+            return
+        bad = set(self.changed())
+        if not bad:
+            return
+        out(f"   not deleting bridges {', '.join(sorted(bad))}: they are not ours any more")
+        keep, left = [], []
+        for link in net.links:
+            ends = (link.intf1, link.intf2)
+            if not any(i.node.name in bad for i in ends):
+                keep.append(link)
+                continue
+            ours = [i for i in ends if i.node.name not in bad]
+            for intf in ours:
+                node = intf.node
+                if node in net.hosts:
+                    node.cmd(f"ip link del {intf} 2>/dev/null")
+                elif sh(["ovs-vsctl", "--timeout=5", "iface-to-br", str(intf)], check=False).strip() == node.name:
+                    sh(["ip", "link", "del", str(intf)], check=False)
+            if not ours:
+                left.append(f"{link.intf1}<->{link.intf2}")
+        net.links = keep
+        net.switches = [sw for sw in net.switches if sw.name not in bad]
+        if left:
+            out(f"   left alone (both ends on bridges that are not ours): {', '.join(left)}")
+
+
+def attempts(what: str, fn, tries: int = 3):
+    """Run ``fn`` again (after waiting for quiet) when another run disturbed it."""
+    void = []
+    for i in range(tries):
+        try:
+            res = fn(i)
+        except Disturbed as err:
+            void.append(str(err))
+            out(f"   {what}: DISTURBED ({err}); measuring again")
+            continue
+        res["void_attempts"] = void
+        return res
+    raise RuntimeError(f"{what}: disturbed {tries} times: {void}")
+
+
+
+# -- the controller's log ---------------------------------------------------------------
+
+class LogLine:
+    def __init__(self, ts: dt.datetime, logger: str, msg: str):
+        self.ts, self.logger, self.msg = ts, logger, msg
+
+
+def parse_log(text: str) -> list[LogLine]:
+    lines = []
+    for raw in text.splitlines():
+        m = LOG_LINE.match(raw)
+        if m:
+            lines.append(LogLine(dt.datetime.strptime(m.group(1), LOG_TS), m.group(2), m.group(3)))
+    return lines
+
+
+RE_CONNECTED = re.compile(r"^switch ([0-9a-f]{16}) connected")
+RE_HOLDS = re.compile(r"^switch ([0-9a-f]{16}) holds (\d+) flows")
+RE_PROGRAMMED = re.compile(r"^fabric programmed: (\d+) switches, (\d+) flows, (\d+) of (\d+) VMs located")
+# Since the load balancer (e640d74): "reconciled N switches, F flow and G group changes in T ms";
+# before: "reconciled N switches, F flow changes in T ms".  Groups: switches, flow changes, ms.
+RE_RECONCILED = re.compile(r"^reconciled (\d+) switches, (\d+) flow (?:and \d+ group )?changes in ([\d.]+) ms")
+RE_LINK = re.compile(r"^link [0-9a-f]{16}:\d+ -> ")
+RE_VM_AT = re.compile(r"^VM \S+ \(\S+\) is at ")
+RE_VM_FOUND = re.compile(r"^VM \S+ found at ")
+
+
+def find(lines: list[LogLine], rx: re.Pattern, pred=None) -> list[tuple[LogLine, re.Match]]:
+    hits = []
+    for ln in lines:
+        m = rx.match(ln.msg)
+        if m and (pred is None or pred(m)):
+            hits.append((ln, m))
+    return hits
+
+
+def secs(a: dt.datetime, b: dt.datetime) -> float:
+    return (b - a).total_seconds()
+
+
+def wait_for(cond, timeout: float, interval: float = 0.05):
+    """Poll ``cond()`` until it returns something truthy; None after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = cond()
+        if res:
+            return res
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
+
+
+
+def wait_reconcile_quiet(ctl, quiet: float, timeout: float) -> bool:
+    """Wait until the controller has logged no reconcile for ``quiet`` s (at most ``timeout`` s)."""
+    quiet_since, last_n = time.monotonic(), None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = len(find(parse_log(ctl.log()), RE_RECONCILED))
+        if n != last_n:
+            quiet_since, last_n = time.monotonic(), n
+        elif time.monotonic() - quiet_since >= quiet:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+
+def fmt(v, unit="", digits=3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}{unit}"
+    return f"{v}{unit}"
+
+
+
+def print_table(rows: list[list[str]], peer: str = "peer") -> str:
+    head = ["measurement", "sdnvirt", peer, "ratio", "target", "met"]
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    text = "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    out(text)
+    return text
+
+
+def machine() -> dict:
+    ovs = sh(["ovs-vswitchd", "--version"], check=False).splitlines()
+    return {"nproc": os.cpu_count(), "ovs": ovs[0] if ovs else None, "kernel": platform.release(),
+            "python": platform.python_version(), "datapath": "userspace (netdev)",
+            "git_start": git_state(), "loadavg_start": os.getloadavg()}
+
+
+def git_state() -> str:
+    """The commit and the tracked files changed in the working tree (others edit it meanwhile)."""
+    repo = str(BENCH_DIR.parent)
+    commit = sh(["git", "-C", repo, "rev-parse", "--short", "HEAD"], check=False).strip()
+    dirty = sh(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"], check=False).split()
+    changed = [f for f in dirty if "/" in f or "." in f]
+    return commit + (f" + uncommitted changes in {', '.join(changed)}" if changed else "")

@@ -1,0 +1,781 @@
+#!/usr/bin/env python3
+"""sdnvirt load-balancer benchmark: the in-switch L4 load balancer next to HAProxy, in one run.
+
+    sudo /tmp/v/bin/python bench/lb.py [--quick]
+
+One leaf-spine fabric (2 spines x 4 leaves), one tenant ``blue``: client VM c1 (leaf1),
+backends b1 (leaf2) and b2 (leaf3) with lab.serve_http on :8080, VM hap (leaf4) running
+HAProxy in TCP mode on :80 in front of the same two backends.  sdnvirt services: ``web``
+10.1.0.100:80 -> b1:8080, b2:8080 and ``bulk`` 10.1.0.100:5201 -> b1:5201 (iperf3), both
+with TCP health checks every 0.2 s (timeout 0.2, rise 2, fall 2).
+
+1. new TCP connections per second: ab -c 20 -n 20000 (a new connection per request) from c1
+   to the VIP, straight to b1:8080 and to HAProxy; 3 interleaved rounds, medians.
+2. iperf3 TCP throughput c1 -> b1 through the VIP vs straight to b1; 3 interleaved runs.
+3. failover at 100 new connections/s for 12 s, b1's server killed at t=4 s: sdnvirt, HAProxy
+   (check inter 500 fall 2 rise 2) and HAProxy with option redispatch + retries 3.
+4. a PNG of the failover runs; the table; everything in bench/results/lb-<UTC time>.json.
+
+Targets are printed here, never asserted in tests.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+# The launcher imports Mininet and undoes its logger-class side effect: import it first.
+from sdnvirt.emulation import lab, launcher  # noqa: E402
+from sdnvirt.emulation.launcher import Emulation  # noqa: E402
+from sdnvirt import config as sdnconfig  # noqa: E402
+
+from mininet.log import setLogLevel  # noqa: E402
+
+from common import (  # noqa: E402  (bench/common.py: shared with bench/fabric.py)
+    BENCH_DIR, RESULTS_DIR, RE_RECONCILED, BridgeGuard, Disturbed, attempts, ensure_no_clash, find, fmt,
+    git_state, machine, median, out, parse_log, print_table, ratio, sh, wait_for, wait_quiet,
+    wait_reconcile_quiet)
+
+TOPO = ("leafspine", {"spines": 2, "leaves": 4})
+VIP = "10.1.0.100"
+B1_IP, B2_IP, HAP_IP = "10.1.0.12", "10.1.0.13", "10.1.0.14"
+HTTP_PORT, IPERF_PORT = 8080, 5201
+CHECK = {"type": "tcp", "interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2}
+TENANTS = {
+    "blue": {"segment": 101, "subnet": "10.1.0.0/24", "vms": {
+        "c1": {"mac": "02:00:00:00:01:01", "ip": "10.1.0.11", "host": "leaf1"},
+        "b1": {"mac": "02:00:00:00:01:02", "ip": B1_IP, "host": "leaf2"},
+        "b2": {"mac": "02:00:00:00:01:03", "ip": B2_IP, "host": "leaf3"},
+        "hap": {"mac": "02:00:00:00:01:04", "ip": HAP_IP, "host": "leaf4"},
+    }, "services": {
+        "web": {"vip": VIP, "port": 80, "health_check": CHECK,
+                "backends": [{"vm": "b1", "port": HTTP_PORT}, {"vm": "b2", "port": HTTP_PORT}]},
+        # iperf3's control and data connections must reach the same server: one backend,
+        # so that "through the VIP" and "direct" are the same path end to end.
+        "bulk": {"vip": VIP, "port": IPERF_PORT, "health_check": CHECK,
+                 "backends": [{"vm": "b1", "port": IPERF_PORT}]},
+    }},
+}
+TARGETS = {"vip": f"http://{VIP}/", "direct": f"http://{B1_IP}:{HTTP_PORT}/", "haproxy": f"http://{HAP_IP}/"}
+
+# HAProxy as the issue describes it: TCP mode, round robin, checks every 500 ms, fall 2, rise 2.
+# Server state changes are logged to stdout (the backend's `log global`); the frontend logs
+# nothing, so that 20,000 connections do not cost HAProxy 20,000 log writes.
+HAPROXY_CFG = """\
+global
+    maxconn 100000
+    log stdout format raw local0
+
+defaults
+    mode tcp
+    maxconn 100000
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+
+frontend web
+    bind :80
+    default_backend web
+
+backend web
+    log global
+    balance roundrobin
+{extra}\
+    server b1 {b1}:{port} check inter 500 fall 2 rise 2
+    server b2 {b2}:{port} check inter 500 fall 2 rise 2
+"""
+HAPROXY_VARIANTS = {
+    "default": "",                                                # retries 3 is HAProxy's default
+    "redispatch": "    option redispatch\n    retries 3\n",
+}
+RE_HAP_STATE = re.compile(r"Server web/(b\d) is (UP|DOWN)")
+
+# The failover client, run in c1: a new connection every `interval` s for `duration` s, one
+# HTTP/1.0 request each ("Connection: close": lab.serve_http keeps a connection open unless
+# asked to close it).  Prints START <wall time> at once, then per request at the end:
+# index, start (wall time), seconds taken, backend name or FAIL <why>.
+FAILOVER_CLIENT = r"""
+import asyncio, sys, time
+host, port, interval, duration, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+REQ = b"GET / HTTP/1.0\r\nHost: " + host.encode() + b"\r\nConnection: close\r\n\r\n"
+results = []
+async def exchange():
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(REQ)
+        await writer.drain()
+        return await reader.read()
+    finally:
+        writer.close()
+async def one(i):
+    start = time.time()
+    try:
+        data = await asyncio.wait_for(exchange(), timeout)
+        head, _, body = data.partition(b"\r\n\r\n")
+        if not data:
+            res = "FAIL empty"
+        elif not head.startswith(b"HTTP/1.1 200"):
+            res = "FAIL bad-response"
+        else:
+            res = body.decode(errors="replace").strip() or "FAIL empty-body"
+    except asyncio.TimeoutError:
+        res = "FAIL timeout"
+    except OSError as err:
+        res = "FAIL " + type(err).__name__
+    results.append("%d %.6f %.6f %s" % (i, start, time.time() - start, res))
+async def main():
+    loop = asyncio.get_running_loop()
+    n = round(duration / interval)
+    t0 = loop.time() + 0.2
+    print("START %.6f" % (time.time() + 0.2), flush=True)
+    tasks = []
+    for i in range(n):
+        await asyncio.sleep(max(0.0, t0 + i * interval - loop.time()))
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+asyncio.run(main())
+print("\n".join(sorted(results, key=lambda l: int(l.split()[0]))), flush=True)
+"""
+
+
+def now_wall() -> float:
+    return time.time()
+
+
+def log_wall(ts: dt.datetime) -> float:
+    """A controller log timestamp (local time, ms) as a wall-clock time.time() value."""
+    return ts.timestamp()
+
+
+# -- processes in the hosts, all stopped by PID ------------------------------------------
+
+class HAProxy:
+    """HAProxy in the foreground (-db) in a Mininet host, with its own config file; its
+    stdout/stderr are read by a thread that stamps every line with the time it arrived."""
+
+    def __init__(self, host, workdir: Path, variant: str):
+        self.host, self.variant = host, variant
+        self.cfg = workdir / f"haproxy-{variant}.cfg"
+        self.cfg.write_text(HAPROXY_CFG.format(extra=HAPROXY_VARIANTS[variant], b1=B1_IP, b2=B2_IP,
+                                               port=HTTP_PORT))
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[tuple[float, str]] = []
+        self.reader: threading.Thread | None = None
+
+    def start(self) -> "HAProxy":
+        check = self.host.cmd(f"haproxy -c -f {self.cfg} 2>&1; echo rc=$?")
+        if "rc=0" not in check:
+            raise RuntimeError(f"haproxy config {self.cfg} rejected: {check.strip()}")
+        self.proc = self.host.popen(["haproxy", "-db", "-f", str(self.cfg)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.reader = threading.Thread(target=self._read, name=f"haproxy-{self.variant}", daemon=True)
+        self.reader.start()
+        time.sleep(0.5)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"haproxy exited with {self.proc.returncode}: {self.text()}")
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append((now_wall(), line.rstrip("\n")))
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()            # SIGTERM: HAProxy's hard stop
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self.reader is not None:
+            self.reader.join(2)
+
+    def text(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def state_changes(self, since: float) -> list[tuple[float, str, str, str]]:
+        """(arrival time, server, UP/DOWN, line) after ``since``; each change once (HAProxy
+        may print it on stderr and log it on stdout)."""
+        seen, res = set(), []
+        for ts, line in list(self.lines):
+            m = RE_HAP_STATE.search(line)
+            if m and ts >= since:
+                key = (m.group(1), m.group(2), round(ts, 1))
+                if key not in seen:
+                    seen.add(key)
+                    res.append((ts, m.group(1), m.group(2), line))
+        return res
+
+
+class Servers:
+    """The backends' servers: lab.serve_http on :8080 in b1 and b2, iperf3 -s on :5201 in b1."""
+
+    def __init__(self, emu):
+        self.emu = emu
+        self.http: dict[str, subprocess.Popen] = {}
+        self.iperf: subprocess.Popen | None = None
+
+    def start_http(self, name: str) -> None:
+        self.http[name] = lab.serve_http(self.emu.host(name), HTTP_PORT, name)
+
+    def kill_http(self, name: str) -> None:
+        proc = self.http.pop(name)
+        proc.kill()                     # SIGKILL: a crash, not a graceful stop
+        proc.wait(5)
+
+    def start_iperf(self) -> None:
+        self.iperf = self.emu.host("b1").popen(["iperf3", "-s", "-p", str(IPERF_PORT)],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        for proc in list(self.http.values()) + ([self.iperf] if self.iperf else []):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        self.http, self.iperf = {}, None
+
+
+# -- the controller's view of the backends -----------------------------------------------
+
+def backend_re(vm: str, port: int, svc: str, state: str) -> re.Pattern:
+    return re.compile(rf"^backend {vm}:{port} of blue/{svc} is {state} \((.*)\)$")
+
+
+def marked(ctl, vm: str, port: int, svc: str, state: str, after: int = 0):
+    """The first ``backend ... is STATE`` line past log offset ``after`` and the first
+    ``reconciled`` line after it: (marked line, reconciled line or None), or None."""
+    lines = parse_log(ctl.log()[after:])
+    hits = find(lines, backend_re(vm, port, svc, state))
+    if not hits:
+        return None
+    mark = hits[0][0]
+    later = lines[next(i for i, ln in enumerate(lines) if ln is mark) + 1:]
+    rec = find(later, RE_RECONCILED)
+    return mark, (rec[0][0] if rec else None)
+
+
+def backends_up(ctl) -> bool:
+    """Every backend's last state line says UP (they start UP) and a reconcile followed it."""
+    lines = parse_log(ctl.log())
+    for vm, port, svc in (("b1", HTTP_PORT, "web"), ("b2", HTTP_PORT, "web"), ("b1", IPERF_PORT, "bulk")):
+        rx = re.compile(rf"^backend {vm}:{port} of blue/{svc} is (UP|DOWN)")
+        hits = find(lines, rx)
+        if hits and hits[-1][1].group(1) == "DOWN":
+            return False
+        if hits and not any(ln.ts >= hits[-1][0].ts for ln, _ in find(lines, RE_RECONCILED)):
+            return False
+    return True
+
+
+def answers(host, url: str, tries: int = 20) -> Counter:
+    return Counter(lab.http_get(host, url, timeout=2) or "FAIL" for _ in range(tries))
+
+
+def wait_answering(host, url: str, want: set[str], timeout: float = 20) -> Counter:
+    """Until GET url from ``host`` has been answered by every backend in ``want``."""
+    got: Counter = Counter()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got.update(answers(host, url, tries=6))
+        if want <= set(got):
+            return got
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} from {host}: answered by {dict(got)} in {timeout:.0f} s, wanted {sorted(want)}")
+
+
+def group_buckets(switch: str) -> dict:
+    """The web service's select group on a switch: packets per backend (one per new connection:
+    only a connection's first packet goes through the group)."""
+    groups = sh(["ovs-ofctl", "-O", "OpenFlow13", "dump-groups", switch])
+    stats = sh(["ovs-ofctl", "-O", "OpenFlow13", "dump-group-stats", switch])
+    res = {}
+    for line in groups.splitlines():
+        m = re.search(r"group_id=(\d+),type=select,(.*)", line)
+        if not m:
+            continue
+        gid = m.group(1)
+        targets = [t.group(1) for part in m.group(2).split("bucket=")[1:]
+                   if (t := re.search(r"nat\(dst=([\d.]+:\d+)\)", part))]
+        sline = next((s for s in stats.splitlines() if f"group_id={gid}," in s), "")
+        counts = [int(x) for x in re.findall(r"bucket\d+:packet_count=(\d+)", sline)]
+        per: Counter = Counter()
+        for t, c in zip(targets, counts):
+            per[t] += c
+        res[gid] = {"buckets": len(targets), "packets_per_backend": dict(per),
+                    "buckets_per_backend": dict(Counter(targets))}
+    return res
+
+
+def ct_stats() -> str:
+    return sh(["ovs-appctl", "dpctl/ct-stats-show", "netdev@ovs-netdev"], check=False, timeout=20)
+
+
+# -- 1. new connections per second ----------------------------------------------------
+
+RE_AB = {
+    "rps": re.compile(r"Requests per second:\s+([\d.]+)"),
+    "complete": re.compile(r"Complete requests:\s+(\d+)"),
+    "failed": re.compile(r"Failed requests:\s+(\d+)"),
+    "non_2xx": re.compile(r"Non-2xx responses:\s+(\d+)"),
+    "seconds": re.compile(r"Time taken for tests:\s+([\d.]+)"),
+    "ms_per_request": re.compile(r"Time per request:\s+([\d.]+) \[ms\] \(mean\)"),
+}
+
+
+def ab(host, url: str, n: int, concurrency: int = 20) -> dict:
+    # No -k: a new connection per request.  "Connection: close" makes the server close after its
+    # answer (ab's HTTP/1.0 request alone does not: lab.serve_http would keep it open).
+    cmd = f"timeout 300 ab -r -s 10 -c {concurrency} -n {n} -H 'Connection: close' {url} 2>&1"
+    started = now_wall()
+    text = host.cmd(cmd)
+    res = {"url": url, "n": n, "concurrency": concurrency, "started": started}
+    for key, rx in RE_AB.items():
+        m = rx.search(text)
+        res[key] = (float(m.group(1)) if "." in m.group(1) else int(m.group(1))) if m else None
+    if res["non_2xx"] is None and res["rps"] is not None:
+        res["non_2xx"] = 0
+    if res["rps"] is None or res["complete"] != n:
+        res["error"] = text[-1500:]
+    res["errors_lines"] = [ln for ln in text.splitlines() if "apr_" in ln or "error" in ln.lower()][:10]
+    return res
+
+
+def part_connections(emu, args, hap: HAProxy) -> dict:
+    c1 = emu.host("c1")
+    order = list(TARGETS)
+    runs: dict[str, list[dict]] = {k: [] for k in order}
+    groups_before = group_buckets("leaf1")
+    for r in range(args.rounds):
+        rot = order[r % len(order):] + order[:r % len(order)]
+        for target in rot:
+            got = ab(c1, TARGETS[target], args.ab_n)
+            got["round"] = r + 1
+            runs[target].append(got)
+            out(f"   round {r + 1}/{args.rounds} {target:8s} {fmt(got['rps'], ' req/s', 0)}, "
+                f"failed {got['failed']}, non-2xx {got['non_2xx']}"
+                + (f"  ERROR: {got['error'][-200:]}" if "error" in got else ""))
+            time.sleep(1.0)
+    res: dict = {"runs": runs}
+    for target in order:
+        rps = [x["rps"] for x in runs[target] if x["rps"] is not None]
+        res[f"{target}_rps"] = rps
+        res[f"{target}_median_rps"] = median(rps)
+        res[f"{target}_failed"] = sum((x["failed"] or 0) + (x["non_2xx"] or 0) for x in runs[target])
+        res[f"{target}_requests"] = sum(x["complete"] or 0 for x in runs[target])
+        res[f"{target}_incomplete_runs"] = sum(1 for x in runs[target] if "error" in x)
+    res["vip_over_direct"] = ratio(res["vip_median_rps"], res["direct_median_rps"])
+    res["vip_over_haproxy"] = ratio(res["vip_median_rps"], res["haproxy_median_rps"])
+    # Where the VIP's new connections went: the select group on c1's edge switch.
+    res["leaf1_group_before"], res["leaf1_group_after"] = groups_before, group_buckets("leaf1")
+    res["conntrack_after"] = ct_stats()
+    res["haproxy_log_lines"] = len(hap.lines)
+    return res
+
+
+# -- 2. iperf3 ------------------------------------------------------------------------
+
+def iperf3_run(host, ip: str, seconds: float) -> dict:
+    text = host.cmd(f"timeout {int(seconds) + 20} iperf3 -J -c {ip} -p {IPERF_PORT} -t {seconds}")
+    try:
+        doc = json.loads(text)
+        return {"ip": ip, "bps": float(doc["end"]["sum_received"]["bits_per_second"]),
+                "retransmits": doc["end"]["sum_sent"].get("retransmits")}
+    except (ValueError, KeyError) as err:
+        return {"ip": ip, "bps": None, "error": f"{type(err).__name__}: {text[-400:]}"}
+
+
+def part_iperf(emu, args) -> dict:
+    c1 = emu.host("c1")
+    runs: dict[str, list[dict]] = {"vip": [], "direct": []}
+    for r in range(args.iperf_reps):
+        order = ["vip", "direct"] if r % 2 == 0 else ["direct", "vip"]
+        for target in order:
+            got = iperf3_run(c1, VIP if target == "vip" else B1_IP, args.iperf_seconds)
+            got["round"] = r + 1
+            runs[target].append(got)
+            out(f"   run {r + 1}/{args.iperf_reps} {target:6s} "
+                + (f"{got['bps'] / 1e9:.3f} Gbit/s, {got['retransmits']} retransmits" if got["bps"]
+                   else f"FAILED {got.get('error', '')[-200:]}"))
+            time.sleep(0.5)
+    res: dict = {"runs": runs, "seconds": args.iperf_seconds}
+    for target in runs:
+        bps = [x["bps"] for x in runs[target] if x["bps"]]
+        res[f"{target}_bps"] = bps
+        res[f"{target}_median_bps"] = median(bps)
+    res["vip_over_direct"] = ratio(res["vip_median_bps"], res["direct_median_bps"])
+    return res
+
+
+# -- 3. failover ----------------------------------------------------------------------
+
+def failover_run(emu, servers: Servers, ip: str, port: int, args) -> dict:
+    """The client in c1 for args.fo_duration s, b1's HTTP server killed at args.fo_kill_at s."""
+    c1 = emu.host("c1")
+    proc = c1.popen([sys.executable, "-c", FAILOVER_CLIENT, ip, str(port), str(args.fo_interval),
+                     str(args.fo_duration), str(args.fo_timeout)],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 15)
+        first = proc.stdout.readline() if ready else ""
+        if not first.startswith("START "):
+            raise RuntimeError(f"failover client did not start: {first!r}")
+        start = float(first.split()[1])
+        time.sleep(max(0.0, start + args.fo_kill_at - now_wall()))
+        servers.kill_http("b1")
+        killed = now_wall()
+        rest, _ = proc.communicate(timeout=args.fo_duration + args.fo_timeout + 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    reqs = []
+    for line in rest.splitlines():
+        parts = line.split(maxsplit=3)
+        if len(parts) == 4 and parts[0].isdigit():
+            reqs.append({"i": int(parts[0]), "t": round(float(parts[1]) - start, 6),
+                         "secs": float(parts[2]), "result": parts[3]})
+    if len(reqs) != round(args.fo_duration / args.fo_interval):
+        raise RuntimeError(f"failover client: {len(reqs)} results; output tail: {rest[-500:]}")
+    fails = [r for r in reqs if r["result"].startswith("FAIL")]
+    after = [r for r in reqs if r["t"] >= killed - start]
+    return {
+        "target": f"{ip}:{port}", "start_wall": start, "kill_t": killed - start, "requests": reqs,
+        "total": len(reqs), "failed": len(fails),
+        "fail_kinds": dict(Counter(r["result"] for r in fails)),
+        "answered_by": dict(Counter(r["result"] for r in reqs if not r["result"].startswith("FAIL"))),
+        "first_failure_after_kill_s": (min(r["t"] for r in fails) - (killed - start)) if fails else None,
+        "last_failure_after_kill_s": (max(r["t"] for r in fails) - (killed - start)) if fails else None,
+        "b1_answers_after_kill": sum(1 for r in after if r["result"] == "b1"),
+        "slowest_request_s": max(r["secs"] for r in reqs),
+        "requests_slower_than_0.5s": sum(1 for r in reqs if r["secs"] > 0.5),
+    }
+
+
+def part_failover_sdnvirt(emu, ctl, servers: Servers, args) -> dict:
+    offset = len(ctl.log())
+    res = failover_run(emu, servers, VIP, 80, args)
+    start, kill = res["start_wall"], res["start_wall"] + res["kill_t"]
+    got = marked(ctl, "b1", HTTP_PORT, "web", "DOWN", offset)
+    if got:
+        mark, rec = got
+        res["marked_down_line"] = mark.msg
+        res["marked_down_after_kill_s"] = log_wall(mark.ts) - kill
+        res["reconciled_line"] = rec.msg if rec else None
+        res["reconciled_after_kill_s"] = log_wall(rec.ts) - kill if rec else None
+    else:
+        res["marked_down_after_kill_s"] = res["reconciled_after_kill_s"] = None
+    # Probe results around the kill, for where the detection time goes.
+    res["controller_lines_after_kill"] = [f"{ln.ts.time()} {ln.msg}" for ln in parse_log(ctl.log()[offset:])
+                                          if log_wall(ln.ts) >= kill - 0.5][:40]
+    # b1 back for the next runs: UP in the controller and in the switches.
+    offset = len(ctl.log())
+    servers.start_http("b1")
+    back = wait_for(lambda: (m := marked(ctl, "b1", HTTP_PORT, "web", "UP", offset)) and m[1], timeout=15)
+    res["b1_up_again"] = bool(back)
+    res["plot_marks"] = {"start": start}
+    return res
+
+
+def part_failover_haproxy(emu, servers: Servers, hap: HAProxy, args) -> dict:
+    res = failover_run(emu, servers, HAP_IP, 80, args)
+    kill = res["start_wall"] + res["kill_t"]
+    downs = [c for c in hap.state_changes(kill) if c[1] == "b1" and c[2] == "DOWN"]
+    res["marked_down_line"] = downs[0][3] if downs else None
+    res["marked_down_after_kill_s"] = downs[0][0] - kill if downs else None
+    res["haproxy_variant"] = hap.variant
+    since = now_wall()
+    servers.start_http("b1")
+    back = wait_for(lambda: [c for c in hap.state_changes(since) if c[1] == "b1" and c[2] == "UP"], timeout=15)
+    res["b1_up_again"] = bool(back)
+    return res
+
+
+# -- 4. the plot ----------------------------------------------------------------------
+
+def plot_failover(runs: list[tuple[str, dict]], path: Path, args) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bin_s = 0.1
+    nbins = round(args.fo_duration / bin_s)
+    colours = {"b1": "#4c72b0", "b2": "#55a868"}
+    heights = [3.2] + [1.9] * (len(runs) - 1)
+    fig, axes = plt.subplots(len(runs), 1, figsize=(12, sum(heights) + 1.2), sharex=True,
+                             gridspec_kw={"height_ratios": heights})
+    axes = axes if len(runs) > 1 else [axes]
+    for ax, (title, run) in zip(axes, runs):
+        counts = {k: [0] * nbins for k in ("b1", "b2", "FAIL")}
+        for r in run["requests"]:
+            b = min(nbins - 1, max(0, int(r["t"] / bin_s)))
+            key = "FAIL" if r["result"].startswith("FAIL") else r["result"] if r["result"] in colours else "FAIL"
+            counts[key][b] += 1
+        xs = [i * bin_s for i in range(nbins)]
+        bottom = [0] * nbins
+        for key, colour in (("b1", colours["b1"]), ("b2", colours["b2"]), ("FAIL", "#d62728")):
+            ax.bar(xs, counts[key], width=bin_s, bottom=bottom, align="edge", color=colour,
+                   label=f"{key} ({sum(counts[key])})" if key != "FAIL" else f"failed ({sum(counts[key])})",
+                   linewidth=0)
+            bottom = [a + b for a, b in zip(bottom, counts[key])]
+        kill = run["kill_t"]
+        ax.axvline(kill, color="black", linestyle="-", linewidth=1.2, label=f"b1 killed (t={kill:.2f} s)")
+        if run.get("marked_down_after_kill_s") is not None:
+            t = kill + run["marked_down_after_kill_s"]
+            ax.axvline(t, color="#ff7f0e", linestyle="--", linewidth=1.5,
+                       label=f"marked down (+{run['marked_down_after_kill_s']:.3f} s)")
+        if run.get("reconciled_after_kill_s") is not None:
+            t = kill + run["reconciled_after_kill_s"]
+            ax.axvline(t, color="#9467bd", linestyle=":", linewidth=1.8,
+                       label=f"in the switches (+{run['reconciled_after_kill_s']:.3f} s)")
+        ax.set_title(f"{title}: {run['failed']} of {run['total']} requests failed", fontsize=10, loc="left")
+        ax.set_ylabel(f"requests / {int(bin_s * 1000)} ms")
+        ax.set_ylim(0, max(max(bottom), 1) * 1.35)
+        ax.legend(loc="upper right", fontsize=8, ncol=3, framealpha=0.9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[-1].set_xlabel("seconds since the client started (a new TCP connection every "
+                        f"{args.fo_interval * 1000:.0f} ms)")
+    axes[-1].set_xlim(0, args.fo_duration)
+    fig.suptitle("Failover: b1's HTTP server killed (SIGKILL) while c1 opens 100 new connections/s",
+                 fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- the run ----------------------------------------------------------------------------
+
+def measure(args, workdir: Path) -> dict:
+    name, params = TOPO
+    port = lab.free_port()
+    doc = {"controller": {"openflow": {"port": port}}, "tenants": TENANTS}
+    cfg = sdnconfig.parse(doc, "bench-lb")
+    workdir.mkdir(parents=True)
+    ctl = lab.ControllerProcess(doc, workdir)
+    emu = Emulation(cfg, name, params, controller_port=ctl.port)
+    res: dict = {"waited_for_other_runs_s": wait_quiet(args.wait_others), "controller_log": str(ctl.log_path)}
+    ensure_no_clash(list(emu.build_topo().switches()))
+    guard = hap = servers = None
+    try:
+        ctl.start()
+        started = dt.datetime.now()
+        emu.start()
+        guard = BridgeGuard(list(emu.topo.switches()))
+        launcher.wait_connected(emu.net, timeout=30)
+        servers = Servers(emu)
+        for b in ("b1", "b2"):
+            servers.start_http(b)
+        servers.start_iperf()
+        want = re.compile(r"fabric programmed: 6 switches, \d+ flows, 4 of 4 VMs located")
+        if not wait_for(lambda: want.search(ctl.log()), timeout=30):
+            raise RuntimeError(f"fabric not programmed in 30 s; controller log: {ctl.log_path}")
+        res["settled"] = wait_reconcile_quiet(ctl, quiet=2.0, timeout=30)
+        c1 = emu.host("c1")
+        for ip in (B1_IP, B2_IP, HAP_IP):
+            if not lab.reachable(c1, ip, tries=5):
+                raise RuntimeError(f"c1 cannot reach {ip}")
+        if not wait_for(lambda: backends_up(ctl), timeout=20, interval=0.2):
+            raise RuntimeError(f"backends not UP in the controller after 20 s; log: {ctl.log_path}")
+        hap = HAProxy(emu.host("hap"), workdir, "default").start()
+        res["warmup"] = {t: dict(wait_answering(c1, url, {"b1"} if t == "direct" else {"b1", "b2"}))
+                         for t, url in TARGETS.items()}
+        guard.check(ctl, since=started)
+
+        out(f"1) new TCP connections/s: ab -c 20 -n {args.ab_n} from c1, {args.rounds} interleaved round(s)")
+        res["connections"] = part_connections(emu, args, hap)
+        res["loadavg_after_connections"] = list(os.getloadavg())
+        guard.check(ctl, since=started)
+
+        out(f"2) iperf3 c1 -> b1 through the VIP and direct, {args.iperf_seconds:g} s x {args.iperf_reps} each")
+        res["iperf3"] = part_iperf(emu, args)
+        guard.check(ctl, since=started)
+
+        out(f"3) failover: a new connection every {args.fo_interval * 1000:.0f} ms for {args.fo_duration:g} s, "
+            f"b1's server killed at t={args.fo_kill_at:g} s")
+        fo: dict = {}
+        time.sleep(1.0)
+        fo["sdnvirt"] = part_failover_sdnvirt(emu, ctl, servers, args)
+        out(f"   sdnvirt:            {fo['sdnvirt']['failed']}/{fo['sdnvirt']['total']} failed, marked down "
+            f"+{fmt(fo['sdnvirt']['marked_down_after_kill_s'], ' s')}, reconciled "
+            f"+{fmt(fo['sdnvirt']['reconciled_after_kill_s'], ' s')}")
+        wait_answering(c1, TARGETS["haproxy"], {"b1", "b2"})
+        time.sleep(1.0)
+        fo["haproxy"] = part_failover_haproxy(emu, servers, hap, args)
+        out(f"   HAProxy:            {fo['haproxy']['failed']}/{fo['haproxy']['total']} failed, marked down "
+            f"+{fmt(fo['haproxy']['marked_down_after_kill_s'], ' s')}")
+        res["haproxy_default_log"] = hap.text().splitlines()[-60:]
+        hap.stop()
+        hap = HAProxy(emu.host("hap"), workdir, "redispatch").start()
+        wait_answering(c1, TARGETS["haproxy"], {"b1", "b2"})
+        wait_for(lambda: backends_up(ctl), timeout=15, interval=0.2)
+        time.sleep(1.0)
+        fo["haproxy_redispatch"] = part_failover_haproxy(emu, servers, hap, args)
+        out(f"   HAProxy redispatch: {fo['haproxy_redispatch']['failed']}/{fo['haproxy_redispatch']['total']} "
+            f"failed, marked down +{fmt(fo['haproxy_redispatch']['marked_down_after_kill_s'], ' s')}")
+        res["haproxy_redispatch_log"] = hap.text().splitlines()[-60:]
+        res["failover"] = fo
+        guard.check(ctl, since=started)
+        return res
+    except Exception as err:
+        if guard is not None and not isinstance(err, Disturbed) and guard.changed():
+            raise Disturbed(f"bridges {', '.join(guard.changed())} deleted or replaced ({err})") from err
+        raise
+    finally:
+        if hap is not None:
+            hap.stop()
+        if servers is not None:
+            servers.stop()
+        if guard is not None:
+            guard.release(emu.net)
+        emu.stop()
+        ctl.stop()
+
+
+# -- report -----------------------------------------------------------------------------
+
+def table(results: dict) -> list[list[str]]:
+    rows = []
+    c = results.get("connections")
+    if c:
+        n = results["params"]["ab_n"]
+        rnd = lambda v: fmt(v, " req/s", 0)   # noqa: E731
+        r = c["vip_over_direct"]
+        rows.append([f"new TCP conns/s (ab -c 20 -n {n}): VIP vs direct b1", rnd(c["vip_median_rps"]),
+                     rnd(c["direct_median_rps"]) + " direct", fmt(r, "", 2), "ratio >= 0.9",
+                     "yes" if r is not None and r >= 0.9 else "NO"])
+        r = c["vip_over_haproxy"]
+        rows.append(["  VIP vs HAProxy (tcp mode)", rnd(c["vip_median_rps"]),
+                     rnd(c["haproxy_median_rps"]) + " HAProxy", fmt(r, "", 2), "ratio >= 2",
+                     "yes" if r is not None and r >= 2 else "NO"])
+        spread = lambda xs: f"{min(xs):.0f}-{max(xs):.0f}" if xs else "n/a"   # noqa: E731
+        rows.append([f"  min-max of {len(c['vip_rps'])} runs (direct / HAProxy)", spread(c["vip_rps"]),
+                     f"{spread(c['direct_rps'])} / {spread(c['haproxy_rps'])}", "-", "-", "-"])
+        rows.append(["  failed requests (direct / HAProxy)", f"{c['vip_failed']}/{c['vip_requests']}",
+                     f"{c['direct_failed']}/{c['direct_requests']} / {c['haproxy_failed']}/{c['haproxy_requests']}",
+                     "-", "0", "yes" if c["vip_failed"] == 0 and not c["vip_incomplete_runs"] else "NO"])
+    p = results.get("iperf3")
+    if p:
+        sb, pb = p["vip_median_bps"], p["direct_median_bps"]
+        r = p["vip_over_direct"]
+        rows.append(["iperf3 TCP c1 -> b1: VIP vs direct", fmt(sb / 1e9 if sb else None, " Gbit/s"),
+                     fmt(pb / 1e9 if pb else None, " Gbit/s") + " direct", fmt(r, "", 2), "ratio >= 0.9",
+                     "yes" if r is not None and r >= 0.9 else "NO"])
+        spread = lambda xs: f"{min(xs) / 1e9:.3f}-{max(xs) / 1e9:.3f}" if xs else "n/a"   # noqa: E731
+        rows.append([f"  min-max of {len(p['vip_bps'])} / {len(p['direct_bps'])} runs", spread(p["vip_bps"]),
+                     spread(p["direct_bps"]), "-", "-", "-"])
+    f = results.get("failover")
+    if f:
+        s, h, hr = f["sdnvirt"], f["haproxy"], f["haproxy_redispatch"]
+        d, hd = s["marked_down_after_kill_s"], h["marked_down_after_kill_s"]
+        rows.append(["failover: kill -> marked down", fmt(d, " s"), fmt(hd, " s") + " HAProxy",
+                     fmt(ratio(d, hd), "", 2), "<= 0.5 s", "yes" if d is not None and d <= 0.5 else "NO"])
+        rows.append(["  kill -> reconciled (in the switches)", fmt(s["reconciled_after_kill_s"], " s"), "-", "-",
+                     "-", "-"])
+        rows.append(["  failed requests, HAProxy default (retries 3)", f"{s['failed']}/{s['total']}",
+                     f"{h['failed']}/{h['total']}", "-", "< HAProxy",
+                     "yes" if s["failed"] < h["failed"] else "NO"])
+        rows.append(["  failed requests, HAProxy redispatch + retries 3", f"{s['failed']}/{s['total']}",
+                     f"{hr['failed']}/{hr['total']}", "-", "-", "-"])
+        rows.append(["  HAProxy redispatch: kill -> marked down", "-",
+                     fmt(hr["marked_down_after_kill_s"], " s"), "-", "-", "-"])
+        rows.append(["  last failure after kill (default / redispatch)",
+                     fmt(s["last_failure_after_kill_s"], " s"),
+                     f"{fmt(h['last_failure_after_kill_s'], ' s')} / {fmt(hr['last_failure_after_kill_s'], ' s')}",
+                     "-", "-", "-"])
+        rows.append(["  slowest request (default / redispatch)", fmt(s["slowest_request_s"], " s"),
+                     f"{fmt(h['slowest_request_s'], ' s')} / {fmt(hr['slowest_request_s'], ' s')}", "-", "-", "-"])
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="ab -n 3000 x 1 round, iperf3 3 s x 1")
+    ap.add_argument("--wait-others", type=float, default=900, metavar="S",
+                    help="wait at most S s for other Mininet runs to end before starting (900)")
+    args = ap.parse_args(argv)
+    args.ab_n, args.rounds = (3000, 1) if args.quick else (20000, 3)
+    args.iperf_seconds, args.iperf_reps = (3.0, 1) if args.quick else (5.0, 3)
+    args.fo_interval, args.fo_duration, args.fo_kill_at, args.fo_timeout = 0.01, 12.0, 4.0, 5.0
+    if not lab.is_root():
+        out("bench/lb.py needs root (Mininet, OVS bridges)")
+        return 2
+    setLogLevel("warning")
+    lab.ensure_ovs()
+
+    def on_term(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    signal.signal(signal.SIGTERM, on_term)
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    suffix = "-quick" if args.quick else ""
+    workdir = Path(tempfile.mkdtemp(prefix=f"sdnvirt-bench-lb-{stamp}-"))
+    haproxy_version = sh(["haproxy", "-v"], check=False).splitlines()
+    ab_version = sh(["ab", "-V"], check=False).splitlines()
+    results: dict = {"started_utc": stamp, "quick": args.quick, "machine": machine(), "workdir": str(workdir),
+                     "haproxy": haproxy_version[0] if haproxy_version else None,
+                     "ab": ab_version[0] if ab_version else None,
+                     "params": {"ab_n": args.ab_n, "ab_concurrency": 20, "rounds": args.rounds,
+                                "iperf3_seconds": args.iperf_seconds, "iperf3_reps": args.iperf_reps,
+                                "failover_interval_s": args.fo_interval, "failover_duration_s": args.fo_duration,
+                                "failover_kill_at_s": args.fo_kill_at, "failover_client_timeout_s": args.fo_timeout,
+                                "health_check": CHECK, "tenants": TENANTS,
+                                "haproxy_cfg": {k: HAPROXY_CFG.format(extra=v, b1=B1_IP, b2=B2_IP, port=HTTP_PORT)
+                                                for k, v in HAPROXY_VARIANTS.items()}}}
+    errors = []
+    t_all = time.monotonic()
+    out(f"sdnvirt load-balancer benchmark {'(quick) ' if args.quick else ''}- logs in {workdir}")
+    try:
+        got = attempts("lb run", lambda i: measure(args, workdir / f"run{i + 1}"), tries=2)
+        results.update(got)
+    except KeyboardInterrupt:
+        errors.append("interrupted")
+        out("interrupted; cleaned up")
+    except Exception as err:  # noqa: BLE001 - report what was measured so far
+        errors.append(f"{type(err).__name__}: {err}")
+        out(f"FAILED: {type(err).__name__}: {err}")
+    results["errors"] = errors
+    results["git_end"] = git_state()
+    results["duration_s"] = time.monotonic() - t_all
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    if "failover" in results:
+        png = RESULTS_DIR / f"lb-failover-{stamp}{suffix}.png"
+        try:
+            fo = results["failover"]
+            plot_failover([("sdnvirt VIP 10.1.0.100:80 (health check tcp, interval 0.2 s, fall 2)", fo["sdnvirt"]),
+                           ("HAProxy, check inter 500 fall 2 rise 2 (retries 3, no redispatch)", fo["haproxy"]),
+                           ("HAProxy, + option redispatch, retries 3", fo["haproxy_redispatch"])], png, args)
+            results["plot"] = str(png.relative_to(BENCH_DIR.parent))
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"plot: {type(err).__name__}: {err}")
+            out(f"plot failed: {type(err).__name__}: {err}")
+    rows = table(results)
+    out("")
+    results["table"] = print_table(rows) if rows else ""
+    path = RESULTS_DIR / f"lb-{stamp}{suffix}.json"
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    out(f"\nresults: {path.relative_to(BENCH_DIR.parent)}"
+        + (f", plot: {results['plot']}" if "plot" in results else "") + f"  (controller log in {workdir})")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
