@@ -24,7 +24,7 @@ OVS_LOGDIR=${OVS_LOGDIR:-/var/log/openvswitch}
 
 PACKAGES=(
     openvswitch-switch mininet iperf3 ethtool iproute2 iputils-ping
-    iputils-arping python3-venv python3-dev tcpdump procps psmisc
+    iputils-arping python3-venv python3-dev tcpdump procps psmisc curl
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
