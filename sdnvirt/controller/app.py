@@ -1,9 +1,11 @@
 """The os-ken application: OpenFlow events in, model changes, reconcile out.
 
 Three threads touch the state, all under ``self.lock``: os-ken's event loop
-(switch, port and packet-in events), the ticker (LLDP, link expiry, VM
-location probes) and the reconciler.  The reconciler is the only writer of
-flows; everything else changes the model or the fabric and asks it to run.
+(switch, port, packet-in and stats events), the ticker (LLDP, link expiry,
+VM location probes, health probes, counters, status.json) and the
+reconciler.  The reconciler is the only writer of flows, groups and meters
+(meters on connect); everything else changes the model or the fabric and
+asks it to run.
 """
 
 from __future__ import annotations
@@ -80,7 +82,6 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.counter_parts: dict[int, list] = {}                 # xid -> flow stats so far
         self.counter_xids: set[int] = set()
         self.dirty = threading.Event()
-        self.stopping = threading.Event()
 
     # -- life cycle ------------------------------------------------------------
     def start(self):
@@ -375,12 +376,11 @@ class SdnvirtApp(app_manager.OSKenApp):
             done.set()
 
     def _reconcile_loop(self) -> None:
-        while not self.stopping.is_set():
+        # Runs as long as the process: the daemon ends with os._exit.
+        while True:
             self.dirty.wait()
             time.sleep(DEBOUNCE)
             self.dirty.clear()
-            if self.stopping.is_set():
-                return
             try:
                 self.reconcile()
             except Exception:    # noqa: BLE001 - the daemon must outlive a bad reconcile
@@ -620,7 +620,8 @@ class SdnvirtApp(app_manager.OSKenApp):
 
     def _tick_loop(self) -> None:
         next_lldp = next_locate = next_status = next_stats = time.monotonic()
-        while not self.stopping.wait(TICK):
+        while True:
+            time.sleep(TICK)
             now = time.monotonic()
             try:
                 if now >= next_lldp:

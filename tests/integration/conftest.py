@@ -5,24 +5,16 @@ import signal
 import time
 
 import pytest
+from fabrics import TWO_TENANTS
 
 from sdnvirt import config
 from sdnvirt.emulation import lab
 from sdnvirt.emulation.launcher import Emulation, wait_connected
 
-# Two tenants on one subnet; web1/db1 and web2/db2 share their addresses.
-TENANTS = {
-    "blue": {"segment": 101, "subnet": "10.1.0.0/24", "vms": {
-        "web1": {"mac": "02:00:00:00:01:01", "ip": "10.1.0.11", "host": "leaf1"},
-        "web2": {"mac": "02:00:00:00:01:02", "ip": "10.1.0.12", "host": "leaf2"},
-        "web3": {"mac": "02:00:00:00:01:03", "ip": "10.1.0.13", "host": "leaf1"},
-    }},
-    "red": {"segment": 102, "subnet": "10.1.0.0/24", "vms": {
-        "db1": {"mac": "02:00:00:00:02:01", "ip": "10.1.0.11", "host": "leaf1"},
-        "db2": {"mac": "02:00:00:00:02:02", "ip": "10.1.0.12", "host": "leaf3"},
-        "db3": {"mac": "02:00:00:00:02:03", "ip": "10.1.0.14", "host": "leaf4"},
-    }},
-}
+# The unit tests' two tenants on one subnet (web1/db1 and web2/db2 share
+# their addresses), with one more red VM on leaf4.
+TENANTS = copy.deepcopy(TWO_TENANTS["tenants"])
+TENANTS["red"]["vms"]["db3"] = {"mac": "02:00:00:00:02:03", "ip": "10.1.0.14", "host": "leaf4"}
 
 
 class Fabric:
