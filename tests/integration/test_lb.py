@@ -98,9 +98,17 @@ def _counted(fab):
             if (s["tenant"], s["name"]) == ("blue", "web") for b in s["backends"]}
 
 
+def _to_controller(switch):
+    """Packets sent up by the flows that are not LLDP or health-probe replies."""
+    return sum(lab.flow_field(line, "n_packets") for line in lab.dump_flows(switch)
+               if "CONTROLLER" in line and "dl_type=0x88cc" not in line and "priority=110" not in line)
+
+
 def test_connections_are_spread_by_weight_and_only_the_vip_answers(lb):
     before = _counted(lb)
+    sent_up = _to_controller("leaf1")
     got = Counter(get(lb) for _ in range(150))
+    assert _to_controller("leaf1") == sent_up        # no new connection waited for the controller
     assert set(got) == {"b1", "b2"}, got
     assert 0.55 < got["b1"] / 150 < 0.78, got       # weights 2:1
     # The switches counted the same connections per backend (group bucket counters).
