@@ -10,11 +10,13 @@ HAProxy in TCP mode on :80 in front of the same two backends.  sdnvirt services:
 with TCP health checks every 0.2 s (timeout 0.2, rise 2, fall 2).
 
 1. new TCP connections per second: ab -c 20 -n 20000 (a new connection per request) from c1
-   to the VIP, straight to b1:8080 and to HAProxy; 3 interleaved rounds, medians.
+   to the VIP, straight to b1:8080 and to HAProxy; 3 interleaved rounds, medians.  Every VIP
+   run starts from a clean slate (no connection of c1 left in conntrack or in the backends'
+   TIME_WAIT); a direct connection from a source port a VIP connection just used is checked.
 2. iperf3 TCP throughput c1 -> b1 through the VIP vs straight to b1; 3 interleaved runs.
 3. failover at 100 new connections/s for 12 s, b1's server killed at t=4 s: sdnvirt, HAProxy
    (check inter 500 fall 2 rise 2) and HAProxy with option redispatch + retries 3.
-4. a PNG of the failover runs; the table; everything in bench/results/lb-<UTC time>.json.
+Then a PNG of the failover runs, the table, and everything in bench/results/lb-<UTC time>.json.
 
 Targets are printed here, never asserted in tests.  See bench/README.md.
 """
@@ -73,14 +75,16 @@ TARGETS = {"vip": f"http://{VIP}/", "direct": f"http://{B1_IP}:{HTTP_PORT}/", "h
 # HAProxy as the issue describes it: TCP mode, round robin, checks every 500 ms, fall 2, rise 2.
 # Server state changes are logged to stdout (the backend's `log global`); the frontend logs
 # nothing, so that 20,000 connections do not cost HAProxy 20,000 log writes.
+# maxconn 8000: far above the 20 concurrent connections of ab; 2 fds per connection must fit
+# under the 20,000 fds a Mininet host may open (HAProxy refuses to start with 100000).
 HAPROXY_CFG = """\
 global
-    maxconn 100000
+    maxconn 8000
     log stdout format raw local0
 
 defaults
     mode tcp
-    maxconn 100000
+    maxconn 8000
     timeout connect 2s
     timeout client 30s
     timeout server 30s
@@ -330,6 +334,196 @@ def ct_stats() -> str:
     return sh(["ovs-appctl", "dpctl/ct-stats-show", "netdev@ovs-netdev"], check=False, timeout=20)
 
 
+def pmd_stats() -> dict[str, float]:
+    """ovs-vswitchd's datapath counters (``dpif-netdev/pmd-stats-show``, summed over its threads:
+    here only the main thread), to be diffed around a measurement.  The datapath is shared by every
+    userspace bridge on the machine; wait_quiet() made sure ours are the only ones."""
+    text = sh(["ovs-appctl", "dpif-netdev/pmd-stats-show"], check=False)
+    tot: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r"^\s+([a-z][a-z .]+):\s+([\d.]+)", line)
+        if m:
+            tot[m.group(1)] = tot.get(m.group(1), 0) + float(m.group(2))
+    return tot
+
+
+def pmd_delta(before: dict, after: dict, per: int) -> dict:
+    keys = ("packets received", "packet recirculations", "megaflow hits", "miss with success upcall",
+            "miss with failed upcall")
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
+    d["per_request"] = {k: round(v / per, 2) for k, v in d.items()} if per else None
+    return d
+
+
+def cpu_snapshot() -> dict:
+    """CPU time so far (clock ticks) of ovs-vswitchd's main thread (it polls the userspace
+    datapath's ports), of all its threads, and of the machine (busy, total)."""
+    snap = {"wall": time.monotonic()}
+    pid = sh(["pidof", "ovs-vswitchd"], check=False).split()
+    if pid:
+        def ticks(path: str) -> int:
+            f = Path(path).read_text().rsplit(")", 1)[1].split()
+            return int(f[11]) + int(f[12])          # utime + stime
+        try:
+            snap["ovs_main"] = ticks(f"/proc/{pid[0]}/task/{pid[0]}/stat")
+            snap["ovs_all"] = ticks(f"/proc/{pid[0]}/stat")
+        except OSError:
+            pass
+    cpu = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    snap["machine_total"], snap["machine_idle"] = sum(cpu), cpu[3] + cpu[4]
+    return snap
+
+
+def cpu_delta(a: dict, b: dict) -> dict:
+    """Cores used meanwhile (1.0 = one core busy all the time)."""
+    hz, wall = os.sysconf("SC_CLK_TCK"), b["wall"] - a["wall"]
+    res = {k: round((b[k] - a[k]) / hz / wall, 2) for k in ("ovs_main", "ovs_all") if k in a and k in b}
+    total = b["machine_total"] - a["machine_total"]
+    if total:
+        res["machine_busy"] = round((1 - (b["machine_idle"] - a["machine_idle"]) / total) * (os.cpu_count() or 1), 2)
+    return res
+
+
+# c1's ephemeral ports: one range per target; and every VIP run starts from a clean slate
+# (wait_clean_slate).  Measured (bench/README.md, "Source-port reuse through the VIP"):
+# - a direct connection c1:P -> b1:8080 does not complete while OVS's conntrack still holds a VIP
+#   connection c1:P -> VIP:80 that went to b1 (TIME_WAIT, ~30 s): that connection's reply tuple,
+#   b1:8080 -> c1:P, is the direct connection's, so b1's SYN-ACK is translated to VIP:80 and c1
+#   resets it;
+# - a VIP connection from a port whose previous VIP connection conntrack still holds is given
+#   another source port towards the backend by OVS's NAT; when the backend still holds a
+#   TIME_WAIT (60 s) for that port from an earlier connection, it may answer the SYN with an
+#   ACK for the old connection, conntrack drops c1's RST (TCP sequence check), so every SYN
+#   retransmission gets the same ACK and the connection hangs until that TIME_WAIT ends: most
+#   VIP runs of ab that started within 60 s of earlier runs stopped after a few hundred requests.
+# The throughput figures keep the first out (disjoint ranges) and start every VIP run from a clean
+# slate; part 1 checks the first (reuse_prime/reuse_direct).  The second still happens within
+# one run of 20,000 connections now and then (Linux reuses a source port before it has gone
+# through the whole range): such a run is reported as aborted, with the requests it left.
+PORT_RANGES = {"vip": (10000, 29999), "direct": (30000, 49999), "haproxy": (50000, 60999)}
+
+
+def vip_conntrack_entries() -> dict[str, int]:
+    """c1's VIP connections OVS's conntrack holds from the VIP port range, by TCP state."""
+    lo, hi = PORT_RANGES["vip"]
+    dump = sh(["ovs-appctl", "dpctl/dump-conntrack", "netdev@ovs-netdev", "zone=101"], check=False, timeout=60)
+    rx = re.compile(r"orig=\(src=10\.1\.0\.11,dst=10\.1\.0\.100,sport=(\d+),dport=\d+\).*state=(\w+)")
+    return dict(Counter(m.group(2) for m in map(rx.search, dump.splitlines()) if m and lo <= int(m.group(1)) <= hi))
+
+
+def backend_time_waits(emu) -> dict[str, int]:
+    """TIME_WAIT sockets the backends hold for connections from c1."""
+    res = {}
+    for b in ("b1", "b2"):
+        got = emu.host(b).cmd("ss -Htan state time-wait dst 10.1.0.11 | wc -l").strip()
+        res[b] = int(got) if got.isdigit() else -1
+    return res
+
+
+def wait_clean_slate(emu, timeout: float = 80) -> dict:
+    """Before a VIP run: until OVS's conntrack holds no VIP connection of c1 and the backends no
+    TIME_WAIT from c1 (60 s after the last connection), so that no source port is reused into an
+    old connection (see PORT_RANGES)."""
+    t0 = time.monotonic()
+    while True:
+        ct, tw = vip_conntrack_entries(), backend_time_waits(emu)
+        if (not ct and not any(tw.values())) or time.monotonic() - t0 >= timeout:
+            return {"waited_s": round(time.monotonic() - t0, 1), "conntrack_left": ct, "backend_time_waits_left": tw}
+        time.sleep(1.0)
+
+
+def use_ports(host, target: str) -> None:
+    lo, hi = PORT_RANGES[target]
+    got = host.cmd(f"sysctl -q -w net.ipv4.ip_local_port_range='{lo} {hi}' && "
+                   "cat /proc/sys/net/ipv4/ip_local_port_range")
+    if got.split() != [str(lo), str(hi)]:
+        raise RuntimeError(f"could not set {host}'s ip_local_port_range to {lo}-{hi}: {got!r}")
+
+
+# Direct connections from source ports that VIP connections to b1 used before.  "prime": VIP
+# connections from ports FIRST.. until COUNT of them went to b1 (prints those ports); "direct":
+# a connection to b1:8080 from each given port.  Every socket sets SO_REUSEADDR and waits for
+# the server to close first, so c1 holds no TIME_WAIT that would stop the next bind (curl
+# --local-port closes first and then cannot bind the port again for 60 s).
+REUSE_CLIENT = r"""
+import socket, sys, time
+mode, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def get(src, timeout):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(timeout)
+    t = time.time()
+    try:
+        s.bind(("", src))
+        s.connect((ip, port))
+        s.sendall(b"GET / HTTP/1.0\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        res = data.partition(b"\r\n\r\n")[2].decode().strip() or "FAIL-empty"
+    except OSError as err:
+        res = "FAIL-" + type(err).__name__
+    finally:
+        s.close()
+    return res, time.time() - t
+if mode == "prime":
+    first, count = int(sys.argv[4]), int(sys.argv[5])
+    hits = []
+    for src in range(first, first + 20 * count):
+        if get(src, 2)[0] == "b1":
+            hits.append(src)
+            if len(hits) == count:
+                break
+    print(" ".join(map(str, hits)))
+else:
+    for src in map(int, sys.argv[4:]):
+        res, secs = get(src, 3.5)
+        print(src, res, "%.3f" % secs)
+"""
+REUSE_PORTS = 61000          # above every range of PORT_RANGES: ab never uses them
+
+
+def run_in(host, argv: list[str], timeout: float) -> str:
+    """A short program in ``host``; its stdout (killed by PID after ``timeout`` s)."""
+    proc = host.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def reuse_prime(c1, count: int = 10) -> dict:
+    got = run_in(c1, [sys.executable, "-c", REUSE_CLIENT, "prime", VIP, "80", str(REUSE_PORTS), str(count)], 60)
+    ports = [int(x) for x in got.split() if x.isdigit()]
+    if len(ports) < count:
+        raise RuntimeError(f"reuse check: only {len(ports)} VIP connections went to b1: {got!r}")
+    return {"ports": ports, "primed_wall": now_wall()}
+
+
+def reuse_direct(c1, ports: list[int], primed_wall: float | None) -> dict:
+    """Direct connections to b1:8080 from ``ports``: answered within 3.5 s?  How long it took
+    (a SYN retransmission is 1 s) and what conntrack held for those ports beforehand."""
+    dump = sh(["ovs-appctl", "dpctl/dump-conntrack", "netdev@ovs-netdev", "zone=101"], check=False, timeout=60)
+    held = {}
+    for line in dump.splitlines():
+        m = re.search(r"orig=\(src=10\.1\.0\.11,dst=10\.1\.0\.100,sport=(\d+),dport=80\).*state=(\w+)", line)
+        if m and int(m.group(1)) in ports:
+            held[int(m.group(1))] = m.group(2)
+    age = now_wall() - primed_wall if primed_wall else None
+    got = run_in(c1, [sys.executable, "-c", REUSE_CLIENT, "direct", B1_IP, str(HTTP_PORT)]
+                 + [str(p) for p in ports], 60)
+    res = []
+    for line in got.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].isdigit():
+            res.append({"port": int(parts[0]), "answer": parts[1], "secs": float(parts[2]),
+                        "conntrack_before": held.get(int(parts[0]))})
+    return {"seconds_after_vip_connection": age, "results": res,
+            "answered": sum(1 for r in res if r["answer"] == "b1"), "tried": len(ports)}
+
+
 # -- 1. new connections per second ----------------------------------------------------
 
 RE_AB = {
@@ -356,6 +550,9 @@ def ab(host, url: str, n: int, concurrency: int = 20) -> dict:
         res["non_2xx"] = 0
     if res["rps"] is None or res["complete"] != n:
         res["error"] = text[-1500:]
+        m = re.search(r"Total of (\d+) requests completed", text)
+        done = res["complete"] if res["complete"] is not None else int(m.group(1)) if m else 0
+        res["aborted_unanswered"] = n - done       # counted as failed
     res["errors_lines"] = [ln for ln in text.splitlines() if "apr_" in ln or "error" in ln.lower()][:10]
     return res
 
@@ -365,23 +562,42 @@ def part_connections(emu, args, hap: HAProxy) -> dict:
     order = list(TARGETS)
     runs: dict[str, list[dict]] = {k: [] for k in order}
     groups_before = group_buckets("leaf1")
+    # The reuse check, first half: VIP connections from ports ab never uses, then direct
+    # connections from half of those ports at once (the other half: after part 2, > 30 s later).
+    reuse = reuse_prime(c1)
+    reuse["fresh"] = reuse_direct(c1, [REUSE_PORTS + 900 + i for i in range(5)], None)
+    reuse["at_once"] = reuse_direct(c1, reuse["ports"][:5], reuse["primed_wall"])
+    out(f"   direct c1 -> b1:8080 from a port whose VIP connection went to b1 "
+        f"{reuse['at_once']['seconds_after_vip_connection']:.0f} s ago: {reuse['at_once']['answered']}/5 answered "
+        f"(fresh ports: {reuse['fresh']['answered']}/5)")
     for r in range(args.rounds):
         rot = order[r % len(order):] + order[:r % len(order)]
         for target in rot:
+            use_ports(c1, target)
+            clear = wait_clean_slate(emu) if target == "vip" else None
+            before, cpu0 = pmd_stats(), cpu_snapshot()
             got = ab(c1, TARGETS[target], args.ab_n)
+            got["cores_used"] = cpu_delta(cpu0, cpu_snapshot())
+            if clear is not None:
+                got["conntrack_before"] = clear
+            got["datapath"] = pmd_delta(before, pmd_stats(), got["complete"] or 0)
             got["round"] = r + 1
             runs[target].append(got)
             out(f"   round {r + 1}/{args.rounds} {target:8s} {fmt(got['rps'], ' req/s', 0)}, "
-                f"failed {got['failed']}, non-2xx {got['non_2xx']}"
+                f"failed {got['failed']}, non-2xx {got['non_2xx']}, ovs-vswitchd main thread "
+                f"{got['cores_used'].get('ovs_main', 'n/a')} core, machine {got['cores_used'].get('machine_busy', 'n/a')} cores"
                 + (f"  ERROR: {got['error'][-200:]}" if "error" in got else ""))
             time.sleep(1.0)
-    res: dict = {"runs": runs}
+    res: dict = {"runs": runs, "port_ranges": PORT_RANGES, "reused_port_check": reuse}
     for target in order:
         rps = [x["rps"] for x in runs[target] if x["rps"] is not None]
         res[f"{target}_rps"] = rps
         res[f"{target}_median_rps"] = median(rps)
-        res[f"{target}_failed"] = sum((x["failed"] or 0) + (x["non_2xx"] or 0) for x in runs[target])
-        res[f"{target}_requests"] = sum(x["complete"] or 0 for x in runs[target])
+        res[f"{target}_failed"] = sum((x["failed"] or 0) + (x["non_2xx"] or 0) + x.get("aborted_unanswered", 0)
+                                      for x in runs[target])
+        res[f"{target}_requests"] = sum(x["n"] for x in runs[target])
+        res[f"{target}_datapath_per_request"] = [x["datapath"]["per_request"] for x in runs[target]]
+        res[f"{target}_cores_used"] = [x["cores_used"] for x in runs[target]]
         res[f"{target}_incomplete_runs"] = sum(1 for x in runs[target] if "error" in x)
     res["vip_over_direct"] = ratio(res["vip_median_rps"], res["direct_median_rps"])
     res["vip_over_haproxy"] = ratio(res["vip_median_rps"], res["haproxy_median_rps"])
@@ -431,6 +647,8 @@ def part_iperf(emu, args) -> dict:
 def failover_run(emu, servers: Servers, ip: str, port: int, args) -> dict:
     """The client in c1 for args.fo_duration s, b1's HTTP server killed at args.fo_kill_at s."""
     c1 = emu.host("c1")
+    use_ports(c1, "vip" if ip == VIP else "haproxy")
+    clear = wait_clean_slate(emu) if ip == VIP else None
     proc = c1.popen([sys.executable, "-c", FAILOVER_CLIENT, ip, str(port), str(args.fo_interval),
                      str(args.fo_duration), str(args.fo_timeout)],
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -459,6 +677,7 @@ def failover_run(emu, servers: Servers, ip: str, port: int, args) -> dict:
     fails = [r for r in reqs if r["result"].startswith("FAIL")]
     after = [r for r in reqs if r["t"] >= killed - start]
     return {
+        "conntrack_before": clear,
         "target": f"{ip}:{port}", "start_wall": start, "kill_t": killed - start, "requests": reqs,
         "total": len(reqs), "failed": len(fails),
         "fail_kinds": dict(Counter(r["result"] for r in fails)),
@@ -482,6 +701,9 @@ def part_failover_sdnvirt(emu, ctl, servers: Servers, args) -> dict:
         res["marked_down_after_kill_s"] = log_wall(mark.ts) - kill
         res["reconciled_line"] = rec.msg if rec else None
         res["reconciled_after_kill_s"] = log_wall(rec.ts) - kill if rec else None
+        if rec:
+            res["failed_started_after_reconciled"] = sum(
+                1 for r in res["requests"] if r["result"].startswith("FAIL") and r["t"] > log_wall(rec.ts) - start)
     else:
         res["marked_down_after_kill_s"] = res["reconciled_after_kill_s"] = None
     # Probe results around the kill, for where the detection time goes.
@@ -596,8 +818,10 @@ def measure(args, workdir: Path) -> dict:
         if not wait_for(lambda: backends_up(ctl), timeout=20, interval=0.2):
             raise RuntimeError(f"backends not UP in the controller after 20 s; log: {ctl.log_path}")
         hap = HAProxy(emu.host("hap"), workdir, "default").start()
-        res["warmup"] = {t: dict(wait_answering(c1, url, {"b1"} if t == "direct" else {"b1", "b2"}))
-                         for t, url in TARGETS.items()}
+        res["warmup"] = {}
+        for t, url in TARGETS.items():
+            use_ports(c1, t)
+            res["warmup"][t] = dict(wait_answering(c1, url, {"b1"} if t == "direct" else {"b1", "b2"}))
         guard.check(ctl, since=started)
 
         out(f"1) new TCP connections/s: ab -c 20 -n {args.ab_n} from c1, {args.rounds} interleaved round(s)")
@@ -609,6 +833,14 @@ def measure(args, workdir: Path) -> dict:
         res["iperf3"] = part_iperf(emu, args)
         guard.check(ctl, since=started)
 
+        # The reuse check, second half: once OVS's conntrack has let the VIP connections go
+        # (TCP TIME_WAIT: 30 s in the userspace datapath), from the other five ports.
+        reuse = res["connections"]["reused_port_check"]
+        time.sleep(max(0.0, reuse["primed_wall"] + 35 - now_wall()))
+        reuse["later"] = reuse_direct(c1, reuse["ports"][5:], reuse["primed_wall"])
+        out(f"   direct c1 -> b1:8080 from a port whose VIP connection went to b1 "
+            f"{reuse['later']['seconds_after_vip_connection']:.0f} s ago: {reuse['later']['answered']}/5 answered")
+
         out(f"3) failover: a new connection every {args.fo_interval * 1000:.0f} ms for {args.fo_duration:g} s, "
             f"b1's server killed at t={args.fo_kill_at:g} s")
         fo: dict = {}
@@ -617,6 +849,7 @@ def measure(args, workdir: Path) -> dict:
         out(f"   sdnvirt:            {fo['sdnvirt']['failed']}/{fo['sdnvirt']['total']} failed, marked down "
             f"+{fmt(fo['sdnvirt']['marked_down_after_kill_s'], ' s')}, reconciled "
             f"+{fmt(fo['sdnvirt']['reconciled_after_kill_s'], ' s')}")
+        use_ports(c1, "haproxy")
         wait_answering(c1, TARGETS["haproxy"], {"b1", "b2"})
         time.sleep(1.0)
         fo["haproxy"] = part_failover_haproxy(emu, servers, hap, args)
@@ -625,6 +858,7 @@ def measure(args, workdir: Path) -> dict:
         res["haproxy_default_log"] = hap.text().splitlines()[-60:]
         hap.stop()
         hap = HAProxy(emu.host("hap"), workdir, "redispatch").start()
+        use_ports(c1, "haproxy")
         wait_answering(c1, TARGETS["haproxy"], {"b1", "b2"})
         wait_for(lambda: backends_up(ctl), timeout=15, interval=0.2)
         time.sleep(1.0)
@@ -669,9 +903,22 @@ def table(results: dict) -> list[list[str]]:
         spread = lambda xs: f"{min(xs):.0f}-{max(xs):.0f}" if xs else "n/a"   # noqa: E731
         rows.append([f"  min-max of {len(c['vip_rps'])} runs (direct / HAProxy)", spread(c["vip_rps"]),
                      f"{spread(c['direct_rps'])} / {spread(c['haproxy_rps'])}", "-", "-", "-"])
-        rows.append(["  failed requests (direct / HAProxy)", f"{c['vip_failed']}/{c['vip_requests']}",
-                     f"{c['direct_failed']}/{c['direct_requests']} / {c['haproxy_failed']}/{c['haproxy_requests']}",
+        def failed(t: str) -> str:
+            k = c[f"{t}_incomplete_runs"]
+            return f"{c[f'{t}_failed']}/{c[f'{t}_requests']}" + (f" ({k} aborted)" if k else "")
+        rows.append(["  failed requests (direct / HAProxy)", failed("vip"), f"{failed('direct')} / {failed('haproxy')}",
                      "-", "0", "yes" if c["vip_failed"] == 0 and not c["vip_incomplete_runs"] else "NO"])
+        u = c.get("reused_port_check") or {}
+        if u.get("at_once"):
+            a, f = u["at_once"], u["fresh"]
+            rows.append([f"  direct to b1 from the port of a VIP conn. to b1 {a['seconds_after_vip_connection']:.0f} s old",
+                         f"{a['answered']}/{a['tried']}", f"{f['answered']}/{f['tried']} fresh ports", "-",
+                         "all answered", "yes" if a["answered"] == a["tried"] else "NO"])
+        if u.get("later"):
+            la = u["later"]
+            rows.append([f"  same, VIP conn. {la['seconds_after_vip_connection']:.0f} s old (left conntrack)",
+                         f"{la['answered']}/{la['tried']}", "-", "-", "all answered",
+                         "yes" if la["answered"] == la["tried"] else "NO"])
     p = results.get("iperf3")
     if p:
         sb, pb = p["vip_median_bps"], p["direct_median_bps"]
