@@ -120,6 +120,34 @@ class Disturbed(RuntimeError):
     """Something outside this run touched our bridges while we measured: the figures are void."""
 
 
+def raise_if_disturbed(guard: "BridgeGuard | None", err: BaseException) -> None:
+    """Raise Disturbed instead of ``err`` when our bridges were deleted or replaced meanwhile."""
+    if guard is not None and not isinstance(err, Disturbed) and guard.changed():
+        raise Disturbed(f"bridges {', '.join(guard.changed())} deleted or replaced ({err})") from err
+
+
+def begin(script: str, workdir_prefix: str) -> tuple[str, Path] | None:
+    """What every benchmark does first: root, quiet Mininet, OVS running, SIGTERM ending
+    the run through its finally blocks. Returns (UTC stamp, a new work directory), or
+    None when not root."""
+    import signal
+    import tempfile
+
+    from sdnvirt.emulation import lab
+    if not lab.is_root():
+        out(f"{script} needs root (Mininet, OVS bridges)")
+        return None
+    from mininet.log import setLogLevel
+    setLogLevel("warning")
+    lab.ensure_ovs()
+
+    def on_term(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    signal.signal(signal.SIGTERM, on_term)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return stamp, Path(tempfile.mkdtemp(prefix=f"{workdir_prefix}-{stamp}-"))
+
+
 def bridge_uuids() -> dict[str, str]:
     out_ = sh(["ovs-vsctl", "--timeout=5", "--format=csv", "--no-headings", "--columns=name,_uuid",
                "list", "bridge"])

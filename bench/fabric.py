@@ -27,7 +27,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -37,14 +36,13 @@ from sdnvirt.emulation import lab, launcher  # noqa: E402
 from sdnvirt.emulation.launcher import Emulation  # noqa: E402
 from sdnvirt import config as sdnconfig  # noqa: E402
 
-from mininet.log import setLogLevel  # noqa: E402
 from mininet.net import Mininet  # noqa: E402
 from mininet.node import OVSSwitch  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py: shared with bench/lb.py)
     BENCH_DIR, RESULTS_DIR, RE_CONNECTED, RE_HOLDS, RE_LINK, RE_PROGRAMMED, RE_RECONCILED, RE_VM_AT,
-    RE_VM_FOUND, BridgeGuard, Disturbed, attempts, ensure_no_clash, find, fmt, git_state, machine, median,
-    our_port_names, out, p90, parse_log, print_table, ratio, secs, sh, wait_for, wait_quiet,
+    RE_VM_FOUND, BridgeGuard, attempts, begin, ensure_no_clash, find, fmt, git_state, machine, median,
+    our_port_names, out, p90, parse_log, print_table, raise_if_disturbed, ratio, secs, sh, wait_for, wait_quiet,
     wait_reconcile_quiet)
 
 NETDEV_DP = "netdev@ovs-netdev"      # the one datapath every userspace bridge shares
@@ -186,8 +184,7 @@ def run_sdnvirt_path(args, workdir: Path, iterations: int, reps: int) -> dict:
         res["controller_log"] = str(ctl.log_path)
         return res
     except Exception as err:
-        if guard is not None and not isinstance(err, Disturbed) and guard.changed():
-            raise Disturbed(f"bridges {', '.join(guard.changed())} deleted or replaced ({err})") from err
+        raise_if_disturbed(guard, err)
         raise
     finally:
         if guard is not None:
@@ -219,8 +216,7 @@ def run_standalone_path(args, iterations: int, reps: int) -> dict:
         guard.check()
         return res
     except Exception as err:
-        if guard is not None and not isinstance(err, Disturbed) and guard.changed():
-            raise Disturbed(f"bridges {', '.join(guard.changed())} deleted or replaced ({err})") from err
+        raise_if_disturbed(guard, err)
         raise
     finally:
         if guard is not None:
@@ -386,8 +382,7 @@ def programming(args, workdir: Path) -> dict:
         guard.check(ctl)
         return res
     except Exception as err:
-        if guard is not None and not isinstance(err, Disturbed) and guard.changed():
-            raise Disturbed(f"bridges {', '.join(guard.changed())} deleted or replaced ({err})") from err
+        raise_if_disturbed(guard, err)
         raise
     finally:
         if guard is not None:
@@ -525,18 +520,10 @@ def main(argv=None) -> int:
     args.iperf_seconds, args.iperf_reps = (2.0, 1) if args.quick else (5.0, 3)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
-    if not lab.is_root():
-        out("bench/fabric.py needs root (Mininet, OVS bridges)")
+    started = begin("bench/fabric.py", "sdnvirt-bench")
+    if started is None:
         return 2
-    setLogLevel("warning")
-    lab.ensure_ovs()
-
-    def on_term(signum, _frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-    signal.signal(signal.SIGTERM, on_term)
-
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    workdir = Path(tempfile.mkdtemp(prefix=f"sdnvirt-bench-{stamp}-"))
+    stamp, workdir = started
     results: dict = {"started_utc": stamp, "quick": args.quick, "machine": machine(),
                      "workdir": str(workdir),
                      "params": {"first_packet_iterations": args.iterations, "rounds": args.rounds,

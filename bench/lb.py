@@ -29,10 +29,8 @@ import json
 import os
 import re
 import select
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -43,11 +41,9 @@ from sdnvirt.emulation import lab, launcher  # noqa: E402
 from sdnvirt.emulation.launcher import Emulation  # noqa: E402
 from sdnvirt import config as sdnconfig  # noqa: E402
 
-from mininet.log import setLogLevel  # noqa: E402
-
 from common import (  # noqa: E402  (bench/common.py: shared with bench/fabric.py)
-    BENCH_DIR, RESULTS_DIR, RE_RECONCILED, BridgeGuard, Disturbed, attempts, ensure_no_clash, find, fmt,
-    git_state, machine, median, out, parse_log, print_table, ratio, sh, wait_for, wait_quiet,
+    BENCH_DIR, RESULTS_DIR, RE_RECONCILED, BridgeGuard, attempts, begin, ensure_no_clash, find, fmt,
+    git_state, machine, median, out, parse_log, print_table, raise_if_disturbed, ratio, sh, wait_for, wait_quiet,
     wait_reconcile_quiet)
 
 TOPO = ("leafspine", {"spines": 2, "leaves": 4})
@@ -870,8 +866,7 @@ def measure(args, workdir: Path) -> dict:
         guard.check(ctl, since=started)
         return res
     except Exception as err:
-        if guard is not None and not isinstance(err, Disturbed) and guard.changed():
-            raise Disturbed(f"bridges {', '.join(guard.changed())} deleted or replaced ({err})") from err
+        raise_if_disturbed(guard, err)
         raise
     finally:
         if hap is not None:
@@ -962,19 +957,11 @@ def main(argv=None) -> int:
     args.ab_n, args.rounds = (3000, 1) if args.quick else (20000, 3)
     args.iperf_seconds, args.iperf_reps = (3.0, 1) if args.quick else (5.0, 3)
     args.fo_interval, args.fo_duration, args.fo_kill_at, args.fo_timeout = 0.01, 12.0, 4.0, 5.0
-    if not lab.is_root():
-        out("bench/lb.py needs root (Mininet, OVS bridges)")
+    started = begin("bench/lb.py", "sdnvirt-bench-lb")
+    if started is None:
         return 2
-    setLogLevel("warning")
-    lab.ensure_ovs()
-
-    def on_term(signum, _frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-    signal.signal(signal.SIGTERM, on_term)
-
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp, workdir = started
     suffix = "-quick" if args.quick else ""
-    workdir = Path(tempfile.mkdtemp(prefix=f"sdnvirt-bench-lb-{stamp}-"))
     haproxy_version = sh(["haproxy", "-v"], check=False).splitlines()
     ab_version = sh(["ab", "-V"], check=False).splitlines()
     results: dict = {"started_utc": stamp, "quick": args.quick, "machine": machine(), "workdir": str(workdir),
