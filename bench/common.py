@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import os
@@ -126,6 +127,9 @@ def raise_if_disturbed(guard: "BridgeGuard | None", err: BaseException) -> None:
         raise Disturbed(f"bridges {', '.join(guard.changed())} deleted or replaced ({err})") from err
 
 
+_HELD = contextlib.ExitStack()
+
+
 def begin(script: str, workdir_prefix: str) -> tuple[str, Path] | None:
     """What every benchmark does first: root, quiet Mininet, OVS running, SIGTERM ending
     the run through its finally blocks. Returns (UTC stamp, a new work directory), or
@@ -138,7 +142,12 @@ def begin(script: str, workdir_prefix: str) -> tuple[str, Path] | None:
         out(f"{script} needs root (Mininet, OVS bridges)")
         return None
     from mininet.log import setLogLevel
+
+    from sdnvirt.emulation.lock import fabric_lock
     setLogLevel("warning")
+    # Held until the process ends: no test run or `mn -c` between the parts.
+    out("   waiting for the machine's fabric lock ...")
+    _HELD.enter_context(fabric_lock())
     lab.ensure_ovs()
 
     def on_term(signum, _frame):

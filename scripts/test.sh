@@ -8,6 +8,10 @@ HERE=$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")
 VENV=$(bash "$HERE/setup.sh")   # prints the venv; progress and errors go to stderr
 # `mn -c` removes what an interrupted earlier run may have left (it deletes
 # every OVS bridge on the machine and kills leftover Mininet processes).
-mn -c >/dev/null 2>&1 || true
+# Under the fabric lock (sdnvirt/emulation/lock.py): never in the middle of
+# another run's fabric.
+lock=${SDNVIRT_FABRIC_LOCK:-/run/lock/sdnvirt-fabric.lock}
+mkdir -p -- "${lock%/*}"
+flock -w 1800 "$lock" mn -c >/dev/null 2>&1 || true
 cd -- "$HERE/.."
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

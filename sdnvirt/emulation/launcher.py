@@ -18,6 +18,7 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import ExitStack
 from functools import partial
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -28,6 +29,7 @@ from mininet.topo import Topo
 from topologies import fattree, leafspine, single
 
 from ..config import Config
+from .lock import fabric_lock
 
 # Importing mininet.log makes MininetLogger the class of every logger
 # created afterwards in the process: each would get its own newline-less
@@ -149,6 +151,7 @@ class Emulation:
         self.topo: Topo | None = None
         self.placement: dict[str, str] = {}
         self.net: Mininet | None = None
+        self._lock = ExitStack()
 
     # -- building (no root) --------------------------------------------------
     def build_topo(self) -> Topo:
@@ -179,11 +182,12 @@ class Emulation:
         log.info("starting topology %s %s (%s datapath) with %d VMs, controller %s:%d",
                  self.topo_name, self.topo_params, datapath, len(self.placement),
                  self.controller_ip, self.controller_port)
-        # build=False then build(): same as build=True, but self.net is set
-        # first so that a failure half-way through is still cleaned up.
-        self.net = Mininet(topo, switch=switch, controller=controller,
-                           autoSetMacs=False, build=False)
+        self._lock.enter_context(fabric_lock())
         try:
+            # build=False then build(): same as build=True, but self.net is
+            # set first so that a failure half-way through is still cleaned up.
+            self.net = Mininet(topo, switch=switch, controller=controller,
+                               autoSetMacs=False, build=False)
             self.net.build()
             self.net.start()
             for host in self.net.hosts:
@@ -214,6 +218,7 @@ class Emulation:
         if net is not None:
             log.info("stopping topology %s", self.topo_name)
             net.stop()
+        self._lock.close()
 
     def __enter__(self) -> "Emulation":
         return self.start()
