@@ -85,6 +85,9 @@ class VMSpec(_Strict):
     # The hypervisor (edge switch name) the topology launcher places the VM on.
     # The controller does not trust it: it learns where the VM really is.
     host: Name | None = None
+    # Memory the VM's migration copies (MB): an emulated pre-copy takes
+    # memory / migration.copy_rate seconds.
+    memory: Annotated[StrictInt, Field(ge=1, le=16_777_216)] = 512
 
 
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
@@ -115,6 +118,9 @@ class ServiceSpec(_Strict):
     # With no healthy backend: reject answers at once (TCP RST, ICMP port
     # unreachable), drop stays silent.
     on_empty: Literal["reject", "drop"] = "reject"
+    # A backend about to migrate takes no new connection from the moment its
+    # migration is accepted until it is restored at its target.
+    drain_on_migration: bool = False
 
 
 class TenantSpec(_Strict):
@@ -137,10 +143,39 @@ class EmulationSettings(_Strict):
     datapath: Literal["user", "kernel"] = "user"
 
 
+class MigrationSettings(_Strict):
+    # The emulated data transfer (the hypervisor agent): pre-copy takes
+    # memory / copy_rate seconds while the VM runs; then the VM is frozen for
+    # stop_and_copy seconds while its interface moves (live mode). Cold mode
+    # freezes it for the whole copy.
+    copy_rate: Annotated[float, Field(gt=0, le=1_000_000)] = 1000.0     # MB/s
+    stop_and_copy: Annotated[float, Field(ge=0, le=60)] = 0.1
+    # A migration not finished this long after it was accepted is rolled back.
+    timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # ... and so is one whose agent has been silent this long.
+    agent_timeout: Annotated[float, Field(gt=0, le=600)] = 3.0
+    # Capacity of a hypervisor not listed under `hypervisors`.
+    max_vms: Annotated[StrictInt, Field(ge=0, le=100_000)] = 16
+
+
+class HypervisorSpec(_Strict):
+    # Migrations into this hypervisor are refused once it holds (or is
+    # receiving) this many VMs.
+    max_vms: Annotated[StrictInt, Field(ge=0, le=100_000)]
+
+
 class Config(_Strict):
     controller: ControllerSettings = ControllerSettings()
     emulation: EmulationSettings = EmulationSettings()
+    migration: MigrationSettings = MigrationSettings()
+    # By switch name (the name of its LOCAL port).
+    hypervisors: dict[Name, HypervisorSpec] = {}
     tenants: dict[Name, TenantSpec] = {}
+
+    def capacity(self, hypervisor: str) -> int:
+        """How many VMs the hypervisor may hold."""
+        spec = self.hypervisors.get(hypervisor)
+        return self.migration.max_vms if spec is None else spec.max_vms
 
 
 def _cross_checks(cfg: Config) -> list[tuple[str, str]]:

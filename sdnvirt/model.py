@@ -54,6 +54,7 @@ class Service:
     backends: tuple[Backend, ...]
     health_check: HealthCheck
     on_empty: str
+    drain_on_migration: bool = False
 
     @property
     def vip_mac(self) -> str:
@@ -80,6 +81,12 @@ class Observation:
 class Model:
     def __init__(self, config: Config):
         self.locations: dict[str, Location] = {}
+        # VMs being migrated: the target port their flows are pre-installed
+        # at while forwarding still points at their location, and the VMs a
+        # migration drained (see sdnvirt/migration.py).
+        self.migrating: set[str] = set()
+        self.pending: dict[str, Location] = {}
+        self.draining: set[str] = set()
         self.set_config(config)
 
     def set_config(self, config: Config) -> None:
@@ -92,10 +99,11 @@ class Model:
         }
         self._by_mac = {vm.mac: vm for vm in self._vms.values()}
         self.locations = {name: loc for name, loc in self.locations.items() if name in self._vms}
+        self.pending = {name: loc for name, loc in self.pending.items() if name in self._vms}
         self._services = [
             Service(tname, sname, tenant.segment, svc.vip, svc.protocol, svc.port,
                     tuple(Backend(self._vms[b.vm], b.port, b.weight) for b in svc.backends),
-                    svc.health_check, svc.on_empty)
+                    svc.health_check, svc.on_empty, svc.drain_on_migration)
             for tname, tenant in sorted(config.tenants.items())
             for sname, svc in sorted(tenant.services.items())
         ]
@@ -121,9 +129,11 @@ class Model:
         return self._by_mac.get(mac.lower())
 
     def vm_at(self, loc: Location) -> VM | None:
-        for name, where in self.locations.items():
-            if where == loc:
-                return self._vms[name]
+        """The VM at a port, or about to arrive there by a migration."""
+        for held in (self.locations, self.pending):
+            for name, where in held.items():
+                if where == loc:
+                    return self._vms[name]
         return None
 
     def unlocated(self) -> list[VM]:
@@ -136,8 +146,10 @@ class Model:
         return self.config.tenants[name]
 
     def usable(self, svc: Service, backend: Backend) -> bool:
-        """May take new connections: not drained, healthy, and plugged in somewhere."""
-        return (backend.weight > 0 and self.health[svc.health_key(backend)].up
+        """May take new connections: not drained (by weight or by its migration),
+        healthy, and plugged in somewhere."""
+        drained = svc.drain_on_migration and backend.vm.name in self.draining
+        return (backend.weight > 0 and not drained and self.health[svc.health_key(backend)].up
                 and backend.vm.name in self.locations)
 
     # -- learning ------------------------------------------------------------
@@ -162,6 +174,8 @@ class Model:
         old = self.locations.get(vm.name)
         if old == loc:
             return Observation(vm, True, None, "already there")
+        if vm.name in self.migrating:
+            return Observation(vm, False, None, "VM is migrating: only its migration moves it")
         if old is not None and port_live(old):
             return Observation(vm, False, None, f"VM is still up at {old}")
         self.locations[vm.name] = loc

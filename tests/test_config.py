@@ -267,14 +267,16 @@ def test_the_full_example_lists_every_setting_at_its_default():
 
     import yaml
 
-    from sdnvirt.config import ControllerSettings, EmulationSettings
+    from sdnvirt.config import ControllerSettings, EmulationSettings, MigrationSettings
     path = Path(__file__).parent.parent / "deploy" / "examples" / "full.yaml"
     doc = yaml.safe_load(path.read_text())
     cfg = load(path)
     assert cfg.controller == ControllerSettings() and cfg.emulation == EmulationSettings()
+    assert cfg.migration == MigrationSettings()
 
     def keys(d, prefix=""):
         return {prefix + k for k in d} | {x for k, v in d.items() if isinstance(v, dict)
                                          for x in keys(v, f"{prefix}{k}.")}
-    schema = {"controller": ControllerSettings().model_dump(), "emulation": EmulationSettings().model_dump()}
+    schema = {"controller": ControllerSettings().model_dump(), "emulation": EmulationSettings().model_dump(),
+              "migration": MigrationSettings().model_dump()}
     assert keys(schema) == keys({k: doc[k] for k in schema})

@@ -166,20 +166,26 @@ def plan(model: Model, fabric: Fabric) -> Plan:
     for tname, vms in sorted(by_tenant.items()):
         segment = vms[0].segment
         tc = tenant_cookie(segment, tname)
-        bound = {vm: model.locations[vm.name] for vm in vms
-                 if vm.name in model.locations and model.locations[vm.name].dpid in g}
-        members = {loc.dpid for loc in bound.values()}
+        bound = _at(vms, model.locations, g)
+        # A migrating VM's target is prepared before the VM arrives: its port
+        # security there, and its tenant's flows on the target switch, while
+        # traffic to it still goes to where it is.
+        pending = _at(vms, model.pending, g)
+        members = {loc.dpid for loc in (*bound.values(), *pending.values())}
         if not members:
             continue
         involved = set(members)
 
+        paths: dict[VM, set[int]] = {}
         for vm, loc in bound.items():
             out[loc.dpid].update(vm_ingress(vm, loc))
-            hops = next_hops(g, loc.dpid)
-            on_path = {n for src in members for n in path_nodes(g, src, loc.dpid, hops)}
-            involved |= on_path
-            for at in on_path:
-                out[at].add(forward_to(vm, at, loc, hops))
+            paths[vm] = _forward(out, g, vm, loc, members)
+            involved |= paths[vm]
+        for vm, loc in pending.items():
+            out[loc.dpid].update(vm_ingress(vm, loc))
+            # Switches on the paths to the target that no path to the VM uses
+            # yet get theirs now; the flip then only rewrites flows in place.
+            involved |= _forward(out, g, vm, loc, members, skip=paths.get(vm, set()))
 
         for at in members:
             for vm in vms:
@@ -224,6 +230,22 @@ def plan(model: Model, fabric: Fabric) -> Plan:
                     if group is not None:
                         groups[at][group.group_id] = group
     return Plan(out, groups)
+
+
+def _forward(out: dict[int, set[Flow]], g, vm: VM, loc: Location, members: set[int],
+             skip: set[int] = frozenset()) -> set[int]:
+    """Add the unicast flows toward ``vm`` at ``loc`` on every path to it from
+    ``members``, except on the switches in ``skip``; returns the switches on those paths."""
+    hops = next_hops(g, loc.dpid)
+    on_path = {n for src in members for n in path_nodes(g, src, loc.dpid, hops)}
+    for at in on_path - skip:
+        out[at].add(forward_to(vm, at, loc, hops))
+    return on_path
+
+
+def _at(vms: list[VM], where: dict[str, Location], g) -> dict[VM, Location]:
+    """The VMs of ``vms`` that ``where`` places on a switch of graph ``g``."""
+    return {vm: where[vm.name] for vm in vms if vm.name in where and where[vm.name].dpid in g}
 
 
 def recover_locations(model: Model, dpid: int, installed: set[Flow]) -> dict[str, Location]:
