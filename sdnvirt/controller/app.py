@@ -29,7 +29,7 @@ from ..plan.diff import Changes, diff
 from ..plan.flows import ETH_TYPE_LLDP, Flow, is_ours
 from ..plan.pipeline import Table, meters, plan, recover_locations
 from ..plan.services import bucket_target, group_ids
-from . import ofmsg, packets, probes
+from . import migrations, ofmsg, packets, probes
 
 LOG = logging.getLogger("sdnvirt.controller")
 
@@ -82,6 +82,10 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.counter_parts: dict[int, list] = {}                 # xid -> flow stats so far
         self.counter_xids: set[int] = set()
         self.dirty = threading.Event()
+        # Reconcile requests are numbered: a migration step waits until a
+        # reconcile that started after its request is in the switches.
+        self.wanted = 0
+        self.migrations = migrations.Coordinator(self)
 
     # -- life cycle ------------------------------------------------------------
     def start(self):
@@ -102,8 +106,10 @@ class SdnvirtApp(app_manager.OSKenApp):
         self._request()
 
     def _request(self, topology: bool = False) -> None:
-        if topology:
-            self.last_topology_change = time.monotonic()
+        with self.lock:
+            self.wanted += 1
+            if topology:
+                self.last_topology_change = time.monotonic()
         self.dirty.set()
 
     # -- switches and ports ----------------------------------------------------
@@ -139,6 +145,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             self.meters_ready.discard(dp.id)
             self.warm.discard(dp.id)
             self.fabric.remove_switch(dp.id)
+            self.migrations.switch_gone(dp.id)
             # Its VMs stay where they are (the switch keeps forwarding if it
             # is up), but as backends they take no new connection until
             # probes reach them again.
@@ -185,7 +192,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                 return
             if msg.reason == ofp.OFPPR_DELETE:
                 self.fabric.remove_port(dp.id, port.port_no)
-                self._unbind_port(dp.id, port.port_no)
+                self._unbind_port(dp.id, port.port_no, deleted=True)
             else:
                 self._port_changed(dp.id, port)
         self._announce_ports(dp, [port.port_no])
@@ -194,12 +201,17 @@ class SdnvirtApp(app_manager.OSKenApp):
     def _port_changed(self, dpid: int, port) -> None:
         up = not (port.config & ofp.OFPPC_PORT_DOWN) and not (port.state & ofp.OFPPS_LINK_DOWN)
         self.fabric.set_port(dpid, port.port_no, up)
-        if not up:
+        if up:
+            self.migrations.port_up(Location(dpid, port.port_no))
+        else:
             self._unbind_port(dpid, port.port_no)
 
-    def _unbind_port(self, dpid: int, port: int) -> None:
+    def _unbind_port(self, dpid: int, port: int, deleted: bool = False) -> None:
         # A VM whose port went down is no longer there; if it comes back, here
         # or elsewhere, it is learnt again, and its port is free for another VM.
+        # A migration decides for the ports it moves a VM between.
+        if self.migrations.port_gone(Location(dpid, port), deleted):
+            return
         vm = self.model.vm_at(Location(dpid, port))
         if vm is not None:
             LOG.info("VM %s (%s) left %016x port %d", vm.name, vm.tenant, dpid, port)
@@ -395,6 +407,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         """Make every switch hold its planned flows, touching only those that differ."""
         started = time.monotonic()
         with self.lock:
+            covers = self.wanted
             desired = plan(self.model, self.fabric)
             work: dict[int, tuple[object, Changes, int]] = {}
             group_work: dict[int, tuple[list, list, list]] = {}
@@ -446,6 +459,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                     self.groups[dpid] = dict(desired.groups.get(dpid, {}))
         for dpid, port, data in reinject:
             self._packet_out(dpid, data, port, in_port=port, to_table=True)
+        self.migrations.reconciled(covers)
         with self.lock:
             fresh = self.unannounced & set(work)
             self.unannounced -= fresh
@@ -646,6 +660,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                     self._send_frame(*frame)
                 if self.warm and self._settled():
                     self.dirty.set()
+                self.migrations.tick()
             except Exception:    # noqa: BLE001
                 LOG.exception("periodic work failed")
 

@@ -101,3 +101,13 @@ def arp_probe(target_ip: str) -> bytes:
                              dst_mac="00:00:00:00:00:00", dst_ip=target_ip))
     pkt.serialize()
     return bytes(pkt.data)
+
+
+def gratuitous_arp(mac: str, ip: str) -> bytes:
+    """An ARP announcement (RFC 5227): a request from ``mac`` for its own ``ip``, to broadcast."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(BROADCAST, mac, ETH_TYPE_ARP))
+    pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=mac, src_ip=ip,
+                             dst_mac="00:00:00:00:00:00", dst_ip=ip))
+    pkt.serialize()
+    return bytes(pkt.data)

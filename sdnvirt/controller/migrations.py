@@ -1,0 +1,195 @@
+"""Migrations on the controller's side: events and the reconciler drive the records.
+
+The records and the model changes are ``sdnvirt.migration``'s; this module
+ties them to what the controller sees (a port appearing or coming up at the
+target, ports and switches going away, the reconciler confirming a plan in
+the switches, the clock) and to what the hypervisor agent says through the
+API.  It never writes a flow: every step is a model change and a reconcile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from ..migration import Migration, Migrations, Outcome, Phase
+from ..model import Location
+from ..plan.pipeline import vm_cookie
+from . import packets
+
+LOG = logging.getLogger("sdnvirt.migration")
+
+# QEMU's self-announce defaults (announce-initial 50 ms, -step 100 ms,
+# -rounds 5): 5 gratuitous ARPs, 50, 150, 250 and 350 ms apart.
+ANNOUNCE_AT = (0.0, 0.05, 0.2, 0.45, 0.8)
+
+# What the agent may report, with the fields each event takes.
+EVENTS = {"plugged": {"port"}, "heartbeat": set(), "frozen": {"frozen_at"},
+          "thawed": {"frozen_at", "thawed_at"}, "aborted": {"reason"}}
+
+
+class Coordinator:
+    """Owned by the app; every method takes the app's lock itself."""
+
+    def __init__(self, app):
+        self.app = app
+        self.migs = Migrations(app.model)
+        # migration id -> the reconcile request its next step waits for
+        self.waits: dict[int, int] = {}
+
+    # -- the API's side --------------------------------------------------------
+    def request(self, vm: str, target: str, mode: str) -> dict:
+        """Accept a migration (raises migration.Refused) and return its record."""
+        app = self.app
+        with app.lock:
+            names = {dpid: sw.name for dpid, sw in app.fabric.switches.items() if sw.name and dpid in app.dps}
+            mig = self.migs.request(vm, target, mode, {n: d for d, n in names.items()}, names)
+            record = mig.as_dict()
+        LOG.info("migration %d: %s VM %s from %s to %s accepted%s", mig.id, mig.mode.value, mig.vm, mig.source,
+                 mig.target, f"; drained in {', '.join(mig.drained)}" if mig.drained else "")
+        if mig.drained:
+            app._request()
+        return record
+
+    def records(self) -> list[dict]:
+        with self.app.lock:
+            return [m.as_dict() for m in self.migs.records()]
+
+    def record(self, mid: int) -> dict | None:
+        with self.app.lock:
+            mig = self.migs.get(mid)
+            return None if mig is None else mig.as_dict()
+
+    def event(self, mid: int, event: str, **fields) -> dict:
+        """What the hypervisor agent reports; KeyError for an unknown migration,
+        ValueError for an event that does not fit its state."""
+        if event not in EVENTS or set(fields) - EVENTS[event]:
+            raise ValueError(f"unknown event {event!r} or fields {sorted(fields)}; events: "
+                             + ", ".join(f"{e} {sorted(f)}" for e, f in EVENTS.items()))
+        app = self.app
+        with app.lock:
+            mig = self.migs.heard(mid, fields.get("frozen_at"), fields.get("thawed_at"))
+            if not mig.active:
+                return mig.as_dict()
+            if event == "plugged":
+                self.migs.plugged(mid, int(fields["port"]))
+                LOG.info("migration %d: target port %s:%d plugged; preparing it", mid, mig.target, mig.target_port)
+                self._after_reconcile(mig)
+            elif event == "thawed":
+                self._arrived(mig, "the agent says so")
+                self._complete(mig)
+            elif event == "aborted":
+                self._roll_back(mig, f"the agent gave up: {fields.get('reason', '')}")
+            return mig.as_dict()
+
+    # -- what the controller sees -----------------------------------------------
+    def port_up(self, loc: Location) -> None:
+        """Called under the lock when a port is up: the VM may have arrived."""
+        for mig in self.migs.active():
+            if self.app.model.pending.get(mig.vm) == loc:
+                self._arrived(mig, "its port came up")
+
+    def port_gone(self, loc: Location, deleted: bool) -> bool:
+        """Called under the lock when a port goes down or away; True if a
+        migration accounts for it (the VM it held must not be unbound)."""
+        for mig in self.migs.active():
+            if self.app.model.pending.get(mig.vm) == loc:
+                if deleted:
+                    self._roll_back(mig, f"its target port on {mig.target} was removed")
+                return True
+            if mig.source_location == loc and self.app.model.locations.get(mig.vm) == loc:
+                if mig.phase is Phase.DATA_TRANSFER and mig.frozen_at is not None:
+                    return True     # the agent is moving it
+                self._roll_back(mig, "the VM left its source port before it was frozen")
+                return False
+        return False
+
+    def switch_gone(self, dpid: int) -> None:
+        for mig in self.migs.active():
+            if mig.target_dpid == dpid and mig.phase is not Phase.RESTORATION:
+                self._roll_back(mig, f"target switch {mig.target} disconnected")
+
+    def tick(self) -> None:
+        with self.app.lock:
+            for mig, why in self.migs.overdue():
+                self._roll_back(mig, why)
+
+    def reconciled(self, covers: int) -> None:
+        """A reconcile that covered every request up to ``covers`` is in the switches."""
+        announce = []
+        with self.app.lock:
+            for mid, need in list(self.waits.items()):
+                if need > covers:
+                    continue
+                del self.waits[mid]
+                mig = self.migs.get(mid)
+                if not mig.active:
+                    continue
+                if mig.phase is Phase.PREPARATION:
+                    self._capture(mig)
+                elif mig.phase is Phase.RESTORATION:
+                    self.migs.flipped(mid)
+                    LOG.info("migration %d: paths to VM %s flipped to %s", mid, mig.vm, mig.target)
+                    announce.append(mig)
+                    self._complete(mig)
+        for mig in announce:
+            self._announce(mig)
+
+    # -- steps -------------------------------------------------------------------
+    def _after_reconcile(self, mig: Migration) -> None:
+        self.app._request()
+        self.waits[mig.id] = self.app.wanted
+
+    def _capture(self, mig: Migration) -> None:
+        app = self.app
+        vm = app.model.vm(mig.vm)
+        ours = vm_cookie(vm)
+        flows = [f"{dpid:016x} {f}" for dpid, held in app.installed.items() for f in held if f.cookie == ours]
+        counters = {"/".join(key[:2]) + f"/{key[2]}": c for key, c in app.backend_counters().items()
+                    if key[2].split(":")[0] == vm.name}
+        self.migs.capture(mig.id, flows, counters)
+        LOG.info("migration %d: target prepared, state captured (%d flows); data transfer may start",
+                 mig.id, len(flows))
+
+    def _arrived(self, mig: Migration, how: str) -> None:
+        if self.migs.arrived(mig.id):
+            LOG.info("migration %d: VM %s is at %s port %d (%s); flipping its paths", mig.id, mig.vm,
+                     mig.target, mig.target_port, how)
+            self._after_reconcile(mig)
+
+    def _complete(self, mig: Migration) -> None:
+        if self.migs.complete(mig.id):
+            LOG.info("migration %d: VM %s finished on %s, downtime %.1f ms", mig.id, mig.vm, mig.target,
+                     mig.downtime * 1000)
+            if mig.drained:
+                self.app._request()
+
+    def _roll_back(self, mig: Migration, reason: str) -> None:
+        app = self.app
+        self.migs.roll_back(mig.id, reason)
+        self.waits.pop(mig.id, None)
+        loc = app.model.locations.get(mig.vm)
+        if mig.outcome is Outcome.ROLLED_BACK and loc is not None and not app.fabric.port_live(loc.dpid, loc.port):
+            # Its source port is gone too: learnt again wherever it shows up.
+            self.migs.lost(mig.id, reason + "; its source port is gone")
+            app.model.unbind(mig.vm, "its migration failed away from its port")
+        LOG.warning("migration %d: VM %s %s: %s", mig.id, mig.vm, mig.outcome.value.replace("_", " "), mig.reason)
+        app._request()
+
+    def _announce(self, mig: Migration) -> None:
+        """Gratuitous ARPs for the VM to every other VM of its tenant, where each is plugged in.
+
+        Sent by the controller, not from inside the VM: ARP from a VM's port is
+        answered in its edge switch and never crosses the fabric, so only
+        packet-outs reach the peers.
+        """
+        app = self.app
+        with app.lock:
+            vm = app.model.vm(mig.vm)
+            ports = sorted(loc for name, loc in app.model.locations.items()
+                           if name != vm.name and app.model.vm(name).tenant == vm.tenant)
+        frame = packets.gratuitous_arp(vm.mac, str(vm.ip))
+        for delay in ANNOUNCE_AT:
+            timer = threading.Timer(delay, lambda: [app._packet_out(loc.dpid, frame, loc.port) for loc in ports])
+            timer.daemon = True
+            timer.start()

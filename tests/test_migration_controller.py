@@ -1,0 +1,103 @@
+"""The controller's side of migrations, driven by the events the app feeds it (no switch)."""
+
+import threading
+
+import pytest
+from fabrics import leafspine, placed_model
+
+from sdnvirt.controller.migrations import Coordinator
+from sdnvirt.migration import Refused
+from sdnvirt.model import Location
+
+
+class FakeApp:
+    """What the coordinator uses of SdnvirtApp."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.model = placed_model()
+        self.fabric = leafspine()
+        self.dps = {dpid: object() for dpid in self.fabric.switches}
+        self.installed = {}
+        self.wanted = 0
+        self.sent = []
+        self.migrations = Coordinator(self)
+
+    def _request(self):
+        self.wanted += 1
+
+    def backend_counters(self):
+        return {}
+
+    def _packet_out(self, dpid, data, port):
+        self.sent.append((dpid, port))
+
+
+def reconcile(app):
+    app.migrations.reconciled(app.wanted)
+
+
+def prepared(app, vm="web1", target="leaf4", mode="live"):
+    rec = app.migrations.request(vm, target, mode)
+    app.migrations.event(rec["id"], "plugged", port=5)
+    assert app.migrations.record(rec["id"])["phase"] == "preparation"    # not before the switches confirm
+    reconcile(app)
+    assert app.migrations.record(rec["id"])["phase"] == "data_transfer"
+    return rec["id"]
+
+
+def test_a_live_migration_from_request_to_finish():
+    app = FakeApp()
+    mid = prepared(app)
+    co = app.migrations
+    co.event(mid, "frozen", frozen_at=100.0)
+    # The agent removed the VM's old interface: its source port goes, the VM stays bound there.
+    assert co.port_gone(Location(0x101, 3), deleted=True)
+    assert app.model.locations["web1"] == Location(0x101, 3)
+    co.port_up(Location(0x104, 5))
+    assert app.model.locations["web1"] == Location(0x104, 5)
+    assert co.record(mid)["phase"] == "restoration"
+    reconcile(app)
+    co.event(mid, "thawed", frozen_at=100.0, thawed_at=100.1)
+    rec = co.record(mid)
+    assert rec["outcome"] == "ok" and rec["downtime"] > 0
+    # Five gratuitous ARPs to each of blue's other VMs (web2 on leaf2, web3 on leaf1).
+    deadline = threading.Event()
+    deadline.wait(1.0)
+    assert sorted(set(app.sent)) == [(0x101, 4), (0x102, 3)] and len(app.sent) == 10
+
+
+def test_the_target_switch_going_away_rolls_back():
+    app = FakeApp()
+    mid = prepared(app)
+    app.migrations.switch_gone(0x104)
+    rec = app.migrations.record(mid)
+    assert (rec["outcome"], rec["reason"]) == ("rolled_back", "target switch leaf4 disconnected")
+    assert app.model.locations["web1"] == Location(0x101, 3) and not app.model.pending
+
+
+def test_a_vm_leaving_its_port_before_it_was_frozen_rolls_back_and_is_unbound():
+    app = FakeApp()
+    mid = prepared(app)
+    assert not app.migrations.port_gone(Location(0x101, 3), deleted=False)
+    assert app.migrations.record(mid)["outcome"] == "rolled_back"
+
+
+def test_the_pending_port_coming_down_does_not_unbind_the_vm():
+    app = FakeApp()
+    mid = prepared(app)
+    assert app.migrations.port_gone(Location(0x104, 5), deleted=False)
+    assert app.migrations.record(mid)["outcome"] is None
+    assert app.migrations.port_gone(Location(0x104, 5), deleted=True)
+    assert app.migrations.record(mid)["outcome"] == "rolled_back"
+
+
+def test_refusals_and_unknown_events():
+    app = FakeApp()
+    with pytest.raises(Refused, match="no connected switch"):
+        app.migrations.request("web1", "spine9", "live")
+    mid = prepared(app)
+    with pytest.raises(ValueError, match="unknown event"):
+        app.migrations.event(mid, "teleported")
+    with pytest.raises(KeyError):
+        app.migrations.event(999, "heartbeat")
