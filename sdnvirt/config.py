@@ -70,13 +70,37 @@ class FabricSettings(_Strict):
     packet_in_rate: Annotated[StrictInt, Field(ge=10, le=1_000_000)] = 1000
 
 
+class ApiSettings(_Strict):
+    # The REST API (/v1); loopback only unless an operator opens it up.
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address("127.0.0.1")
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] = 9303
+    # The bearer token every call needs; generated (mode 0600) at first start.
+    # Default: <state_dir>/api-token.
+    token_file: str | None = None
+
+
+class StoreSettings(_Strict):
+    # The SQLite database of what the API changed. Default: <state_dir>/sdnvirt.db.
+    path: str | None = None
+
+
 class ControllerSettings(_Strict):
     openflow: OpenFlowSettings = OpenFlowSettings()
     fabric: FabricSettings = FabricSettings()
+    api: ApiSettings = ApiSettings()
+    store: StoreSettings = StoreSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    # Where the daemon keeps its state; status.json there is what
-    # `sdnvirt status|vms|services` show.
+    # Where the daemon keeps its state: the API token and the store, unless
+    # their own settings say otherwise.
     state_dir: str = "/var/lib/sdnvirt"
+
+    @property
+    def token_path(self) -> Path:
+        return Path(self.api.token_file or Path(self.state_dir) / "api-token")
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store.path or Path(self.state_dir) / "sdnvirt.db")
 
 
 class VMSpec(_Strict):
@@ -106,7 +130,10 @@ class HealthCheck(_Strict):
 class BackendSpec(_Strict):
     vm: Name
     port: Port
-    weight: Annotated[StrictInt, Field(ge=0, le=255)] = 1    # 0: drained
+    weight: Annotated[StrictInt, Field(ge=0, le=255)] = 1    # 0: takes no new connections
+    # Takes no new connections, existing ones finish; unlike weight 0 it keeps
+    # the weight for when it is undrained (what `sdnvirt drain` sets).
+    drained: bool = False
 
 
 class ServiceSpec(_Strict):

@@ -37,6 +37,7 @@ class Backend:
     vm: VM
     port: int
     weight: int
+    drained: bool = False
 
     @property
     def key(self) -> str:
@@ -102,7 +103,7 @@ class Model:
         self.pending = {name: loc for name, loc in self.pending.items() if name in self._vms}
         self._services = [
             Service(tname, sname, tenant.segment, svc.vip, svc.protocol, svc.port,
-                    tuple(Backend(self._vms[b.vm], b.port, b.weight) for b in svc.backends),
+                    tuple(Backend(self._vms[b.vm], b.port, b.weight, b.drained) for b in svc.backends),
                     svc.health_check, svc.on_empty, svc.drain_on_migration)
             for tname, tenant in sorted(config.tenants.items())
             for sname, svc in sorted(tenant.services.items())
@@ -146,9 +147,9 @@ class Model:
         return self.config.tenants[name]
 
     def usable(self, svc: Service, backend: Backend) -> bool:
-        """May take new connections: not drained (by weight or by its migration),
-        healthy, and plugged in somewhere."""
-        drained = svc.drain_on_migration and backend.vm.name in self.draining
+        """May take new connections: not drained (by weight, by the operator or by
+        its migration), healthy, and plugged in somewhere."""
+        drained = backend.drained or (svc.drain_on_migration and backend.vm.name in self.draining)
         return (backend.weight > 0 and not drained and self.health[svc.health_key(backend)].up
                 and backend.vm.name in self.locations)
 

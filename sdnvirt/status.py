@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .fabric import Fabric
-from .model import Model
+from .model import Location, Model
 
 FILE = "status.json"
 
@@ -31,14 +31,12 @@ def snapshot(model: Model, fabric: Fabric, flows: dict[int, int], counters: dict
                       "fabric_ports": fabric.fabric_ports(dpid), "flows": flows.get(dpid)}
                      for dpid, sw in sorted(fabric.switches.items())],
         "links": len(fabric.confirmed_links()) // 2,
-        "vms": [{"tenant": vm.tenant, "name": vm.name, "mac": vm.mac, "ip": str(vm.ip),
-                 "switch": names.get(loc.dpid) if loc else None, "port": loc.port if loc else None}
-                for vm in model.vms() for loc in [model.locations.get(vm.name)]],
+        "vms": _vms(model, names),
         "services": [{
             "tenant": svc.tenant, "name": svc.name, "vip": str(svc.vip), "protocol": svc.protocol,
             "port": svc.port, "on_empty": svc.on_empty,
             "backends": [{
-                "vm": b.vm.name, "port": b.port, "weight": b.weight,
+                "vm": b.vm.name, "port": b.port, "weight": b.weight, "drained": b.drained,
                 "up": h.up, "takes_new_connections": model.usable(svc, b),
                 "last_check": h.last_reason,
                 "last_latency_ms": None if h.last_latency is None else round(h.last_latency * 1000, 3),
@@ -47,6 +45,33 @@ def snapshot(model: Model, fabric: Fabric, flows: dict[int, int], counters: dict
                 for b in svc.backends for h in [model.health[svc.health_key(b)]]],
         } for svc in model.services()],
     }
+
+
+def topology(model: Model, fabric: Fabric, flows: dict[int, int]) -> dict:
+    """Switches with their ports, the links between them (each once), and where each VM is."""
+    names = {dpid: sw.name or f"{dpid:016x}" for dpid, sw in fabric.switches.items()}
+    links = [(a, b) for a, b in fabric.confirmed_links() if a < b]
+    peer = {a: b for x, y in links for a, b in ((x, y), (y, x))}
+    held = {loc: name for name, loc in model.locations.items()}
+
+    def end(ref) -> dict:
+        return {"switch": names.get(ref[0], f"{ref[0]:016x}"), "dpid": f"{ref[0]:016x}", "port": ref[1]}
+    return {
+        "switches": [{
+            "dpid": f"{dpid:016x}", "name": names[dpid], "flows": flows.get(dpid),
+            "ports": [{"port": port, "up": up, "peer": end(peer[(dpid, port)]) if (dpid, port) in peer else None,
+                       "vm": held.get(Location(dpid, port))}
+                      for port, up in sorted(sw.ports.items())],
+        } for dpid, sw in sorted(fabric.switches.items())],
+        "links": [{"a": end(a), "b": end(b)} for a, b in links],
+        "vms": _vms(model, names),
+    }
+
+
+def _vms(model: Model, names: dict[int, str]) -> list[dict]:
+    return [{"tenant": vm.tenant, "name": vm.name, "mac": vm.mac, "ip": str(vm.ip),
+             "switch": names.get(loc.dpid) if loc else None, "port": loc.port if loc else None}
+            for vm in model.vms() for loc in [model.locations.get(vm.name)]]
 
 
 def write(state_dir: str | Path, doc: dict) -> None:

@@ -620,11 +620,20 @@ class SdnvirtApp(app_manager.OSKenApp):
         self._request()
 
     # -- periodic work -----------------------------------------------------------
-    def _write_status(self) -> None:
+    # -- the API's view (sdnvirt.api.facade.Controller) -----------------------------
+    def snapshot(self) -> dict:
         with self.lock:
-            doc = status.snapshot(self.model, self.fabric,
-                                  {dpid: len(flows) for dpid, flows in self.installed.items()},
-                                  self.backend_counters())
+            return status.snapshot(self.model, self.fabric, self._flow_counts(), self.backend_counters())
+
+    def topology(self) -> dict:
+        with self.lock:
+            return status.topology(self.model, self.fabric, self._flow_counts())
+
+    def _flow_counts(self) -> dict[int, int]:
+        return {dpid: len(flows) for dpid, flows in self.installed.items()}
+
+    def _write_status(self) -> None:
+        doc = self.snapshot()
         if doc != self.last_status:
             self.last_status = doc      # a failed write is retried at the next change, not every second
             try:

@@ -1,21 +1,45 @@
-"""The controller daemon: os-ken started in-process, signals for systemd."""
+"""The controller daemon: os-ken and the REST API started in-process, signals for systemd."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 
 from .. import __version__
-from ..config import Config, ConfigError, load
+from ..api import server
+from ..api.app import create_app
+from ..api.token import TokenError, ensure_token
+from ..config import Config, ConfigError
+from ..state import ConfigState
+from ..store import Store
 
 LOG = logging.getLogger("sdnvirt.daemon")
 
 
 def run(config_path: str, config: Config) -> int:
-    """Serve OpenFlow until SIGTERM/SIGINT; SIGHUP re-reads ``config_path``."""
+    """Serve OpenFlow and the API until SIGTERM/SIGINT; SIGHUP re-reads ``config_path``."""
+    settings = config.controller
+    try:
+        store = Store(settings.store_path)
+    except (OSError, sqlite3.Error) as err:
+        return _fail(f"cannot open the store {settings.store_path} (controller.store.path): {err}")
+    try:
+        token = ensure_token(settings.token_path)
+    except OSError as err:
+        return _fail(f"cannot make the API token {settings.token_path} (controller.api.token_file): {err}")
+    except TokenError as err:
+        return _fail(str(err))
+    try:
+        api_socket = server.bind(settings.api.address, settings.api.port)
+    except OSError as err:
+        return _fail(f"cannot listen for the REST API on {settings.api.address}:{settings.api.port} "
+                     f"(controller.api): {err.strerror}")
+    state = ConfigState(config_path, config, store)
+
     # os-ken reads its own options from a global oslo.config object; the ones
     # sdnvirt sets come from the sdnvirt config, the rest keep their defaults.
     from os_ken import cfg as osken_cfg
@@ -36,13 +60,16 @@ def run(config_path: str, config: Config) -> int:
     contexts = manager.create_contexts()
     manager.instantiate_apps(sdnvirt_config=config, **contexts)
     app = manager.applications["sdnvirt"]
-    LOG.info("sdnvirt %s controller listening for OpenFlow 1.3 on %s:%d", __version__, of.address, of.port)
+    state.apply = app.reload
+    server.serve(create_app(app, state, token), api_socket)
+    LOG.info("sdnvirt %s controller listening for OpenFlow 1.3 on %s:%d, REST API on http://%s:%d/v1",
+             __version__, of.address, of.port, settings.api.address, settings.api.port)
 
     while True:
         signum = signal.sigwait(signals)
         if signum == signal.SIGHUP:
             # Reloading takes the model lock: never block signal handling on it.
-            threading.Thread(target=_reload, args=(app, config_path), name="sdnvirt-reload", daemon=True).start()
+            threading.Thread(target=_reload, args=(state,), name="sdnvirt-reload", daemon=True).start()
             continue
         LOG.info("%s: stopping; switches keep their flows (fail-secure)", signal.Signals(signum).name)
         logging.shutdown()
@@ -53,10 +80,13 @@ def run(config_path: str, config: Config) -> int:
         os._exit(0)
 
 
-def _reload(app, config_path: str) -> None:
+def _fail(message: str) -> int:
+    print(f"sdnvirt controller: {message}", file=sys.stderr)
+    return 1
+
+
+def _reload(state: ConfigState) -> None:
     try:
-        new = load(config_path)
+        state.reload_file()
     except ConfigError as err:
         LOG.error("config reload failed, still running on the previous config:\n%s", err)
-        return
-    app.reload(new)

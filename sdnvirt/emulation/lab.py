@@ -20,6 +20,9 @@ from pathlib import Path
 
 import yaml
 
+from ..api.client import Client
+from ..api.token import read_token
+
 
 def ensure_ovs(timeout: float = 20.0) -> None:
     """Start Open vSwitch if it is not running (the embedded default needs nothing else)."""
@@ -52,8 +55,11 @@ class ControllerProcess:
         self.config_path = self.workdir / "sdnvirt.yaml"
         self.log_path = self.workdir / "controller.log"
         self.port = doc.get("controller", {}).get("openflow", {}).get("port", 6653)
-        # Its state stays with it, never in the system's /var/lib/sdnvirt.
+        # Its state stays with it, never in the system's /var/lib/sdnvirt,
+        # and its API listens on a port of its own.
+        self.api_port = doc.get("controller", {}).get("api", {}).get("port") or free_port()
         doc = {**doc, "controller": {"state_dir": str(self.workdir), **doc.get("controller", {})}}
+        doc["controller"]["api"] = {**doc["controller"].get("api", {}), "port": self.api_port}
         self.write_config(doc)
         self.proc: subprocess.Popen | None = None
 
@@ -80,6 +86,11 @@ class ControllerProcess:
             except OSError:
                 time.sleep(0.05)
         raise TimeoutError(f"controller not listening on port {self.port}:\n{self.log()}")
+
+    def api(self, token: str | None = None) -> Client:
+        """A client of its REST API, with its token unless told another."""
+        return Client(f"http://127.0.0.1:{self.api_port}",
+                      token if token is not None else read_token(self.workdir / "api-token"))
 
     def send(self, signum: int) -> None:
         self.proc.send_signal(signum)

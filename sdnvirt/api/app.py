@@ -1,0 +1,38 @@
+"""The FastAPI application: every router under /v1, behind the bearer token.
+
+A new group of endpoints is a module with ``router = APIRouter(...)`` whose
+paths are relative to /v1, added to ROUTERS below.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+
+from .. import __version__
+from ..state import ConfigState
+from . import errors, system, topology
+from .deps import require_token
+from .facade import Controller
+from .schemas import Error
+
+PREFIX = "/v1"
+ROUTERS = [system.router, topology.router]
+
+
+def create_app(controller: Controller, config_state: ConfigState, token: str) -> FastAPI:
+    app = FastAPI(title="sdnvirt", version=__version__,
+                  description="Tenants, VMs, load-balanced services and the fabric of an sdnvirt controller.",
+                  openapi_url=None, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(require_token)],
+                  responses={401: {"model": Error, "description": "no token, or the wrong one"}})
+    app.state.controller = controller
+    app.state.config_state = config_state
+    app.state.token = token
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router, prefix=PREFIX)
+
+    @app.get(f"{PREFIX}/openapi.json", include_in_schema=False)
+    def openapi() -> dict:
+        return app.openapi()
+    return app

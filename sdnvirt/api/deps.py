@@ -1,0 +1,42 @@
+"""What a handler may ask for (``Annotated`` FastAPI dependencies)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..state import ConfigState
+from ..store import Store
+from . import token as tokens
+from .facade import Controller
+
+_bearer = HTTPBearer(auto_error=False, description="the token in controller.api.token_file")
+
+
+def require_token(request: Request,
+                  creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    if creds is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing 'Authorization: Bearer <token>' header",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if not tokens.same(creds.credentials, request.app.state.token):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong token",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def _controller(request: Request) -> Controller:
+    return request.app.state.controller
+
+
+def _config_state(request: Request) -> ConfigState:
+    return request.app.state.config_state
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.config_state.store
+
+
+ControllerDep = Annotated[Controller, Depends(_controller)]
+ConfigStateDep = Annotated[ConfigState, Depends(_config_state)]
+StoreDep = Annotated[Store, Depends(_store)]

@@ -1,0 +1,96 @@
+"""Response bodies, so that /v1/openapi.json describes what each call returns.
+
+Request bodies are the config schema's own models (``sdnvirt.config``).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class Problem(BaseModel):
+    loc: str        # key path, like the config file's errors: tenants.blue.vms.web1.ip
+    msg: str
+
+
+class Error(BaseModel):
+    detail: str | list[Problem]
+
+
+class Status(BaseModel):
+    version: str
+    uptime_s: float
+    config_file: str
+    store: str
+    switches: int
+    links: int
+    vms: int
+    vms_located: int
+    services: int
+    backends: int
+    backends_up: int
+
+
+class Reloaded(BaseModel):
+    tenants: int
+    vms: int
+
+
+class PortRef(BaseModel):
+    switch: str
+    dpid: str
+    port: int
+
+
+class Port(BaseModel):
+    port: int
+    up: bool
+    peer: PortRef | None    # the port at the other end of a fabric link
+    vm: str | None          # the VM plugged in here
+
+
+class Switch(BaseModel):
+    dpid: str
+    name: str
+    flows: int | None       # None until its flows were read
+    ports: list[Port]
+
+
+class Link(BaseModel):
+    a: PortRef
+    b: PortRef
+
+
+class VMLocation(BaseModel):
+    tenant: str
+    name: str
+    mac: str
+    ip: str
+    switch: str | None      # None: not located yet
+    port: int | None
+
+
+class Topology(BaseModel):
+    switches: list[Switch]
+    links: list[Link]
+    vms: list[VMLocation]
+
+
+class BackendHealth(BaseModel):
+    tenant: str
+    service: str
+    backend: str            # vm:port
+    vm: str
+    port: int
+    weight: int
+    drained: bool
+    up: bool
+    takes_new_connections: bool
+    last_check: str         # what the last probe (or event) said
+    last_latency_ms: float | None
+    checks: dict[str, int]  # success / failure counts
+    connections: int = 0
+    packets_to_backend: int = 0
+    bytes_to_backend: int = 0
+    packets_from_backend: int = 0
+    bytes_from_backend: int = 0
