@@ -107,6 +107,67 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _api(args):
+    """A client of the daemon's REST API: --api/--token-file, else what --config says, else the defaults."""
+    from .api.client import Client
+    from .api.token import TokenError, read_token
+    from .config import ControllerSettings
+    settings = _load_or_exit(args.config).controller if args.config else ControllerSettings()
+    host = "127.0.0.1" if settings.api.address.is_unspecified else str(settings.api.address)
+    url = args.api or f"http://{f'[{host}]' if ':' in host else host}:{settings.api.port}"
+    try:
+        return Client(url, read_token(args.token_file or settings.token_path))
+    except (OSError, TokenError) as err:
+        print(f"sdnvirt: cannot read the API token: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+def cmd_migrate(args) -> int:
+    import time
+
+    from .api.client import ApiError
+    from .migration import describe
+    client = _api(args)
+    try:
+        rec = client.post("/migrations", {"vm": args.vm, "target": args.to, "mode": args.mode})
+        deadline = time.monotonic() + args.timeout
+        while args.wait and rec["outcome"] is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            rec = client.get(f"/migrations/{rec['id']}")
+    except ApiError as err:
+        print(f"sdnvirt migrate: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(rec, indent=1) if args.json else describe(rec))
+    return 0 if rec["outcome"] in (None, "ok") else 1
+
+
+def cmd_migrations(args) -> int:
+    import datetime as dt
+
+    from .api.client import ApiError
+    try:
+        records = _api(args).get("/migrations")
+    except ApiError as err:
+        print(f"sdnvirt migrations: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(records, indent=1))
+        return 0
+
+    def ms(rec, phase):
+        p = rec["phases"].get(phase)
+        return None if p is None or p["duration"] is None else round(p["duration"] * 1000)
+    print(_table([[r["id"], r["vm"], r["mode"], r["source"], r["target"],
+                   dt.datetime.fromtimestamp(r["requested_at"], dt.timezone.utc).strftime("%H:%M:%S"),
+                   r["phase"], r["outcome"] or "running",
+                   None if r["downtime"] is None else round(r["downtime"] * 1000, 1),
+                   ms(r, "preparation"), ms(r, "data_transfer"), ms(r, "restoration"), r["reason"] or None]
+                  for r in records],
+                 ["ID", "VM", "MODE", "FROM", "TO", "REQUESTED (UTC)", "PHASE", "OUTCOME", "DOWNTIME MS",
+                  "PREPARATION MS", "DATA TRANSFER MS", "RESTORATION MS", "REASON"]))
+    return 0
+
+
 def cmd_demo(args) -> int:
     _logging(args.log_level or "warning")
     from .emulation.demo import run_demo
@@ -146,6 +207,28 @@ def parser() -> argparse.ArgumentParser:
         where.add_argument("--config", metavar="FILE", help="take state_dir from this config")
         p.add_argument("--json", action="store_true", help="JSON for scripts")
         p.set_defaults(func=cmd_show)
+
+    def api_options(p):
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--config", metavar="FILE", help="the daemon's config: where its API listens, its token")
+        where.add_argument("--api", metavar="URL", help="the daemon's API (default http://127.0.0.1:9303)")
+        p.add_argument("--token-file", metavar="FILE", help="default: controller.api.token_file of the config, "
+                       "or /var/lib/sdnvirt/api-token")
+        p.add_argument("--json", action="store_true", help="JSON for scripts")
+
+    p = sub.add_parser("migrate", help="move a VM to another hypervisor (the hypervisor agent of "
+                                       "`sdnvirt topo` carries it out)")
+    p.add_argument("vm")
+    p.add_argument("--to", required=True, metavar="HYPERVISOR", help="the switch to move it to")
+    p.add_argument("--mode", choices=["live", "cold"], default="live")
+    p.add_argument("--no-wait", dest="wait", action="store_false", help="return once it is accepted")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for its end (default 60)")
+    api_options(p)
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("migrations", help="every migration: phases, downtime, outcome")
+    api_options(p)
+    p.set_defaults(func=cmd_migrations)
 
     p = sub.add_parser("demo", help="controller + leaf-spine fabric + two tenants + traffic, then clean up")
     p.add_argument("--keep-logs", action="store_true", help="keep the controller log and config")

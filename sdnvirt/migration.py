@@ -351,3 +351,17 @@ class Migrations:
         if mig.phase is not phase:
             raise ValueError(f"migration {mid} is in {mig.phase.value}, not {phase.value}")
         return mig
+
+
+def describe(rec: dict) -> str:
+    """One migration record in a few lines, for people."""
+    head = f"migration {rec['id']}: {rec['mode']} {rec['vm']} {rec['source']} -> {rec['target']}: "
+    if rec["outcome"] is None:
+        head += f"still in {rec['phase']}"
+    elif rec["outcome"] == "ok":
+        head += f"ok, downtime {rec['downtime'] * 1000:.1f} ms"
+    else:
+        head += f"{rec['outcome']} in {rec['phase']}: {rec['reason']}"
+    phases = ", ".join(f"{name} {p['duration'] * 1000:.0f} ms" for name, p in rec["phases"].items()
+                       if p["duration"] is not None and name != "finished")
+    return head + (f"\n  {phases}" if phases else "")

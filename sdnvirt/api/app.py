@@ -10,13 +10,13 @@ from fastapi import Depends, FastAPI
 
 from .. import __version__
 from ..state import ConfigState
-from . import errors, system, topology
+from . import errors, migrations, system, topology
 from .deps import require_token
 from .facade import Controller
 from .schemas import Error
 
 PREFIX = "/v1"
-ROUTERS = [system.router, topology.router]
+ROUTERS = [system.router, topology.router, migrations.router]
 
 
 def create_app(controller: Controller, config_state: ConfigState, token: str) -> FastAPI:

@@ -15,3 +15,17 @@ class Controller(Protocol):
     def topology(self) -> dict:
         """Switches with their ports, confirmed links, and where each VM is:
         ``status.topology`` of the live fabric."""
+
+    def migrate(self, vm: str, target: str, mode: str) -> dict:
+        """Accept a migration and return its record (``Migration.as_dict``);
+        raises ``sdnvirt.migration.Refused`` saying why, having changed nothing."""
+
+    def migration_records(self) -> list[dict]:
+        """Every migration's record, oldest first."""
+
+    def migration_record(self, mid: int) -> dict | None:
+        """One migration's record, None if there is no such migration."""
+
+    def migration_event(self, mid: int, event: str, **fields) -> dict:
+        """A step the hypervisor agent reports (``sdnvirt.controller.migrations.EVENTS``);
+        KeyError for an unknown migration, ValueError for an event that does not fit it."""

@@ -629,6 +629,18 @@ class SdnvirtApp(app_manager.OSKenApp):
         with self.lock:
             return status.topology(self.model, self.fabric, self._flow_counts())
 
+    def migrate(self, vm: str, target: str, mode: str) -> dict:
+        return self.migrations.request(vm, target, mode)
+
+    def migration_records(self) -> list[dict]:
+        return self.migrations.records()
+
+    def migration_record(self, mid: int) -> dict | None:
+        return self.migrations.record(mid)
+
+    def migration_event(self, mid: int, event: str, **fields) -> dict:
+        return self.migrations.event(mid, event, **fields)
+
     def _flow_counts(self) -> dict[int, int]:
         return {dpid: len(flows) for dpid, flows in self.installed.items()}
 
