@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field,
-                      StrictInt, ValidationError)
+                      StrictInt, ValidationError, WithJsonSchema)
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 Name = Annotated[str, Field(pattern=NAME_RE)]
@@ -41,7 +41,9 @@ def _mac(value: object) -> str:
     return value.lower()
 
 
-Mac = Annotated[str, BeforeValidator(_mac)]
+# The pattern tells API clients (in /v1/openapi.json) what _mac accepts.
+Mac = Annotated[str, BeforeValidator(_mac),
+                WithJsonSchema({"type": "string", "pattern": "^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$"})]
 
 
 class _Strict(BaseModel):

@@ -1,8 +1,10 @@
-"""The effective config: the config file, as the daemon last read it, and
-every change made through the API since; one change at a time.
+"""The effective config: the config file, as the daemon last read it, with
+the API's changes laid over it (``overlay``); one change at a time.
 
-Each change is validated as a whole config, persisted, then handed to the
-controller (``apply``: the same model -> plan -> reconcile path as SIGHUP).
+Every change, whether a new file (SIGHUP, POST /v1/reload) or an API call, is
+validated as a whole config with the file's schema, persisted (API changes),
+and only then handed to the controller (``apply``: the same model -> plan ->
+reconcile path for both).
 """
 
 from __future__ import annotations
@@ -11,21 +13,57 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .config import Config, load
+from . import overlay
+from .config import Config, load, parse
 from .store import Store
 
 
 class ConfigState:
     def __init__(self, path: str | Path, config: Config, store: Store):
+        """``config``: the file as just read. Raises ConfigError if the API's
+        stored changes no longer fit it."""
         self.path = str(path)
         self.store = store
-        self.config = config
         self.lock = threading.Lock()
         self.apply: Callable[[Config], None] = lambda config: None
+        with store.transaction() as txn:
+            self.entries: overlay.Entries = {(kind, key): entry for kind in overlay.KINDS
+                                             for key, entry in txn.list(kind).items()}
+        self._adopt(config)
+
+    def _adopt(self, file_config: Config) -> Config:
+        base = file_config.model_dump(mode="json")
+        config = parse(overlay.effective(base, self.entries), f"{self.path} with the API's changes")
+        self.base, self.config = base, config
+        return config
 
     def reload_file(self) -> Config:
-        """Re-read the file and apply it; raises ConfigError (and changes nothing) if it is invalid."""
+        """Re-read the file and apply it under the API's changes; raises
+        ConfigError (and changes nothing) if the result is invalid."""
         with self.lock:
-            self.config = load(self.path)
-            self.apply(self.config)
-            return self.config
+            config = self._adopt(load(self.path))
+            self.apply(config)
+            return config
+
+    def change(self, edit: Callable[[overlay.Changes], None]) -> Config:
+        """Run ``edit`` on the overlay; if the effective config it leads to is
+        valid, persist the edits and apply the config, and return it. Raises
+        ConfigError (nothing changed) when it is not; whatever ``edit`` raises
+        aborts it."""
+        with self.lock:
+            changes = overlay.Changes(self.base, self.entries)
+            edit(changes)
+            config = parse(changes.doc(), "the API's change")
+            with self.store.transaction() as txn:
+                for (kind, key), entry in changes.changed.items():
+                    if entry is None:
+                        txn.delete(kind, key)
+                    else:
+                        txn.put(kind, key, entry)
+            self.entries, self.config = changes.entries, config
+            self.apply(config)
+            return config
+
+    def origin(self, kind: str, key: str) -> str:
+        """Where the object's current version comes from: "api" or "file"."""
+        return "api" if (kind, key) in self.entries else "file"

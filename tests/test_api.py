@@ -3,6 +3,7 @@ health, reload, and what it refuses."""
 
 import copy
 import os
+import signal
 import stat
 
 import pytest
@@ -104,3 +105,100 @@ def test_the_daemon_will_not_start_when_the_api_port_is_taken(daemon, tmp_path):
                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert res.returncode == 1
     assert f"cannot listen for the REST API on 127.0.0.1:{daemon.api_port}" in res.stderr
+
+
+WEB4 = {"mac": "02:00:00:00:01:04", "ip": "10.1.0.14", "host": "leaf2"}
+
+
+def refused(call, *args):
+    with pytest.raises(ApiError) as err:
+        call(*args)
+    return err.value
+
+
+def test_vms_are_created_checked_like_the_config_file_replaced_and_deleted(daemon):
+    api = daemon.api()
+    vm = api.post("/tenants/blue/vms", {"name": "web4", **WEB4})
+    assert vm["origin"] == "api" and vm["tenant"] == "blue" and vm["switch"] is None
+    err = refused(api.post, "/tenants/blue/vms", {"name": "web4", **WEB4})
+    assert err.status == 409
+    err = refused(api.post, "/tenants/blue/vms", {"name": "web5", **WEB4, "ip": "10.1.0.15"})
+    assert err.status == 422 and err.body["detail"] == [
+        {"loc": "tenants.blue.vms.web5.mac", "msg": "MAC 02:00:00:00:01:04 is already used by VM web4"}]
+    err = refused(api.post, "/tenants/blue/vms", {"name": "web5", **WEB4, "colour": "red"})
+    assert err.status == 422 and err.body["detail"][0]["loc"] == "body.colour"
+    assert api.put("/tenants/blue/vms/web4", {**WEB4, "host": "leaf3"})["host"] == "leaf3"
+    assert refused(api.put, "/tenants/blue/vms/nope", WEB4).status == 404
+    assert refused(api.get, "/tenants/nope/vms").status == 404
+    assert {v["name"] for v in api.get("/vms")} == {"web1", "web2", "web3", "web4", "db1", "db2"}
+    # web2 is a backend: deleting it would leave the service pointing at nothing.
+    err = refused(api.delete, "/tenants/blue/vms/web2")
+    assert err.status == 422 and err.body["detail"][0]["loc"] == "tenants.blue.services.web.backends.0.vm"
+    api.delete("/tenants/blue/vms/web4")
+    assert refused(api.get, "/tenants/blue/vms/web4").status == 404
+
+
+def test_backends_are_added_drained_undrained_and_removed(daemon):
+    api = daemon.api()
+    base = "/tenants/blue/services/web/backends"
+    added = api.post(base, {"vm": "web1", "port": 8080, "weight": 3})
+    assert added["backend"] == "web1:8080" and added["weight"] == 3
+    assert refused(api.post, base, {"vm": "web1", "port": 8080}).status == 409
+    drained = api.post(f"{base}/web2:8080/drain")
+    assert drained["drained"] is True and drained["weight"] == 2 and drained["takes_new_connections"] is False
+    assert {b["backend"]: b["drained"] for b in api.get("/health")}["web2:8080"] is True
+    assert api.post(f"{base}/web2:8080/undrain")["drained"] is False
+    assert api.put(f"{base}/web1:8080", {"vm": "web1", "port": 8080, "weight": 4})["weight"] == 4
+    assert refused(api.post, f"{base}/web9:1/drain").status == 404
+    api.delete(f"{base}/web1:8080")
+    assert [b["backend"] for b in api.get(base)] == ["web2:8080", "web3:8080"]
+    # Back to what the file says: the service follows the file again.
+    assert api.get("/tenants/blue/services/web")["origin"] == "file"
+
+
+def test_tenants_and_services_are_created_and_deleted(daemon):
+    api = daemon.api()
+    green = {"name": "green", "segment": 103, "subnet": "10.3.0.0/24",
+             "vms": {"g1": {"mac": "02:00:00:00:03:01", "ip": "10.3.0.11"}}}
+    assert api.post("/tenants", green)["origin"] == "api"
+    err = refused(api.post, "/tenants", {**green, "name": "green2"})
+    assert err.status == 422 and {p["loc"] for p in err.body["detail"]} == {
+        "tenants.green2.segment", "tenants.green2.vms.g1", "tenants.green2.vms.g1.mac"}
+    svc = api.post("/tenants/green/services", {"name": "dns", "vip": "10.3.0.53", "protocol": "udp", "port": 53,
+                                               "backends": [{"vm": "g1", "port": 53}]})
+    assert svc["health_check"]["type"] is None and svc["protocol"] == "udp"
+    assert [s["name"] for s in api.get("/tenants/green/services")] == ["dns"]
+    api.delete("/tenants/green/services/dns")
+    api.delete("/tenants/green")
+    assert [t["name"] for t in api.get("/tenants")] == ["blue", "red"]
+    assert refused(api.delete, "/tenants/green").status == 404
+
+
+def test_api_changes_survive_kill_9_and_a_changed_file(tmp_path):
+    doc = {"controller": {"openflow": {"address": "127.0.0.1", "port": lab.free_port()}}, **tenants_doc()}
+    ctl = lab.ControllerProcess(doc, tmp_path).start()
+    try:
+        api = ctl.api()
+        api.post("/tenants/blue/vms", {"name": "web4", **WEB4})
+        api.post("/tenants/blue/services/web/backends/web3:8080/drain")
+        api.delete("/tenants/red")
+        ctl.stop(signal.SIGKILL)
+        ctl.start()
+        api = ctl.api()
+        assert {v["name"] for v in api.get("/vms")} == {"web1", "web2", "web3", "web4"}
+        assert {b["backend"]: b["drained"] for b in api.get("/health")} == {"web2:8080": False, "web3:8080": True}
+        # The file changes under the API's changes: both count (SIGHUP and POST /v1/reload alike).
+        ctl.write_config({**doc, "tenants": {**doc["tenants"], "green": {"segment": 103, "subnet": "10.3.0.0/24"}}})
+        ctl.send(signal.SIGHUP)
+        assert ctl.wait_log("config applied: 2 tenants, 4 VMs")
+        assert [t["name"] for t in api.get("/tenants")] == ["blue", "green"]
+        # A file that clashes with them is refused like any bad file.
+        clash = copy.deepcopy(doc)
+        clash["tenants"]["blue"]["vms"]["web9"] = {**WEB4, "ip": "10.1.0.19"}
+        ctl.write_config(clash)
+        err = refused(api.post, "/reload")
+        assert err.status == 422 and err.body["detail"] == [
+            {"loc": "tenants.blue.vms.web4.mac", "msg": "MAC 02:00:00:00:01:04 is already used by VM web9"}]
+        assert len(api.get("/vms")) == 4
+    finally:
+        ctl.stop()

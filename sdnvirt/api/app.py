@@ -10,13 +10,13 @@ from fastapi import Depends, FastAPI
 
 from .. import __version__
 from ..state import ConfigState
-from . import errors, migrations, system, topology
+from . import errors, migrations, services, system, tenants, topology
 from .deps import require_token
 from .facade import Controller
 from .schemas import Error
 
 PREFIX = "/v1"
-ROUTERS = [system.router, topology.router, migrations.router]
+ROUTERS = [system.router, topology.router, tenants.router, services.router, migrations.router]
 
 
 def create_app(controller: Controller, config_state: ConfigState, token: str) -> FastAPI:
@@ -24,7 +24,11 @@ def create_app(controller: Controller, config_state: ConfigState, token: str) ->
                   description="Tenants, VMs, load-balanced services and the fabric of an sdnvirt controller.",
                   openapi_url=None, docs_url=None, redoc_url=None,
                   dependencies=[Depends(require_token)],
-                  responses={401: {"model": Error, "description": "no token, or the wrong one"}})
+                  responses={400: {"model": Error, "description": "the body is not JSON"},
+                             401: {"model": Error, "description": "no token, or the wrong one"},
+                             # Replaces FastAPI's own 422 schema: errors.py answers every
+                             # invalid request with key paths, like the config file's errors.
+                             422: {"model": Error, "description": "invalid input, each key at fault named"}})
     app.state.controller = controller
     app.state.config_state = config_state
     app.state.token = token

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ..config import ConfigError
+from ..config import Config, ConfigError
+from ..overlay import Changes
+from ..state import ConfigState
 
 
 def config_problems(err: ConfigError) -> HTTPException:
     """The effective config would be invalid: 422 with every problem, as the config file reports them."""
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                          [{"loc": loc or "(top level)", "msg": msg} for loc, msg in err.problems])
+
+
+def not_found(what: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no {what}")
+
+
+def conflict(what: str) -> HTTPException:
+    return HTTPException(status.HTTP_409_CONFLICT, f"{what} already exists")
+
+
+def apply_change(state: ConfigState, edit: Callable[[Changes], None]) -> Config:
+    """``state.change(edit)``, with an invalid result answered as a 422."""
+    try:
+        return state.change(edit)
+    except ConfigError as err:
+        raise config_problems(err) from None
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

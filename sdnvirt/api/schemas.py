@@ -5,7 +5,13 @@ Request bodies are the config schema's own models (``sdnvirt.config``).
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel
+
+from ..config import Name, ServiceSpec, TenantSpec, VMSpec
+
+Origin = Literal["file", "api"]     # the config file's version, or one the API made
 
 
 class Problem(BaseModel):
@@ -94,3 +100,38 @@ class BackendHealth(BaseModel):
     bytes_to_backend: int = 0
     packets_from_backend: int = 0
     bytes_from_backend: int = 0
+
+
+# -- bodies of POST (create): the config's own models, plus the new object's name
+
+class NewTenant(TenantSpec):
+    name: Name
+
+
+class NewVM(VMSpec):
+    name: Name
+
+
+class NewService(ServiceSpec):
+    name: Name
+
+
+# -- objects as the API shows them: the config's models, plus name and origin
+
+class Tenant(TenantSpec):
+    name: str
+    origin: Origin
+
+
+class VM(VMSpec):
+    tenant: str
+    name: str
+    origin: Origin
+    switch: str | None      # where it is now (None: not located)
+    port: int | None
+
+
+class Service(ServiceSpec):
+    tenant: str
+    name: str
+    origin: Origin

@@ -38,7 +38,11 @@ def run(config_path: str, config: Config) -> int:
     except OSError as err:
         return _fail(f"cannot listen for the REST API on {settings.api.address}:{settings.api.port} "
                      f"(controller.api): {err.strerror}")
-    state = ConfigState(config_path, config, store)
+    try:
+        state = ConfigState(config_path, config, store)
+    except ConfigError as err:
+        return _fail(f"the config file and the changes made through the API do not fit together; "
+                     f"change the file:\n{err}")
 
     # os-ken reads its own options from a global oslo.config object; the ones
     # sdnvirt sets come from the sdnvirt config, the rest keep their defaults.
@@ -58,7 +62,7 @@ def run(config_path: str, config: Config) -> int:
     manager = AppManager.get_instance()
     manager.load_apps(["sdnvirt.controller.app"])
     contexts = manager.create_contexts()
-    manager.instantiate_apps(sdnvirt_config=config, **contexts)
+    manager.instantiate_apps(sdnvirt_config=state.config, **contexts)
     app = manager.applications["sdnvirt"]
     state.apply = app.reload
     server.serve(create_app(app, state, token), api_socket)

@@ -52,6 +52,7 @@ class ControllerProcess:
 
     def __init__(self, doc: dict, workdir: str | Path | None = None):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sdnvirt-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "sdnvirt.yaml"
         self.log_path = self.workdir / "controller.log"
         self.port = doc.get("controller", {}).get("openflow", {}).get("port", 6653)
