@@ -140,6 +140,26 @@ def ping_stats(out: str) -> tuple[int, int]:
     return 0, 0
 
 
+def ping_stream(host, ip: str, seconds: float, interval: float = 0.001) -> subprocess.Popen:
+    """Echo requests to ``ip`` every ``interval`` s for ``seconds`` s; see reply_times()."""
+    return host.popen(["ping", "-D", "-n", "-i", str(interval), "-w", str(seconds), ip],
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def reply_times(proc: subprocess.Popen, timeout: float = 60.0) -> list[float]:
+    """When each echo reply of a ping_stream() arrived (wall clock), once it has ended."""
+    out, _ = proc.communicate(timeout=timeout)
+    return [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
+
+
+def longest_gap(times: list[float]) -> tuple[float, float, float]:
+    """(gap, last reply before it, first reply after it) of the longest silence in ``times``."""
+    if len(times) < 2:
+        raise ValueError(f"{len(times)} replies: no gap to measure")
+    gap, i = max((b - a, i) for i, (a, b) in enumerate(zip(times, times[1:])))
+    return gap, times[i], times[i + 1]
+
+
 def reachable(host, ip: str, tries: int = 3) -> bool:
     return any(ping(host, ip) for _ in range(tries))
 

@@ -28,7 +28,10 @@ from mininet.topo import Topo
 
 from topologies import fattree, leafspine, single
 
+from ..api.client import Client
+from ..api.token import TokenError, read_token
 from ..config import Config
+from .agent import Agent
 from .lock import fabric_lock
 
 # Importing mininet.log makes MininetLogger the class of every logger
@@ -286,6 +289,15 @@ def wait_connected(net: Mininet, timeout: float = 20.0, interval: float = 0.2,
         time.sleep(min(interval, left))
 
 
+def api_client(config: Config, controller_ip: str) -> Client:
+    """A client of the controller's API for the hypervisor agent, with the
+    token the daemon wrote (OSError or TokenError if it cannot be read)."""
+    api = config.controller.api
+    host = controller_ip if api.address.is_unspecified else str(api.address)
+    host = f"[{host}]" if ":" in host else host
+    return Client(f"http://{host}:{api.port}", read_token(config.controller.token_path))
+
+
 def run_topo(config: Config, topo_name: str, topo_params: Mapping[str, Any] | None,
              controller_port: int = 6653, cli: bool = False, controller_ip: str = "127.0.0.1",
              connect_timeout: float = 20.0) -> None:
@@ -317,13 +329,22 @@ def run_topo(config: Config, topo_name: str, topo_params: Mapping[str, Any] | No
             log.warning("%s; carrying on, the controller may start later", err)
         for vm, hv in sorted(emu.placement.items()):
             log.info("VM %s on %s", vm, hv)
-        if cli:
-            from mininet.cli import CLI
-            CLI(emu.net)
-        else:
-            log.info("running; stop with SIGTERM or Ctrl-C")
-            while not stopping.wait(1.0):
-                pass
+        try:
+            agent = Agent(emu, api_client(config, controller_ip), config).start()
+        except (OSError, TokenError) as err:
+            agent = None
+            log.warning("no hypervisor agent, so no migrations: cannot read the controller's API token: %s", err)
+        try:
+            if cli:
+                from .console import Console
+                Console(emu.net, agent, timeout=config.migration.timeout + 5)
+            else:
+                log.info("running; stop with SIGTERM or Ctrl-C")
+                while not stopping.wait(1.0):
+                    pass
+        finally:
+            if agent is not None:
+                agent.stop()
     finally:
         emu.stop()
         for sig, handler in previous.items():

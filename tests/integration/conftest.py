@@ -20,11 +20,11 @@ TENANTS["red"]["vms"]["db3"] = {"mac": "02:00:00:00:02:03", "ip": "10.1.0.14", "
 class Fabric:
     """Controller process + emulation, with the config they share."""
 
-    def __init__(self, tmp_path, tenants, topo, params):
+    def __init__(self, tmp_path, tenants, topo, params, extra=None):
         lab.ensure_ovs()
         self.doc = {"controller": {"openflow": {"port": lab.free_port()},
                                    "fabric": {"settle": 1.0, "packet_in_rate": 100}},
-                    "tenants": copy.deepcopy(tenants)}
+                    "tenants": copy.deepcopy(tenants), **copy.deepcopy(extra or {})}
         self.cfg = config.parse(self.doc)
         self.ctl = lab.ControllerProcess(self.doc, tmp_path)
         self.emu = Emulation(self.cfg, topo, params, controller_port=self.ctl.port)

@@ -1,0 +1,342 @@
+"""The hypervisor agent of an emulation: it moves VMs between switches when the controller says so.
+
+It runs inside the ``sdnvirt topo`` process (the daemon never imports
+Mininet) and talks to the controller only through the REST API: it polls
+``GET /v1/migrations`` for accepted migrations of VMs of its emulation, and
+reports each step with ``POST /v1/migrations/{id}/events``.
+
+For each migration (see ``sdnvirt/migration.py`` for the controller's side):
+
+1. preparation: a veth pair is made with pyroute2; one end goes into the
+   VM's network namespace, down, the other onto the target OVS bridge;
+   reported as ``plugged`` with its OpenFlow port, and the agent waits until
+   the controller has pre-installed the VM's flows there (phase
+   ``data_transfer``);
+2. data transfer, live mode: an emulated pre-copy of ``memory / copy_rate``
+   seconds while the VM runs (heartbeats meanwhile), then stop-and-copy:
+   every process of the VM gets SIGSTOP (``frozen``), its interface is
+   deleted, the new one takes its name, MAC and IP, and once
+   ``migration.stop_and_copy`` seconds have passed it comes up and the
+   processes get SIGCONT (``thawed``).  Cold mode: the VM is frozen and
+   disconnected for the whole copy instead.
+3. If the controller rolls the migration back, the agent unplugs the target
+   port, or, if the VM was already moved, moves it back to its source.
+
+Everything the agent does in a VM's namespace goes through pyroute2 or
+``mnexec``, never the Mininet host's shell, which belongs to whoever drives
+the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from pyroute2 import IPRoute, NetNS
+
+from ..api.client import ApiError, Client
+from ..config import Config
+
+LOG = logging.getLogger("sdnvirt.agent")
+
+POLL = 0.1          # seconds between looks at the controller's migrations
+HEARTBEAT = 0.5     # seconds between words to the controller while copying
+
+
+class Aborted(Exception):
+    """The migration ended on the controller's side (rolled back), or the agent was killed."""
+
+
+class Agent:
+    def __init__(self, emu, client: Client, config: Config):
+        self.emu = emu
+        self.client = client
+        self.settings = config.migration
+        self.memory = {name: vm.memory for t in config.tenants.values() for name, vm in t.vms.items()}
+        self.prefix = {name: t.subnet.prefixlen for t in config.tenants.values() for name in t.vms}
+        self.workers: dict[int, threading.Thread] = {}
+        self.plugged: set[str] = set()      # switch-side interfaces this agent made
+        self.stopping = threading.Event()
+        self.dead = threading.Event()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    # -- life cycle ----------------------------------------------------------
+    def start(self) -> "Agent":
+        self.thread = threading.Thread(target=self._poll, name="sdnvirt-agent", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop looking for work, let running migrations end (bounded), remove leftover ports."""
+        self.stopping.set()
+        deadline = time.monotonic() + timeout
+        for worker in list(self.workers.values()) + ([self.thread] if self.thread else []):
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with IPRoute() as ipr:
+            for name in sorted(self.plugged):
+                for index in ipr.link_lookup(ifname=name):
+                    ipr.link("del", index=index)
+
+    def kill(self) -> None:
+        """Stop dead, like a crashed agent: no word to the controller, nothing undone."""
+        self.dead.set()
+        self.stopping.set()
+
+    # -- requests --------------------------------------------------------------
+    def request(self, vm: str, target: str, mode: str = "live") -> dict:
+        """Ask the controller for a migration (the Mininet CLI's ``migrate``); the
+        poller then carries it out.  Raises ApiError when it is refused."""
+        return self.client.post("/migrations", {"vm": vm, "target": target, "mode": mode})
+
+    def wait(self, mid: int, timeout: float) -> dict:
+        """The record of migration ``mid`` once it has ended (or as it is after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rec = self.client.get(f"/migrations/{mid}")
+            if rec["outcome"] is not None or time.monotonic() >= deadline:
+                return rec
+            time.sleep(POLL)
+
+    def _poll(self) -> None:
+        while not self.stopping.wait(POLL):
+            try:
+                records = self.client.get("/migrations")
+            except ApiError as err:
+                LOG.debug("cannot list migrations: %s", err)
+                continue
+            for rec in records:
+                if (rec["outcome"] is None and rec["phase"] == "preparation" and rec["target_port"] is None
+                        and rec["vm"] in self.emu.placement and rec["id"] not in self.workers):
+                    worker = threading.Thread(target=self._run, args=(rec,), name=f"sdnvirt-migration-{rec['id']}",
+                                              daemon=True)
+                    self.workers[rec["id"]] = worker
+                    worker.start()
+
+    # -- one migration -----------------------------------------------------------
+    def _run(self, rec: dict) -> None:
+        move = Move(self, rec)
+        try:
+            move.run()
+        except Aborted as why:
+            LOG.warning("migration %d of %s: %s", rec["id"], rec["vm"], why)
+            if not self.dead.is_set():
+                move.undo()
+        except Exception as err:    # noqa: BLE001 - report any failure, then undo
+            LOG.exception("migration %d of %s failed", rec["id"], rec["vm"])
+            if not self.dead.is_set():
+                self._report(rec["id"], "aborted", reason=f"{type(err).__name__}: {err}")
+                move.undo()
+        finally:
+            move.close()
+
+    def _report(self, mid: int, event: str, **fields) -> dict:
+        if self.dead.is_set():
+            raise Aborted("the agent was killed")
+        rec = self.client.post(f"/migrations/{mid}/events", {"event": event, **fields})
+        if rec["outcome"] not in (None, "ok"):
+            raise Aborted(f"the controller ended it: {rec['outcome']}: {rec['reason']}")
+        return rec
+
+
+class Move:
+    """One VM's migration, step by step (see the module docstring)."""
+
+    def __init__(self, agent: Agent, rec: dict):
+        self.agent, self.rec, self.mid = agent, rec, rec["id"]
+        self.vm, self.mode = rec["vm"], rec["mode"]
+        self.source = agent.emu.placement[self.vm]
+        self.target = rec["target"]
+        self.ports = VMPorts(agent.emu, self.vm, agent.prefix[self.vm], agent.plugged)
+        self.new: Port | None = None
+        self.moved = False
+        self.deadline = time.monotonic() + agent.settings.timeout
+
+    def run(self) -> None:
+        a, s = self.agent, self.agent.settings
+        self.new = self.ports.plug(self.target, f"mig{self.mid}")
+        a._report(self.mid, "plugged", port=self.new.ofport)
+        self._wait_phase("data_transfer")
+        copy = a.memory[self.vm] / s.copy_rate
+        if self.mode == "live":
+            self._copy(copy)
+            self._stop_and_move(s.stop_and_copy)
+        else:
+            self._stop_and_move(copy)
+
+    def _stop_and_move(self, pause: float) -> None:
+        frozen_at = time.time()
+        with self.ports.frozen():
+            self.agent._report(self.mid, "frozen", frozen_at=frozen_at)
+            self.ports.swap(self.new, until=frozen_at + pause)
+            self.moved = True
+        thawed_at = time.time()
+        LOG.info("migration %d: %s moved to %s, frozen %.1f ms", self.mid, self.vm, self.target,
+                 (thawed_at - frozen_at) * 1000)
+        self.agent._report(self.mid, "thawed", frozen_at=frozen_at, thawed_at=thawed_at)
+
+    def undo(self) -> None:
+        """After a rollback: the VM belongs at its source."""
+        try:
+            if self.moved:
+                back = self.ports.plug(self.source, f"mig{self.mid}b")
+                with self.ports.frozen():
+                    self.ports.swap(back, until=0)
+                # Learning finds it at its new port on the source from its own frame.
+                self.ports.announce()
+            elif self.new is not None:
+                self.ports.unplug(self.new)
+        except Exception:    # noqa: BLE001
+            LOG.exception("migration %d: could not undo the move of %s", self.mid, self.vm)
+
+    def close(self) -> None:
+        self.ports.close()
+
+    def _copy(self, seconds: float) -> None:
+        """The emulated pre-copy: time passes, the controller hears from us (and we learn
+        whether it rolled the migration back: _report raises Aborted then)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(HEARTBEAT, left))
+            self.agent._report(self.mid, "heartbeat")
+
+    def _wait_phase(self, phase: str) -> None:
+        while self.agent._report(self.mid, "heartbeat")["phase"] != phase:
+            if time.monotonic() > self.deadline:
+                raise Aborted(f"the controller did not reach {phase} in time")
+            time.sleep(POLL)
+
+
+class VMPorts:
+    """A VM's network interface and the switch ports it can move between.
+
+    The mechanics of a move without any protocol: the agent uses them for
+    migrations, the benchmark alone for an uncoordinated move.
+    ``plugged`` collects the switch-side interfaces made, for clean-up.
+    """
+
+    def __init__(self, emu, vm: str, prefixlen: int, plugged: set[str]):
+        self.emu, self.vm, self.prefixlen, self.plugged = emu, vm, prefixlen, plugged
+        self.host = emu.host(vm)
+        self.ns = NetNS(f"/proc/{self.host.pid}/ns/net")
+        self.ipr = IPRoute()
+        self.intf = str(self.host.defaultIntf())      # keeps its name across moves
+
+    def close(self) -> None:
+        self.ns.close()
+        self.ipr.close()
+
+    def plug(self, switch: str, inside: str) -> "Port":
+        """A new port for the VM on ``switch``: the VM's end (named ``inside``) in its namespace, down."""
+        outside = _free_name(self.ipr, switch)
+        self.ipr.link("add", ifname=outside, kind="veth", peer={"ifname": inside})
+        self.plugged.add(outside)
+        self.ipr.link("set", index=self.ipr.link_lookup(ifname=inside)[0], net_ns_pid=self.host.pid)
+        self.ipr.link("set", index=self.ipr.link_lookup(ifname=outside)[0], state="up")
+        subprocess.run(["ovs-vsctl", "--timeout=5", "add-port", switch, outside], check=True,
+                       capture_output=True, timeout=10)
+        # TCP over the userspace datapath needs checksums computed in software.
+        self._in_vm(["ethtool", "-K", inside, "tx", "off"])
+        subprocess.run(["ethtool", "-K", outside, "tx", "off"], capture_output=True, timeout=5)
+        return Port(switch, outside, inside, _ofport(outside))
+
+    def unplug(self, port: "Port") -> None:
+        subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-port", port.switch, port.outside],
+                       capture_output=True, timeout=10)
+        for index in self.ipr.link_lookup(ifname=port.outside):
+            self.ipr.link("del", index=index)
+        self.plugged.discard(port.outside)
+
+    def swap(self, port: "Port", until: float) -> None:
+        """The VM's interface replaced by ``port``'s inside end, same name, MAC and IP; up at ``until``."""
+        ns = self.ns
+        [old] = ns.get_links(ifname=self.intf)
+        mac = old.get_attr("IFLA_ADDRESS")
+        peer = _peer_name(self.ipr, old)
+        ns.link("del", index=old["index"])
+        if peer:
+            subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-port", peer],
+                           capture_output=True, timeout=10)
+            self.plugged.discard(peer)
+        index = ns.link_lookup(ifname=port.inside)[0]
+        ns.link("set", index=index, ifname=self.intf, address=mac)
+        ns.addr("add", index=index, address=self.host.IP(), prefixlen=self.prefixlen)
+        time.sleep(max(0.0, until - time.time()))
+        ns.link("set", index=index, state="up")
+        self.emu.placement[self.vm] = port.switch
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """Every process of the VM stopped (SIGSTOP) for the block."""
+        pids = _processes_in(self.host.pid)
+        _signal(pids, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            _signal(pids, signal.SIGCONT)
+
+    def announce(self) -> None:
+        """One gratuitous ARP from the VM, as a guest does when its link comes up."""
+        self._in_vm(["arping", "-c", "1", "-U", "-I", self.intf, self.host.IP()])
+
+    def _in_vm(self, cmd: list[str]) -> None:
+        subprocess.run(["mnexec", "-a", str(self.host.pid), *cmd], capture_output=True, timeout=5)
+
+
+class Port:
+    def __init__(self, switch: str, outside: str, inside: str, ofport: int):
+        self.switch, self.outside, self.inside, self.ofport = switch, outside, inside, ofport
+
+
+def _free_name(ipr: IPRoute, switch: str) -> str:
+    """The next ``<switch>-ethN`` no interface uses, like Mininet names a switch's ports."""
+    n = 1
+    while ipr.link_lookup(ifname=f"{switch}-eth{n}"):
+        n += 1
+    return f"{switch}-eth{n}"
+
+
+def _peer_name(ipr: IPRoute, link) -> str | None:
+    """The root-namespace end of a VM's veth, by the peer's interface index."""
+    peer = link.get_attr("IFLA_LINK")
+    found = ipr.get_links(peer) if peer else []
+    return found[0].get_attr("IFLA_IFNAME") if found else None
+
+
+def _ofport(name: str, timeout: float = 5.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ovs-vsctl", "--timeout=5", "get", "Interface", name, "ofport"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        if out.lstrip("-").isdigit() and int(out) > 0:
+            return int(out)
+        time.sleep(0.05)
+    raise TimeoutError(f"OVS gave {name} no OpenFlow port in {timeout:g} s")
+
+
+def _processes_in(pid: int) -> list[int]:
+    """Every process in the network namespace of process ``pid``: the VM's."""
+    ns = os.readlink(f"/proc/{pid}/ns/net")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "ns/net") == ns:
+                    found.append(int(entry.name))
+            except OSError:
+                pass     # gone meanwhile
+    return found
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass

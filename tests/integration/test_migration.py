@@ -1,0 +1,218 @@
+"""VM migration on a real fabric: the hypervisor agent moves Mininet hosts, the daemon coordinates.
+
+One leaf-spine fabric for the module; the tests run in file order and each
+leaves every VM reachable where its migration put it.
+"""
+
+import subprocess
+import time
+
+import pytest
+
+from sdnvirt.api.client import ApiError
+from sdnvirt.emulation import lab
+from sdnvirt.emulation.agent import Agent, VMPorts
+
+from .conftest import Fabric
+
+pytestmark = pytest.mark.integration
+
+VIP = "10.1.0.100"
+PAUSE = 0.1
+TENANTS = {
+    "blue": {"segment": 101, "subnet": "10.1.0.0/24", "vms": {
+        "c1": {"mac": "02:00:00:00:01:01", "ip": "10.1.0.11", "host": "leaf1"},
+        "m1": {"mac": "02:00:00:00:01:02", "ip": "10.1.0.12", "host": "leaf2"},
+        "m2": {"mac": "02:00:00:00:01:03", "ip": "10.1.0.13", "host": "leaf2"},
+        "m3": {"mac": "02:00:00:00:01:04", "ip": "10.1.0.14", "host": "leaf1", "memory": 300},
+        # 4 s of pre-copy: time to break things while it runs.
+        "m4": {"mac": "02:00:00:00:01:05", "ip": "10.1.0.15", "host": "leaf3", "memory": 4000},
+    }, "services": {"web": {
+        "vip": VIP, "port": 80, "drain_on_migration": True,
+        "health_check": {"type": "tcp", "interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
+        "backends": [{"vm": "m2", "port": 8080}]}}},
+    # The same addresses in another tenant, on the leaves blue's VMs move to.
+    "red": {"segment": 102, "subnet": "10.1.0.0/24", "vms": {
+        "r1": {"mac": "02:00:00:00:02:01", "ip": "10.1.0.11", "host": "leaf1"},
+        "r2": {"mac": "02:00:00:00:02:02", "ip": "10.1.0.12", "host": "leaf3"},
+    }},
+}
+EXTRA = {"migration": {"stop_and_copy": PAUSE, "copy_rate": 1000.0, "agent_timeout": 1.0, "timeout": 20.0},
+         "hypervisors": {"leaf4": {"max_vms": 0}}}
+
+
+@pytest.fixture(scope="module")
+def mig(tmp_path_factory):
+    fab = Fabric(tmp_path_factory.mktemp("migration"), TENANTS, "leafspine", {"spines": 2, "leaves": 4}, EXTRA)
+    fab.agent = None
+    try:
+        fab.start()
+        fab.api = fab.ctl.api()
+        fab.agent = Agent(fab.emu, fab.api, fab.cfg).start()
+        yield fab
+    finally:
+        if fab.agent is not None:
+            fab.agent.stop()
+        fab.stop()
+
+
+def ip(fab, vm):
+    return str(fab.vm(vm).ip)
+
+
+def migrate(fab, vm, target, mode="live"):
+    rec = fab.api.post("/migrations", {"vm": vm, "target": target, "mode": mode})
+    return fab.agent.wait(rec["id"], timeout=25)
+
+
+def wait_phase(fab, mid, phase, timeout=10):
+    deadline = time.monotonic() + timeout
+    while fab.api.get(f"/migrations/{mid}")["phase"] != phase:
+        assert time.monotonic() < deadline, fab.api.get(f"/migrations/{mid}")
+        time.sleep(0.05)
+
+
+def where(fab, vm):
+    return next(v["switch"] for v in fab.api.get("/topology")["vms"] if v["name"] == vm)
+
+
+def test_live_migration_the_streams_longest_gap_is_the_records_downtime(mig):
+    stream = lab.ping_stream(mig.host("c1"), ip(mig, "m1"), seconds=4)
+    time.sleep(0.5)
+    rec = migrate(mig, "m1", "leaf3")
+    times = lab.reply_times(stream)
+    assert rec["outcome"] == "ok", rec
+    assert list(rec["phases"]) == ["preparation", "state_capture", "data_transfer", "restoration", "finished"]
+    assert rec["state"]["mac"] == "02:00:00:00:01:02" and rec["state"]["flows"]
+    gap, before, after = lab.longest_gap(times)
+    # The VM really was cut off for the stop-and-copy pause, the gap is this
+    # migration's, and the record's downtime accounts for all of it (plus the
+    # ping interval and the round trip).
+    assert rec["downtime"] >= PAUSE and gap >= PAUSE * 0.9, (gap, rec)
+    assert before <= rec["frozen_at"] + 0.05 and after >= rec["thawed_at"] - 0.05, (before, after, rec)
+    assert gap <= rec["downtime"] + 0.05, (gap, rec["downtime"])
+    assert where(mig, "m1") == "leaf3"
+    assert lab.reachable(mig.host("c1"), ip(mig, "m1"))
+
+
+def test_a_tcp_connection_through_a_vip_to_a_migrating_backend_survives(mig):
+    server = lab.serve_http(mig.host("m2"), 8080, "m2")
+    try:
+        deadline = time.monotonic() + 10
+        while lab.http_get(mig.host("c1"), f"http://{VIP}/") != "m2":
+            assert time.monotonic() < deadline, "the VIP never answered"
+            time.sleep(0.2)
+        client = lab.keepalive_client(mig.host("c1"), VIP, 80, count=50, interval=0.05)
+        time.sleep(0.5)
+        rec = migrate(mig, "m2", "leaf3")
+        answers = client.communicate(timeout=30)[0].split()
+        assert rec["outcome"] == "ok" and rec["drained"] == ["blue/web"], rec
+        assert answers == ["m2"] * 50, answers
+        # Undrained: new connections reach it at its new place.
+        deadline = time.monotonic() + 10
+        while lab.http_get(mig.host("c1"), f"http://{VIP}/") != "m2":
+            assert time.monotonic() < deadline, "no new connection after the migration"
+            time.sleep(0.2)
+    finally:
+        server.terminate()
+
+
+def test_isolation_holds_after_the_moves(mig):
+    # m1 (blue) now shares leaf3 with r2 (red), at the same address.
+    assert where(mig, "m1") == where(mig, "r2") == "leaf3"
+    for src, dst in (("blue", "red"), ("red", "blue")):
+        leaks = lab.cross_tenant_leaks(mig.emu, mig.cfg, src, dst, seconds=3)
+        assert not any(leaks.values()), leaks
+    assert lab.reachable(mig.host("r1"), ip(mig, "r2"))
+
+
+def test_a_full_hypervisor_is_refused_and_nothing_changes(mig):
+    before = len(mig.api.get("/migrations"))
+    with pytest.raises(ApiError) as err:
+        mig.api.post("/migrations", {"vm": "m3", "target": "leaf4"})
+    assert err.value.status == 409 and "leaf4 is full" in str(err.value)
+    assert len(mig.api.get("/migrations")) == before
+    assert where(mig, "m3") == "leaf1"
+
+
+def test_migrations_of_different_vms_run_at_once_but_not_two_of_one(mig):
+    a = mig.api.post("/migrations", {"vm": "m3", "target": "leaf2"})
+    b = mig.api.post("/migrations", {"vm": "r1", "target": "leaf2"})
+    with pytest.raises(ApiError, match="already migrating"):
+        mig.api.post("/migrations", {"vm": "m3", "target": "leaf3"})
+    a, b = mig.agent.wait(a["id"], 25), mig.agent.wait(b["id"], 25)
+    assert (a["outcome"], b["outcome"]) == ("ok", "ok"), (a, b)
+    # They overlapped: each started before the other finished.
+    assert a["requested_at"] < b["phases"]["finished"]["start"] and b["requested_at"] < a["phases"]["finished"]["start"]
+    assert where(mig, "m3") == where(mig, "r1") == "leaf2"
+    assert lab.reachable(mig.host("c1"), ip(mig, "m3"))
+    assert lab.reachable(mig.host("r2"), ip(mig, "r1"))
+
+
+def test_cold_migration_is_down_for_the_whole_copy(mig):
+    copy = TENANTS["blue"]["vms"]["m3"]["memory"] / EXTRA["migration"]["copy_rate"]
+    stream = lab.ping_stream(mig.host("c1"), ip(mig, "m3"), seconds=3)
+    time.sleep(0.5)
+    rec = migrate(mig, "m3", "leaf1", mode="cold")
+    gap, _, _ = lab.longest_gap(lab.reply_times(stream))
+    assert rec["outcome"] == "ok" and rec["mode"] == "cold", rec
+    assert rec["downtime"] >= copy and gap >= copy * 0.9, (gap, rec)
+    assert gap <= rec["downtime"] + 0.05, (gap, rec["downtime"])
+    assert where(mig, "m3") == "leaf1"
+
+
+def test_a_killed_agent_rolls_the_migration_back(mig):
+    rec = mig.api.post("/migrations", {"vm": "m4", "target": "leaf2"})
+    wait_phase(mig, rec["id"], "data_transfer")
+    mig.agent.kill()
+    try:
+        deadline = time.monotonic() + 5
+        while (rec := mig.api.get(f"/migrations/{rec['id']}"))["outcome"] is None:
+            assert time.monotonic() < deadline, rec
+            time.sleep(0.05)
+    finally:
+        mig.agent = Agent(mig.emu, mig.api, mig.cfg).start()
+    assert rec["outcome"] == "rolled_back" and "agent" in rec["reason"], rec
+    assert where(mig, "m4") == "leaf3"
+    assert lab.reachable(mig.host("c1"), ip(mig, "m4"))
+
+
+def test_the_target_switch_going_down_rolls_the_migration_back(mig):
+    rec = mig.api.post("/migrations", {"vm": "m4", "target": "leaf2"})
+    wait_phase(mig, rec["id"], "data_transfer")
+    subprocess.run(["ovs-vsctl", "set-controller", "leaf2", "tcp:127.0.0.1:9"], check=True)
+    try:
+        rec = mig.agent.wait(rec["id"], 10)
+    finally:
+        subprocess.run(["ovs-vsctl", "set-controller", "leaf2", f"tcp:127.0.0.1:{mig.ctl.port}"], check=True)
+    assert (rec["outcome"], rec["reason"]) == ("rolled_back", "target switch leaf2 disconnected"), rec
+    assert where(mig, "m4") == "leaf3"
+    assert lab.reachable(mig.host("c1"), ip(mig, "m4"))
+    mig.wait_reachable()      # leaf2 is back for the tests after this one
+
+
+def test_a_stranger_claiming_a_migrating_vm_is_ignored(mig):
+    rec = mig.api.post("/migrations", {"vm": "m4", "target": "leaf2"})
+    wait_phase(mig, rec["id"], "data_transfer")
+    m4 = mig.vm("m4")
+    offset = len(mig.ctl.log())
+    rogue = mig.emu.plug("rogue", "leaf4", m4.mac, f"{m4.ip}/24")
+    rogue.cmd(f"arping -c 2 -U -I {rogue.defaultIntf()} {m4.ip}")
+    assert mig.ctl.wait_log("VM is migrating: only its migration moves it", after=offset)
+    rec = mig.agent.wait(rec["id"], 25)
+    assert rec["outcome"] == "ok" and where(mig, "m4") == "leaf2", rec
+
+
+def test_a_vm_whose_cable_moved_is_learnt_at_its_new_port(mig):
+    ports = VMPorts(mig.emu, "m3", 24, mig.agent.plugged)
+    try:
+        new = ports.plug("leaf3", "cable0")
+        ports.swap(new, until=0)
+        ports.announce()
+    finally:
+        ports.close()
+    deadline = time.monotonic() + 10
+    while where(mig, "m3") != "leaf3":
+        assert time.monotonic() < deadline, mig.ctl.log()[-2000:]
+        time.sleep(0.1)
+    assert lab.reachable(mig.host("c1"), ip(mig, "m3"))
