@@ -97,6 +97,12 @@ def planned(doc=None, health=None):
     return model, plan(model, leafspine())
 
 
+def bucket_target(bucket):
+    """The backend (ip, port) of a bucket: its one action is ct(commit, nat(dst=ip:port))."""
+    [(_, _, _, _, (_, ip, port))] = bucket
+    return ip, port
+
+
 def groups_of(p, dpid):
     return p.groups[dpid]
 
@@ -105,12 +111,13 @@ def test_new_connections_to_a_vip_go_to_a_maglev_group_shared_by_weight():
     model, p = planned()
     [group] = groups_of(p, 0x101).values()
     assert len(group.buckets) == MAGLEV_SLOTS
-    share = Counter(b[1][4][1] for b in group.buckets)      # ("ct", ..., ("dnat", ip, port))
+    share = Counter(bucket_target(b)[0] for b in group.buckets)
     assert abs(share["10.1.0.12"] / MAGLEV_SLOTS - 2 / 3) < 0.02
     for bucket in group.buckets:
-        mac, ip = bucket[0][2], bucket[1][4][1]
-        assert {"10.1.0.12": "02:00:00:00:01:02", "10.1.0.13": "02:00:00:00:01:03"}[ip] == mac
-        assert bucket[1][:4] == ("ct", 1, 101, Table.FORWARD)
+        # One action: commit with the translation; table 3 then sets the MAC.
+        [(verb, commit, zone, table, nat)] = bucket
+        assert (verb, commit, zone, table) == ("ct", 1, 101, Table.LB)
+        assert nat in (("dnat", "10.1.0.12", 8080), ("dnat", "10.1.0.13", 8080))
 
 
 def test_the_service_is_on_every_switch_where_its_tenant_has_a_vm_and_nowhere_else():
@@ -122,10 +129,18 @@ def test_the_service_is_on_every_switch_where_its_tenant_has_a_vm_and_nowhere_el
         assert bool(p.groups[dpid]) == (dpid in blue_switches)
 
 
+def test_with_a_group_every_packet_to_the_vip_takes_one_conntrack_pass_through_it():
+    model, p = planned()
+    [group] = groups_of(p, 0x101).values()
+    [listener] = [f for f in p.flows[0x101] if f.table == Table.SERVICES and f.priority == 100]
+    assert listener.instructions == (("apply", (("group", group.group_id),)),)
+    assert not [f for f in p.flows[0x101] if f.table == Table.LB and f.priority == 100]
+
+
 def test_a_down_backend_gets_no_new_connections():
     model, p = planned(health={("blue", "web", "web2:8080"): False})
     [group] = groups_of(p, 0x101).values()
-    assert {b[1][4][1] for b in group.buckets} == {"10.1.0.13"}
+    assert {bucket_target(b)[0] for b in group.buckets} == {"10.1.0.13"}
 
 
 def test_a_drained_backend_gets_no_new_connections_but_keeps_its_own():
@@ -133,7 +148,7 @@ def test_a_drained_backend_gets_no_new_connections_but_keeps_its_own():
                                                {"vm": "web3", "port": 8080}]}})
     model, p = planned(doc)
     [group] = groups_of(p, 0x101).values()
-    assert {b[1][4][1] for b in group.buckets} == {"10.1.0.13"}
+    assert {bucket_target(b)[0] for b in group.buckets} == {"10.1.0.13"}
     ongoing = [f for f in p.flows[0x101] if f.table == Table.LB and f.priority == 90]
     assert {f.match_dict["ipv4_dst"] for f in ongoing} == {"10.1.0.12", "10.1.0.13"}
 
@@ -156,7 +171,7 @@ def test_an_unplugged_backend_is_out_of_the_group_at_once():
     del model.locations["web3"]
     p = plan(model, leafspine())
     [group] = p.groups[0x101].values()
-    assert {b[1][4][1] for b in group.buckets} == {"10.1.0.12"}
+    assert {bucket_target(b)[0] for b in group.buckets} == {"10.1.0.12"}
 
 
 def test_a_backend_on_a_disconnected_switch_takes_no_new_connections():
@@ -164,7 +179,7 @@ def test_a_backend_on_a_disconnected_switch_takes_no_new_connections():
     fab = leafspine()
     fab.remove_switch(0x102)            # web2's leaf
     [group] = plan(model, fab).groups[0x101].values()
-    assert {b[1][4][1] for b in group.buckets} == {"10.1.0.13"}
+    assert {bucket_target(b)[0] for b in group.buckets} == {"10.1.0.13"}
     assert model.backends_down("web2", "its switch disconnected")
     assert not model.health[("blue", "web", "web2:8080")].up
 
@@ -182,7 +197,7 @@ def test_the_same_vip_in_two_tenants_is_two_services():
     model, p = planned(doc_with(services_red=red))
     groups = p.groups[0x101]
     assert len(groups) == 2
-    targets = {frozenset(b[1][4][1] for b in g.buckets) for g in groups.values()}
+    targets = {frozenset(bucket_target(b)[0] for b in g.buckets) for g in groups.values()}
     assert targets == {frozenset({"10.1.0.12", "10.1.0.13"}), frozenset({"10.1.0.12"})}
     vips = [f for f in p.flows[0x101] if f.table == Table.SERVICES and f.priority == 100]
     assert sorted(f.match_dict["metadata"] for f in vips) == [101, 102]

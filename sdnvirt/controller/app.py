@@ -28,7 +28,6 @@ from ..model import Location, Model
 from ..plan.diff import Changes, diff
 from ..plan.flows import ETH_TYPE_LLDP, Flow, is_ours
 from ..plan.pipeline import Table, meters, plan, recover_locations
-from ..plan.services import bucket_target, group_ids
 from . import migrations, ofmsg, packets, probes
 
 LOG = logging.getLogger("sdnvirt.controller")
@@ -74,10 +73,8 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.started = now
         self.last_topology_change = now
         self.prober = probes.Prober(self.model, self._send_frame, self._request)
-        # Counters the switches keep, by backend health key: connections from
-        # group bucket counters, packets/bytes each way from the lb and unnat flows.
-        self.connections: dict[tuple, int] = {}
-        self.bucket_seen: dict[tuple[int, int, int], int] = {}
+        # What the switches counted in the lb and unnat tables' flows: the
+        # backends' connections and their packets/bytes each way.
         self.flow_counters: dict[tuple[int, int], list] = {}     # (dpid, table) -> flow stats
         self.counter_parts: dict[int, list] = {}                 # xid -> flow stats so far
         self.counter_xids: set[int] = set()
@@ -278,38 +275,11 @@ class SdnvirtApp(app_manager.OSKenApp):
         self._request()
 
     def _read_counters(self, dp) -> None:
-        for req in (parser.OFPGroupStatsRequest(dp, 0, ofp.OFPG_ALL),
-                    *(parser.OFPFlowStatsRequest(dp, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())
-                      for table in (Table.LB, Table.UNNAT))):
+        for req in (parser.OFPFlowStatsRequest(dp, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())
+                    for table in (Table.LB, Table.UNNAT)):
             dp.set_xid(req)
             self.counter_xids.add(req.xid)
             dp.send_msg(req)
-
-    @set_ev_cls(ofp_event.EventOFPGroupStatsReply, MAIN_DISPATCHER)
-    def _group_stats(self, ev):
-        msg = ev.msg
-        dpid = msg.datapath.id
-        with self.lock:
-            self.counter_xids.discard(msg.xid)
-            if not self._known(msg.datapath):
-                return
-            groups = self.groups.get(dpid, {})
-            owners = {gid: (t, n) for (t, n), gid in group_ids(self.model.services()).items()}
-            services = {(svc.tenant, svc.name): svc for svc in self.model.services()}
-            for stat in msg.body:
-                svc = services.get(owners.get(stat.group_id))
-                group = groups.get(stat.group_id)
-                if svc is None or group is None or len(group.buckets) != len(stat.bucket_stats):
-                    continue
-                for i, (bucket, counter) in enumerate(zip(group.buckets, stat.bucket_stats)):
-                    last = self.bucket_seen.get((dpid, stat.group_id, i), 0)
-                    self.bucket_seen[(dpid, stat.group_id, i)] = counter.packet_count
-                    # A bucket counter that went back was reset with its group.
-                    new = counter.packet_count - last if counter.packet_count >= last else counter.packet_count
-                    backend = next((b for b in svc.backends if (str(b.vm.ip), b.port) == bucket_target(bucket)), None)
-                    if backend is not None and new:
-                        key = svc.health_key(backend)
-                        self.connections[key] = self.connections.get(key, 0) + new
 
     def _count_flows(self, msg) -> None:
         parts = self.counter_parts.setdefault(msg.xid, [])
@@ -327,14 +297,15 @@ class SdnvirtApp(app_manager.OSKenApp):
         for svc in self.model.services():
             for b in svc.backends:
                 to = [s for (_, table), stats in self.flow_counters.items() if table == Table.LB for s in stats
-                      if s.priority == 90 and s.match.get("metadata") == svc.segment
+                      if s.priority in (90, 95) and s.match.get("metadata") == svc.segment
                       and s.match.get("ipv4_dst") == str(b.vm.ip)]
+                new = [s for s in to if s.priority == 95 and s.match.get(f"{svc.protocol}_dst") == b.port]
                 back = [s for (_, table), stats in self.flow_counters.items() if table == Table.UNNAT for s in stats
                         if s.priority == 100 and s.match.get("metadata") == svc.segment
                         and s.match.get("ipv4_src") == str(b.vm.ip)
                         and s.match.get(f"{svc.protocol}_src") == b.port]
                 out[svc.health_key(b)] = {
-                    "connections": self.connections.get(svc.health_key(b), 0),
+                    "connections": sum(s.packet_count for s in new),
                     "packets_to_backend": sum(s.packet_count for s in to),
                     "bytes_to_backend": sum(s.byte_count for s in to),
                     "packets_from_backend": sum(s.packet_count for s in back),

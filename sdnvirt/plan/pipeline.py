@@ -222,7 +222,7 @@ def plan(model: Model, fabric: Fabric) -> Plan:
                 for vip, svc in vips.items():
                     out[at].add(arp_answer(segment, svc.vip_mac, str(vip), service_cookie(svc)))
             for svc in services:
-                group = group_for(model, svc, gids[(svc.tenant, svc.name)], Table.FORWARD, g)
+                group = group_for(model, svc, gids[(svc.tenant, svc.name)], Table.LB, g)
                 flows = service_flows(svc, group, Table, MeterId.SERVICE, NO_BUFFER) + \
                     backend_flows(svc, Table, vm_cookie)
                 for at in members:

@@ -1,10 +1,11 @@
 """The load balancer in the switches: VIPs, Maglev select groups, conntrack NAT.
 
-Distributed like OVN's: a new connection is translated at the client's edge
-switch (services -> lb tables), the group's Maglev buckets pick the backend
-and commit the DNAT in conntrack, and every later packet follows the
-conntrack entry, so a connection keeps its backend whatever happens to the
-group.  The reply is translated back (unnat table) only where its packets
+Distributed like OVN's: a connection is translated at the client's edge
+switch.  Every packet to a VIP goes through the service's group, whose
+Maglev buckets commit a new connection's DNAT in conntrack; a later packet
+hashes to a bucket too, but conntrack applies the translation its
+connection was committed with, so a connection keeps its backend whatever
+happens to the group.  The reply is translated back (unnat table) only where its packets
 come from a backend's address and port and are not tracked yet, so a reply
 is never put through conntrack twice, whether the hypervisors have one
 conntrack table each (a real deployment) or share one (an emulation).
@@ -23,8 +24,8 @@ from .flows import ETH_TYPE_IPV4, Flow, Owner, apply, cookie, flow, goto, meter
 CT_NEW = (0x21, 0x21)           # +trk+new
 # +trk-rpl-inv: a connection conntrack already holds, original direction. Not
 # -new: until the first reply, later packets (a second UDP datagram, a SYN
-# retransmit) are still +new, but table 2's ct(nat) has already translated
-# them, and only VIP traffic reaches this table.
+# retransmit) are still +new, but already translated, and only VIP
+# traffic reaches this table.
 CT_ONGOING = (0x20, 0x38)
 CT_REPLY = (0x28, 0x28)         # +trk+rpl
 CT_UNTRACKED = (0x00, 0x20)     # -trk
@@ -65,7 +66,7 @@ def listener(svc: Service) -> dict:
             "ipv4_dst": str(svc.vip), f"{svc.protocol}_dst": svc.port}
 
 
-def group_for(model: Model, svc: Service, gid: int, forward_table: int, switches) -> Group | None:
+def group_for(model: Model, svc: Service, gid: int, lb_table: int, switches) -> Group | None:
     """The Maglev table as buckets; None when no backend may take new connections.
 
     ``switches``: the connected ones; a backend on any other takes none."""
@@ -74,18 +75,9 @@ def group_for(model: Model, svc: Service, gid: int, forward_table: int, switches
     if not usable:
         return None
     buckets = tuple(
-        (("set", "eth_dst", b.vm.mac),
-         ("ct", CT_COMMIT, svc.segment, forward_table, ("dnat", str(b.vm.ip), b.port)))
+        (("ct", CT_COMMIT, svc.segment, lb_table, ("dnat", str(b.vm.ip), b.port)),)
         for b in maglev_table(usable, MAGLEV_SLOTS))
     return Group(gid, buckets)
-
-
-def bucket_target(bucket: tuple) -> tuple[str, int] | None:
-    """The backend (ip, port) a bucket made by group_for sends to."""
-    for action in bucket:
-        if action[0] == "ct" and action[4] and action[4][0] == "dnat":
-            return action[4][1], action[4][2]
-    return None
 
 
 def service_flows(svc: Service, group: Group | None, tables, service_meter: int, no_buffer: int) -> list[Flow]:
@@ -93,15 +85,18 @@ def service_flows(svc: Service, group: Group | None, tables, service_meter: int,
     c = service_cookie(svc)
     match = listener(svc)
     if group is not None:
-        new = [apply(("group", group.group_id))]
-    elif svc.on_empty == "reject":
-        # No OVS action writes a TCP RST or an ICMP error: the controller does.
-        new = [meter(service_meter), apply(("controller", no_buffer))]
+        # Every packet to the VIP, new or not, goes through the group: a
+        # bucket's ct(commit, nat) translates a connection conntrack holds as
+        # it was committed, whatever the bucket says, and a new one to the
+        # bucket's backend, in one conntrack pass.
+        entry = [flow(tables.SERVICES, 100, match, [apply(("group", group.group_id))], c)]
     else:
-        new = []
+        # No OVS action writes a TCP RST or an ICMP error: the controller does.
+        new = [meter(service_meter), apply(("controller", no_buffer))] if svc.on_empty == "reject" else []
+        entry = [flow(tables.SERVICES, 100, match, [apply(("ct", 0, svc.segment, tables.LB, ("nat",)))], c),
+                 flow(tables.LB, 100, {**match, "ct_state": CT_NEW}, new, c)]
     return [
-        flow(tables.SERVICES, 100, match, [apply(("ct", 0, svc.segment, tables.LB, ("nat",)))], c),
-        flow(tables.LB, 100, {**match, "ct_state": CT_NEW}, new, c),
+        *entry,
         flow(tables.UNNAT, 90,
              {"metadata": svc.segment, "eth_type": ETH_TYPE_IPV4, "ct_state": CT_REPLY,
               "ct_nw_proto": svc.ip_proto, "ct_nw_dst": str(svc.vip), "ct_tp_dst": svc.port},
@@ -118,6 +113,13 @@ def backend_flows(svc: Service, tables, vm_cookie) -> list[Flow]:
     flows = []
     for b in svc.backends:
         c = vm_cookie(b.vm)
+        # The first packets of a connection the group has just committed to
+        # this backend: the same as priority 90, but their counter is the
+        # number of connections it was given (a SYN retransmit counts again).
+        flows.append(flow(tables.LB, 95,
+                          {"metadata": svc.segment, "eth_type": ETH_TYPE_IPV4, "ct_state": CT_NEW,
+                           "ip_proto": svc.ip_proto, "ipv4_dst": str(b.vm.ip), f"{svc.protocol}_dst": b.port},
+                          [apply(("set", "eth_dst", b.vm.mac)), goto(tables.FORWARD)], c))
         flows.append(flow(tables.LB, 90,
                           {"metadata": svc.segment, "eth_type": ETH_TYPE_IPV4, "ct_state": CT_ONGOING,
                            "ipv4_dst": str(b.vm.ip)},

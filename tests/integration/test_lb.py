@@ -111,7 +111,7 @@ def test_connections_are_spread_by_weight_and_only_the_vip_answers(lb):
     assert _to_controller("leaf1") == sent_up        # no new connection waited for the controller
     assert set(got) == {"b1", "b2"}, got
     assert 0.55 < got["b1"] / 150 < 0.78, got       # weights 2:1
-    # The switches counted the same connections per backend (group bucket counters).
+    # The switches counted the same connections per backend (table 3, priority 95).
     deadline = time.monotonic() + 15
     while True:
         counted = {vm: n - before.get(vm, 0) for vm, n in _counted(lb).items()}
