@@ -121,12 +121,16 @@ Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 
 class HealthCheck(_Strict):
     # tcp: SYN-ACK is up, RST or timeout down; udp: an ICMP port unreachable
-    # is down, silence is up; icmp: an echo reply is up.
-    type: Literal["tcp", "udp", "icmp"] | None = None   # default: the service's protocol
+    # is down, silence is up; icmp: an echo reply is up; http: GET path, the
+    # answer's status must be expect.
+    type: Literal["tcp", "udp", "icmp", "http"] | None = None   # default: the service's protocol
     interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
     timeout: Annotated[float, Field(gt=0, le=3600)] = 1.0
     rise: Annotated[StrictInt, Field(ge=1, le=100)] = 2
     fall: Annotated[StrictInt, Field(ge=1, le=100)] = 2
+    # http only. The request line must fit in the one segment the probe sends.
+    path: Annotated[str, Field(pattern=r"^/[\x21-\x7e]{0,200}$")] = "/"
+    expect: Annotated[StrictInt, Field(ge=100, le=599)] = 200
 
 
 class BackendSpec(_Strict):
@@ -290,9 +294,16 @@ def _service_checks(base: str, tenant: TenantSpec, vm_ips: dict) -> list[tuple[s
         hc = svc.health_check
         if hc.timeout > hc.interval:
             problems.append((f"{path}.health_check.timeout", f"must not exceed interval ({hc.interval})"))
-        if hc.type not in (None, "icmp", svc.protocol):
+        allowed = (svc.protocol, "icmp", *(("http",) if svc.protocol == "tcp" else ()))
+        if hc.type not in (None, *allowed):
             problems.append((f"{path}.health_check.type", f"a {svc.protocol} service is checked by "
-                             f"{svc.protocol} or icmp, not {hc.type}"))
+                             f"{' or '.join(allowed)}, not {hc.type}"))
+        if hc.type != "http":
+            # Compared with the defaults, not with what was written: the API
+            # store writes every field back.
+            for key in ("path", "expect"):
+                if getattr(hc, key) != HealthCheck.model_fields[key].default:
+                    problems.append((f"{path}.health_check.{key}", "applies to type http only"))
     return problems
 
 

@@ -12,12 +12,12 @@ from sdnvirt.controller import probes
 PROBE_MAC, PROBE_IP = "0a:5d:0a:01:00:fe", "10.1.0.254"
 
 
-def model_with(check_type, protocol="tcp"):
+def model_with(check_type, protocol="tcp", **check):
     doc = copy.deepcopy(TWO_TENANTS)
     doc["tenants"]["blue"]["services"] = {"svc": {
         "vip": "10.1.0.100", "protocol": protocol, "port": 80,
         "backends": [{"vm": "web2", "port": 8080}],
-        "health_check": {"type": check_type, "interval": 0.2, "timeout": 0.2, "rise": 1, "fall": 1}}}
+        "health_check": {"type": check_type, "interval": 0.2, "timeout": 0.2, "rise": 1, "fall": 1, **check}}}
     return placed_model(doc)
 
 
@@ -94,6 +94,52 @@ def test_an_echo_reply_is_up_for_icmp():
         ICMP(type=0, id=ping[ICMP].id, seq=ping[ICMP].seq)
     p.on_reply(dpid, port, 101, bytes(pong))
     assert model.health[("blue", "svc", "web2:8080")].up
+
+
+def http_exchange(answer: bytes | None, **check):
+    """An http check played to its end: SYN, SYN-ACK, request, the server's
+    ACK, then ``answer`` (None: the server closes without one)."""
+    model = model_with("http", path="/healthz", **check)
+    key = ("blue", "svc", "web2:8080")
+    model.health[key].up = answer is None
+    p, _ = prober(model)
+    dpid, port, syn = sent_probe(p)
+    [(_, _, request)] = p.on_reply(dpid, port, 101, reply(syn, "SA"))
+    req = Ether(request)
+    assert req[TCP].flags == "PA" and req[TCP].seq == syn[TCP].seq + 1 and req[TCP].ack == 8
+    assert bytes(req[TCP].payload).startswith(b"GET /healthz HTTP/1.0\r\nHost: 10.1.0.100\r\n")
+    assert model.health[key].up is (answer is None), "a SYN-ACK alone decides nothing"
+    server = Ether(src=syn.dst, dst=syn.src) / IP(src="10.1.0.12", dst=PROBE_IP) / \
+        TCP(sport=8080, dport=syn[TCP].sport, seq=8, ack=req[TCP].seq + len(req[TCP].payload), flags="A")
+    assert p.on_reply(dpid, port, 101, bytes(server)) == []        # the request's ACK: wait for data
+    if answer is None:
+        server[TCP].flags = "FA"
+        frames = p.on_reply(dpid, port, 101, bytes(server))
+    else:
+        server[TCP].flags = "PA"
+        frames = p.on_reply(dpid, port, 101, bytes(server / answer))
+    return model.health[key], frames, req
+
+
+def test_http_expected_status_is_up_and_the_probe_connection_is_reset():
+    health, [(_, _, rst)], req = http_exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert health.up and health.last_reason == "HTTP 200"
+    assert Ether(rst)[TCP].flags == "R" and Ether(rst)[TCP].seq == req[TCP].seq + len(req[TCP].payload)
+
+
+@pytest.mark.parametrize("answer, expect, up, why", [
+    (b"HTTP/1.1 503 Service Unavailable\r\n\r\n", None, False, "HTTP 503"),
+    (b"HTTP/1.0 204 No Content\r\n\r\n", 204, True, "HTTP 204"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n", None, False, "no HTTP status line"),
+])
+def test_http_status_decides(answer, expect, up, why):
+    health, _, _ = http_exchange(answer, **({"expect": expect} if expect else {}))
+    assert (health.up, health.last_reason) == (up, why)
+
+
+def test_http_closed_without_an_answer_is_down():
+    health, _, _ = http_exchange(None)
+    assert not health.up and health.last_reason == "closed without an answer"
 
 
 @pytest.mark.parametrize("where", ["another port", "another tenant", "another address"])

@@ -7,6 +7,11 @@ tenant's probe MAC is sent to the controller.  So they work with overlapping
 tenant addresses and with no route from the controller host into any tenant
 network, like OVN's service monitors.  A reply counts only if it comes from
 the backend's own port, in the backend's tenant, from the backend's address.
+
+An http check is a TCP exchange the controller plays itself: SYN; on the
+SYN-ACK one segment with the request; the status line of the first data
+segment decides; then a reset.  Nothing is retransmitted: a lost segment
+is a timeout, like a lost SYN.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import ipaddress
 import itertools
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 
@@ -26,8 +32,9 @@ from ..plan.flows import ETH_TYPE_IPV4
 
 LOG = logging.getLogger("sdnvirt.probes")
 
-TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 PROBE_PORTS = range(33000, 61000)
+STATUS_LINE = re.compile(rb"HTTP/\d\.\d (\d{3})")
 
 
 @dataclass
@@ -37,6 +44,8 @@ class Outstanding:
     kind: str
     sent: float
     port: int                       # our source port (or ICMP id) that the reply must echo
+    seq: int = 0                    # tcp, http: our next sequence number
+    asked: bool = False             # http: the request is out
 
 
 class Prober:
@@ -86,15 +95,16 @@ class Prober:
         token = next(self._ports)
         while token in self.outstanding:
             token = next(self._ports)
-        self.outstanding[token] = Outstanding(svc.health_key(backend), loc, kind, now, token)
+        isn = random.getrandbits(32)
+        self.outstanding[token] = Outstanding(svc.health_key(backend), loc, kind, now, token, (isn + 1) & 0xFFFFFFFF)
         tenant = self.model.tenant(svc.tenant)
         src_ip, dst_ip = str(tenant.probe_ip), str(backend.vm.ip)
         pkt = packet.Packet()
         pkt.add_protocol(ethernet.ethernet(backend.vm.mac, virtual_mac(tenant.probe_ip), ETH_TYPE_IPV4))
-        if kind == "tcp":
+        if kind in ("tcp", "http"):
             pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=6))
-            pkt.add_protocol(tcp.tcp(src_port=token, dst_port=backend.port, seq=random.getrandbits(32),
-                                     bits=TCP_SYN, window_size=1024))
+            pkt.add_protocol(tcp.tcp(src_port=token, dst_port=backend.port, seq=isn,
+                                     bits=TCP_SYN, window_size=65535))
         elif kind == "udp":
             pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=17))
             pkt.add_protocol(udp.udp(src_port=token, dst_port=backend.port))
@@ -120,8 +130,6 @@ class Prober:
             token = t.dst_port
             ok = bool(t.bits & TCP_SYN and t.bits & TCP_ACK)
             reason = "SYN-ACK" if ok else "RST" if t.bits & TCP_RST else f"TCP flags {t.bits:#x}"
-            if ok:
-                answer = [self._rst(pkt, t)]
         elif ic is not None and ic.type == icmp.ICMP_ECHO_REPLY:
             token, ok, reason = ic.data.id, True, "echo reply"
         elif ic is not None and ic.type == icmp.ICMP_DEST_UNREACH:
@@ -137,20 +145,56 @@ class Prober:
                 or ipaddress.IPv4Address(ip.src) != backend.vm.ip):
             LOG.warning("probe reply for %s ignored: it came from the wrong place", out.key)
             return []
+        if out.kind == "http":
+            verdict, frames = self._http(out, svc, pkt, t)
+            answer = [(dpid, in_port, frame) for frame in frames]
+            if verdict is None:
+                return answer       # the exchange goes on
+            ok, reason = verdict
+        elif t is not None and ok:
+            answer = [(dpid, in_port, self._segment(pkt, t, out.seq, TCP_RST))]
         del self.outstanding[token]
         latency = time.monotonic() - out.sent
         if self._record(svc, backend, ok, reason, latency):
             self.on_change()
-        return [(dpid, in_port, frame) for frame in answer]
+        return answer
 
-    def _rst(self, pkt, t) -> bytes:
+    def _http(self, out: Outstanding, svc: Service, pkt, t) -> tuple[tuple[bool, str] | None, list[bytes]]:
+        """One segment of an http check: (verdict or None while it goes on, frames to send)."""
+        if t is None or t.bits & TCP_RST:
+            return (False, "RST" if t is not None else "not TCP"), []
+        payload = pkt.protocols[-1] if isinstance(pkt.protocols[-1], (bytes, bytearray)) else b""
+        if not out.asked and t.bits & TCP_SYN and t.bits & TCP_ACK:
+            hc = svc.health_check
+            request = (f"GET {hc.path} HTTP/1.0\r\nHost: {svc.vip}\r\n"
+                       f"User-Agent: sdnvirt-health-check\r\n\r\n").encode()
+            frame = self._segment(pkt, t, out.seq, TCP_ACK | TCP_PSH, request, ack=t.seq + 1)
+            out.seq, out.asked = (out.seq + len(request)) & 0xFFFFFFFF, True
+            return None, [frame]
+        if out.asked and payload:
+            rst = [self._segment(pkt, t, out.seq, TCP_RST)]
+            m = STATUS_LINE.match(payload)
+            if m is None:
+                return (False, "no HTTP status line"), rst
+            status = int(m.group(1))
+            return (status == svc.health_check.expect, f"HTTP {status}"), rst
+        if t.bits & TCP_FIN:
+            return (False, "closed without an answer"), [self._segment(pkt, t, out.seq, TCP_RST)]
+        return None, []             # an ACK of the request: the answer follows
+
+    @staticmethod
+    def _segment(pkt, t, seq: int, bits: int, data: bytes = b"", ack: int = 0) -> bytes:
+        """A TCP segment back to the sender of ``pkt``, on the probe's connection."""
         eth, ip = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(ipv4.ipv4)
-        rst = packet.Packet()
-        rst.add_protocol(ethernet.ethernet(eth.src, eth.dst, ETH_TYPE_IPV4))
-        rst.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=6))
-        rst.add_protocol(tcp.tcp(src_port=t.dst_port, dst_port=t.src_port, seq=t.ack, bits=TCP_RST))
-        rst.serialize()
-        return bytes(rst.data)
+        out = packet.Packet()
+        out.add_protocol(ethernet.ethernet(eth.src, eth.dst, ETH_TYPE_IPV4))
+        out.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=6))
+        out.add_protocol(tcp.tcp(src_port=t.dst_port, dst_port=t.src_port, seq=seq, ack=ack & 0xFFFFFFFF,
+                                 bits=bits, window_size=65535))
+        if data:
+            out.add_protocol(data)
+        out.serialize()
+        return bytes(out.data)
 
     def _find(self, key) -> tuple[Service | None, Backend | None]:
         for svc in self.model.services():
