@@ -85,8 +85,11 @@ def foreign_mininets() -> list[str]:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        if any(c.startswith(b"mininet:") for c in cmd) and ppid not in mine:
-            found.append(next(c for c in cmd if c.startswith(b"mininet:")).decode())
+        name = next((c.decode() for c in cmd if c.startswith(b"mininet:")), None)
+        # A remote controller's shell (c0) holds no bridge or interface, and
+        # Mininet sometimes leaves it behind when a run stops.
+        if name is not None and ppid not in mine and not re.fullmatch(r"mininet:c\d+", name):
+            found.append(name)
     return found
 
 
