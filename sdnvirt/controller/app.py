@@ -38,6 +38,11 @@ TICK = 0.05
 RESYNC_BACKOFF = 5.0
 STATUS_INTERVAL = 1.0
 STATS_INTERVAL = 5.0     # load-balancer counters read from the switches
+# ARP probes for silent VMs follow a switch's first flows and a port coming
+# up after this long, then at doubling intervals up to locate_interval: a
+# reply lost while the switch (or the controller) was busy costs a fraction
+# of a second, not a whole round.
+LOCATE_FIRST = 0.25
 
 
 class SdnvirtApp(app_manager.OSKenApp):
@@ -66,6 +71,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.unannounced: set[int] = set()
         self.last_resync: dict[int, float] = {}
         self.link_seen: dict[tuple[int, int], float] = {}
+        self.locate_due: dict[int, tuple[float, float]] = {}    # dpid -> (next probes, step)
         self.reinject: list[tuple[int, int, bytes]] = []
         self.barriers: dict[int, threading.Event] = {}
         self.secret = os.urandom(16)
@@ -151,6 +157,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                     LOG.warning("backend %s of %s/%s is DOWN (its switch disconnected)",
                                 backend.key, svc.tenant, svc.name)
             self.link_seen = {k: v for k, v in self.link_seen.items() if k[0] != dp.id}
+            self.locate_due.pop(dp.id, None)
         LOG.warning("switch %016x disconnected; it keeps its flows (fail-secure)", dp.id)
         self._request(topology=True)
 
@@ -442,6 +449,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             self._send_lldp(dp)
         for dpid in sorted(fresh):
             self._locate(dpid)
+            self._locate_soon(dpid)
         if work or group_work:
             LOG.info("reconciled %d switches, %d flow and %d group changes in %.1f ms", len(dps),
                      sum(len(ch) for _, ch, _ in work.values()),
@@ -496,6 +504,11 @@ class SdnvirtApp(app_manager.OSKenApp):
         """LLDP out of the ports (to find links) and probes for this hypervisor's silent VMs."""
         self._send_lldp(dp, ports)
         self._locate(dp.id, ports)
+        self._locate_soon(dp.id)
+
+    def _locate_soon(self, dpid: int) -> None:
+        with self.lock:
+            self.locate_due[dpid] = (time.monotonic() + LOCATE_FIRST, LOCATE_FIRST)
 
     def _send_lldp(self, dp, ports: list[int] | None = None) -> None:
         with self.lock:
@@ -625,7 +638,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                 LOG.error("cannot write %s/%s: %s", self.state_dir, status.FILE, err.strerror)
 
     def _tick_loop(self) -> None:
-        next_lldp = next_locate = next_status = next_stats = time.monotonic()
+        next_lldp = next_status = next_stats = time.monotonic()
         while True:
             time.sleep(TICK)
             now = time.monotonic()
@@ -634,10 +647,12 @@ class SdnvirtApp(app_manager.OSKenApp):
                     next_lldp = now + self.settings.lldp_interval
                     for dp in list(self.dps.values()):
                         self._send_lldp(dp)
-                if now >= next_locate:
-                    next_locate = now + self.settings.locate_interval
-                    for dpid in list(self.dps):
+                for dpid in list(self.dps):
+                    due, step = self.locate_due.get(dpid, (now, self.settings.locate_interval))
+                    if now >= due:
                         self._locate(dpid)
+                        step = min(2 * step, self.settings.locate_interval)
+                        self.locate_due[dpid] = (now + step, step)
                 if now >= next_status:
                     next_status = now + STATUS_INTERVAL
                     self._write_status()
