@@ -218,10 +218,19 @@ class Emulation:
 
     def stop(self) -> None:
         net, self.net = self.net, None
-        if net is not None:
-            log.info("stopping topology %s", self.topo_name)
-            net.stop()
-        self._lock.close()
+        try:
+            if net is not None:
+                log.info("stopping topology %s", self.topo_name)
+                for node in net.values():
+                    if node.shell is not None and node.shell.poll() is not None:
+                        # Mininet would wait forever for the prompt of a shell
+                        # that died (it keeps the pty open itself); the node's
+                        # namespace and interfaces died with it.
+                        log.warning("node %s's shell is gone; skipping its commands", node.name)
+                        node.cmd = _gone
+                net.stop()
+        finally:
+            self._lock.close()
 
     def __enter__(self) -> "Emulation":
         return self.start()
@@ -243,6 +252,10 @@ class Emulation:
         if vm_name not in self.placement:
             raise KeyError(vm_name)
         return self.placement[vm_name]
+
+
+def _gone(*_args, **_kwargs) -> str:
+    return ""
 
 
 def _boot(host) -> None:

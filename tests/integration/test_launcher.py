@@ -3,12 +3,15 @@
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from sdnvirt.emulation import lab
+from sdnvirt import config
+from sdnvirt.emulation import lab, lock
+from sdnvirt.emulation.launcher import Emulation
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +56,27 @@ def test_topo_no_cli_runs_until_sigterm_then_cleans_up(tmp_path):
 def test_topologies_work_with_plain_mn(topo, switches):
     name = topo.split(",")[0]
     res = subprocess.run(
-        ["timeout", "120", "mn", "--custom", str(REPO / "topologies" / f"{name}.py"), "--topo", topo,
+        ["flock", "-w", "1800", lock.PATH, "timeout", "120", "mn", "--custom", str(REPO / "topologies" / f"{name}.py"), "--topo", topo,
          "--switch", "ovs,datapath=user,protocols=OpenFlow13,failMode=standalone", "--controller", "none",
          "--test", "none"], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "*** Adding switches:" in res.stderr
     assert len(res.stderr.split("*** Adding switches:")[1].split("***")[0].split()) == switches
+
+
+def test_stop_does_not_hang_on_a_node_whose_shell_died():
+    lab.ensure_ovs()
+    cfg = config.parse({"tenants": {"t": {"segment": 7, "subnet": "10.7.0.0/24", "vms": {
+        "tv1": {"mac": "02:00:00:07:00:01", "ip": "10.7.0.1", "host": "s1"},
+        "tv2": {"mac": "02:00:00:07:00:02", "ip": "10.7.0.2", "host": "s1"}}}}})
+    emu = Emulation(cfg, "single", {}, controller_port=lab.free_port()).start()
+    shell = emu.host("tv1").shell
+    shell.kill()            # what a stray kill, or a VM "crash", does to a Mininet host
+    shell.wait(10)
+    stopper = threading.Thread(target=emu.stop, daemon=True)
+    stopper.start()
+    stopper.join(60)
+    assert not stopper.is_alive(), "Emulation.stop() hangs on a dead node shell"
+    assert "s1" not in _bridges()
+    with lock.fabric_lock(timeout=5):       # and it let go of the machine's fabric lock
+        pass
