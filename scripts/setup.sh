@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Get a Debian 12 machine ready to run sdnvirt, its demo and its tests:
 #   - the system packages (Open vSwitch, Mininet, tools), installed only if missing;
-#   - openvswitch-testcontroller stopped and disabled (it would take port 6653);
+#   - openvswitch-testcontroller stopped and disabled (it would take port 6653),
+#     and so are the prometheus and prometheus-node-exporter services that
+#     Debian starts on install (the tests run their own Prometheus);
 #   - Open vSwitch running (the userspace datapath needs no kernel module);
 #   - a venv with sdnvirt installed in editable mode, with Debian's Python
 #     packages visible (Debian's `mininet` is not on PyPI).
@@ -25,6 +27,7 @@ OVS_LOGDIR=${OVS_LOGDIR:-/var/log/openvswitch}
 PACKAGES=(
     openvswitch-switch mininet iperf3 ethtool iproute2 iputils-ping
     iputils-arping python3-venv python3-dev tcpdump procps psmisc curl
+    prometheus
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -69,24 +72,33 @@ if ((${#missing[@]})); then
     run_quiet "apt-get install" apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}"
 fi
 
-# --- openvswitch-testcontroller -----------------------------------------------
-# Some setups pull it in and enable it; it listens on 6653, the OpenFlow port
-# sdnvirt uses, and would answer our switches. Stop and disable the service;
-# a process running outside it is only reported, never killed.
+# --- services Debian enables on install --------------------------------------
+# openvswitch-testcontroller (some setups pull it in) listens on 6653, the
+# OpenFlow port sdnvirt uses, and would answer our switches. prometheus (and
+# prometheus-node-exporter, if something pulled it in) would scrape and store
+# forever on a test machine; the tests start their own Prometheus on a free
+# port. Stop and disable the services; a process running outside them is only
+# reported, never killed.
 
-tc=openvswitch-testcontroller
-if [[ -e /etc/init.d/$tc || -e /lib/systemd/system/$tc.service || -e /usr/lib/systemd/system/$tc.service ]]; then
+disable_service() {
+    local svc=$1
+    [[ -e /etc/init.d/$svc || -e /lib/systemd/system/$svc.service || -e /usr/lib/systemd/system/$svc.service ]] ||
+        return 0
     if [[ -d /run/systemd/system ]]; then       # systemd is PID 1
-        systemctl disable --now "$tc" >/dev/null 2>&1 || true
+        systemctl disable --now "$svc" >/dev/null 2>&1 || true
     else
-        if [[ -x /etc/init.d/$tc ]]; then
-            /etc/init.d/$tc stop >/dev/null 2>&1 || true
+        if [[ -x /etc/init.d/$svc ]]; then
+            /etc/init.d/$svc stop >/dev/null 2>&1 || true
         fi
         # Disable it for the next boot, whichever init system that will be.
-        update-rc.d "$tc" disable >/dev/null 2>&1 || true
-        systemctl --root=/ disable "$tc" >/dev/null 2>&1 || true
+        update-rc.d "$svc" disable >/dev/null 2>&1 || true
+        systemctl --root=/ disable "$svc" >/dev/null 2>&1 || true
     fi
-fi
+}
+
+for svc in openvswitch-testcontroller prometheus prometheus-node-exporter; do
+    disable_service "$svc"
+done
 if pids=$(pgrep -d ' ' -f '^(/usr/bin/)?ovs-testcontroller( |$)'); then
     log "warning: ovs-testcontroller is running (pid $pids) and may hold OpenFlow port 6653;" \
         "not stopping it: stop it yourself if sdnvirt cannot listen"

@@ -55,6 +55,14 @@ class OpenFlowSettings(_Strict):
     port: Annotated[StrictInt, Field(ge=1, le=65535)] = 6653
 
 
+class MetricsSettings(_Strict):
+    # The Prometheus endpoint (/metrics). Loopback by default: the metrics
+    # name tenants, VMs and switches, so opening it to the network is the
+    # operator's choice.
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address("127.0.0.1")
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] = 9302
+
+
 class FabricSettings(_Strict):
     # LLDP is sent on every port this often; a link not heard from for
     # link_timeout is taken down (port-status events take it down at once).
@@ -88,6 +96,7 @@ class StoreSettings(_Strict):
 
 class ControllerSettings(_Strict):
     openflow: OpenFlowSettings = OpenFlowSettings()
+    metrics: MetricsSettings = MetricsSettings()
     fabric: FabricSettings = FabricSettings()
     api: ApiSettings = ApiSettings()
     store: StoreSettings = StoreSettings()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import overlay
-from .config import Config, load, parse
+from .config import Config, ConfigError, load, parse
 from .store import Store
 
 
@@ -26,6 +26,7 @@ class ConfigState:
         self.store = store
         self.lock = threading.Lock()
         self.apply: Callable[[Config], None] = lambda config: None
+        self.reloaded: Callable[[bool], None] = lambda ok: None    # told whether each reload worked
         with store.transaction() as txn:
             self.entries: overlay.Entries = {(kind, key): entry for kind in overlay.KINDS
                                              for key, entry in txn.list(kind).items()}
@@ -41,8 +42,13 @@ class ConfigState:
         """Re-read the file and apply it under the API's changes; raises
         ConfigError (and changes nothing) if the result is invalid."""
         with self.lock:
-            config = self._adopt(load(self.path))
+            try:
+                config = self._adopt(load(self.path))
+            except ConfigError:
+                self.reloaded(False)
+                raise
             self.apply(config)
+            self.reloaded(True)
             return config
 
     def change(self, edit: Callable[[overlay.Changes], None]) -> Config:

@@ -23,11 +23,13 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from .. import status
 from ..config import Config
+from ..counters import Totals
 from ..fabric import Fabric
+from ..metrics import Metrics, Snapshot, StateCollector
 from ..model import Location, Model
 from ..plan.diff import Changes, diff
-from ..plan.flows import ETH_TYPE_LLDP, Flow, is_ours
-from ..plan.pipeline import Table, meters, plan, recover_locations
+from ..plan.flows import ETH_TYPE_LLDP, Flow, Owner, is_ours
+from ..plan.pipeline import Prio, Table, meters, plan, recover_locations
 from . import migrations, ofmsg, packets, probes
 
 LOG = logging.getLogger("sdnvirt.controller")
@@ -37,7 +39,8 @@ DEBOUNCE = 0.01     # gathers a burst of events into one reconcile
 TICK = 0.05
 RESYNC_BACKOFF = 5.0
 STATUS_INTERVAL = 1.0
-STATS_INTERVAL = 5.0     # load-balancer counters read from the switches
+STATS_INTERVAL = 5.0     # counters (load balancer, ports, tables, anti-spoofing) read from the switches
+OWNER_MASK = 0xFF << 56  # the owner kind of a cookie
 # ARP probes for silent VMs follow a switch's first flows and a port coming
 # up after this long, then at doubling intervals up to locate_interval: a
 # reply lost while the switch (or the controller) was busy costs a fraction
@@ -48,7 +51,7 @@ LOCATE_FIRST = 0.25
 class SdnvirtApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofp.OFP_VERSION]
 
-    def __init__(self, *args, sdnvirt_config: Config, **kwargs):
+    def __init__(self, *args, sdnvirt_config: Config, sdnvirt_metrics: Metrics, **kwargs):
         super().__init__(*args, **kwargs)
         self.name = "sdnvirt"
         self.lock = threading.RLock()
@@ -78,9 +81,15 @@ class SdnvirtApp(app_manager.OSKenApp):
         now = time.monotonic()
         self.started = now
         self.last_topology_change = now
-        self.prober = probes.Prober(self.model, self._send_frame, self._request)
+        self.metrics = sdnvirt_metrics
+        self.prober = probes.Prober(self.model, self._send_frame, self._request, self.metrics.probe_latency)
+        self.switch_names: dict[int, str] = {}          # every switch connected since the start
         # What the switches counted in the lb and unnat tables' flows: the
-        # backends' connections and their packets/bytes each way.
+        # backends' connections and their packets/bytes each way; per VM, its
+        # port's counters and its anti-spoofing drops; flows per table.
+        self.vm_traffic = Totals(4)
+        self.spoofed = Totals(2)
+        self.table_flows: dict[int, dict[int, int]] = {}
         self.flow_counters: dict[tuple[int, int], list] = {}     # (dpid, table) -> flow stats
         self.counter_parts: dict[int, list] = {}                 # xid -> flow stats so far
         self.counter_xids: set[int] = set()
@@ -89,6 +98,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         # reconcile that started after its request is in the switches.
         self.wanted = 0
         self.migrations = migrations.Coordinator(self)
+        self.metrics.registry.register(StateCollector(self.lock, self._metrics_snapshot))
 
     # -- life cycle ------------------------------------------------------------
     def start(self):
@@ -124,11 +134,12 @@ class SdnvirtApp(app_manager.OSKenApp):
         dp.id = dpid = ev.msg.datapath_id
         with self.lock:
             self.dps[dpid] = dp
+            self.switch_names.setdefault(dpid, f"{dpid:016x}")
             self.unannounced.add(dpid)
             self.fabric.add_switch(dpid)
             self.installed.pop(dpid, None)
         LOG.info("switch %016x connected", dpid)
-        dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
+        self._send(dp, parser.OFPPortDescStatsRequest(dp, 0))
         self._read_meters(dp)
         self._read_groups(dp)
         self._read_flows(dp)
@@ -143,6 +154,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             del self.dps[dp.id]
             self.unannounced.discard(dp.id)
             self.flow_counters = {k: v for k, v in self.flow_counters.items() if k[0] != dp.id}
+            self.table_flows.pop(dp.id, None)
             self.installed.pop(dp.id, None)
             self.groups.pop(dp.id, None)
             self.meters_ready.discard(dp.id)
@@ -179,7 +191,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             sw = self.fabric.add_switch(dp.id)
             for port in ev.msg.body:
                 if port.port_no == ofp.OFPP_LOCAL:
-                    sw.name = port.name.decode(errors="replace")
+                    sw.name = self.switch_names[dp.id] = port.name.decode(errors="replace")
                 elif port.port_no <= ofp.OFPP_MAX:
                     self._port_changed(dp.id, port)
         self._announce_ports(dp)
@@ -228,14 +240,14 @@ class SdnvirtApp(app_manager.OSKenApp):
             self.generation[dp.id] = self.generation.get(dp.id, 0) + 1
             self.installed.pop(dp.id, None)
             self.stats_parts[dp.id] = []
-        dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+        self._send(dp, parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                                0, 0, parser.OFPMatch()))
 
     def _read_meters(self, dp) -> None:
         with self.lock:
             self.meters_ready.discard(dp.id)
             self.meter_parts.pop(dp.id, None)
-        dp.send_msg(parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL))
+        self._send(dp, parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL))
 
     @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
     def _meter_config(self, ev):
@@ -253,11 +265,11 @@ class SdnvirtApp(app_manager.OSKenApp):
             want = meters(self.settings)
         for meter_id, m in sorted(want.items()):
             if meter_id not in have:
-                dp.send_msg(ofmsg.meter_mod(dp, m, ofp.OFPMC_ADD))
+                self._send(dp, ofmsg.meter_mod(dp, m, ofp.OFPMC_ADD))
             elif have[meter_id] != m:
-                dp.send_msg(ofmsg.meter_mod(dp, m, ofp.OFPMC_MODIFY))
+                self._send(dp, ofmsg.meter_mod(dp, m, ofp.OFPMC_MODIFY))
         for meter_id in sorted(set(have) - set(want)):
-            dp.send_msg(parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, meter_id=meter_id))
+            self._send(dp, parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, meter_id=meter_id))
         with self.lock:
             self.meters_ready.add(dp.id)
         self._request()
@@ -266,7 +278,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         with self.lock:
             self.groups.pop(dp.id, None)
             self.group_parts[dp.id] = {}
-        dp.send_msg(parser.OFPGroupDescStatsRequest(dp, 0))
+        self._send(dp, parser.OFPGroupDescStatsRequest(dp, 0))
 
     @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
     def _group_desc(self, ev):
@@ -282,11 +294,15 @@ class SdnvirtApp(app_manager.OSKenApp):
         self._request()
 
     def _read_counters(self, dp) -> None:
-        for req in (parser.OFPFlowStatsRequest(dp, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())
-                    for table in (Table.LB, Table.UNNAT)):
+        self._send(dp, parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY))
+        self._send(dp, parser.OFPTableStatsRequest(dp, 0))
+        # Of table 0, only the VMs' flows: their port-security drops.
+        vm_flows = (Table.INGRESS, Owner.VM << 56, OWNER_MASK)
+        for req in (parser.OFPFlowStatsRequest(dp, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, parser.OFPMatch())
+                    for table, cookie, mask in ((Table.LB, 0, 0), (Table.UNNAT, 0, 0), vm_flows)):
             dp.set_xid(req)
             self.counter_xids.add(req.xid)
-            dp.send_msg(req)
+            self._send(dp, req)
 
     def _count_flows(self, msg) -> None:
         parts = self.counter_parts.setdefault(msg.xid, [])
@@ -295,8 +311,43 @@ class SdnvirtApp(app_manager.OSKenApp):
             return
         self.counter_xids.discard(msg.xid)
         body = self.counter_parts.pop(msg.xid)
-        if body:
-            self.flow_counters[(msg.datapath.id, body[0].table_id)] = body
+        if not body:
+            return
+        dpid = msg.datapath.id
+        if body[0].table_id != Table.INGRESS:
+            self.flow_counters[(dpid, body[0].table_id)] = body
+            return
+        vms = self._vms_at(dpid)
+        for stat in body:
+            if stat.priority == Prio.VM_PORT_DROP:
+                port = stat.match.get("in_port")
+                self.spoofed.add((dpid, port), vms.get(port), (stat.packet_count, stat.byte_count))
+
+    def _vms_at(self, dpid: int) -> dict[int, str]:
+        """The VMs of a switch, by port."""
+        return {loc.port: name for name, loc in self.model.locations.items() if loc.dpid == dpid}
+
+    @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
+    def _port_stats(self, ev):
+        msg = ev.msg
+        with self.lock:
+            if not self._known(msg.datapath):
+                return
+            dpid = msg.datapath.id
+            vms = self._vms_at(dpid)
+            for stat in msg.body:
+                if stat.port_no <= ofp.OFPP_MAX:
+                    self.vm_traffic.add((dpid, stat.port_no), vms.get(stat.port_no),
+                                        (stat.rx_packets, stat.rx_bytes, stat.tx_packets, stat.tx_bytes))
+
+    @set_ev_cls(ofp_event.EventOFPTableStatsReply, MAIN_DISPATCHER)
+    def _table_stats(self, ev):
+        msg = ev.msg
+        with self.lock:
+            if not self._known(msg.datapath):
+                return
+            tables = self.table_flows.setdefault(msg.datapath.id, {})
+            tables.update((stat.table_id, stat.active_count) for stat in msg.body if stat.table_id in set(Table))
 
     def backend_counters(self) -> dict[tuple, dict]:
         """Per backend health key: connections, and packets/bytes to and from it."""
@@ -319,6 +370,10 @@ class SdnvirtApp(app_manager.OSKenApp):
                     "bytes_from_backend": sum(s.byte_count for s in back),
                 }
         return out
+
+    def _metrics_snapshot(self) -> Snapshot:
+        return Snapshot(self.model, self.fabric, self.switch_names, set(self.dps), self.table_flows,
+                        self.backend_counters(), self.vm_traffic, self.spoofed)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev):
@@ -352,6 +407,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         msg = ev.msg
         dp = msg.datapath
         LOG.error("switch %016x refused a message: type %d code %d", dp.id, msg.type, msg.code)
+        self.metrics.openflow_errors.labels(f"{dp.id:016x}", ofmsg.ERROR_TYPES.get(msg.type, str(msg.type))).inc()
         # The shadow copy of its table may now be wrong: read the truth again.
         now = time.monotonic()
         if now - self.last_resync.get(dp.id, -RESYNC_BACKOFF) >= RESYNC_BACKOFF:
@@ -371,12 +427,16 @@ class SdnvirtApp(app_manager.OSKenApp):
             self.dirty.wait()
             time.sleep(DEBOUNCE)
             self.dirty.clear()
+            started = time.monotonic()
             try:
                 self.reconcile()
             except Exception:    # noqa: BLE001 - the daemon must outlive a bad reconcile
                 LOG.exception("reconcile failed; retrying")
+                self.metrics.reconciled("failure", time.monotonic() - started)
                 time.sleep(0.5)
                 self.dirty.set()
+            else:
+                self.metrics.reconciled("success", time.monotonic() - started)
 
     def _settled(self) -> bool:
         return time.monotonic() - max(self.started, self.last_topology_change) >= self.settings.settle
@@ -428,6 +488,10 @@ class SdnvirtApp(app_manager.OSKenApp):
         self._send_all(dps, {
             dpid: [ofmsg.group_mod(dps[dpid], g, ofp.OFPGC_DELETE) for g in gw[2]]
             for dpid, gw in group_work.items()})
+        for _, ch, _ in work.values():
+            self.metrics.changed("flow", add=len(ch.add), modify=len(ch.modify), delete=len(ch.delete))
+        for gadd, gmod, gdel in group_work.values():
+            self.metrics.changed("group", add=len(gadd), modify=len(gmod), delete=len(gdel))
         with self.lock:
             for dpid, (dp, changes, gen) in work.items():
                 if self.generation.get(dpid) == gen and dpid in self.installed:
@@ -477,18 +541,23 @@ class SdnvirtApp(app_manager.OSKenApp):
                 continue
             dp = dps[dpid]
             for msg in msgs:
-                dp.send_msg(msg)
+                self._send(dp, msg)
             barrier = parser.OFPBarrierRequest(dp)
             dp.set_xid(barrier)
             done = threading.Event()
             self.barriers[barrier.xid] = done
-            dp.send_msg(barrier)
+            self._send(dp, barrier)
             waits.append((dpid, barrier.xid, done))
         deadline = time.monotonic() + BARRIER_TIMEOUT
         for dpid, xid, done in waits:
             if not done.wait(max(0.0, deadline - time.monotonic())):
                 self.barriers.pop(xid, None)
                 LOG.warning("switch %016x did not confirm its flow changes in time", dpid)
+
+    def _send(self, dp, msg) -> None:
+        """Every OpenFlow message sdnvirt sends goes out here (os-ken's own handshake and echoes do not)."""
+        dp.send_msg(msg)
+        self.metrics.openflow_sent.labels(ofmsg.MESSAGE_TYPES[msg.cls_msg_type]).inc()
 
     # -- packets -----------------------------------------------------------------
     def _packet_out(self, dpid: int, data: bytes, port: int, in_port: int = ofp.OFPP_CONTROLLER,
@@ -497,8 +566,8 @@ class SdnvirtApp(app_manager.OSKenApp):
         if dp is None:
             return
         out = ofp.OFPP_TABLE if to_table else port
-        dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
-                                        actions=[parser.OFPActionOutput(out, 0)], data=data))
+        self._send(dp, parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                                           actions=[parser.OFPActionOutput(out, 0)], data=data))
 
     def _announce_ports(self, dp, ports: list[int] | None = None) -> None:
         """LLDP out of the ports (to find links) and probes for this hypervisor's silent VMs."""
@@ -538,13 +607,18 @@ class SdnvirtApp(app_manager.OSKenApp):
         dpid = msg.datapath.id
         if not self._known(msg.datapath):
             return
+        started = time.perf_counter()
+        purpose = "learn"
         try:
             in_port = msg.match["in_port"]
             if msg.table_id == Table.FORWARD:
+                purpose = "probe_reply"
                 self._probe_reply(dpid, in_port, msg.match.get("metadata", 0), msg.data)
             elif msg.table_id == Table.LB:
+                purpose = "reject"
                 self._reject(dpid, in_port, msg.match.get("metadata", 0), msg.data)
             elif _ethertype(msg.data) == ETH_TYPE_LLDP:
+                purpose = "lldp"
                 self._lldp_in(dpid, in_port, msg.data)
             else:
                 self._learn(dpid, in_port, msg.data)
@@ -552,6 +626,9 @@ class SdnvirtApp(app_manager.OSKenApp):
             LOG.debug("switch %016x: %s", dpid, err)
         except Exception:    # noqa: BLE001 - no packet may stop the daemon
             LOG.exception("switch %016x: packet-in not handled", dpid)
+        finally:
+            self.metrics.packet_in(ofmsg.PACKET_IN_REASONS.get(msg.reason, str(msg.reason)), purpose,
+                                   time.perf_counter() - started)
 
     def _send_frame(self, dpid: int, port: int, data: bytes) -> None:
         self._packet_out(dpid, data, port)

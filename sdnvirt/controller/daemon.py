@@ -14,6 +14,7 @@ from ..api import server
 from ..api.app import create_app
 from ..api.token import TokenError, ensure_token
 from ..config import Config, ConfigError
+from ..metrics import Metrics
 from ..state import ConfigState
 from ..store import Store
 
@@ -56,18 +57,30 @@ def run(config_path: str, config: Config) -> int:
     signals = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)
 
+    # Served before os-ken starts, so that a port already taken ends the
+    # daemon at once and cleanly.
+    exporter = settings.metrics
+    metrics = Metrics()
+    try:
+        metrics.serve(str(exporter.address), exporter.port)
+    except OSError as err:
+        return _fail(f"cannot serve metrics on {exporter.address}:{exporter.port} (controller.metrics): "
+                     f"{err.strerror}")
+    state.reloaded = metrics.reloaded
+
     of = config.controller.openflow
     osken_cfg.CONF(args=["--ofp-listen-host", str(of.address), "--ofp-tcp-listen-port", str(of.port)],
                    project="os_ken", default_config_files=[])
     manager = AppManager.get_instance()
     manager.load_apps(["sdnvirt.controller.app"])
     contexts = manager.create_contexts()
-    manager.instantiate_apps(sdnvirt_config=state.config, **contexts)
+    manager.instantiate_apps(sdnvirt_config=state.config, sdnvirt_metrics=metrics, **contexts)
     app = manager.applications["sdnvirt"]
     state.apply = app.reload
     server.serve(create_app(app, state, token), api_socket)
-    LOG.info("sdnvirt %s controller listening for OpenFlow 1.3 on %s:%d, REST API on http://%s:%d/v1",
-             __version__, of.address, of.port, settings.api.address, settings.api.port)
+    LOG.info("sdnvirt %s controller listening for OpenFlow 1.3 on %s:%d, REST API on http://%s:%d/v1, "
+             "metrics on http://%s:%d/metrics", __version__, of.address, of.port, settings.api.address,
+             settings.api.port, exporter.address, exporter.port)
 
     while True:
         signum = signal.sigwait(signals)

@@ -10,6 +10,16 @@ from ..plan.services import Group
 from . import osken_fixes
 
 
+def _names(prefix: str) -> dict[int, str]:
+    return {v: k.removeprefix(prefix).lower() for k, v in vars(ofp).items() if k.startswith(prefix)}
+
+
+# Names for metric labels: flow_mod, bad_request, no_match...
+MESSAGE_TYPES = _names("OFPT_")
+ERROR_TYPES = _names("OFPET_")
+PACKET_IN_REASONS = _names("OFPR_")
+
+
 def _action(spec: tuple):
     kind = spec[0]
     if kind == "output":

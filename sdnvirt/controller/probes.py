@@ -49,12 +49,14 @@ class Outstanding:
 
 
 class Prober:
-    def __init__(self, model: Model, send, on_change):
+    def __init__(self, model: Model, send, on_change, latency):
         """``send(dpid, port, frame)`` puts a frame out of a switch port;
-        ``on_change()`` is called when a backend went up or down (it must not block)."""
+        ``on_change()`` is called when a backend went up or down (it must not block);
+        ``latency`` is the histogram of answered probes' round trips (labels tenant, service)."""
         self.model = model
         self.send = send
         self.on_change = on_change
+        self.latency = latency
         self.due: dict[tuple[str, str, str], float] = {}
         self.outstanding: dict[int, Outstanding] = {}
         self._ports = itertools.cycle(PROBE_PORTS)
@@ -155,6 +157,7 @@ class Prober:
             answer = [(dpid, in_port, self._segment(pkt, t, out.seq, TCP_RST))]
         del self.outstanding[token]
         latency = time.monotonic() - out.sent
+        self.latency.labels(svc.tenant, svc.name).observe(latency)
         if self._record(svc, backend, ok, reason, latency):
             self.on_change()
         return answer

@@ -57,10 +57,12 @@ class ControllerProcess:
         self.log_path = self.workdir / "controller.log"
         self.port = doc.get("controller", {}).get("openflow", {}).get("port", 6653)
         # Its state stays with it, never in the system's /var/lib/sdnvirt,
-        # and its API listens on a port of its own.
+        # and its API and metrics listen on ports of their own.
         self.api_port = doc.get("controller", {}).get("api", {}).get("port") or free_port()
+        self.metrics_port = doc.get("controller", {}).get("metrics", {}).get("port") or free_port()
         doc = {**doc, "controller": {"state_dir": str(self.workdir), **doc.get("controller", {})}}
         doc["controller"]["api"] = {**doc["controller"].get("api", {}), "port": self.api_port}
+        doc["controller"]["metrics"] = {**doc["controller"].get("metrics", {}), "port": self.metrics_port}
         self.write_config(doc)
         self.proc: subprocess.Popen | None = None
 
