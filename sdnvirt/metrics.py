@@ -23,15 +23,17 @@ from typing import Callable, ContextManager, Iterator
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector,
                                start_http_server)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from . import __version__
 from .counters import Totals
 from .fabric import Fabric
+from .migration import ORDER, Mode, Outcome, Phase
 from .model import Model
 from .plan.pipeline import Table
 
-PACKET_IN_PURPOSES = ("learn", "lldp", "probe_reply", "reject")
+DOWNTIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class Metrics:
@@ -47,8 +49,8 @@ class Metrics:
             "sdnvirt_openflow_messages_sent", "OpenFlow messages sent to switches, by message type.",
             ["type"], registry=r)
         self.openflow_errors = Counter(
-            "sdnvirt_openflow_errors", "OFPT_ERROR messages received: a switch refused a message, by error type.",
-            ["dpid", "type"], registry=r)
+            "sdnvirt_openflow_errors", "OFPT_ERROR messages received: a switch refused a message, by error type "
+            "(the log names the switch).", ["type"], registry=r)
         self.packet_ins = Counter(
             "sdnvirt_packet_ins", "Packet-ins received, by OpenFlow reason and by what they are for.",
             ["reason", "purpose"], registry=r)
@@ -97,6 +99,11 @@ class Metrics:
         for op, n in counts.items():
             self.reconcile_changes.labels(obj, op).inc(n)
 
+    def errors_known(self, types) -> None:
+        """Start every OpenFlow error type at zero (dashboards then show 0, not nothing)."""
+        for t in types:
+            self.openflow_errors.labels(t)
+
     def reloaded(self, ok: bool) -> None:
         self.config_reloads.labels("success" if ok else "failure").inc()
         self.config_load_error.set(0 if ok else 1)
@@ -126,6 +133,7 @@ class Snapshot:
     backend_counters: dict[tuple, dict]        # health key -> what the switches counted
     vm_traffic: Totals                         # VM name -> rx packets, rx bytes, tx packets, tx bytes (switch side)
     spoofed: Totals                            # VM name -> packets, bytes dropped by its anti-spoofing flow
+    migrations: list[dict]                     # every migration record (Migration.as_dict()), finished or not
 
 
 class StateCollector:
@@ -180,6 +188,7 @@ def state_families(s: Snapshot) -> Iterator[Metric]:
     yield vms
     yield from _vm_families(s)
     yield from _backend_families(s)
+    yield from migration_families(s.migrations)
 
 
 def _vm_families(s: Snapshot) -> Iterator[Metric]:
@@ -259,3 +268,48 @@ def _backend_families(s: Snapshot) -> Iterator[Metric]:
         healthy.add_metric([svc.tenant, svc.name], n_up)
     yield from (backends, healthy, up, weight, probes, connections, packets, octets)
 
+
+
+def migration_families(records: list[dict]) -> Iterator[Metric]:
+    """Counters and histograms made from the migration records at each scrape."""
+    modes = [m.value for m in Mode]
+    outcomes = {(mode, o.value): 0 for mode in modes for o in Outcome}
+    downtimes: dict[str, list[float]] = {mode: [] for mode in modes}
+    phases = [p.value for p in ORDER if p is not Phase.FINISHED]
+    durations: dict[tuple[str, str], list[float]] = {(mode, p): [] for mode in modes for p in phases}
+    running = 0
+    for r in records:
+        if r["outcome"] is None:
+            running += 1
+        else:
+            outcomes[(r["mode"], r["outcome"])] += 1
+        if r["downtime"] is not None:
+            downtimes[r["mode"]].append(r["downtime"])
+        for phase, times in r["phases"].items():
+            if phase in phases and times["duration"] is not None:
+                durations[(r["mode"], phase)].append(times["duration"])
+    total = CounterMetricFamily("sdnvirt_migrations", "Finished migrations, by mode and outcome "
+                                "(ok, rolled_back: the VM stayed at its source, failed).", labels=["mode", "outcome"])
+    for labels, n in outcomes.items():
+        total.add_metric(list(labels), n)
+    yield total
+    gauge = GaugeMetricFamily("sdnvirt_migrations_running", "Migrations in progress.")
+    gauge.add_metric([], running)
+    yield gauge
+    downtime = HistogramMetricFamily(
+        "sdnvirt_migration_downtime_seconds", "Time a migrated VM could not exchange traffic, from freeze to "
+        "running at its target with the paths flipped.", labels=["mode"])
+    for mode, values in downtimes.items():
+        downtime.add_metric([mode], *_histogram(values, DOWNTIME_BUCKETS))
+    yield downtime
+    phase_time = HistogramMetricFamily("sdnvirt_migration_phase_duration_seconds",
+                                       "Duration of each phase of a migration, once it ended.", labels=["mode", "phase"])
+    for labels, values in durations.items():
+        phase_time.add_metric(list(labels), *_histogram(values, PHASE_BUCKETS))
+    yield phase_time
+
+
+def _histogram(values: list[float], bounds: tuple[float, ...]) -> tuple[list[tuple[str, int]], float]:
+    """Cumulative buckets and the sum, as HistogramMetricFamily.add_metric takes them."""
+    buckets = [(str(b), sum(1 for v in values if v <= b)) for b in bounds] + [("+Inf", len(values))]
+    return buckets, sum(values)

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sdnvirt.counters import Totals
 from sdnvirt.emulation.lab import free_port
 from sdnvirt.metrics import Metrics, Snapshot, StateCollector
+from sdnvirt.migration import Migrations
 from sdnvirt.model import Location
 from sdnvirt.plan.pipeline import Table
 
@@ -40,7 +41,7 @@ def daemon_like():
                     backend_counters={("blue", "web", "web2:8080"): {
                         "connections": 3, "packets_to_backend": 10, "bytes_to_backend": 1000,
                         "packets_from_backend": 8, "bytes_from_backend": 4000}},
-                    vm_traffic=Totals(4), spoofed=Totals(2))
+                    vm_traffic=Totals(4), spoofed=Totals(2), migrations=[])
     metrics = Metrics()
     metrics.registry.register(StateCollector(lock, lambda: snap))
     return metrics, snap
@@ -170,3 +171,41 @@ def test_table_names():
     snap.table_flows[0x102] = {int(t): 1 for t in Table}
     tables = {dict(k)["table"] for k in scrape(metrics)[0]["sdnvirt_switch_flows"] if ("switch", "leaf2") in k}
     assert tables == {"ingress", "arp", "services", "lb", "unnat", "forward", "flood"}
+
+
+def test_migrations_are_counted_from_their_records():
+    model = placed_model(DOC)
+    now = [1000.0]
+    migs = Migrations(model, wall=lambda: now[0], mono=lambda: now[0])
+    switches = {f"leaf{i}": 0x100 + i for i in range(1, 5)}
+    names = {dpid: name for name, dpid in switches.items()}
+    done = migs.request("web1", "leaf2", "live", switches, names)
+    migs.plugged(done.id, 5)
+    now[0] += 1
+    migs.capture(done.id, [], {})
+    migs.heard(done.id, frozen_at=1001.0)
+    now[0] = 1001.2
+    migs.arrived(done.id)
+    migs.flipped(done.id)
+    migs.heard(done.id, thawed_at=1001.1)
+    assert migs.complete(done.id)
+    failed = migs.request("db1", "leaf2", "cold", switches, names)
+    migs.roll_back(failed.id, "agent silent")
+    migs.request("db2", "leaf4", "live", switches, names)
+
+    metrics = Metrics()
+    lock = threading.Lock()
+    metrics.registry.register(StateCollector(lock, lambda: Snapshot(
+        model, leafspine(), {}, set(), {}, {}, Totals(4), Totals(2), [m.as_dict() for m in migs.records()])))
+    samples, types = scrape(metrics)
+    assert types["sdnvirt_migration_downtime_seconds"] == "histogram"
+    assert one(samples, "sdnvirt_migrations_total", mode="live", outcome="ok") == 1
+    assert one(samples, "sdnvirt_migrations_total", mode="cold", outcome="rolled_back") == 1
+    assert one(samples, "sdnvirt_migrations_total", mode="cold", outcome="failed") == 0
+    assert one(samples, "sdnvirt_migrations_running") == 1
+    assert one(samples, "sdnvirt_migration_downtime_seconds_count", mode="live") == 1
+    assert one(samples, "sdnvirt_migration_downtime_seconds_bucket", mode="live", le="0.25") == 1
+    assert one(samples, "sdnvirt_migration_downtime_seconds_bucket", mode="live", le="0.1") == 0
+    assert one(samples, "sdnvirt_migration_phase_duration_seconds_count", mode="live", phase="state_capture") == 1
+    assert one(samples, "sdnvirt_migration_phase_duration_seconds_sum", mode="live", phase="preparation") == 1.0
+    assert one(samples, "sdnvirt_migration_downtime_seconds_count", mode="cold") == 0

@@ -82,6 +82,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.started = now
         self.last_topology_change = now
         self.metrics = sdnvirt_metrics
+        self.metrics.errors_known(ofmsg.ERROR_TYPES.values())
         self.prober = probes.Prober(self.model, self._send_frame, self._request, self.metrics.probe_latency)
         self.switch_names: dict[int, str] = {}          # every switch connected since the start
         # What the switches counted in the lb and unnat tables' flows: the
@@ -372,8 +373,9 @@ class SdnvirtApp(app_manager.OSKenApp):
         return out
 
     def _metrics_snapshot(self) -> Snapshot:
+        # Migrations are not wired into the controller yet: none to show.
         return Snapshot(self.model, self.fabric, self.switch_names, set(self.dps), self.table_flows,
-                        self.backend_counters(), self.vm_traffic, self.spoofed)
+                        self.backend_counters(), self.vm_traffic, self.spoofed, migrations=[])
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev):
@@ -407,7 +409,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         msg = ev.msg
         dp = msg.datapath
         LOG.error("switch %016x refused a message: type %d code %d", dp.id, msg.type, msg.code)
-        self.metrics.openflow_errors.labels(f"{dp.id:016x}", ofmsg.ERROR_TYPES.get(msg.type, str(msg.type))).inc()
+        self.metrics.openflow_errors.labels(ofmsg.ERROR_TYPES.get(msg.type, str(msg.type))).inc()
         # The shadow copy of its table may now be wrong: read the truth again.
         now = time.monotonic()
         if now - self.last_resync.get(dp.id, -RESYNC_BACKOFF) >= RESYNC_BACKOFF:
