@@ -373,9 +373,8 @@ class SdnvirtApp(app_manager.OSKenApp):
         return out
 
     def _metrics_snapshot(self) -> Snapshot:
-        # Migrations are not wired into the controller yet: none to show.
         return Snapshot(self.model, self.fabric, self.switch_names, set(self.dps), self.table_flows,
-                        self.backend_counters(), self.vm_traffic, self.spoofed, migrations=[])
+                        self.backend_counters(), self.vm_traffic, self.spoofed, self.migrations.records())
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev):
