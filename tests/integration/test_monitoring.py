@@ -4,9 +4,7 @@ Every expression of every shipped dashboard panel and alert rule is evaluated
 by Prometheus; each alert is made to fire by producing its condition (a dead
 backend, a service left without backends, a bad config, a switch cut off, the
 daemon killed, a migration whose hypervisor agent never answers); the bytes
-counted for a VM match a known iperf3 transfer.  The emulation has no
-hypervisor agent yet, so no migration completes here: the one requested is
-rolled back, and the downtime panels answer with no observation (NaN).
+counted for a VM match a known iperf3 transfer; a VM migrates.
 """
 
 import json
@@ -22,12 +20,15 @@ import yaml
 from monitoring import RULES, alert_rules, panel_exprs, variable_selectors
 
 from sdnvirt.emulation import lab
+from sdnvirt.emulation.agent import Agent
 
 from .conftest import Fabric
 from .test_lb import TENANTS    # blue/web on b1 and b2, red/web on r2 alone
 
 pytestmark = pytest.mark.integration
 
+# A silent hypervisor agent is given up on after a second.
+EXTRA = {"migration": {"stop_and_copy": 0.1, "agent_timeout": 1.0, "timeout": 20.0}}
 UDP_PAYLOAD = 1400
 UDP_FRAME = UDP_PAYLOAD + 8 + 20 + 14      # what the switch counts per datagram: UDP, IPv4, Ethernet
 
@@ -113,8 +114,8 @@ def until(check, timeout, what, detail=lambda: ""):
 
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory):
-    fab = Fabric(tmp_path_factory.mktemp("monitoring"), TENANTS, "leafspine", {"spines": 2, "leaves": 4})
-    prom = None
+    fab = Fabric(tmp_path_factory.mktemp("monitoring"), TENANTS, "leafspine", {"spines": 2, "leaves": 4}, EXTRA)
+    prom = fab.agent = None
     try:
         fab.start()
         fab.servers = {n: lab.serve_http(fab.host(n), 8080, n) for n in ("b1", "b2", "r2")}
@@ -123,6 +124,8 @@ def watched(tmp_path_factory):
     finally:
         if prom is not None:
             prom.stop()
+        if fab.agent is not None:
+            fab.agent.stop()
         for proc in getattr(fab, "servers", {}).values():
             proc.terminate()
         fab.stop()
@@ -186,11 +189,20 @@ def test_dashboards_and_alerts_against_the_real_daemon(watched):
     leaf4.vsctl("set-controller", "leaf4", *target)
     until(lambda: prom.query('sdnvirt_switch_connected{switch="leaf4"} == 1'), 20, "leaf4 back")
 
-    # A migration that no hypervisor agent carries out is rolled back.
+    # A migration that no hypervisor agent carries out is rolled back; with
+    # an agent, one goes through.
     api = fab.ctl.api()
-    mid = api.post("/migrations", {"vm": "c1", "target": "leaf4", "mode": "live"})["id"]
+    mid = api.post("/migrations", {"vm": "b3", "target": "leaf4", "mode": "live"})["id"]
     until(lambda: api.get(f"/migrations/{mid}")["outcome"] == "rolled_back", 20, "migration rolled back")
     fires(prom, fab, "SdnvirtMigrationFailed", mode="live", outcome="rolled_back")
+    fab.agent = Agent(fab.emu, api, fab.cfg).start()
+    mid = api.post("/migrations", {"vm": "b3", "target": "leaf4", "mode": "live"})["id"]
+    record = fab.agent.wait(mid, timeout=25)
+    assert record["outcome"] == "ok", record
+    until(lambda: prom.query('sdnvirt_migrations_total{mode="live",outcome="ok"} == 1'), 10, "migration counted")
+    assert prom.query('sdnvirt_vm_location{vm="b3",switch="leaf4"}')
+    counted = prom.value('sdnvirt_migration_downtime_seconds_sum{mode="live"}')
+    assert counted == pytest.approx(record["downtime"]), (counted, record)
 
     # Every dashboard panel answers, with series, through Prometheus's API.
     empty = [(board, title, expr) for board, title, expr in panel_exprs() if not prom.query(expr)]
