@@ -1,6 +1,6 @@
 """Running totals of counters the switches keep, per owner (a VM, a backend).
 
-A switch counts per source (a port, a flow, a group bucket), and a source's
+A switch counts per source (a port, a flow), and a source's
 counter starts again from zero when the source is re-created, while its owner
 changes when a VM moves to another port.  So each reading adds only what its
 source counted since the previous reading, to the source's owner of the

@@ -241,7 +241,7 @@ def _backend_families(s: Snapshot) -> Iterator[Metric]:
     probes = CounterMetricFamily("sdnvirt_backend_probes", "Health probes of the backend, by result.",
                                  labels=b_labels + ["result"])
     connections = CounterMetricFamily("sdnvirt_backend_connections",
-                                      "New connections the switches sent to the backend (select group buckets).",
+                                      "New connections the switches sent to the backend (its lb flow for new connections).",
                                       labels=b_labels)
     packets = CounterMetricFamily("sdnvirt_backend_packets", "Packets of load-balanced connections, by direction.",
                                   labels=b_labels + ["direction"])
