@@ -14,18 +14,25 @@ changes only, and the planner does the rest (DESIGN.md's four steps):
    network state is recorded (``Migration.state``) and the agent may copy;
 3. data transfer: the agent's business (``sdnvirt/emulation/agent.py``): it
    reports when it froze the VM and when it thawed it at the target;
-4. restoration: the VM is seen at the target (its port comes up, or the
-   agent says so): one ``Model.bind`` at the target flips every path
-   make-before-break and removes the source's flows; when the switches
-   confirm it, the record gets its downtime, the VM is announced with
-   gratuitous ARPs and undrained.
+4. restoration: as soon as the agent has frozen the VM (nothing delivered
+   to the source reaches it from then on), or else when the VM is seen at
+   the target (its port comes up, or the agent says it thawed it there),
+   one ``Model.bind`` at the target flips every path make-before-break and
+   removes the source's flows; when the switches confirm it and the agent
+   has thawed the VM, the record gets its downtime, the VM is announced
+   with gratuitous ARPs and undrained.
 
-A failure before restoration (target switch gone, agent silent, timeout, or
-the VM leaving its source port before it was frozen) rolls back: the pending
-target and the drain are undone, so the VM stays where it was.
+A failure before the VM runs at its target (target switch gone, agent
+silent, timeout, or the VM leaving its source port before it was frozen)
+rolls back: the pending target and the drain are undone, and paths already
+flipped go back, so the VM stays where it was.
 
-``Migrations.records()`` / ``Migration.as_dict()`` are the interface for the
-REST API and the metrics exporter; see ``Migration.as_dict``.
+For the REST API and the metrics exporter: ``SdnvirtApp.migration_records()``
+(the facade method) returns every migration of the controller's lifetime,
+oldest first, finished ones included, each as ``Migration.as_dict()``
+describes (mode, outcome, reason, per-phase start/end/duration, downtime in
+seconds); under the app's lock, ``app.migrations.migs.records()`` gives the
+``Migration`` objects themselves.
 """
 
 from __future__ import annotations
@@ -266,8 +273,8 @@ class Migrations:
 
     # -- restoration -------------------------------------------------------------
     def arrived(self, mid: int) -> bool:
-        """The VM is at its target (its port came up, or the agent says so):
-        flip every path to it.  False if it was already flipped."""
+        """The VM belongs at its target now (frozen at the source, or seen at
+        the target): flip every path to it.  False if it was already flipped."""
         mig = self._get(mid)
         if not mig.active or mig.phase is not Phase.DATA_TRANSFER:
             return False
@@ -296,18 +303,20 @@ class Migrations:
 
     # -- failures ----------------------------------------------------------------
     def roll_back(self, mid: int, reason: str) -> Migration:
-        """Give up before restoration: the VM stays where it is.
+        """Give up: the VM stays at, or goes back to, its source.
 
-        After restoration began the VM is at its target already; a failure
-        then is recorded but nothing is undone (the target is where it runs).
+        Once the VM runs at its target (the agent thawed it there), a failure
+        is recorded but nothing is undone: the target is where it runs.
         """
         mig = self._get(mid)
         if not mig.active:
             return mig
-        if mig.phase is Phase.RESTORATION:
+        if mig.phase is Phase.RESTORATION and mig.thawed_at is not None:
             self._release(mig)
-            mig.finish(Outcome.FAILED, f"{reason} (the VM is at its target)", self.wall())
+            mig.finish(Outcome.FAILED, f"{reason} (the VM runs at its target)", self.wall())
             return mig
+        if mig.phase is Phase.RESTORATION:
+            self.model.bind(mig.vm, mig.source_location)      # paths flipped while it was frozen: back
         self.model.pending.pop(mig.vm, None)
         self._release(mig)
         mig.finish(Outcome.ROLLED_BACK, reason, self.wall())
@@ -322,14 +331,14 @@ class Migrations:
 
     def overdue(self) -> list[tuple[Migration, str]]:
         """Active migrations to roll back now, with why: past the timeout, or
-        an agent silent too long before the VM reached its target."""
+        an agent silent too long before it thawed the VM at its target."""
         now = self.mono()
         settings = self.model.config.migration
         due = []
         for mig in self.active():
             if now >= mig.deadline:
                 due.append((mig, f"not finished within migration.timeout ({settings.timeout:g} s)"))
-            elif mig.phase is not Phase.RESTORATION and now - mig.heard > settings.agent_timeout:
+            elif mig.thawed_at is None and now - mig.heard > settings.agent_timeout:
                 due.append((mig, f"no word from the hypervisor agent for {settings.agent_timeout:g} s"))
         return due
 

@@ -51,12 +51,13 @@ def test_a_live_migration_from_request_to_finish():
     mid = prepared(app)
     co = app.migrations
     co.event(mid, "frozen", frozen_at=100.0)
-    # The agent removed the VM's old interface: its source port goes, the VM stays bound there.
-    assert co.port_gone(Location(0x101, 3), deleted=True)
-    assert app.model.locations["web1"] == Location(0x101, 3)
-    co.port_up(Location(0x104, 5))
+    # Frozen: nothing sent to the source reaches it any more, the paths flip to the target now.
     assert app.model.locations["web1"] == Location(0x104, 5)
     assert co.record(mid)["phase"] == "restoration"
+    # The agent removes the VM's old interface: nothing to unbind there.
+    assert not co.port_gone(Location(0x101, 3), deleted=True)
+    co.port_up(Location(0x104, 5))
+    assert app.model.locations["web1"] == Location(0x104, 5)
     reconcile(app)
     co.event(mid, "thawed", frozen_at=100.0, thawed_at=100.1)
     rec = co.record(mid)
@@ -65,6 +66,35 @@ def test_a_live_migration_from_request_to_finish():
     deadline = threading.Event()
     deadline.wait(1.0)
     assert sorted(set(app.sent)) == [(0x101, 4), (0x102, 3)] and len(app.sent) == 10
+
+
+def test_a_port_coming_up_at_the_target_flips_the_paths_if_the_agent_did_not_say_it_froze_the_vm():
+    app = FakeApp()
+    mid = prepared(app)
+    app.migrations.port_up(Location(0x104, 5))
+    assert app.model.locations["web1"] == Location(0x104, 5)
+    assert app.migrations.record(mid)["phase"] == "restoration"
+
+
+def test_a_failure_while_the_vm_is_frozen_flips_the_paths_back():
+    app = FakeApp()
+    mid = prepared(app)
+    app.migrations.event(mid, "frozen", frozen_at=100.0)
+    app.migrations.event(mid, "aborted", reason="no room")
+    rec = app.migrations.record(mid)
+    assert rec["outcome"] == "rolled_back" and "no room" in rec["reason"], rec
+    assert app.model.locations["web1"] == Location(0x101, 3) and not app.model.pending
+
+
+def test_a_failure_once_the_vm_runs_at_the_target_is_recorded_and_leaves_it_there():
+    app = FakeApp()
+    mid = prepared(app)
+    app.migrations.event(mid, "thawed", frozen_at=100.0, thawed_at=100.1)
+    app.migrations.tick()
+    app.migrations.migs.roll_back(mid, "test")
+    rec = app.migrations.record(mid)
+    assert rec["outcome"] == "failed" and "runs at its target" in rec["reason"]
+    assert app.model.locations["web1"] == Location(0x104, 5)
 
 
 def test_the_target_switch_going_away_rolls_back():

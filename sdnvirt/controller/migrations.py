@@ -75,6 +75,11 @@ class Coordinator:
                 self.migs.plugged(mid, int(fields["port"]))
                 LOG.info("migration %d: target port %s:%d plugged; preparing it", mid, mig.target, mig.target_port)
                 self._after_reconcile(mig)
+            elif event == "frozen":
+                # From now on nothing delivered to the source reaches the VM:
+                # the paths flip while it is frozen, so they lead to the
+                # target by the time it runs there.
+                self._arrived(mig, "it is frozen at its source")
             elif event == "thawed":
                 self._arrived(mig, "the agent says so")
                 self._complete(mig)
@@ -84,7 +89,8 @@ class Coordinator:
 
     # -- what the controller sees -----------------------------------------------
     def port_up(self, loc: Location) -> None:
-        """Called under the lock when a port is up: the VM may have arrived."""
+        """Called under the lock when a port is up: the VM has arrived, if the
+        agent has not said it froze it yet."""
         for mig in self.migs.active():
             if self.app.model.pending.get(mig.vm) == loc:
                 self._arrived(mig, "its port came up")
@@ -98,8 +104,6 @@ class Coordinator:
                     self._roll_back(mig, f"its target port on {mig.target} was removed")
                 return True
             if mig.source_location == loc and self.app.model.locations.get(mig.vm) == loc:
-                if mig.phase is Phase.DATA_TRANSFER and mig.frozen_at is not None:
-                    return True     # the agent is moving it
                 self._roll_back(mig, "the VM left its source port before it was frozen")
                 return False
         return False

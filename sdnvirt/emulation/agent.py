@@ -1,9 +1,12 @@
 """The hypervisor agent of an emulation: it moves VMs between switches when the controller says so.
 
 It runs inside the ``sdnvirt topo`` process (the daemon never imports
-Mininet) and talks to the controller only through the REST API: it polls
-``GET /v1/migrations`` for accepted migrations of VMs of its emulation, and
-reports each step with ``POST /v1/migrations/{id}/events``.
+Mininet) and talks to the controller only through the REST API: it carries
+out the migrations it asks for itself (the Mininet CLI's ``migrate``), polls
+``GET /v1/migrations`` every 0.5 s for those asked for elsewhere
+(``sdnvirt migrate``), and reports each step with
+``POST /v1/migrations/{id}/events``, which also tells it whether the
+controller has rolled the migration back.
 
 For each migration (see ``sdnvirt/migration.py`` for the controller's side):
 
@@ -38,14 +41,15 @@ import threading
 import time
 from pathlib import Path
 
-from pyroute2 import IPRoute, NetNS
+from pyroute2 import IPRoute, netns
 
 from ..api.client import ApiError, Client
 from ..config import Config
 
 LOG = logging.getLogger("sdnvirt.agent")
 
-POLL = 0.1          # seconds between looks at the controller's migrations
+DISCOVER = 0.5      # seconds between looks for migrations asked for elsewhere (sdnvirt migrate)
+POLL = 0.1          # seconds between looks at one migration's state while waiting for it
 HEARTBEAT = 0.5     # seconds between words to the controller while copying
 
 
@@ -91,9 +95,11 @@ class Agent:
 
     # -- requests --------------------------------------------------------------
     def request(self, vm: str, target: str, mode: str = "live") -> dict:
-        """Ask the controller for a migration (the Mininet CLI's ``migrate``); the
-        poller then carries it out.  Raises ApiError when it is refused."""
-        return self.client.post("/migrations", {"vm": vm, "target": target, "mode": mode})
+        """Ask the controller for a migration (the Mininet CLI's ``migrate``) and
+        carry it out.  Raises ApiError when it is refused."""
+        rec = self.client.post("/migrations", {"vm": vm, "target": target, "mode": mode})
+        self._take(rec)
+        return rec
 
     def wait(self, mid: int, timeout: float) -> dict:
         """The record of migration ``mid`` once it has ended (or as it is after ``timeout``)."""
@@ -105,7 +111,7 @@ class Agent:
             time.sleep(POLL)
 
     def _poll(self) -> None:
-        while not self.stopping.wait(POLL):
+        while not self.stopping.wait(DISCOVER):
             try:
                 records = self.client.get("/migrations")
             except ApiError as err:
@@ -113,11 +119,17 @@ class Agent:
                 continue
             for rec in records:
                 if (rec["outcome"] is None and rec["phase"] == "preparation" and rec["target_port"] is None
-                        and rec["vm"] in self.emu.placement and rec["id"] not in self.workers):
-                    worker = threading.Thread(target=self._run, args=(rec,), name=f"sdnvirt-migration-{rec['id']}",
-                                              daemon=True)
-                    self.workers[rec["id"]] = worker
-                    worker.start()
+                        and rec["vm"] in self.emu.placement):
+                    self._take(rec)
+
+    def _take(self, rec: dict) -> None:
+        with self.lock:
+            if rec["id"] in self.workers or self.stopping.is_set():
+                return
+            worker = threading.Thread(target=self._run, args=(rec,), name=f"sdnvirt-migration-{rec['id']}",
+                                      daemon=True)
+            self.workers[rec["id"]] = worker
+        worker.start()
 
     # -- one migration -----------------------------------------------------------
     def _run(self, rec: dict) -> None:
@@ -174,8 +186,10 @@ class Move:
         frozen_at = time.time()
         with self.ports.frozen():
             self.agent._report(self.mid, "frozen", frozen_at=frozen_at)
-            self.ports.swap(self.new, until=frozen_at + pause)
+            self.ports.swap(self.new)
             self.moved = True
+            self._copy(frozen_at + pause - time.time())
+            self.ports.up()
         thawed_at = time.time()
         LOG.info("migration %d: %s moved to %s, frozen %.1f ms", self.mid, self.vm, self.target,
                  (thawed_at - frozen_at) * 1000)
@@ -187,7 +201,8 @@ class Move:
             if self.moved:
                 back = self.ports.plug(self.source, f"mig{self.mid}b")
                 with self.ports.frozen():
-                    self.ports.swap(back, until=0)
+                    self.ports.swap(back)
+                    self.ports.up()
                 # Learning finds it at its new port on the source from its own frame.
                 self.ports.announce()
             elif self.new is not None:
@@ -199,12 +214,13 @@ class Move:
         self.ports.close()
 
     def _copy(self, seconds: float) -> None:
-        """The emulated pre-copy: time passes, the controller hears from us (and we learn
+        """An emulated copy: time passes, the controller hears from us (and we learn
         whether it rolled the migration back: _report raises Aborted then)."""
         end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            time.sleep(min(HEARTBEAT, left))
+        while end - time.monotonic() > HEARTBEAT:
+            time.sleep(HEARTBEAT)
             self.agent._report(self.mid, "heartbeat")
+        time.sleep(max(0.0, end - time.monotonic()))
 
     def _wait_phase(self, phase: str) -> None:
         while self.agent._report(self.mid, "heartbeat")["phase"] != phase:
@@ -224,9 +240,10 @@ class VMPorts:
     def __init__(self, emu, vm: str, prefixlen: int, plugged: set[str]):
         self.emu, self.vm, self.prefixlen, self.plugged = emu, vm, prefixlen, plugged
         self.host = emu.host(vm)
-        self.ns = NetNS(f"/proc/{self.host.pid}/ns/net")
+        self.ns = _netlink_in(self.host.pid)
         self.ipr = IPRoute()
         self.intf = str(self.host.defaultIntf())      # keeps its name across moves
+        self.stale: str | None = None                 # the switch end of the interface swap() replaced
 
     def close(self) -> None:
         self.ns.close()
@@ -253,23 +270,27 @@ class VMPorts:
             self.ipr.link("del", index=index)
         self.plugged.discard(port.outside)
 
-    def swap(self, port: "Port", until: float) -> None:
-        """The VM's interface replaced by ``port``'s inside end, same name, MAC and IP; up at ``until``."""
+    def swap(self, port: "Port") -> None:
+        """The VM's interface replaced by ``port``'s inside end, same name, MAC and IP; down until up()."""
         ns = self.ns
         [old] = ns.get_links(ifname=self.intf)
         mac = old.get_attr("IFLA_ADDRESS")
-        peer = _peer_name(self.ipr, old)
+        self.stale = _peer_name(self.ipr, old)
         ns.link("del", index=old["index"])
-        if peer:
-            subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-port", peer],
-                           capture_output=True, timeout=10)
-            self.plugged.discard(peer)
         index = ns.link_lookup(ifname=port.inside)[0]
         ns.link("set", index=index, ifname=self.intf, address=mac)
         ns.addr("add", index=index, address=self.host.IP(), prefixlen=self.prefixlen)
-        time.sleep(max(0.0, until - time.time()))
-        ns.link("set", index=index, state="up")
         self.emu.placement[self.vm] = port.switch
+
+    def up(self) -> None:
+        """The VM's new interface up; then the old port, which went with its veth, off the bridge
+        (ovs-vsctl waits for the switch: not while the VM is cut off)."""
+        self.ns.link("set", index=self.ns.link_lookup(ifname=self.intf)[0], state="up")
+        if self.stale:
+            subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-port", self.stale],
+                           capture_output=True, timeout=10)
+            self.plugged.discard(self.stale)
+            self.stale = None
 
     @contextlib.contextmanager
     def frozen(self):
@@ -292,6 +313,22 @@ class VMPorts:
 class Port:
     def __init__(self, switch: str, outside: str, inside: str, ofport: int):
         self.switch, self.outside, self.inside, self.ofport = switch, outside, inside, ofport
+
+
+def _netlink_in(pid: int) -> IPRoute:
+    """A netlink socket in the network namespace of process ``pid``.
+
+    Made by switching only this thread into the namespace (setns is per
+    thread) and back: pyroute2's NetNS forks a helper instead, which runs the
+    process's signal handlers (``sdnvirt topo``'s SIGTERM) when it is ended.
+    """
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        netns.setns(f"/proc/{pid}/ns/net", flags=0)
+        return IPRoute()
+    finally:
+        netns.setns(home, flags=0)
+        os.close(home)
 
 
 def _free_name(ipr: IPRoute, switch: str) -> str:

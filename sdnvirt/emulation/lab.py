@@ -142,16 +142,26 @@ def ping_stats(out: str) -> tuple[int, int]:
     return 0, 0
 
 
-def ping_stream(host, ip: str, seconds: float, interval: float = 0.001) -> subprocess.Popen:
-    """Echo requests to ``ip`` every ``interval`` s for ``seconds`` s; see reply_times()."""
-    return host.popen(["ping", "-D", "-n", "-i", str(interval), "-w", str(seconds), ip],
-                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def ping_stream(host, ip: str, seconds: int, interval: float = 0.001) -> subprocess.Popen:
+    """Echo requests to ``ip`` every ``interval`` s for ``seconds`` (whole) s; see reply_times().
+
+    Its output goes to a file, not a pipe: at 1,000 lines a second a pipe
+    nobody reads fills up in under a second, and ping then stops sending.
+    """
+    out = tempfile.TemporaryFile(mode="w+")
+    proc = host.popen(["ping", "-D", "-n", "-i", str(interval), "-w", str(int(seconds)), ip],
+                      stdout=out, stderr=subprocess.DEVNULL)
+    proc.output = out
+    return proc
 
 
 def reply_times(proc: subprocess.Popen, timeout: float = 60.0) -> list[float]:
     """When each echo reply of a ping_stream() arrived (wall clock), once it has ended."""
-    out, _ = proc.communicate(timeout=timeout)
-    return [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
+    proc.wait(timeout=timeout)
+    proc.output.seek(0)
+    text = proc.output.read()
+    proc.output.close()
+    return [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", text, re.M)]
 
 
 def longest_gap(times: list[float]) -> tuple[float, float, float]:

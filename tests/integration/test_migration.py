@@ -207,7 +207,8 @@ def test_a_vm_whose_cable_moved_is_learnt_at_its_new_port(mig):
     ports = VMPorts(mig.emu, "m3", 24, mig.agent.plugged)
     try:
         new = ports.plug("leaf3", "cable0")
-        ports.swap(new, until=0)
+        ports.swap(new)
+        ports.up()
         ports.announce()
     finally:
         ports.close()
