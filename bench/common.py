@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import math
 import os
 import platform
@@ -225,6 +226,88 @@ class BridgeGuard:
         net.switches = [sw for sw in net.switches if sw.name not in bad]
         if left:
             out(f"   left alone (both ends on bridges that are not ours): {', '.join(left)}")
+
+
+class Run:
+    """One controller daemon and one emulation, as sdnvirt_fabric() started them."""
+
+    def __init__(self, ctl, emu, res: dict):
+        self.ctl, self.emu, self.res = ctl, emu, res
+        self.guard: BridgeGuard | None = None
+        self.started: dt.datetime | None = None
+
+
+@contextlib.contextmanager
+def sdnvirt_fabric(doc: dict, cfg, topo: tuple[str, dict], workdir: Path, wait_others: float):
+    """The controller daemon with ``doc`` and the emulation of ``topo``, started once the
+    machine is quiet, connected, and always stopped (leaving bridges that are no longer ours
+    alone); a failure caused by another run becomes Disturbed.  Yields a Run whose ``res``
+    already says how long we waited and where the controller's log is."""
+    from sdnvirt.emulation import lab, launcher
+    name, params = topo
+    workdir.mkdir(parents=True)
+    ctl = lab.ControllerProcess(doc, workdir)
+    emu = launcher.Emulation(cfg, name, params, controller_port=ctl.port)
+    run = Run(ctl, emu, {"waited_for_other_runs_s": wait_quiet(wait_others), "controller_log": str(ctl.log_path)})
+    ensure_no_clash(list(emu.build_topo().switches()))
+    try:
+        ctl.start()
+        run.started = dt.datetime.now()
+        emu.start()
+        run.guard = BridgeGuard(list(emu.topo.switches()))
+        launcher.wait_connected(emu.net, timeout=30)
+        yield run
+    except Exception as err:
+        raise_if_disturbed(run.guard, err)
+        raise
+    finally:
+        if run.guard is not None:
+            run.guard.release(emu.net)
+        emu.stop()
+        ctl.stop()
+
+
+def measured(results: dict, fn) -> list[str]:
+    """Run ``fn()``, which fills ``results``; an interruption or a failure is reported and
+    listed, not raised, so that what was measured is still written.  Returns the errors
+    (also in results["errors"]), with the run's duration and final git state."""
+    errors = []
+    t0 = time.monotonic()
+    try:
+        fn()
+    except KeyboardInterrupt:
+        errors.append("interrupted")
+        out("interrupted; cleaned up")
+    except Exception as err:  # noqa: BLE001 - report what was measured so far
+        errors.append(f"{type(err).__name__}: {err}")
+        out(f"FAILED: {type(err).__name__}: {err}")
+    results["errors"] = errors
+    results["git_end"] = git_state()
+    results["duration_s"] = time.monotonic() - t0
+    return errors
+
+
+def report(results: dict, errors: list[str], name: str, stamp: str, suffix: str, workdir: Path,
+           table, peer: str = "peer", plot=None) -> int:
+    """The end of a benchmark: the plot (``plot`` = (png path, draw function)), the table
+    (``table(results)`` -> rows), bench/results/<name>-<stamp><suffix>.json; the exit code."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    if plot is not None:
+        png, draw = plot
+        try:
+            draw(png)
+            results["plot"] = str(png.relative_to(BENCH_DIR.parent))
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"plot: {type(err).__name__}: {err}")
+            out(f"plot failed: {type(err).__name__}: {err}")
+    rows = table(results)
+    out("")
+    results["table"] = print_table(rows, peer) if rows else ""
+    path = RESULTS_DIR / f"{name}-{stamp}{suffix}.json"
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    out(f"\nresults: {path.relative_to(BENCH_DIR.parent)}"
+        + (f", plot: {results['plot']}" if "plot" in results else "") + f"  (controller log in {workdir})")
+    return 1 if errors else 0
 
 
 def attempts(what: str, fn, tries: int = 3):

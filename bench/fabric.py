@@ -41,7 +41,7 @@ from mininet.node import OVSSwitch  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py: shared with bench/lb.py)
     BENCH_DIR, RESULTS_DIR, RE_CONNECTED, RE_HOLDS, RE_LINK, RE_PROGRAMMED, RE_RECONCILED, RE_VM_AT,
-    RE_VM_FOUND, BridgeGuard, attempts, begin, ensure_no_clash, find, fmt, git_state, machine, median,
+    RE_VM_FOUND, BridgeGuard, attempts, begin, ensure_no_clash, find, fmt, machine, measured, median,
     our_port_names, out, p90, parse_log, print_table, raise_if_disturbed, ratio, secs, sh, wait_for, wait_quiet,
     wait_reconcile_quiet)
 
@@ -528,10 +528,9 @@ def main(argv=None) -> int:
                      "workdir": str(workdir),
                      "params": {"first_packet_iterations": args.iterations, "rounds": args.rounds,
                                 "iperf3_seconds": args.iperf_seconds, "iperf3_reps": args.iperf_reps}}
-    errors = []
-    t_all = time.monotonic()
     out(f"sdnvirt fabric benchmark {'(quick) ' if args.quick else ''}- logs in {workdir}")
-    try:
+
+    def parts():
         if args.only in (None, "path"):
             out("a+b) leaf-spine 1x2, VM a (leaf1) -> VM b (leaf2): sdnvirt vs standalone OVS, "
                 f"{args.rounds} interleaved round(s) ...")
@@ -540,15 +539,7 @@ def main(argv=None) -> int:
             out("c) fat tree k=4, 4 tenants x 16 VMs: programming time, then warm restart ...")
             out("   (Mininet's 'Unable to contact the remote controller' is expected: it starts later)")
             results["programming"] = run_programming(args, workdir)
-    except KeyboardInterrupt:
-        errors.append("interrupted")
-        out("interrupted; cleaned up")
-    except Exception as err:  # noqa: BLE001 - report what was measured so far
-        errors.append(f"{type(err).__name__}: {err}")
-        out(f"FAILED: {type(err).__name__}: {err}")
-    results["errors"] = errors
-    results["git_end"] = git_state()
-    results["duration_s"] = time.monotonic() - t_all
+    errors = measured(results, parts)
     rows = table(results)
     out("")
     results["table"] = print_table(rows, "peer (standalone OVS)") if rows else ""

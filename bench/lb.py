@@ -37,14 +37,13 @@ from collections import Counter
 from pathlib import Path
 
 # The launcher imports Mininet and undoes its logger-class side effect: import it first.
-from sdnvirt.emulation import lab, launcher  # noqa: E402
-from sdnvirt.emulation.launcher import Emulation  # noqa: E402
+# The launcher imports Mininet and undoes its logger-class side effect: import it first.
+from sdnvirt.emulation import lab, launcher  # noqa: E402,F401
 from sdnvirt import config as sdnconfig  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py: shared with bench/fabric.py)
-    BENCH_DIR, RESULTS_DIR, RE_RECONCILED, BridgeGuard, attempts, begin, ensure_no_clash, find, fmt,
-    git_state, machine, median, out, parse_log, print_table, raise_if_disturbed, ratio, sh, wait_for, wait_quiet,
-    wait_reconcile_quiet)
+    RESULTS_DIR, RE_RECONCILED, attempts, begin, find, fmt, machine, measured, median, out, parse_log, ratio,
+    report, sdnvirt_fabric, sh, wait_for, wait_reconcile_quiet)
 
 TOPO = ("leafspine", {"spines": 2, "leaves": 4})
 VIP = "10.1.0.100"
@@ -783,100 +782,83 @@ def plot_failover(runs: list[tuple[str, dict]], path: Path, args) -> None:
 # -- the run ----------------------------------------------------------------------------
 
 def measure(args, workdir: Path) -> dict:
-    name, params = TOPO
-    port = lab.free_port()
-    doc = {"controller": {"openflow": {"port": port}}, "tenants": TENANTS}
+    doc = {"controller": {"openflow": {"port": lab.free_port()}}, "tenants": TENANTS}
     cfg = sdnconfig.parse(doc, "bench-lb")
-    workdir.mkdir(parents=True)
-    ctl = lab.ControllerProcess(doc, workdir)
-    emu = Emulation(cfg, name, params, controller_port=ctl.port)
-    res: dict = {"waited_for_other_runs_s": wait_quiet(args.wait_others), "controller_log": str(ctl.log_path)}
-    ensure_no_clash(list(emu.build_topo().switches()))
-    guard = hap = servers = None
-    try:
-        ctl.start()
-        started = dt.datetime.now()
-        emu.start()
-        guard = BridgeGuard(list(emu.topo.switches()))
-        launcher.wait_connected(emu.net, timeout=30)
-        servers = Servers(emu)
-        for b in ("b1", "b2"):
-            servers.start_http(b)
-        servers.start_iperf()
-        want = re.compile(r"fabric programmed: 6 switches, \d+ flows, 4 of 4 VMs located")
-        if not wait_for(lambda: want.search(ctl.log()), timeout=30):
-            raise RuntimeError(f"fabric not programmed in 30 s; controller log: {ctl.log_path}")
-        res["settled"] = wait_reconcile_quiet(ctl, quiet=2.0, timeout=30)
-        c1 = emu.host("c1")
-        for ip in (B1_IP, B2_IP, HAP_IP):
-            if not lab.reachable(c1, ip, tries=5):
-                raise RuntimeError(f"c1 cannot reach {ip}")
-        if not wait_for(lambda: backends_up(ctl), timeout=20, interval=0.2):
-            raise RuntimeError(f"backends not UP in the controller after 20 s; log: {ctl.log_path}")
-        hap = HAProxy(emu.host("hap"), workdir, "default").start()
-        res["warmup"] = {}
-        for t, url in TARGETS.items():
-            use_ports(c1, t)
-            res["warmup"][t] = dict(wait_answering(c1, url, {"b1"} if t == "direct" else {"b1", "b2"}))
-        guard.check(ctl, since=started)
+    with sdnvirt_fabric(doc, cfg, TOPO, workdir, args.wait_others) as run:
+        ctl, emu, guard, res, started = run.ctl, run.emu, run.guard, run.res, run.started
+        hap = servers = None
+        try:
+            servers = Servers(emu)
+            for b in ("b1", "b2"):
+                servers.start_http(b)
+            servers.start_iperf()
+            want = re.compile(r"fabric programmed: 6 switches, \d+ flows, 4 of 4 VMs located")
+            if not wait_for(lambda: want.search(ctl.log()), timeout=30):
+                raise RuntimeError(f"fabric not programmed in 30 s; controller log: {ctl.log_path}")
+            res["settled"] = wait_reconcile_quiet(ctl, quiet=2.0, timeout=30)
+            c1 = emu.host("c1")
+            for ip in (B1_IP, B2_IP, HAP_IP):
+                if not lab.reachable(c1, ip, tries=5):
+                    raise RuntimeError(f"c1 cannot reach {ip}")
+            if not wait_for(lambda: backends_up(ctl), timeout=20, interval=0.2):
+                raise RuntimeError(f"backends not UP in the controller after 20 s; log: {ctl.log_path}")
+            hap = HAProxy(emu.host("hap"), workdir, "default").start()
+            res["warmup"] = {}
+            for t, url in TARGETS.items():
+                use_ports(c1, t)
+                res["warmup"][t] = dict(wait_answering(c1, url, {"b1"} if t == "direct" else {"b1", "b2"}))
+            guard.check(ctl, since=started)
 
-        out(f"1) new TCP connections/s: ab -c 20 -n {args.ab_n} from c1, {args.rounds} interleaved round(s)")
-        res["connections"] = part_connections(emu, args, hap)
-        res["loadavg_after_connections"] = list(os.getloadavg())
-        guard.check(ctl, since=started)
+            out(f"1) new TCP connections/s: ab -c 20 -n {args.ab_n} from c1, {args.rounds} interleaved round(s)")
+            res["connections"] = part_connections(emu, args, hap)
+            res["loadavg_after_connections"] = list(os.getloadavg())
+            guard.check(ctl, since=started)
 
-        out(f"2) iperf3 c1 -> b1 through the VIP and direct, {args.iperf_seconds:g} s x {args.iperf_reps} each")
-        res["iperf3"] = part_iperf(emu, args)
-        guard.check(ctl, since=started)
+            out(f"2) iperf3 c1 -> b1 through the VIP and direct, {args.iperf_seconds:g} s x {args.iperf_reps} each")
+            res["iperf3"] = part_iperf(emu, args)
+            guard.check(ctl, since=started)
 
-        # The reuse check, second half: once OVS's conntrack has let the VIP connections go
-        # (TCP TIME_WAIT: 30 s in the userspace datapath), from the other five ports.
-        reuse = res["connections"]["reused_port_check"]
-        time.sleep(max(0.0, reuse["primed_wall"] + 35 - now_wall()))
-        reuse["later"] = reuse_direct(c1, reuse["ports"][5:], reuse["primed_wall"])
-        out(f"   direct c1 -> b1:8080 from a port whose VIP connection went to b1 "
-            f"{reuse['later']['seconds_after_vip_connection']:.0f} s ago: {reuse['later']['answered']}/5 answered")
+            # The reuse check, second half: once OVS's conntrack has let the VIP connections go
+            # (TCP TIME_WAIT: 30 s in the userspace datapath), from the other five ports.
+            reuse = res["connections"]["reused_port_check"]
+            time.sleep(max(0.0, reuse["primed_wall"] + 35 - now_wall()))
+            reuse["later"] = reuse_direct(c1, reuse["ports"][5:], reuse["primed_wall"])
+            out(f"   direct c1 -> b1:8080 from a port whose VIP connection went to b1 "
+                f"{reuse['later']['seconds_after_vip_connection']:.0f} s ago: {reuse['later']['answered']}/5 answered")
 
-        out(f"3) failover: a new connection every {args.fo_interval * 1000:.0f} ms for {args.fo_duration:g} s, "
-            f"b1's server killed at t={args.fo_kill_at:g} s")
-        fo: dict = {}
-        time.sleep(1.0)
-        fo["sdnvirt"] = part_failover_sdnvirt(emu, ctl, servers, args)
-        out(f"   sdnvirt:            {fo['sdnvirt']['failed']}/{fo['sdnvirt']['total']} failed, marked down "
-            f"+{fmt(fo['sdnvirt']['marked_down_after_kill_s'], ' s')}, reconciled "
-            f"+{fmt(fo['sdnvirt']['reconciled_after_kill_s'], ' s')}")
-        use_ports(c1, "haproxy")
-        wait_answering(c1, TARGETS["haproxy"], {"b1", "b2"})
-        time.sleep(1.0)
-        fo["haproxy"] = part_failover_haproxy(emu, servers, hap, args)
-        out(f"   HAProxy:            {fo['haproxy']['failed']}/{fo['haproxy']['total']} failed, marked down "
-            f"+{fmt(fo['haproxy']['marked_down_after_kill_s'], ' s')}")
-        res["haproxy_default_log"] = hap.text().splitlines()[-60:]
-        hap.stop()
-        hap = HAProxy(emu.host("hap"), workdir, "redispatch").start()
-        use_ports(c1, "haproxy")
-        wait_answering(c1, TARGETS["haproxy"], {"b1", "b2"})
-        wait_for(lambda: backends_up(ctl), timeout=15, interval=0.2)
-        time.sleep(1.0)
-        fo["haproxy_redispatch"] = part_failover_haproxy(emu, servers, hap, args)
-        out(f"   HAProxy redispatch: {fo['haproxy_redispatch']['failed']}/{fo['haproxy_redispatch']['total']} "
-            f"failed, marked down +{fmt(fo['haproxy_redispatch']['marked_down_after_kill_s'], ' s')}")
-        res["haproxy_redispatch_log"] = hap.text().splitlines()[-60:]
-        res["failover"] = fo
-        guard.check(ctl, since=started)
-        return res
-    except Exception as err:
-        raise_if_disturbed(guard, err)
-        raise
-    finally:
-        if hap is not None:
+            out(f"3) failover: a new connection every {args.fo_interval * 1000:.0f} ms for {args.fo_duration:g} s, "
+                f"b1's server killed at t={args.fo_kill_at:g} s")
+            fo: dict = {}
+            time.sleep(1.0)
+            fo["sdnvirt"] = part_failover_sdnvirt(emu, ctl, servers, args)
+            out(f"   sdnvirt:            {fo['sdnvirt']['failed']}/{fo['sdnvirt']['total']} failed, marked down "
+                f"+{fmt(fo['sdnvirt']['marked_down_after_kill_s'], ' s')}, reconciled "
+                f"+{fmt(fo['sdnvirt']['reconciled_after_kill_s'], ' s')}")
+            use_ports(c1, "haproxy")
+            wait_answering(c1, TARGETS["haproxy"], {"b1", "b2"})
+            time.sleep(1.0)
+            fo["haproxy"] = part_failover_haproxy(emu, servers, hap, args)
+            out(f"   HAProxy:            {fo['haproxy']['failed']}/{fo['haproxy']['total']} failed, marked down "
+                f"+{fmt(fo['haproxy']['marked_down_after_kill_s'], ' s')}")
+            res["haproxy_default_log"] = hap.text().splitlines()[-60:]
             hap.stop()
-        if servers is not None:
-            servers.stop()
-        if guard is not None:
-            guard.release(emu.net)
-        emu.stop()
-        ctl.stop()
+            hap = HAProxy(emu.host("hap"), workdir, "redispatch").start()
+            use_ports(c1, "haproxy")
+            wait_answering(c1, TARGETS["haproxy"], {"b1", "b2"})
+            wait_for(lambda: backends_up(ctl), timeout=15, interval=0.2)
+            time.sleep(1.0)
+            fo["haproxy_redispatch"] = part_failover_haproxy(emu, servers, hap, args)
+            out(f"   HAProxy redispatch: {fo['haproxy_redispatch']['failed']}/{fo['haproxy_redispatch']['total']} "
+                f"failed, marked down +{fmt(fo['haproxy_redispatch']['marked_down_after_kill_s'], ' s')}")
+            res["haproxy_redispatch_log"] = hap.text().splitlines()[-60:]
+            res["failover"] = fo
+            guard.check(ctl, since=started)
+            return res
+        finally:
+            if hap is not None:
+                hap.stop()
+            if servers is not None:
+                servers.stop()
 
 
 # -- report -----------------------------------------------------------------------------
@@ -974,41 +956,17 @@ def main(argv=None) -> int:
                                 "health_check": CHECK, "tenants": TENANTS,
                                 "haproxy_cfg": {k: HAPROXY_CFG.format(extra=v, b1=B1_IP, b2=B2_IP, port=HTTP_PORT)
                                                 for k, v in HAPROXY_VARIANTS.items()}}}
-    errors = []
-    t_all = time.monotonic()
     out(f"sdnvirt load-balancer benchmark {'(quick) ' if args.quick else ''}- logs in {workdir}")
-    try:
-        got = attempts("lb run", lambda i: measure(args, workdir / f"run{i + 1}"), tries=2)
-        results.update(got)
-    except KeyboardInterrupt:
-        errors.append("interrupted")
-        out("interrupted; cleaned up")
-    except Exception as err:  # noqa: BLE001 - report what was measured so far
-        errors.append(f"{type(err).__name__}: {err}")
-        out(f"FAILED: {type(err).__name__}: {err}")
-    results["errors"] = errors
-    results["git_end"] = git_state()
-    results["duration_s"] = time.monotonic() - t_all
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    errors = measured(results, lambda: results.update(
+        attempts("lb run", lambda i: measure(args, workdir / f"run{i + 1}"), tries=2)))
+    plot = None
     if "failover" in results:
-        png = RESULTS_DIR / f"lb-failover-{stamp}{suffix}.png"
-        try:
-            fo = results["failover"]
-            plot_failover([("sdnvirt VIP 10.1.0.100:80 (health check tcp, interval 0.2 s, fall 2)", fo["sdnvirt"]),
-                           ("HAProxy, check inter 500 fall 2 rise 2 (retries 3, no redispatch)", fo["haproxy"]),
-                           ("HAProxy, + option redispatch, retries 3", fo["haproxy_redispatch"])], png, args)
-            results["plot"] = str(png.relative_to(BENCH_DIR.parent))
-        except Exception as err:  # noqa: BLE001
-            errors.append(f"plot: {type(err).__name__}: {err}")
-            out(f"plot failed: {type(err).__name__}: {err}")
-    rows = table(results)
-    out("")
-    results["table"] = print_table(rows) if rows else ""
-    path = RESULTS_DIR / f"lb-{stamp}{suffix}.json"
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    out(f"\nresults: {path.relative_to(BENCH_DIR.parent)}"
-        + (f", plot: {results['plot']}" if "plot" in results else "") + f"  (controller log in {workdir})")
-    return 1 if errors else 0
+        fo = results["failover"]
+        plot = (RESULTS_DIR / f"lb-failover-{stamp}{suffix}.png", lambda png: plot_failover([
+            ("sdnvirt VIP 10.1.0.100:80 (health check tcp, interval 0.2 s, fall 2)", fo["sdnvirt"]),
+            ("HAProxy, check inter 500 fall 2 rise 2 (retries 3, no redispatch)", fo["haproxy"]),
+            ("HAProxy, + option redispatch, retries 3", fo["haproxy_redispatch"])], png, args))
+    return report(results, errors, "lb", stamp, suffix, workdir, table, plot=plot)
 
 
 if __name__ == "__main__":

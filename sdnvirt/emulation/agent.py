@@ -191,6 +191,7 @@ class Move:
             self._copy(frozen_at + pause - time.time())
             self.ports.up()
         thawed_at = time.time()
+        self.ports.tidy()
         LOG.info("migration %d: %s moved to %s, frozen %.1f ms", self.mid, self.vm, self.target,
                  (thawed_at - frozen_at) * 1000)
         self.agent._report(self.mid, "thawed", frozen_at=frozen_at, thawed_at=thawed_at)
@@ -203,6 +204,7 @@ class Move:
                 with self.ports.frozen():
                     self.ports.swap(back)
                     self.ports.up()
+                self.ports.tidy()
                 # Learning finds it at its new port on the source from its own frame.
                 self.ports.announce()
             elif self.new is not None:
@@ -283,9 +285,11 @@ class VMPorts:
         self.emu.placement[self.vm] = port.switch
 
     def up(self) -> None:
-        """The VM's new interface up; then the old port, which went with its veth, off the bridge
-        (ovs-vsctl waits for the switch: not while the VM is cut off)."""
         self.ns.link("set", index=self.ns.link_lookup(ifname=self.intf)[0], state="up")
+
+    def tidy(self) -> None:
+        """The old port, gone with its veth, off its bridge too; after the VM runs again:
+        ovs-vsctl waits for the switch."""
         if self.stale:
             subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-port", self.stale],
                            capture_output=True, timeout=10)

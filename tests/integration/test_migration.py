@@ -209,6 +209,7 @@ def test_a_vm_whose_cable_moved_is_learnt_at_its_new_port(mig):
         new = ports.plug("leaf3", "cable0")
         ports.swap(new)
         ports.up()
+        ports.tidy()
         ports.announce()
     finally:
         ports.close()
