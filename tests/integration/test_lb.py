@@ -37,7 +37,12 @@ TENANTS = {
         "r2": {"mac": "02:00:00:00:02:02", "ip": "10.1.0.12", "host": "leaf3"},
     }, "services": {"web": {
         "vip": VIP, "port": 80, "health_check": CHECK, "on_empty": "drop",
-        "backends": [{"vm": "r2", "port": 8080}]}}},
+        "backends": [{"vm": "r2", "port": 8080}]},
+        # http checks on r2's second server: one expects what it answers, one does not.
+        "api": {"vip": "10.1.0.101", "port": 80, "backends": [{"vm": "r2", "port": 8081}],
+                "health_check": {**CHECK, "type": "http", "path": "/healthz"}},
+        "api204": {"vip": "10.1.0.102", "port": 80, "backends": [{"vm": "r2", "port": 8081}],
+                   "health_check": {**CHECK, "type": "http", "expect": 204}}}},
 }
 
 
@@ -47,6 +52,7 @@ def lb(tmp_path_factory):
     try:
         fab.start()
         fab.servers = {n: lab.serve_http(fab.host(n), 8080, n) for n in ("b1", "b2", "b3", "r2")}
+        fab.servers["r2:8081"] = lab.serve_http(fab.host("r2"), 8081, "r2:8081")
         fab.wait_up = lambda *names, timeout=10: _wait_state(fab, names, "UP", timeout)
         time.sleep(1.0)
         yield fab
@@ -68,14 +74,19 @@ def _wait_state(fab, names, state, timeout, after=0):
     return False
 
 
+def _backends(fab, tenant="blue", service="web"):
+    """The backends of a service as `sdnvirt services --json` shows them, by VM:port."""
+    res = subprocess.run([sys.executable, "-m", "sdnvirt", "services", "--json", "--state-dir",
+                          str(fab.ctl.workdir)], capture_output=True, text=True, timeout=30)
+    return {f"{b['vm']}:{b['port']}": b for s in json.loads(res.stdout or "[]")
+            if (s["tenant"], s["name"]) == (tenant, service) for b in s["backends"]}
+
+
 def _cli_health(fab, timeout=5.0):
     """What `sdnvirt services` shows for blue/web, once the daemon has written it."""
     deadline = time.monotonic() + timeout
     while True:
-        res = subprocess.run([sys.executable, "-m", "sdnvirt", "services", "--json", "--state-dir",
-                              str(fab.ctl.workdir)], capture_output=True, text=True, timeout=30)
-        health = {b["vm"]: "UP" if b["up"] else "DOWN" for s in json.loads(res.stdout or "[]")
-                  if (s["tenant"], s["name"]) == ("blue", "web") for b in s["backends"]}
+        health = {b["vm"]: "UP" if b["up"] else "DOWN" for b in _backends(fab).values()}
         if "DOWN" in health.values() or time.monotonic() > deadline:
             return health
         time.sleep(0.2)
@@ -92,10 +103,7 @@ def get(fab, client="c1", timeout=2.0):
 
 
 def _counted(fab):
-    res = subprocess.run([sys.executable, "-m", "sdnvirt", "services", "--json", "--state-dir",
-                          str(fab.ctl.workdir)], capture_output=True, text=True, timeout=30)
-    return {b["vm"]: b.get("connections", 0) for s in json.loads(res.stdout)
-            if (s["tenant"], s["name"]) == ("blue", "web") for b in s["backends"]}
+    return {b["vm"]: b.get("connections", 0) for b in _backends(fab).values()}
 
 
 def _to_controller(switch):
@@ -274,3 +282,25 @@ def test_udp_datagrams_sent_before_any_reply_all_get_through(lb):
     finally:
         for proc in echoes:
             proc.terminate()
+
+
+def test_http_health_checks_get_a_path_and_expect_a_status(lb):
+    def checked(service, up, reason, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            b = _backends(lb, "red", service).get("r2:8081", {})
+            if (b.get("up"), b.get("last_check")) == (up, reason):
+                return True
+            time.sleep(0.2)
+        return False
+
+    assert checked("api", True, "HTTP 200"), lb.ctl.log()[-2000:]
+    assert checked("api204", False, "HTTP 200")         # it answers, but not what this one expects
+    server = lb.servers.pop("r2:8081")
+    server.terminate()
+    server.wait(5)
+    assert checked("api", False, "RST", timeout=5)
+    lb.servers["r2:8081"] = lab.serve_http(lb.host("r2"), 8081, "r2:8081")
+    assert checked("api", True, "HTTP 200")
+    assert lab.http_get(lb.host("r1"), "http://10.1.0.101/") == "r2:8081"
+    assert "api204 is UP" not in lb.ctl.log()
