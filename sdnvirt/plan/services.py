@@ -22,11 +22,13 @@ from .flows import ETH_TYPE_IPV4, Flow, Owner, apply, cookie, flow, goto, meter
 
 # ct_state bits (ovs-fields(7)): new 0x01, est 0x02, rel 0x04, rpl 0x08, inv 0x10, trk 0x20.
 CT_NEW = (0x21, 0x21)           # +trk+new
-# +trk-rpl-inv: a connection conntrack already holds, original direction. Not
+# +trk-rpl: a connection conntrack already holds, original direction. Not
 # -new: until the first reply, later packets (a second UDP datagram, a SYN
 # retransmit) are still +new, but already translated, and only VIP
-# traffic reaches this table.
-CT_ONGOING = (0x20, 0x38)
+# traffic reaches this table. Not -inv: Open vSwitch translates a packet of
+# a known connection that it finds out of window too, and the backend must
+# get it: the client's RST that clears a backend's stale TIME_WAIT is one.
+CT_ONGOING = (0x20, 0x28)
 CT_REPLY = (0x28, 0x28)         # +trk+rpl
 CT_UNTRACKED = (0x00, 0x20)     # -trk
 CT_COMMIT = 1

@@ -304,3 +304,22 @@ def test_http_health_checks_get_a_path_and_expect_a_status(lb):
     assert checked("api", True, "HTTP 200")
     assert lab.http_get(lb.host("r1"), "http://10.1.0.101/") == "r2:8081"
     assert "api204 is UP" not in lb.ctl.log()
+
+
+def test_an_out_of_window_reset_of_a_connection_still_reaches_its_backend(lb):
+    """How a reused client port gets past a backend's stale TIME_WAIT (docs/pipeline.md,
+    *Connection tracking*): the client's RST is out of window for conntrack, yet must arrive."""
+    c1 = lb.host("c1")
+    conn = c1.popen([sys.executable, "-c", "import socket, time\n"
+                     "s = socket.create_connection(('10.1.0.100', 80), source_address=('10.1.0.11', 45123))\n"
+                     "time.sleep(6)"])
+    try:
+        time.sleep(1.0)
+        caps = [lab.capture(lb.host(n), "src host 10.1.0.11 and tcp src port 45123 and tcp[13] & 4 != 0", 3)
+                for n in ("b1", "b2")]
+        lab.wait_tcpdump_ready()
+        lab.send_scapy(c1, ['Ether(src="02:00:00:00:01:01", dst="0a:5d:0a:01:00:64")/'
+                            'IP(src="10.1.0.11", dst="10.1.0.100")/TCP(sport=45123, dport=80, flags="R", seq=12345)'])
+        assert sum(len(lab.captured(cap)) for cap in caps) == 1
+    finally:
+        conn.kill()
