@@ -528,6 +528,7 @@ RE_AB = {
     "non_2xx": re.compile(r"Non-2xx responses:\s+(\d+)"),
     "seconds": re.compile(r"Time taken for tests:\s+([\d.]+)"),
     "ms_per_request": re.compile(r"Time per request:\s+([\d.]+) \[ms\] \(mean\)"),
+    "longest_ms": re.compile(r"100%\s+(\d+) \(longest request\)"),
 }
 
 
@@ -583,7 +584,14 @@ def part_connections(emu, args, hap: HAProxy) -> dict:
                 f"{got['cores_used'].get('ovs_main', 'n/a')} core, machine {got['cores_used'].get('machine_busy', 'n/a')} cores"
                 + (f"  ERROR: {got['error'][-200:]}" if "error" in got else ""))
             time.sleep(1.0)
-    res: dict = {"runs": runs, "port_ranges": PORT_RANGES, "reused_port_check": reuse}
+    # Churn: two VIP runs back to back from the same ports, no clean slate, so that client
+    # ports come back while conntrack and the backends still hold their last connections.
+    use_ports(c1, "vip")
+    churn = [ab(c1, TARGETS["vip"], args.ab_n) for _ in range(2)]
+    out(f"   churn: 2 x {args.ab_n} VIP requests back to back from one port range: failed "
+        f"{sum((x['failed'] or 0) + x.get('aborted_unanswered', 0) for x in churn)}, "
+        f"longest {max((x['longest_ms'] or 0) for x in churn)} ms")
+    res: dict = {"runs": runs, "port_ranges": PORT_RANGES, "reused_port_check": reuse, "churn": churn}
     for target in order:
         rps = [x["rps"] for x in runs[target] if x["rps"] is not None]
         res[f"{target}_rps"] = rps
@@ -885,6 +893,13 @@ def table(results: dict) -> list[list[str]]:
             return f"{c[f'{t}_failed']}/{c[f'{t}_requests']}" + (f" ({k} aborted)" if k else "")
         rows.append(["  failed requests (direct / HAProxy)", failed("vip"), f"{failed('direct')} / {failed('haproxy')}",
                      "-", "0", "yes" if c["vip_failed"] == 0 and not c["vip_incomplete_runs"] else "NO"])
+        if c.get("churn"):
+            ch = c["churn"]
+            rows.append([f"  churn: 2 x {n} VIP requests back to back, same ports",
+                         f"{sum((x['failed'] or 0) + x.get('aborted_unanswered', 0) for x in ch)}/{2 * n} failed",
+                         "-", "-", "0 failed", "yes" if all(not x["failed"] and "error" not in x for x in ch) else "NO"])
+            rows.append(["  churn: longest request", fmt(max((x["longest_ms"] or 0) for x in ch), " ms", 0),
+                         "-", "-", "-", "-"])
         u = c.get("reused_port_check") or {}
         if u.get("at_once"):
             a, f = u["at_once"], u["fresh"]
