@@ -68,7 +68,8 @@ class Metrics:
             "sdnvirt_reconcile_changes", "Flows and groups written by reconcile runs, by object and operation.",
             ["object", "operation"], registry=r)
         self.config_reloads = Counter(
-            "sdnvirt_config_reloads", "Config reloads (SIGHUP), by result.", ["result"], registry=r)
+            "sdnvirt_config_reloads", "Re-reads of the config file (SIGHUP or POST /v1/reload), by result.",
+            ["result"], registry=r)
         self.config_load_error = Gauge(
             "sdnvirt_config_load_error",
             "1 if the last config reload failed and the daemon still runs on the config before it.", registry=r)

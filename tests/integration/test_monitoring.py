@@ -149,6 +149,9 @@ def test_dashboards_and_alerts_against_the_real_daemon(watched):
 
     # Traffic: connections through the VIP, and a known UDP transfer c1 -> b2 across the fabric.
     assert {lab.http_get(fab.host("c1"), "http://10.1.0.100/") for _ in range(20)} == {"b1", "b2"}
+    # c1 claims another address: its port's anti-spoofing flow drops the frames.
+    lab.send_scapy(fab.host("c1"), ['Ether(src="02:00:00:00:01:01", dst="ff:ff:ff:ff:ff:ff")'
+                                    '/IP(src="10.1.0.99", dst="10.1.0.12")/UDP(dport=9)'], count=20)
     sent = 'sdnvirt_vm_transmit_bytes_total{tenant="blue",vm="c1"}'
     before = prom.value(sent)
     b2, c1 = fab.host("b2"), fab.host("c1")
@@ -164,6 +167,7 @@ def test_dashboards_and_alerts_against_the_real_daemon(watched):
     counted = prom.value(sent) - before
     assert abs(counted - wire) <= 0.05 * wire, (counted, wire)
     assert prom.value('sdnvirt_vm_receive_bytes_total{tenant="blue",vm="b2"}') >= 0.95 * wire
+    assert prom.value('sdnvirt_antispoof_dropped_packets_total{tenant="blue",vm="c1"}') == 20
 
     # A backend dies; a service loses its only backend.
     fab.servers["b1"].terminate()
