@@ -261,3 +261,13 @@ def test_the_config_example_lists_the_migration_keys():
     cfg = config.load("deploy/examples/full.yaml")
     assert cfg.capacity("leaf1") == cfg.hypervisors["leaf1"].max_vms
     assert Model(cfg).vm("web1") is not None
+
+
+def test_a_record_is_described_for_people():
+    from sdnvirt.migration import describe
+    model, migs, clock = setup()
+    mig = start(migs)
+    assert describe(mig.as_dict()).startswith("migration 1: live web1 leaf1 -> leaf2: still in preparation")
+    migs.roll_back(mig.id, "target switch leaf2 disconnected")
+    assert describe(mig.as_dict()).startswith(
+        "migration 1: live web1 leaf1 -> leaf2: rolled_back in preparation: target switch leaf2 disconnected")

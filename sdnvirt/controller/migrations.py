@@ -29,7 +29,9 @@ EVENTS = {"plugged": {"port"}, "heartbeat": set(), "frozen": {"frozen_at"},
 
 
 class Coordinator:
-    """Owned by the app; every method takes the app's lock itself."""
+    """Owned by the app.  The API's entries, tick() and reconciled() take the app's
+    lock themselves; the event hooks (port_up, port_gone, switch_gone) are called
+    with it held."""
 
     def __init__(self, app):
         self.app = app

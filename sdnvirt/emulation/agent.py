@@ -133,20 +133,26 @@ class Agent:
 
     # -- one migration -----------------------------------------------------------
     def _run(self, rec: dict) -> None:
-        move = Move(self, rec)
+        move = None
         try:
+            move = Move(self, rec)
             move.run()
         except Aborted as why:
             LOG.warning("migration %d of %s: %s", rec["id"], rec["vm"], why)
-            if not self.dead.is_set():
+            if move is not None and not self.dead.is_set():
                 move.undo()
         except Exception as err:    # noqa: BLE001 - report any failure, then undo
             LOG.exception("migration %d of %s failed", rec["id"], rec["vm"])
             if not self.dead.is_set():
-                self._report(rec["id"], "aborted", reason=f"{type(err).__name__}: {err}")
-                move.undo()
+                try:
+                    self._report(rec["id"], "aborted", reason=f"{type(err).__name__}: {err}")
+                except (Aborted, ApiError):
+                    pass        # rolled back, as asked; or the controller is gone and will time it out
+                if move is not None:
+                    move.undo()
         finally:
-            move.close()
+            if move is not None:
+                move.close()
 
     def _report(self, mid: int, event: str, **fields) -> dict:
         if self.dead.is_set():

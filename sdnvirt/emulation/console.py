@@ -12,8 +12,6 @@ from ..migration import describe
 class Console(CLI):
     """Mininet's CLI plus ``migrate VM HYPERVISOR [live|cold]``, carried out by the agent."""
 
-    prompt = "mininet> "
-
     def __init__(self, net, agent, timeout: float, **kwargs):
         # CLI.__init__ runs the command loop: everything it needs is set first.
         self.agent = agent

@@ -4,7 +4,10 @@ One leaf-spine fabric for the module; the tests run in file order and each
 leaves every VM reachable where its migration put it.
 """
 
+import json
+import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -149,16 +152,27 @@ def test_migrations_of_different_vms_run_at_once_but_not_two_of_one(mig):
     assert lab.reachable(mig.host("r2"), ip(mig, "r1"))
 
 
+def sdnvirt_cli(fab, *args):
+    return subprocess.run([sys.executable, "-m", "sdnvirt", *args, "--api", fab.api.url,
+                           "--token-file", str(fab.ctl.workdir / "api-token")],
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_cold_migration_is_down_for_the_whole_copy(mig):
     copy = TENANTS["blue"]["vms"]["m3"]["memory"] / EXTRA["migration"]["copy_rate"]
     stream = lab.ping_stream(mig.host("c1"), ip(mig, "m3"), seconds=3)
     time.sleep(0.5)
-    rec = migrate(mig, "m3", "leaf1", mode="cold")
+    # Through the command line this time: `sdnvirt migrate` waits for the end.
+    res = sdnvirt_cli(mig, "migrate", "m3", "--to", "leaf1", "--mode", "cold", "--json")
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout)
     gap, _, _ = lab.longest_gap(lab.reply_times(stream))
     assert rec["outcome"] == "ok" and rec["mode"] == "cold", rec
     assert rec["downtime"] >= copy and gap >= copy * 0.9, (gap, rec)
     assert gap <= rec["downtime"] + 0.05, (gap, rec["downtime"])
     assert where(mig, "m3") == "leaf1"
+    listed = sdnvirt_cli(mig, "migrations").stdout.splitlines()
+    assert any(line.split()[:3] == [str(rec["id"]), "m3", "cold"] and " ok " in line for line in listed), listed
 
 
 def test_a_killed_agent_rolls_the_migration_back(mig):
@@ -218,3 +232,14 @@ def test_a_vm_whose_cable_moved_is_learnt_at_its_new_port(mig):
         assert time.monotonic() < deadline, mig.ctl.log()[-2000:]
         time.sleep(0.1)
     assert lab.reachable(mig.host("c1"), ip(mig, "m3"))
+
+
+def test_the_mininet_cli_of_sdnvirt_topo_migrates(mig, tmp_path):
+    from sdnvirt.emulation.console import Console
+    script = tmp_path / "commands"
+    script.write_text("migrate m3 leaf2 live\n")
+    with open(os.devnull) as stdin:
+        Console(mig.emu.net, mig.agent, timeout=30, script=str(script), stdin=stdin)
+    rec = mig.api.get("/migrations")[-1]
+    assert (rec["vm"], rec["target"], rec["outcome"]) == ("m3", "leaf2", "ok"), rec
+    assert where(mig, "m3") == "leaf2"
