@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from urllib.parse import quote
 
 from . import __version__
 from .config import ConfigError, load
@@ -52,24 +54,6 @@ def cmd_topo(args) -> int:
     return 0
 
 
-def _state(args) -> dict | None:
-    from . import status
-    state_dir = args.state_dir or (_load_or_exit(args.config).controller.state_dir if args.config
-                                   else "/var/lib/sdnvirt")
-    try:
-        doc = status.read(state_dir)
-    except FileNotFoundError:
-        print(f"sdnvirt: no {state_dir}/{status.FILE}: is the controller running with this state_dir?",
-              file=sys.stderr)
-        return None
-    except (OSError, ValueError) as err:
-        print(f"sdnvirt: cannot read {state_dir}/{status.FILE}: {err}", file=sys.stderr)
-        return None
-    import time
-    doc["age_s"] = round(time.time() - doc.pop("written_at", 0), 1)
-    return doc
-
-
 def _table(rows: list[list], header: list[str]) -> str:
     rows = [[("-" if v is None else str(v)) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
@@ -77,49 +61,110 @@ def _table(rows: list[list], header: list[str]) -> str:
                      for row in [header, *rows])
 
 
-def cmd_show(args) -> int:
-    doc = _state(args)
-    if doc is None:
-        return 1
-    if args.json:
-        print(json.dumps(doc if args.command == "status" else doc[args.command], indent=1))
-        return 0
-    if args.command == "status":
-        located = sum(1 for vm in doc["vms"] if vm["switch"])
-        backends = [b for svc in doc["services"] for b in svc["backends"]]
-        print(f"sdnvirt {doc['version']} (state written {doc['age_s']} s ago)\n"
-              f"switches {len(doc['switches'])}, links {doc['links']}, "
-              f"VMs located {located}/{len(doc['vms'])}, services {len(doc['services'])}, "
-              f"backends up {sum(b['up'] for b in backends)}/{len(backends)}\n")
-        print(_table([[s["name"], s["dpid"], s["ports_up"], len(s["fabric_ports"]), s["flows"]]
-                      for s in doc["switches"]], ["SWITCH", "DPID", "PORTS UP", "FABRIC PORTS", "FLOWS"]))
-    elif args.command == "vms":
-        print(_table([[v["tenant"], v["name"], v["mac"], v["ip"], v["switch"], v["port"]] for v in doc["vms"]],
-                     ["TENANT", "VM", "MAC", "IP", "SWITCH", "PORT"]))
-    else:
-        print(_table([[s["tenant"], s["name"], f"{s['vip']}:{s['port']}/{s['protocol']}",
-                       f"{b['vm']}:{b['port']}", b["weight"], "UP" if b["up"] else "DOWN",
-                       "yes" if b["takes_new_connections"] else "no", b["last_check"], b["last_latency_ms"],
-                       b.get("connections"), b.get("bytes_to_backend"), b.get("bytes_from_backend")]
-                      for s in doc["services"] for b in s["backends"]],
-                     ["TENANT", "SERVICE", "VIP", "BACKEND", "WEIGHT", "HEALTH", "NEW CONNS", "LAST CHECK",
-                      "LATENCY MS", "CONNECTIONS", "BYTES IN", "BYTES OUT"]))
+def _show(args, doc, rows: list[list], header: list[str]) -> int:
+    """``doc`` as JSON with --json, else the table."""
+    print(json.dumps(doc, indent=1) if args.json else _table(rows, header))
     return 0
 
 
+def cmd_status(args) -> int:
+    api = _api(args)
+    status, topo = api.get("/status"), api.get("/topology")
+    if args.json:
+        print(json.dumps({**status, "topology": topo}, indent=1))
+        return 0
+    print(f"sdnvirt {status['version']}, up {status['uptime_s']:.0f} s, config {status['config_file']}\n"
+          f"switches {status['switches']}, links {status['links']}, "
+          f"VMs located {status['vms_located']}/{status['vms']}, services {status['services']}, "
+          f"backends up {status['backends_up']}/{status['backends']}\n")
+    return _show(args, None, [[s["name"], s["dpid"], sum(p["up"] for p in s["ports"]),
+                               sum(p["peer"] is not None for p in s["ports"]), s["flows"]] for s in topo["switches"]],
+                 ["SWITCH", "DPID", "PORTS UP", "FABRIC PORTS", "FLOWS"])
+
+
+def cmd_tenants(args) -> int:
+    doc = _api(args).get("/tenants")
+    return _show(args, doc, [[t["name"], t["segment"], t["subnet"], len(t["vms"]), len(t["services"]), t["origin"]]
+                             for t in doc], ["TENANT", "SEGMENT", "SUBNET", "VMS", "SERVICES", "FROM"])
+
+
+def cmd_vms(args) -> int:
+    doc = _api(args).get("/vms")
+    return _show(args, doc, [[v["tenant"], v["name"], v["mac"], v["ip"], v["switch"], v["port"], v["origin"]]
+                             for v in doc], ["TENANT", "VM", "MAC", "IP", "SWITCH", "PORT", "FROM"])
+
+
+def _backend_rows(backends: list[dict], services: dict) -> list[list]:
+    return [[b["tenant"], b["service"], services.get((b["tenant"], b["service"]), "-"), b["backend"], b["weight"],
+             "DOWN" if not b["up"] else "drained" if b["drained"] else "UP",
+             "yes" if b["takes_new_connections"] else "no", b["last_check"], b["last_latency_ms"],
+             b["connections"], b["bytes_to_backend"], b["bytes_from_backend"]] for b in backends]
+
+
+BACKEND_HEADER = ["TENANT", "SERVICE", "VIP", "BACKEND", "WEIGHT", "STATE", "NEW CONNS", "LAST CHECK",
+                  "LATENCY MS", "CONNECTIONS", "BYTES IN", "BYTES OUT"]
+
+
+def cmd_services(args) -> int:
+    api = _api(args)
+    services, health = api.get("/services"), api.get("/health")
+    if args.json:
+        by_service = {}
+        for b in health:
+            by_service.setdefault((b["tenant"], b["service"]), []).append(b)
+        print(json.dumps([{**s, "backends": by_service.get((s["tenant"], s["name"]), [])} for s in services],
+                         indent=1))
+        return 0
+    vips = {(s["tenant"], s["name"]): f"{s['vip']}:{s['port']}/{s['protocol']}" for s in services}
+    return _show(args, None, _backend_rows(health, vips), BACKEND_HEADER)
+
+
+def cmd_drain(args) -> int:
+    """Drain (or undrain) the backends of a service that match VM[:PORT]."""
+    tenant, _, service = args.service.partition("/")
+    api = _api(args)
+    base = f"/tenants/{quote(tenant, safe='')}/services/{quote(service, safe='')}/backends"
+    vm, _, port = args.backend.partition(":")
+    chosen = [b for b in api.get(base) if b["vm"] == vm and port in ("", str(b["port"]))]
+    if not chosen:
+        print(f"sdnvirt {args.command}: service {args.service} has no backend {args.backend}", file=sys.stderr)
+        return 1
+    done = [api.post(f"{base}/{quote(b['backend'], safe='')}/{args.command}") for b in chosen]
+    return _show(args, done, _backend_rows(done, {}), BACKEND_HEADER)
+
+
 def _api(args):
-    """A client of the daemon's REST API: --api/--token-file, else what --config says, else the defaults."""
+    """A client of the daemon's REST API. Where it is and its token: --api and
+    --token-file, else what --config says, else $SDNVIRT_API_URL and
+    $SDNVIRT_API_TOKEN_FILE, else the defaults (127.0.0.1:9303, /var/lib/sdnvirt/api-token)."""
     from .api.client import Client
     from .api.token import TokenError, read_token
     from .config import ControllerSettings
     settings = _load_or_exit(args.config).controller if args.config else ControllerSettings()
     host = "127.0.0.1" if settings.api.address.is_unspecified else str(settings.api.address)
-    url = args.api or f"http://{f'[{host}]' if ':' in host else host}:{settings.api.port}"
+    env = {} if args.config else os.environ
+    url = (args.api or env.get("SDNVIRT_API_URL")
+           or f"http://{f'[{host}]' if ':' in host else host}:{settings.api.port}")
+    token_file = args.token_file or env.get("SDNVIRT_API_TOKEN_FILE") or settings.token_path
     try:
-        return Client(url, read_token(args.token_file or settings.token_path))
+        return Client(url, read_token(token_file))
     except (OSError, TokenError) as err:
-        print(f"sdnvirt: cannot read the API token: {err}", file=sys.stderr)
+        print(f"sdnvirt: cannot read the API token: {err}\n(the daemon writes it at its first start to "
+              "controller.api.token_file; say where with --config FILE or --token-file)", file=sys.stderr)
         sys.exit(1)
+
+
+def _client_command(func):
+    """The API's refusals and an unreachable daemon as one line on stderr and exit 1."""
+    def run(args) -> int:
+        from .api.client import ApiError
+        try:
+            return func(args)
+        except ApiError as err:
+            hint = " (a token that is not the running daemon's: see --config/--token-file)" if err.status == 401 else ""
+            print(f"sdnvirt {args.command}: {err}{hint}", file=sys.stderr)
+            return 1
+    return run
 
 
 def cmd_migrate(args) -> int:
@@ -199,15 +244,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=4, metavar="K", help="fattree: switch radix, even (default 4)")
     p.set_defaults(func=cmd_topo)
 
-    for name, what in (("status", "the daemon's switches and a summary"), ("vms", "every VM and where it is"),
-                       ("services", "every service and the health of its backends")):
-        p = sub.add_parser(name, help=f"show {what}")
-        where = p.add_mutually_exclusive_group()
-        where.add_argument("--state-dir", help="the daemon's controller.state_dir (default /var/lib/sdnvirt)")
-        where.add_argument("--config", metavar="FILE", help="take state_dir from this config")
-        p.add_argument("--json", action="store_true", help="JSON for scripts")
-        p.set_defaults(func=cmd_show)
-
     def api_options(p):
         where = p.add_mutually_exclusive_group()
         where.add_argument("--config", metavar="FILE", help="the daemon's config: where its API listens, its token")
@@ -215,6 +251,21 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--token-file", metavar="FILE", help="default: controller.api.token_file of the config, "
                        "or /var/lib/sdnvirt/api-token")
         p.add_argument("--json", action="store_true", help="JSON for scripts")
+
+    for name, func, what in (
+            ("status", cmd_status, "a summary and the switches"), ("tenants", cmd_tenants, "every tenant"),
+            ("vms", cmd_vms, "every VM and where it is"),
+            ("services", cmd_services, "every service and the health of its backends")):
+        p = sub.add_parser(name, help=f"show {what} (from the daemon's API)")
+        api_options(p)
+        p.set_defaults(func=_client_command(func))
+    for name, what in (("drain", "no new connections to a backend; the ones it has finish"),
+                       ("undrain", "new connections to a drained backend again")):
+        p = sub.add_parser(name, help=what + " (kept across restarts)")
+        p.add_argument("service", metavar="TENANT/SERVICE")
+        p.add_argument("backend", metavar="VM[:PORT]", help="without PORT: every backend of the VM in the service")
+        api_options(p)
+        p.set_defaults(func=_client_command(cmd_drain))
 
     p = sub.add_parser("migrate", help="move a VM to another hypervisor (the hypervisor agent of "
                                        "`sdnvirt topo` carries it out)")

@@ -1,22 +1,14 @@
-"""The daemon's state as a person or a script reads it: one JSON document.
+"""The daemon's live state as the API shows it: plain JSON-able documents.
 
-The daemon writes it atomically to ``<state_dir>/status.json`` whenever it
-changes (at most once a second); ``sdnvirt status|vms|services`` read it.
+Pure functions of the model and the fabric; the controller calls them under
+its lock (``sdnvirt.api.facade.Controller``).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-import time
-from pathlib import Path
-
 from . import __version__
 from .fabric import Fabric
 from .model import Location, Model
-
-FILE = "status.json"
 
 
 def snapshot(model: Model, fabric: Fabric, flows: dict[int, int], counters: dict | None = None) -> dict:
@@ -72,16 +64,3 @@ def _vms(model: Model, names: dict[int, str]) -> list[dict]:
     return [{"tenant": vm.tenant, "name": vm.name, "mac": vm.mac, "ip": str(vm.ip),
              "switch": names.get(loc.dpid) if loc else None, "port": loc.port if loc else None}
             for vm in model.vms() for loc in [model.locations.get(vm.name)]]
-
-
-def write(state_dir: str | Path, doc: dict) -> None:
-    path = Path(state_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path, prefix=".status-")
-    with os.fdopen(fd, "w") as f:
-        json.dump({**doc, "written_at": time.time()}, f, indent=1)
-    os.replace(tmp, path / FILE)
-
-
-def read(state_dir: str | Path) -> dict:
-    return json.loads((Path(state_dir) / FILE).read_text())

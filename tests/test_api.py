@@ -2,9 +2,12 @@
 health, reload, and what it refuses."""
 
 import copy
+import json
 import os
 import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 from fabrics import TWO_TENANTS
@@ -96,8 +99,6 @@ def test_unknown_paths_and_methods_are_4xx_with_json(daemon):
 
 
 def test_the_daemon_will_not_start_when_the_api_port_is_taken(daemon, tmp_path):
-    import subprocess
-    import sys
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"controller:\n  openflow: {{address: 127.0.0.1, port: {lab.free_port()}}}\n"
                    f"  api: {{port: {daemon.api_port}}}\n  state_dir: {tmp_path}\n")
@@ -202,3 +203,45 @@ def test_api_changes_survive_kill_9_and_a_changed_file(tmp_path):
         assert len(api.get("/vms")) == 4
     finally:
         ctl.stop()
+
+
+def sdnvirt(daemon, *args, token_file=None, port=None):
+    return subprocess.run([sys.executable, "-m", "sdnvirt", *args, "--api", f"http://127.0.0.1:{port or daemon.api_port}",
+                           "--token-file", str(token_file or daemon.workdir / "api-token")],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+def test_the_cli_shows_tables_for_people_and_json_for_scripts(daemon):
+    out = sdnvirt(daemon, "status").stdout
+    assert "VMs located 0/5, services 1, backends up 2/2" in out and "SWITCH" in out
+    assert json.loads(sdnvirt(daemon, "status", "--json").stdout)["topology"]["switches"] == []
+    assert sdnvirt(daemon, "tenants").stdout.split("\n")[1].split() == ["blue", "101", "10.1.0.0/24", "3", "1", "file"]
+    assert [v["name"] for v in json.loads(sdnvirt(daemon, "vms", "--json").stdout)] == \
+        ["web1", "web2", "web3", "db1", "db2"]
+    services = json.loads(sdnvirt(daemon, "services", "--json").stdout)
+    assert [b["backend"] for b in services[0]["backends"]] == ["web2:8080", "web3:8080"]
+    assert "10.1.0.100:80/tcp" in sdnvirt(daemon, "services").stdout
+
+
+def test_drain_and_undrain_from_the_cli(daemon):
+    res = sdnvirt(daemon, "drain", "blue/web", "web3")
+    assert res.returncode == 0 and "web3:8080" in res.stdout and "drained" in res.stdout
+    assert {b["backend"]: b["drained"] for b in daemon.api().get("/health")}["web3:8080"] is True
+    assert sdnvirt(daemon, "undrain", "blue/web", "web3:8080").returncode == 0
+    assert {b["backend"]: b["drained"] for b in daemon.api().get("/health")}["web3:8080"] is False
+    res = sdnvirt(daemon, "drain", "blue/web", "db1")
+    assert res.returncode == 1 and "has no backend db1" in res.stderr
+    res = sdnvirt(daemon, "drain", "green/web", "web3")
+    assert res.returncode == 1 and "HTTP 404: no tenant green" in res.stderr
+
+
+def test_the_cli_says_when_the_daemon_is_not_there_or_the_token_is_wrong(daemon, tmp_path):
+    wrong = tmp_path / "token"
+    wrong.write_text("not-the-token\n")
+    wrong.chmod(0o600)
+    res = sdnvirt(daemon, "vms", token_file=wrong)
+    assert res.returncode == 1 and "HTTP 401: wrong token" in res.stderr
+    res = sdnvirt(daemon, "vms", token_file=tmp_path / "none")
+    assert res.returncode == 1 and "cannot read the API token" in res.stderr
+    res = sdnvirt(daemon, "services", port=lab.free_port())
+    assert res.returncode == 1 and "cannot reach the sdnvirt API" in res.stderr and "Traceback" not in res.stderr

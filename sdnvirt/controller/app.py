@@ -2,7 +2,7 @@
 
 Three threads touch the state, all under ``self.lock``: os-ken's event loop
 (switch, port, packet-in and stats events), the ticker (LLDP, link expiry,
-VM location probes, health probes, counters, status.json) and the
+VM location probes, health probes, counters) and the
 reconciler.  The reconciler is the only writer of flows, groups and meters
 (meters on connect); everything else changes the model or the fabric and
 asks it to run.
@@ -38,7 +38,6 @@ BARRIER_TIMEOUT = 2.0
 DEBOUNCE = 0.01     # gathers a burst of events into one reconcile
 TICK = 0.05
 RESYNC_BACKOFF = 5.0
-STATUS_INTERVAL = 1.0
 STATS_INTERVAL = 5.0     # counters (load balancer, ports, tables, anti-spoofing) read from the switches
 OWNER_MASK = 0xFF << 56  # the owner kind of a cookie
 # ARP probes for silent VMs follow a switch's first flows and a port coming
@@ -56,8 +55,6 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.name = "sdnvirt"
         self.lock = threading.RLock()
         self.settings = sdnvirt_config.controller.fabric
-        self.state_dir = sdnvirt_config.controller.state_dir
-        self.last_status: dict | None = None
         self.model = Model(sdnvirt_config)
         self.fabric = Fabric()
         self.dps: dict[int, object] = {}
@@ -111,7 +108,6 @@ class SdnvirtApp(app_manager.OSKenApp):
     def reload(self, config: Config) -> None:
         with self.lock:
             old, self.settings = self.settings, config.controller.fabric
-            self.state_dir = config.controller.state_dir
             self.model.set_config(config)
             dps = list(self.dps.values()) if meters(old) != meters(self.settings) else []
         for dp in dps:
@@ -706,17 +702,8 @@ class SdnvirtApp(app_manager.OSKenApp):
     def _flow_counts(self) -> dict[int, int]:
         return {dpid: len(flows) for dpid, flows in self.installed.items()}
 
-    def _write_status(self) -> None:
-        doc = self.snapshot()
-        if doc != self.last_status:
-            self.last_status = doc      # a failed write is retried at the next change, not every second
-            try:
-                status.write(self.state_dir, doc)
-            except OSError as err:
-                LOG.error("cannot write %s/%s: %s", self.state_dir, status.FILE, err.strerror)
-
     def _tick_loop(self) -> None:
-        next_lldp = next_status = next_stats = time.monotonic()
+        next_lldp = next_stats = time.monotonic()
         while True:
             time.sleep(TICK)
             now = time.monotonic()
@@ -731,9 +718,6 @@ class SdnvirtApp(app_manager.OSKenApp):
                         self._locate(dpid)
                         step = min(2 * step, self.settings.locate_interval)
                         self.locate_due[dpid] = (now + step, step)
-                if now >= next_status:
-                    next_status = now + STATUS_INTERVAL
-                    self._write_status()
                 if now >= next_stats:
                     next_stats = now + STATS_INTERVAL
                     for dp in list(self.dps.values()):

@@ -76,14 +76,14 @@ def _wait_state(fab, names, state, timeout, after=0):
 
 def _backends(fab, tenant="blue", service="web"):
     """The backends of a service as `sdnvirt services --json` shows them, by VM:port."""
-    res = subprocess.run([sys.executable, "-m", "sdnvirt", "services", "--json", "--state-dir",
-                          str(fab.ctl.workdir)], capture_output=True, text=True, timeout=30)
+    res = subprocess.run([sys.executable, "-m", "sdnvirt", "services", "--json", "--config",
+                          str(fab.ctl.config_path)], capture_output=True, text=True, timeout=30)
     return {f"{b['vm']}:{b['port']}": b for s in json.loads(res.stdout or "[]")
             if (s["tenant"], s["name"]) == (tenant, service) for b in s["backends"]}
 
 
 def _cli_health(fab, timeout=5.0):
-    """What `sdnvirt services` shows for blue/web, once the daemon has written it."""
+    """What `sdnvirt services` shows for blue/web, through the API."""
     deadline = time.monotonic() + timeout
     while True:
         health = {b["vm"]: "UP" if b["up"] else "DOWN" for b in _backends(fab).values()}
