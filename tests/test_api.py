@@ -245,3 +245,19 @@ def test_the_cli_says_when_the_daemon_is_not_there_or_the_token_is_wrong(daemon,
     assert res.returncode == 1 and "cannot read the API token" in res.stderr
     res = sdnvirt(daemon, "services", port=lab.free_port())
     assert res.returncode == 1 and "cannot reach the sdnvirt API" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_concurrent_changes_are_each_applied_once(daemon):
+    from concurrent.futures import ThreadPoolExecutor
+    api = daemon.api()
+    names = [f"c{i}" for i in range(16)]
+
+    def create(i):
+        return api.post("/tenants/red/vms", {"name": names[i], "mac": f"02:00:00:00:09:{i:02x}",
+                                             "ip": f"10.1.0.{100 + i}"})["name"]
+    with ThreadPoolExecutor(8) as pool:
+        assert sorted(pool.map(create, range(16))) == sorted(names)
+    assert {v["name"] for v in api.get("/tenants/red/vms")} >= set(names)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: api.delete(f"/tenants/red/vms/{n}"), names))
+    assert [v["name"] for v in api.get("/tenants/red/vms")] == ["db1", "db2"]

@@ -24,6 +24,8 @@ def create_app(controller: Controller, config_state: ConfigState, token: str) ->
                   description="Tenants, VMs, load-balanced services and the fabric of an sdnvirt controller.",
                   openapi_url=None, docs_url=None, redoc_url=None,
                   dependencies=[Depends(require_token)],
+                  # operationId = the handler's name (get_vm, drain...): stable names for client generators.
+                  generate_unique_id_function=lambda route: route.name,
                   responses={400: {"model": Error, "description": "the body is not JSON"},
                              401: {"model": Error, "description": "no token, or the wrong one"},
                              # Replaces FastAPI's own 422 schema: errors.py answers every
