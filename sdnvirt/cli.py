@@ -170,18 +170,13 @@ def _client_command(func):
 def cmd_migrate(args) -> int:
     import time
 
-    from .api.client import ApiError
     from .migration import describe
     client = _api(args)
-    try:
-        rec = client.post("/migrations", {"vm": args.vm, "target": args.to, "mode": args.mode})
-        deadline = time.monotonic() + args.timeout
-        while args.wait and rec["outcome"] is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-            rec = client.get(f"/migrations/{rec['id']}")
-    except ApiError as err:
-        print(f"sdnvirt migrate: {err}", file=sys.stderr)
-        return 1
+    rec = client.post("/migrations", {"vm": args.vm, "target": args.to, "mode": args.mode})
+    deadline = time.monotonic() + args.timeout
+    while args.wait and rec["outcome"] is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        rec = client.get(f"/migrations/{rec['id']}")
     print(json.dumps(rec, indent=1) if args.json else describe(rec))
     return 0 if rec["outcome"] in (None, "ok") else 1
 
@@ -189,12 +184,7 @@ def cmd_migrate(args) -> int:
 def cmd_migrations(args) -> int:
     import datetime as dt
 
-    from .api.client import ApiError
-    try:
-        records = _api(args).get("/migrations")
-    except ApiError as err:
-        print(f"sdnvirt migrations: {err}", file=sys.stderr)
-        return 1
+    records = _api(args).get("/migrations")
     if args.json:
         print(json.dumps(records, indent=1))
         return 0
@@ -275,11 +265,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", dest="wait", action="store_false", help="return once it is accepted")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for its end (default 60)")
     api_options(p)
-    p.set_defaults(func=cmd_migrate)
+    p.set_defaults(func=_client_command(cmd_migrate))
 
     p = sub.add_parser("migrations", help="every migration: phases, downtime, outcome")
     api_options(p)
-    p.set_defaults(func=cmd_migrations)
+    p.set_defaults(func=_client_command(cmd_migrations))
 
     p = sub.add_parser("demo", help="controller + leaf-spine fabric + two tenants + traffic, then clean up")
     p.add_argument("--keep-logs", action="store_true", help="keep the controller log and config")
