@@ -368,8 +368,14 @@ def _ofport(name: str, timeout: float = 5.0) -> int:
 
 
 def _processes_in(pid: int) -> list[int]:
-    """Every process in the network namespace of process ``pid``: the VM's."""
+    """Every process in the network namespace of process ``pid``: the VM's.
+
+    Refused for our own namespace (a host whose shell died and whose pid
+    went to another process): that would stop the switches and everything else.
+    """
     ns = os.readlink(f"/proc/{pid}/ns/net")
+    if ns == os.readlink("/proc/self/ns/net"):
+        raise RuntimeError(f"process {pid} is in this process's network namespace, not a VM's")
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
