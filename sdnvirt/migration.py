@@ -329,6 +329,15 @@ class Migrations:
             mig.outcome = Outcome.FAILED
         return mig
 
+    def vms_removed(self) -> list[Migration]:
+        """End the active migrations of VMs the config no longer has (failed): the
+        VM, its location and its flows are gone with it."""
+        gone = [mig for mig in self.active() if self.model.vm(mig.vm) is None]
+        for mig in gone:
+            self._release(mig)
+            mig.finish(Outcome.FAILED, "the VM was removed from the config", self.wall())
+        return gone
+
     def overdue(self) -> list[tuple[Migration, str]]:
         """Active migrations to roll back now, with why: past the timeout, or
         an agent silent too long before it thawed the VM at its target."""

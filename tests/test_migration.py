@@ -271,3 +271,15 @@ def test_a_record_is_described_for_people():
     migs.roll_back(mig.id, "target switch leaf2 disconnected")
     assert describe(mig.as_dict()).startswith(
         "migration 1: live web1 leaf1 -> leaf2: rolled_back in preparation: target switch leaf2 disconnected")
+
+
+def test_a_vm_removed_from_the_config_ends_its_migration():
+    model, migs, _ = setup()
+    mig = start(migs)
+    migs.plugged(mig.id, TARGET_PORT)
+    doc = copy.deepcopy(TWO_TENANTS)
+    del doc["tenants"]["blue"]["vms"]["web1"]
+    model.set_config(config.parse(doc))
+    assert migs.vms_removed() == [mig]
+    assert (mig.outcome, mig.reason) == (Outcome.FAILED, "the VM was removed from the config")
+    assert not model.pending and not model.migrating and not migs.overdue()

@@ -109,6 +109,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         with self.lock:
             old, self.settings = self.settings, config.controller.fabric
             self.model.set_config(config)
+            self.migrations.config_changed()
             dps = list(self.dps.values()) if meters(old) != meters(self.settings) else []
         for dp in dps:
             self._read_meters(dp)

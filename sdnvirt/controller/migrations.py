@@ -115,6 +115,12 @@ class Coordinator:
             if mig.target_dpid == dpid and mig.phase is not Phase.RESTORATION:
                 self._roll_back(mig, f"target switch {mig.target} disconnected")
 
+    def config_changed(self) -> None:
+        """Called under the lock after a new config was adopted."""
+        for mig in self.migs.vms_removed():
+            self.waits.pop(mig.id, None)
+            LOG.warning("migration %d: VM %s failed: %s", mig.id, mig.vm, mig.reason)
+
     def tick(self) -> None:
         with self.app.lock:
             for mig, why in self.migs.overdue():
