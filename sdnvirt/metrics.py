@@ -22,7 +22,7 @@ from importlib import metadata
 from typing import Callable, ContextManager, Iterator
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector,
-                               start_http_server)
+                               disable_created_metrics, start_http_server)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from . import __version__
@@ -40,6 +40,9 @@ class Metrics:
     """The daemon's event metrics and its registry."""
 
     def __init__(self):
+        # A *_created series per counter and histogram doubles what Prometheus
+        # stores and nothing here reads it (prometheus-client's switch is global).
+        disable_created_metrics()
         self.registry = r = CollectorRegistry()
         ProcessCollector(registry=r)
         Info("sdnvirt_build", "Version of the running sdnvirt and of what it runs on.", registry=r).info({
