@@ -33,7 +33,9 @@ def test_topo_no_cli_runs_until_sigterm_then_cleans_up(tmp_path):
                              "--controller-port", str(lab.free_port())],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
+        # Bounded, but long enough for `sdnvirt topo` to wait for the fabric lock
+        # while another run on the machine holds it.
+        deadline = time.monotonic() + 600
         lines = []
         while time.monotonic() < deadline and proc.poll() is None:
             lines.append(proc.stdout.readline())
