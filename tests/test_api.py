@@ -261,3 +261,19 @@ def test_concurrent_changes_are_each_applied_once(daemon):
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda n: api.delete(f"/tenants/red/vms/{n}"), names))
     assert [v["name"] for v in api.get("/tenants/red/vms")] == ["db1", "db2"]
+
+
+def test_a_daemon_whose_file_clashes_with_the_stored_changes_does_not_start(tmp_path):
+    doc = {"controller": {"openflow": {"address": "127.0.0.1", "port": lab.free_port()}}, **tenants_doc()}
+    ctl = lab.ControllerProcess(doc, tmp_path).start()
+    try:
+        ctl.api().post("/tenants/blue/vms", {"name": "web4", **WEB4})
+    finally:
+        ctl.stop()
+    clash = copy.deepcopy(doc)
+    clash["tenants"]["red"]["vms"]["db9"] = {**WEB4, "ip": "10.1.0.19"}
+    ctl.write_config(clash)
+    with pytest.raises(RuntimeError, match="controller exited with 1") as err:
+        ctl.start()
+    assert "do not fit together" in str(err.value)
+    assert "tenants.red.vms.db9.mac: MAC 02:00:00:00:01:04 is already used by VM web4" in str(err.value)

@@ -56,17 +56,17 @@ class ControllerProcess:
         self.config_path = self.workdir / "sdnvirt.yaml"
         self.log_path = self.workdir / "controller.log"
         self.port = doc.get("controller", {}).get("openflow", {}).get("port", 6653)
-        # Its state stays with it, never in the system's /var/lib/sdnvirt,
-        # and its API and metrics listen on ports of their own.
         self.api_port = doc.get("controller", {}).get("api", {}).get("port") or free_port()
         self.metrics_port = doc.get("controller", {}).get("metrics", {}).get("port") or free_port()
-        doc = {**doc, "controller": {"state_dir": str(self.workdir), **doc.get("controller", {})}}
-        doc["controller"]["api"] = {**doc["controller"].get("api", {}), "port": self.api_port}
-        doc["controller"]["metrics"] = {**doc["controller"].get("metrics", {}), "port": self.metrics_port}
         self.write_config(doc)
         self.proc: subprocess.Popen | None = None
 
     def write_config(self, doc: dict) -> None:
+        """Write its config file; every version keeps its state in ``workdir``, never
+        in the system's /var/lib/sdnvirt, and its API and metrics on its own ports."""
+        doc = {**doc, "controller": {"state_dir": str(self.workdir), **doc.get("controller", {})}}
+        doc["controller"]["api"] = {**doc["controller"].get("api", {}), "port": self.api_port}
+        doc["controller"]["metrics"] = {**doc["controller"].get("metrics", {}), "port": self.metrics_port}
         self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
     def start(self) -> "ControllerProcess":
