@@ -273,7 +273,10 @@ def test_a_daemon_whose_file_clashes_with_the_stored_changes_does_not_start(tmp_
     clash = copy.deepcopy(doc)
     clash["tenants"]["red"]["vms"]["db9"] = {**WEB4, "ip": "10.1.0.19"}
     ctl.write_config(clash)
-    with pytest.raises(RuntimeError, match="controller exited with 1") as err:
-        ctl.start()
+    try:
+        with pytest.raises(RuntimeError, match="controller exited with 1") as err:
+            ctl.start()
+    finally:
+        ctl.stop()
     assert "do not fit together" in str(err.value)
     assert "tenants.red.vms.db9.mac: MAC 02:00:00:00:01:04 is already used by VM web4" in str(err.value)

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sdnvirt.emulation.lab import free_port
+
 EXAMPLES = Path(__file__).parent.parent / "deploy" / "examples"
 
 
@@ -53,7 +55,9 @@ def test_sigterm_stops_the_daemon_cleanly(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"controller:\n  openflow: {{address: 127.0.0.1, port: {port}}}\n")
+    # Its own API port and state: never the system's 9303 and /var/lib/sdnvirt.
+    cfg.write_text(f"controller:\n  openflow: {{address: 127.0.0.1, port: {port}}}\n"
+                   f"  api: {{port: {free_port()}}}\n  metrics: {{port: {free_port()}}}\n  state_dir: {tmp_path}\n")
     proc = subprocess.Popen([sys.executable, "-m", "sdnvirt", "controller", "--config", str(cfg)],
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
