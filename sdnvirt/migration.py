@@ -166,11 +166,11 @@ class Migrations:
     """
 
     def __init__(self, model: Model, wall: Callable[[], float] = time.time,
-                 mono: Callable[[], float] = time.monotonic):
+                 mono: Callable[[], float] = time.monotonic, first_id: int = 1):
         self.model = model
         self.wall, self.mono = wall, mono
         self._records: dict[int, Migration] = {}
-        self._next_id = 1
+        self._next_id = first_id      # above the ids of records kept from earlier runs
 
     # -- queries -------------------------------------------------------------
     def records(self) -> list[Migration]:

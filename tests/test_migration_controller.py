@@ -131,3 +131,27 @@ def test_refusals_and_unknown_events():
         app.migrations.event(mid, "teleported")
     with pytest.raises(KeyError):
         app.migrations.event(999, "heartbeat")
+
+
+def test_finished_migrations_are_kept_in_the_store_across_restarts(tmp_path):
+    from sdnvirt.store import Store
+
+    store = Store(tmp_path / "sdnvirt.db")
+    app = FakeApp()
+    app.migrations = Coordinator(app, store)
+    done = prepared(app)
+    app.migrations.event(done, "thawed", frozen_at=100.0, thawed_at=100.1)
+    failed = prepared(app, vm="web2", target="leaf3")
+    app.migrations.event(failed, "aborted", reason="agent crashed")
+    running = app.migrations.request("db1", "leaf3", "cold")["id"]
+    before = {rec["id"]: rec for rec in app.migrations.records()}
+
+    again = FakeApp()                     # the daemon restarted: same store, a new model
+    again.migrations = Coordinator(again, Store(tmp_path / "sdnvirt.db"))
+    kept = {rec["id"]: rec for rec in again.migrations.records()}
+    assert set(kept) == {done, failed, running}
+    assert kept[done] == before[done] and kept[done]["outcome"] == "ok"
+    assert kept[failed]["outcome"] == "rolled_back" and "agent crashed" in kept[failed]["reason"]
+    assert kept[running]["outcome"] == "failed" and "restarted" in kept[running]["reason"]
+    assert again.migrations.record(done) == before[done]
+    assert again.migrations.request("web1", "leaf3", "live")["id"] == max(kept) + 1

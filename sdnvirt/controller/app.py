@@ -30,6 +30,7 @@ from ..model import Location, Model
 from ..plan.diff import Changes, diff
 from ..plan.flows import ETH_TYPE_LLDP, Flow, Owner, is_ours
 from ..plan.pipeline import Prio, Table, meters, plan, recover_locations
+from ..store import Store
 from . import migrations, ofmsg, packets, probes
 
 LOG = logging.getLogger("sdnvirt.controller")
@@ -50,7 +51,8 @@ LOCATE_FIRST = 0.25
 class SdnvirtApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofp.OFP_VERSION]
 
-    def __init__(self, *args, sdnvirt_config: Config, sdnvirt_metrics: Metrics, **kwargs):
+    def __init__(self, *args, sdnvirt_config: Config, sdnvirt_metrics: Metrics, sdnvirt_store: Store | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.name = "sdnvirt"
         self.lock = threading.RLock()
@@ -95,7 +97,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         # Reconcile requests are numbered: a migration step waits until a
         # reconcile that started after its request is in the switches.
         self.wanted = 0
-        self.migrations = migrations.Coordinator(self)
+        self.migrations = migrations.Coordinator(self, sdnvirt_store)
         self.metrics.registry.register(StateCollector(self.lock, self._metrics_snapshot))
 
     # -- life cycle ------------------------------------------------------------

@@ -74,7 +74,7 @@ def run(config_path: str, config: Config) -> int:
     manager = AppManager.get_instance()
     manager.load_apps(["sdnvirt.controller.app"])
     contexts = manager.create_contexts()
-    manager.instantiate_apps(sdnvirt_config=state.config, sdnvirt_metrics=metrics, **contexts)
+    manager.instantiate_apps(sdnvirt_config=state.config, sdnvirt_metrics=metrics, sdnvirt_store=store, **contexts)
     app = manager.applications["sdnvirt"]
     state.apply = app.reload
     server.serve(create_app(app, state, token), api_socket)

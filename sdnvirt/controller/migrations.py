@@ -10,14 +10,18 @@ API.  It never writes a flow: every step is a model change and a reconcile.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 
 from ..migration import Migration, Migrations, Outcome, Phase
 from ..model import Location
 from ..plan.pipeline import vm_cookie
+from ..store import Store
 from . import packets
 
 LOG = logging.getLogger("sdnvirt.migration")
+
+STORE_KIND = "migration"
 
 # QEMU's self-announce defaults (announce-initial 50 ms, -step 100 ms,
 # -rounds 5): 5 gratuitous ARPs, 50, 150, 250 and 350 ms apart.
@@ -33,9 +37,20 @@ class Coordinator:
     lock themselves; the event hooks (port_up, port_gone, switch_gone) are called
     with it held."""
 
-    def __init__(self, app):
+    def __init__(self, app, store: Store | None = None):
         self.app = app
-        self.migs = Migrations(app.model)
+        self.store = store
+        # Finished migrations of earlier runs of the daemon, as they were recorded.
+        self.history: dict[int, dict] = {}
+        if store is not None:
+            with store.transaction() as txn:
+                self.history = {int(key): doc for key, doc in txn.list(STORE_KIND).items()}
+                for mid, doc in self.history.items():
+                    if doc["outcome"] is None:
+                        # Its VM is wherever the switches' flows and its frames say.
+                        doc.update(outcome="failed", reason="the controller restarted during the migration")
+                        txn.put(STORE_KIND, f"{mid:010d}", doc)
+        self.migs = Migrations(app.model, first_id=max(self.history, default=0) + 1)
         # migration id -> the reconcile request its next step waits for
         self.waits: dict[int, int] = {}
 
@@ -46,6 +61,7 @@ class Coordinator:
         with app.lock:
             names = {dpid: sw.name for dpid, sw in app.fabric.switches.items() if sw.name and dpid in app.dps}
             mig = self.migs.request(vm, target, mode, {n: d for d, n in names.items()}, names)
+            self._keep(mig)
             record = mig.as_dict()
         LOG.info("migration %d: %s VM %s from %s to %s accepted%s", mig.id, mig.mode.value, mig.vm, mig.source,
                  mig.target, f"; drained in {', '.join(mig.drained)}" if mig.drained else "")
@@ -54,13 +70,25 @@ class Coordinator:
         return record
 
     def records(self) -> list[dict]:
+        """Every migration, oldest first: earlier runs' finished ones, then this run's."""
         with self.app.lock:
-            return [m.as_dict() for m in self.migs.records()]
+            return [*(self.history[mid] for mid in sorted(self.history)), *(m.as_dict() for m in self.migs.records())]
 
     def record(self, mid: int) -> dict | None:
         with self.app.lock:
             mig = self.migs.get(mid)
-            return None if mig is None else mig.as_dict()
+            return self.history.get(mid) if mig is None else mig.as_dict()
+
+    def _keep(self, mig: Migration) -> None:
+        """A migration's record goes into the store when it is accepted and when it ends:
+        a restart loses none, and no id is given twice."""
+        if self.store is None:
+            return
+        try:
+            with self.store.transaction() as txn:
+                txn.put(STORE_KIND, f"{mig.id:010d}", mig.as_dict())
+        except sqlite3.Error as err:
+            LOG.error("migration %d: cannot keep its record in the store: %s", mig.id, err)
 
     def event(self, mid: int, event: str, **fields) -> dict:
         """What the hypervisor agent reports; KeyError for an unknown migration,
@@ -120,6 +148,7 @@ class Coordinator:
         for mig in self.migs.vms_removed():
             self.waits.pop(mig.id, None)
             LOG.warning("migration %d: VM %s failed: %s", mig.id, mig.vm, mig.reason)
+            self._keep(mig)
 
     def tick(self) -> None:
         with self.app.lock:
@@ -173,6 +202,7 @@ class Coordinator:
         if self.migs.complete(mig.id):
             LOG.info("migration %d: VM %s finished on %s, downtime %.1f ms", mig.id, mig.vm, mig.target,
                      mig.downtime * 1000)
+            self._keep(mig)
             if mig.drained:
                 self.app._request()
 
@@ -186,6 +216,7 @@ class Coordinator:
             self.migs.lost(mig.id, reason + "; its source port is gone")
             app.model.unbind(mig.vm, "its migration failed away from its port")
         LOG.warning("migration %d: VM %s %s: %s", mig.id, mig.vm, mig.outcome.value.replace("_", " "), mig.reason)
+        self._keep(mig)
         app._request()
 
     def _announce(self, mig: Migration) -> None:

@@ -243,3 +243,28 @@ def test_the_mininet_cli_of_sdnvirt_topo_migrates(mig, tmp_path):
     rec = mig.api.get("/migrations")[-1]
     assert (rec["vm"], rec["target"], rec["outcome"]) == ("m3", "leaf2", "ok"), rec
     assert where(mig, "m3") == "leaf2"
+
+
+def test_migration_records_survive_a_controller_kill_9(mig):
+    before = {r["id"]: r for r in mig.api.get("/migrations") if r["outcome"] is not None}
+    assert any(r["outcome"] == "ok" for r in before.values()) and any(r["outcome"] != "ok" for r in before.values())
+    mig.restart_controller()                       # SIGKILL, then the same config, store and token
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            after = {r["id"]: r for r in mig.api.get("/migrations")}
+            break
+        except (ApiError, OSError):
+            assert time.monotonic() < deadline, mig.ctl.log()[-2000:]
+            time.sleep(0.2)
+    assert {mid: after.get(mid) for mid in before} == before
+    # The next migration gets a new id (once the restarted controller has found m3 and leaf3 again).
+    while True:
+        try:
+            rec = mig.api.post("/migrations", {"vm": "m3", "target": "leaf3"})
+            break
+        except ApiError as err:
+            assert err.status == 409 and time.monotonic() < deadline + 20, err
+            time.sleep(0.2)
+    assert rec["id"] > max(before)
+    wait_phase(mig, rec["id"], "finished", timeout=30)
