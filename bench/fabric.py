@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import os
 import re
@@ -40,10 +39,9 @@ from mininet.net import Mininet  # noqa: E402
 from mininet.node import OVSSwitch  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py: shared with bench/lb.py)
-    BENCH_DIR, RESULTS_DIR, RE_CONNECTED, RE_HOLDS, RE_LINK, RE_PROGRAMMED, RE_RECONCILED, RE_VM_AT,
-    RE_VM_FOUND, BridgeGuard, attempts, begin, ensure_no_clash, find, fmt, machine, measured, median,
-    our_port_names, out, p90, parse_log, print_table, raise_if_disturbed, ratio, secs, sh, wait_for, wait_quiet,
-    wait_reconcile_quiet)
+    RE_CONNECTED, RE_HOLDS, RE_LINK, RE_PROGRAMMED, RE_RECONCILED, RE_VM_AT, RE_VM_FOUND, BridgeGuard, attempts,
+    begin, ensure_no_clash, find, fmt, machine, measured, median, our_port_names, out, p90, parse_log,
+    raise_if_disturbed, ratio, report, sdnvirt_fabric, secs, sh, wait_for, wait_quiet, wait_reconcile_quiet)
 
 NETDEV_DP = "netdev@ovs-netdev"      # the one datapath every userspace bridge shares
 
@@ -152,21 +150,10 @@ def path_measurements(a, b, ip_b: str, port_names: set[str], iterations: int,
 
 
 def run_sdnvirt_path(args, workdir: Path, iterations: int, reps: int) -> dict:
-    name, params = PATH_TOPO
     doc = {"controller": {"openflow": {"port": lab.free_port()}}, "tenants": PATH_TENANTS}
     cfg = sdnconfig.parse(doc, "bench")
-    workdir.mkdir()
-    ctl = lab.ControllerProcess(doc, workdir)
-    emu = Emulation(cfg, name, params, controller_port=ctl.port)
-    res: dict = {"waited_for_other_runs_s": wait_quiet(args.wait_others)}
-    ensure_no_clash(list(emu.build_topo().switches()))
-    guard = None
-    try:
-        ctl.start()
-        started = dt.datetime.now()
-        emu.start()
-        guard = BridgeGuard(list(emu.topo.switches()))
-        launcher.wait_connected(emu.net, timeout=30)
+    with sdnvirt_fabric(doc, cfg, PATH_TOPO, workdir, args.wait_others) as run:
+        ctl, emu, res = run.ctl, run.emu, run.res
         want = re.compile(r"fabric programmed: 3 switches, \d+ flows, 2 of 2 VMs located")
         if not wait_for(lambda: want.search(ctl.log()), timeout=30):
             raise RuntimeError(f"sdnvirt path fabric not programmed in 30 s; controller log: {ctl.log_path}")
@@ -177,20 +164,11 @@ def run_sdnvirt_path(args, workdir: Path, iterations: int, reps: int) -> dict:
         res.update(path_measurements(a, b, PATH_TENANTS["bench"]["vms"]["b"]["ip"], our_port_names(emu.net),
                                      iterations, args.iperf_seconds, reps))
         t1 = dt.datetime.now()
-        guard.check(ctl, since=started)
+        run.guard.check(ctl, since=run.started)
         # The first packet never needs the controller: no flow change while measuring.
         res["controller_flow_changes_during_measurement"] = sum(
             int(m.group(2)) for ln, m in find(parse_log(ctl.log()), RE_RECONCILED) if t0 <= ln.ts <= t1)
-        res["controller_log"] = str(ctl.log_path)
         return res
-    except Exception as err:
-        raise_if_disturbed(guard, err)
-        raise
-    finally:
-        if guard is not None:
-            guard.release(emu.net)
-        emu.stop()
-        ctl.stop()
 
 
 def run_standalone_path(args, iterations: int, reps: int) -> dict:
@@ -540,16 +518,8 @@ def main(argv=None) -> int:
             out("   (Mininet's 'Unable to contact the remote controller' is expected: it starts later)")
             results["programming"] = run_programming(args, workdir)
     errors = measured(results, parts)
-    rows = table(results)
-    out("")
-    results["table"] = print_table(rows, "peer (standalone OVS)") if rows else ""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"fabric-{stamp}{'-quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    out(f"\nresults: {path.relative_to(BENCH_DIR.parent)}  (controller logs in {workdir})")
-    if errors:
-        return 1
-    return 0
+    return report(results, errors, "fabric", stamp, "-quick" if args.quick else "", workdir, table,
+                  "peer (standalone OVS)")
 
 
 if __name__ == "__main__":
