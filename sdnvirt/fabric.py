@@ -73,9 +73,6 @@ class Fabric:
         return bool(gone)
 
     # -- queries -------------------------------------------------------------
-    def switch_by_name(self, name: str) -> Switch | None:
-        return next((sw for sw in self.switches.values() if sw.name == name), None)
-
     def confirmed_links(self) -> list[tuple[PortRef, PortRef]]:
         """Links heard in both directions: the only ones paths and tags use."""
         return sorted((a, b) for a, b in self.links.items() if self.links.get(b) == a)

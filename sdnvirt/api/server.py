@@ -7,6 +7,7 @@ uvicorn installs signal handlers only from the main thread (see
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import threading
 
@@ -30,8 +31,12 @@ def bind(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> s
 
 
 def serve(app: FastAPI, sock: socket.socket) -> threading.Thread:
-    # log_config=None: uvicorn logs through the daemon's logging setup.
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off", server_header=False))
+    # log_config=None: uvicorn logs through the daemon's logging setup. One line
+    # per request only at debug level: the hypervisor agents poll several times
+    # a second, which would bury everything else at info.
+    access_log = logging.getLogger().isEnabledFor(logging.DEBUG)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off", server_header=False,
+                                           access_log=access_log))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="sdnvirt-api", daemon=True)
     thread.start()
     return thread
