@@ -3,11 +3,16 @@
 
     sudo /tmp/v/bin/python bench/lb.py [--quick]
 
-One leaf-spine fabric (2 spines x 4 leaves), one tenant ``blue``: client VM c1 (leaf1),
-backends b1 (leaf2) and b2 (leaf3) with lab.serve_http on :8080, VM hap (leaf4) running
-HAProxy in TCP mode on :80 in front of the same two backends.  sdnvirt services: ``web``
-10.1.0.100:80 -> b1:8080, b2:8080 and ``bulk`` 10.1.0.100:5201 -> b1:5201 (iperf3), both
-with TCP health checks every 0.2 s (timeout 0.2, rise 2, fall 2).
+One leaf-spine fabric (2 spines x 4 leaves), one tenant ``blue``: client VM c1, backends b1
+and b2 with lab.serve_http on :8080, VM hap running HAProxy in TCP mode on :80 in front of the
+same two backends.  sdnvirt services: ``web`` 10.1.0.100:80 -> b1:8080, b2:8080 and ``bulk``
+10.1.0.100:5201 -> b1:5201 (iperf3), both with TCP health checks every 0.2 s (timeout 0.2,
+rise 2, fall 2).  The VMs are placed two ways (PLACEMENTS), each on a fabric of its own:
+
+- ``spread``: c1, b1, b2 and hap each on its own leaf (leaf1 to leaf4), so every connection
+  crosses leaf, spine and leaf; all of parts 1 to 3.
+- ``one hypervisor``: all four on leaf1, the setup the issue's reference figures come from;
+  part 1 only.
 
 1. new TCP connections per second: ab -c 20 -n 20000 (a new connection per request) from c1
    to the VIP, straight to b1:8080 and to HAProxy; 3 interleaved rounds, medians.  Every VIP
@@ -50,13 +55,21 @@ VIP = "10.1.0.100"
 B1_IP, B2_IP, HAP_IP = "10.1.0.12", "10.1.0.13", "10.1.0.14"
 HTTP_PORT, IPERF_PORT = 8080, 5201
 CHECK = {"type": "tcp", "interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2}
+# Every ovs-vswitchd bridge of the emulation is served by one datapath thread, so each leaf or
+# spine a packet crosses costs that thread another pass: spread out, HAProxy's two legs cost
+# it six passes where a VIP connection costs three (see BENCHMARKS.md).
+PLACEMENTS = {
+    "spread": {"c1": "leaf1", "b1": "leaf2", "b2": "leaf3", "hap": "leaf4"},
+    "one hypervisor": {"c1": "leaf1", "b1": "leaf1", "b2": "leaf1", "hap": "leaf1"},
+}
+VMS = {
+    "c1": {"mac": "02:00:00:00:01:01", "ip": "10.1.0.11"},
+    "b1": {"mac": "02:00:00:00:01:02", "ip": B1_IP},
+    "b2": {"mac": "02:00:00:00:01:03", "ip": B2_IP},
+    "hap": {"mac": "02:00:00:00:01:04", "ip": HAP_IP},
+}
 TENANTS = {
-    "blue": {"segment": 101, "subnet": "10.1.0.0/24", "vms": {
-        "c1": {"mac": "02:00:00:00:01:01", "ip": "10.1.0.11", "host": "leaf1"},
-        "b1": {"mac": "02:00:00:00:01:02", "ip": B1_IP, "host": "leaf2"},
-        "b2": {"mac": "02:00:00:00:01:03", "ip": B2_IP, "host": "leaf3"},
-        "hap": {"mac": "02:00:00:00:01:04", "ip": HAP_IP, "host": "leaf4"},
-    }, "services": {
+    "blue": {"segment": 101, "subnet": "10.1.0.0/24", "vms": {}, "services": {
         "web": {"vip": VIP, "port": 80, "health_check": CHECK,
                 "backends": [{"vm": "b1", "port": HTTP_PORT}, {"vm": "b2", "port": HTTP_PORT}]},
         # iperf3's control and data connections must reach the same server: one backend,
@@ -789,8 +802,16 @@ def plot_failover(runs: list[tuple[str, dict]], path: Path, args) -> None:
 
 # -- the run ----------------------------------------------------------------------------
 
-def measure(args, workdir: Path) -> dict:
-    doc = {"controller": {"openflow": {"port": lab.free_port()}}, "tenants": TENANTS}
+def tenants(placement: str) -> dict:
+    """TENANTS with the VMs on the leaves PLACEMENTS[placement] names."""
+    blue = {**TENANTS["blue"], "vms": {vm: {**spec, "host": PLACEMENTS[placement][vm]} for vm, spec in VMS.items()}}
+    return {"blue": blue}
+
+
+def measure(args, workdir: Path, placement: str) -> dict:
+    """Parts 1 to 3 on the fabric with the VMs placed as PLACEMENTS[placement] says; part 1
+    only, unless ``placement`` is "spread"."""
+    doc = {"controller": {"openflow": {"port": lab.free_port()}}, "tenants": tenants(placement)}
     cfg = sdnconfig.parse(doc, "bench-lb")
     with sdnvirt_fabric(doc, cfg, TOPO, workdir, args.wait_others) as run:
         ctl, emu, guard, res, started = run.ctl, run.emu, run.guard, run.res, run.started
@@ -817,10 +838,13 @@ def measure(args, workdir: Path) -> dict:
                 res["warmup"][t] = dict(wait_answering(c1, url, {"b1"} if t == "direct" else {"b1", "b2"}))
             guard.check(ctl, since=started)
 
-            out(f"1) new TCP connections/s: ab -c 20 -n {args.ab_n} from c1, {args.rounds} interleaved round(s)")
+            out(f"1) new TCP connections/s, VMs placed {placement}: ab -c 20 -n {args.ab_n} from c1, "
+                f"{args.rounds} interleaved round(s)")
             res["connections"] = part_connections(emu, args, hap)
             res["loadavg_after_connections"] = list(os.getloadavg())
             guard.check(ctl, since=started)
+            if placement != "spread":
+                return res
 
             out(f"2) iperf3 c1 -> b1 through the VIP and direct, {args.iperf_seconds:g} s x {args.iperf_reps} each")
             res["iperf3"] = part_iperf(emu, args)
@@ -871,35 +895,42 @@ def measure(args, workdir: Path) -> dict:
 
 # -- report -----------------------------------------------------------------------------
 
+def connection_rows(c: dict, n: int, where: str) -> list[list[str]]:
+    """Part 1's rows for one placement of the VMs."""
+    rows = []
+    rnd = lambda v: fmt(v, " req/s", 0)   # noqa: E731
+    r = c["vip_over_direct"]
+    rows.append([f"new TCP conns/s, {where} (ab -c 20 -n {n}): VIP vs direct b1", rnd(c["vip_median_rps"]),
+                 rnd(c["direct_median_rps"]) + " direct", fmt(r, "", 2), "ratio >= 0.9",
+                 "yes" if r is not None and r >= 0.9 else "NO"])
+    r = c["vip_over_haproxy"]
+    rows.append(["  VIP vs HAProxy (tcp mode)", rnd(c["vip_median_rps"]),
+                 rnd(c["haproxy_median_rps"]) + " HAProxy", fmt(r, "", 2), "ratio >= 2",
+                 "yes" if r is not None and r >= 2 else "NO"])
+    spread = lambda xs: f"{min(xs):.0f}-{max(xs):.0f}" if xs else "n/a"   # noqa: E731
+    rows.append([f"  min-max of {len(c['vip_rps'])} runs (direct / HAProxy)", spread(c["vip_rps"]),
+                 f"{spread(c['direct_rps'])} / {spread(c['haproxy_rps'])}", "-", "-", "-"])
+    def failed(t: str) -> str:
+        k = c[f"{t}_incomplete_runs"]
+        return f"{c[f'{t}_failed']}/{c[f'{t}_requests']}" + (f" ({k} aborted)" if k else "")
+    rows.append(["  failed requests (direct / HAProxy)", failed("vip"), f"{failed('direct')} / {failed('haproxy')}",
+                 "-", "0", "yes" if c["vip_failed"] == 0 and not c["vip_incomplete_runs"] else "NO"])
+    if c.get("churn"):
+        ch = c["churn"]
+        rows.append([f"  churn: 2 x {n} VIP requests back to back, same ports",
+                     f"{sum((x['failed'] or 0) + x.get('aborted_unanswered', 0) for x in ch)}/{2 * n} failed",
+                     "-", "-", "0 failed", "yes" if all(not x["failed"] and "error" not in x for x in ch) else "NO"])
+        rows.append(["  churn: longest request", fmt(max((x["longest_ms"] or 0) for x in ch), " ms", 0),
+                     "-", "-", "-", "-"])
+    return rows
+
+
 def table(results: dict) -> list[list[str]]:
     rows = []
+    n = results["params"]["ab_n"]
     c = results.get("connections")
     if c:
-        n = results["params"]["ab_n"]
-        rnd = lambda v: fmt(v, " req/s", 0)   # noqa: E731
-        r = c["vip_over_direct"]
-        rows.append([f"new TCP conns/s (ab -c 20 -n {n}): VIP vs direct b1", rnd(c["vip_median_rps"]),
-                     rnd(c["direct_median_rps"]) + " direct", fmt(r, "", 2), "ratio >= 0.9",
-                     "yes" if r is not None and r >= 0.9 else "NO"])
-        r = c["vip_over_haproxy"]
-        rows.append(["  VIP vs HAProxy (tcp mode)", rnd(c["vip_median_rps"]),
-                     rnd(c["haproxy_median_rps"]) + " HAProxy", fmt(r, "", 2), "ratio >= 2",
-                     "yes" if r is not None and r >= 2 else "NO"])
-        spread = lambda xs: f"{min(xs):.0f}-{max(xs):.0f}" if xs else "n/a"   # noqa: E731
-        rows.append([f"  min-max of {len(c['vip_rps'])} runs (direct / HAProxy)", spread(c["vip_rps"]),
-                     f"{spread(c['direct_rps'])} / {spread(c['haproxy_rps'])}", "-", "-", "-"])
-        def failed(t: str) -> str:
-            k = c[f"{t}_incomplete_runs"]
-            return f"{c[f'{t}_failed']}/{c[f'{t}_requests']}" + (f" ({k} aborted)" if k else "")
-        rows.append(["  failed requests (direct / HAProxy)", failed("vip"), f"{failed('direct')} / {failed('haproxy')}",
-                     "-", "0", "yes" if c["vip_failed"] == 0 and not c["vip_incomplete_runs"] else "NO"])
-        if c.get("churn"):
-            ch = c["churn"]
-            rows.append([f"  churn: 2 x {n} VIP requests back to back, same ports",
-                         f"{sum((x['failed'] or 0) + x.get('aborted_unanswered', 0) for x in ch)}/{2 * n} failed",
-                         "-", "-", "0 failed", "yes" if all(not x["failed"] and "error" not in x for x in ch) else "NO"])
-            rows.append(["  churn: longest request", fmt(max((x["longest_ms"] or 0) for x in ch), " ms", 0),
-                         "-", "-", "-", "-"])
+        rows += connection_rows(c, n, "VMs spread")
         u = c.get("reused_port_check") or {}
         if u.get("at_once"):
             a, f = u["at_once"], u["fresh"]
@@ -911,6 +942,9 @@ def table(results: dict) -> list[list[str]]:
             rows.append([f"  same, VIP conn. {la['seconds_after_vip_connection']:.0f} s old (left conntrack)",
                          f"{la['answered']}/{la['tried']}", "-", "-", "all answered",
                          "yes" if la["answered"] == la["tried"] else "NO"])
+    one = results.get("one_hypervisor", {}).get("connections")
+    if one:
+        rows += connection_rows(one, n, "VMs on one hypervisor")
     p = results.get("iperf3")
     if p:
         sb, pb = p["vip_median_bps"], p["direct_median_bps"]
@@ -968,12 +1002,15 @@ def main(argv=None) -> int:
                                 "iperf3_seconds": args.iperf_seconds, "iperf3_reps": args.iperf_reps,
                                 "failover_interval_s": args.fo_interval, "failover_duration_s": args.fo_duration,
                                 "failover_kill_at_s": args.fo_kill_at, "failover_client_timeout_s": args.fo_timeout,
-                                "health_check": CHECK, "tenants": TENANTS,
+                                "health_check": CHECK, "tenants": TENANTS, "placements": PLACEMENTS,
                                 "haproxy_cfg": {k: HAPROXY_CFG.format(extra=v, b1=B1_IP, b2=B2_IP, port=HTTP_PORT)
                                                 for k, v in HAPROXY_VARIANTS.items()}}}
     out(f"sdnvirt load-balancer benchmark {'(quick) ' if args.quick else ''}- logs in {workdir}")
-    errors = measured(results, lambda: results.update(
-        attempts("lb run", lambda i: measure(args, workdir / f"run{i + 1}"), tries=2)))
+    def both() -> None:
+        results.update(attempts("lb run", lambda i: measure(args, workdir / f"run{i + 1}", "spread"), tries=2))
+        results["one_hypervisor"] = attempts(
+            "lb run, one hypervisor", lambda i: measure(args, workdir / f"one{i + 1}", "one hypervisor"), tries=2)
+    errors = measured(results, both)
     plot = None
     if "failover" in results:
         fo = results["failover"]
