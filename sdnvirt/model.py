@@ -88,6 +88,9 @@ class Model:
         self.migrating: set[str] = set()
         self.pending: dict[str, Location] = {}
         self.draining: set[str] = set()
+        # VMs that left their port and have not been seen since: a silent one
+        # may come back anywhere, so they are probed for on every switch.
+        self.lost: set[str] = set()
         self.set_config(config)
 
     def set_config(self, config: Config) -> None:
@@ -101,6 +104,7 @@ class Model:
         self._by_mac = {vm.mac: vm for vm in self._vms.values()}
         self.locations = {name: loc for name, loc in self.locations.items() if name in self._vms}
         self.pending = {name: loc for name, loc in self.pending.items() if name in self._vms}
+        self.lost &= self._vms.keys()
         self._services = [
             Service(tname, sname, tenant.segment, svc.vip, svc.protocol, svc.port,
                     tuple(Backend(self._vms[b.vm], b.port, b.weight, b.drained) for b in svc.backends),
@@ -180,12 +184,14 @@ class Model:
         if old is not None and port_live(old):
             return Observation(vm, False, None, f"VM is still up at {old}")
         self.locations[vm.name] = loc
+        self.lost.discard(vm.name)
         return Observation(vm, True, old, "learnt")
 
     def unbind(self, vm_name: str, reason: str) -> list[tuple[Service, Backend]]:
         """The VM left its port: forget where it was, and take its backends
         down at once; returns the backends that went down."""
-        self.locations.pop(vm_name, None)
+        if self.locations.pop(vm_name, None) is not None:
+            self.lost.add(vm_name)
         return self.backends_down(vm_name, reason)
 
     def backends_down(self, vm_name: str, reason: str) -> list[tuple[Service, Backend]]:
@@ -202,3 +208,4 @@ class Model:
         if vm_name not in self._vms:
             raise KeyError(vm_name)
         self.locations[vm_name] = loc
+        self.lost.discard(vm_name)

@@ -152,6 +152,20 @@ def test_a_migrating_vm_is_not_moved_by_learning():
     assert model.locations["web1"] == Location(0x101, 3)
 
 
+def test_a_vm_that_left_its_port_is_lost_until_it_is_seen_again():
+    model = placed_model(TWO_TENANTS)
+    never = model.vm("web2")
+    del model.locations[never.name]          # not located yet: not lost, only looked for at home
+    model.unbind("web1", "its VM left its port")
+    assert {vm.name for vm in model.unlocated()} == {"web1", "web2"} and model.lost == {"web1"}
+    seen = model.observe("02:00:00:00:01:01", ipaddress.IPv4Address("10.1.0.11"), Location(0x104, 5),
+                         lambda loc: False)
+    assert seen.bound and model.lost == set()
+    model.unbind("web1", "its VM left its port")
+    model.bind("web1", Location(0x101, 3))
+    assert model.lost == set()
+
+
 def test_a_drained_backend_takes_no_new_connections_until_restored():
     doc = copy.deepcopy(TWO_TENANTS)
     doc["tenants"]["blue"]["services"] = {

@@ -595,7 +595,10 @@ class SdnvirtApp(app_manager.OSKenApp):
                 return
             free = [p for p in self.fabric.edge_ports(dpid)
                     if self.model.vm_at(Location(dpid, p)) is None and (ports is None or p in ports)]
-            targets = [str(vm.ip) for vm in self.model.unlocated() if vm.host == sw.name]
+            # A VM is looked for at its own hypervisor; one that left its port
+            # (moved without a migration, or its migration failed) everywhere,
+            # since a silent VM is found only by asking.
+            targets = [str(vm.ip) for vm in self.model.unlocated() if vm.host == sw.name or vm.name in self.model.lost]
         for ip in sorted(set(targets)):
             probe = packets.arp_probe(ip)
             for port in free:
