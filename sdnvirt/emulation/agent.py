@@ -206,6 +206,9 @@ class Move:
         """After a rollback: the VM belongs at its source."""
         try:
             if self.moved:
+                # A move cut short while the VM was frozen left its old port on the
+                # source bridge: it goes first, or the new port could not take its name.
+                self.ports.tidy()
                 back = self.ports.plug(self.source, f"mig{self.mid}b")
                 with self.ports.frozen():
                     self.ports.swap(back)
