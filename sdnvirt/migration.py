@@ -347,9 +347,13 @@ class Migrations:
         for mig in self.active():
             if now >= mig.deadline:
                 due.append((mig, f"not finished within migration.timeout ({settings.timeout:g} s)"))
-            elif mig.thawed_at is None and now - mig.heard > settings.agent_timeout:
+            elif mig.thawed_at is None and self.agent_silent(mig):
                 due.append((mig, f"no word from the hypervisor agent for {settings.agent_timeout:g} s"))
         return due
+
+    def agent_silent(self, mig: Migration) -> bool:
+        """The hypervisor agent has said nothing for ``migration.agent_timeout``."""
+        return self.mono() - mig.heard > self.model.config.migration.agent_timeout
 
     # -- internals ---------------------------------------------------------------
     def _release(self, mig: Migration) -> None:

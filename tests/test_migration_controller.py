@@ -86,6 +86,37 @@ def test_a_failure_while_the_vm_is_frozen_flips_the_paths_back():
     assert app.model.locations["web1"] == Location(0x101, 3) and not app.model.pending
 
 
+def frozen_and_moved(app):
+    """A migration of web1 whose agent froze it and, as it does then, moved its
+    interface: its source port is gone."""
+    mid = prepared(app)
+    app.migrations.event(mid, "frozen", frozen_at=100.0)
+    app.fabric.remove_port(0x101, 3)
+    app.migrations.port_gone(Location(0x101, 3), deleted=True)
+    return mid
+
+
+def test_a_failure_once_the_vm_left_its_source_port_lets_it_be_learnt_back_at_its_source():
+    app = FakeApp()
+    mid = frozen_and_moved(app)
+    app.migrations.event(mid, "aborted", reason="no room")
+    rec = app.migrations.record(mid)
+    assert rec["outcome"] == "rolled_back" and rec["reason"] == "the agent gave up: no room", rec
+    assert "web1" not in app.model.locations and not app.model.pending and not app.model.migrating
+
+
+def test_an_agent_silent_once_the_vm_left_its_source_port_fails_the_migration():
+    # Nobody will plug the VM back in at its source: the record must not say it went back.
+    app = FakeApp()
+    mid = frozen_and_moved(app)
+    later = app.migrations.migs.mono() + 10
+    app.migrations.migs.mono = lambda: later
+    app.migrations.tick()
+    rec = app.migrations.record(mid)
+    assert rec["outcome"] == "failed" and rec["reason"].startswith("no word from the hypervisor agent"), rec
+    assert "web1" not in app.model.locations and not app.model.migrating
+
+
 def test_a_failure_once_the_vm_runs_at_the_target_is_recorded_and_leaves_it_there():
     app = FakeApp()
     mid = prepared(app)

@@ -212,9 +212,15 @@ class Coordinator:
         self.waits.pop(mig.id, None)
         loc = app.model.locations.get(mig.vm)
         if mig.outcome is Outcome.ROLLED_BACK and loc is not None and not app.fabric.port_live(loc.dpid, loc.port):
-            # Its source port is gone too: learnt again wherever it shows up.
-            self.migs.lost(mig.id, reason + "; its source port is gone")
-            app.model.unbind(mig.vm, "its migration failed away from its port")
+            if mig.phase is Phase.RESTORATION and not self.migs.agent_silent(mig):
+                # The agent took it off its source port when it froze it, and
+                # plugs it back in at its source on a new port: learnt there.
+                app.model.unbind(mig.vm, "its migration was rolled back after it left its source port")
+            else:
+                # Its source port is gone too (or the agent that would plug it
+                # back in is silent): learnt again wherever it shows up.
+                self.migs.lost(mig.id, reason + "; its source port is gone")
+                app.model.unbind(mig.vm, "its migration failed away from its port")
         LOG.warning("migration %d: VM %s %s: %s", mig.id, mig.vm, mig.outcome.value.replace("_", " "), mig.reason)
         self._keep(mig)
         app._request()

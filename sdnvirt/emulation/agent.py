@@ -52,6 +52,10 @@ DISCOVER = 0.5      # seconds between looks for migrations asked for elsewhere (
 POLL = 0.1          # seconds between looks at one migration's state while waiting for it
 HEARTBEAT = 0.5     # seconds between words to the controller while copying
 
+# Moves into one switch at once (concurrent migrations) must not both take
+# the same free interface name.
+_NAMING = threading.Lock()
+
 
 class Aborted(Exception):
     """The migration ended on the controller's side (rolled back), or the agent was killed."""
@@ -206,6 +210,9 @@ class Move:
         """After a rollback: the VM belongs at its source."""
         try:
             if self.moved:
+                # A move cut short while the VM was frozen left its old port on the
+                # source bridge: it goes first, or the new port could not take its name.
+                self.ports.tidy()
                 back = self.ports.plug(self.source, f"mig{self.mid}b")
                 with self.ports.frozen():
                     self.ports.swap(back)
@@ -259,8 +266,9 @@ class VMPorts:
 
     def plug(self, switch: str, inside: str) -> "Port":
         """A new port for the VM on ``switch``: the VM's end (named ``inside``) in its namespace, down."""
-        outside = _free_name(self.ipr, switch)
-        self.ipr.link("add", ifname=outside, kind="veth", peer={"ifname": inside})
+        with _NAMING:
+            outside = _free_name(self.ipr, switch)
+            self.ipr.link("add", ifname=outside, kind="veth", peer={"ifname": inside})
         self.plugged.add(outside)
         self.ipr.link("set", index=self.ipr.link_lookup(ifname=inside)[0], net_ns_pid=self.host.pid)
         self.ipr.link("set", index=self.ipr.link_lookup(ifname=outside)[0], state="up")

@@ -4,6 +4,8 @@ One leaf-spine fabric for the module; the tests run in file order and each
 leaves every VM reachable where its migration put it.
 """
 
+import contextlib
+import copy
 import json
 import os
 import subprocess
@@ -12,6 +14,7 @@ import time
 
 import pytest
 
+from sdnvirt import config
 from sdnvirt.api.client import ApiError
 from sdnvirt.emulation import lab
 from sdnvirt.emulation.agent import Agent, VMPorts
@@ -77,6 +80,35 @@ def wait_phase(fab, mid, phase, timeout=10):
 
 def where(fab, vm):
     return next(v["switch"] for v in fab.api.get("/topology")["vms"] if v["name"] == vm)
+
+
+def wait_where(fab, vm, switch, timeout=10):
+    deadline = time.monotonic() + timeout
+    while where(fab, vm) != switch:
+        assert time.monotonic() < deadline, fab.ctl.log()[-3000:]
+        time.sleep(0.1)
+
+
+def ovs_ports(switch):
+    return subprocess.run(["ovs-vsctl", "list-ports", switch], capture_output=True, text=True, check=True,
+                          timeout=10).stdout.split()
+
+
+@contextlib.contextmanager
+def migration_settings(fab, **changes):
+    """Other ``migration`` settings for the block: the daemon re-reads its config
+    file with them, and the agent takes them as if it had been started with them."""
+    doc = copy.deepcopy(fab.doc)
+    doc["migration"].update(changes)
+    fab.ctl.write_config(doc)
+    fab.api.post("/reload")
+    fab.agent.settings = config.parse(doc).migration
+    try:
+        yield
+    finally:
+        fab.ctl.write_config(fab.doc)
+        fab.api.post("/reload")
+        fab.agent.settings = fab.cfg.migration
 
 
 def test_live_migration_the_streams_longest_gap_is_the_records_downtime(mig):
@@ -203,6 +235,39 @@ def test_the_target_switch_going_down_rolls_the_migration_back(mig):
     assert where(mig, "m4") == "leaf3"
     assert lab.reachable(mig.host("c1"), ip(mig, "m4"))
     mig.wait_reachable()      # leaf2 is back for the tests after this one
+
+
+def test_a_migration_not_finished_within_the_timeout_rolls_back(mig):
+    # m4's pre-copy (4 s) outlasts a 2 s timeout.
+    ports = ovs_ports("leaf2")
+    with migration_settings(mig, timeout=2.0):
+        rec = mig.api.post("/migrations", {"vm": "m4", "target": "leaf2"})
+        rec = mig.agent.wait(rec["id"], 10)
+    assert rec["outcome"] == "rolled_back" and "migration.timeout (2 s)" in rec["reason"], rec
+    assert rec["phase"] == "data_transfer" and rec["frozen_at"] is None, rec
+    ended = rec["phases"]["data_transfer"]["end"]
+    assert 2.0 <= ended - rec["requested_at"] < 4.0, rec
+    # The agent took its target port out of leaf2 again.
+    deadline = time.monotonic() + 5
+    while ovs_ports("leaf2") != ports:
+        assert time.monotonic() < deadline, (ports, ovs_ports("leaf2"))
+        time.sleep(0.1)
+    assert where(mig, "m4") == "leaf3"
+    assert lab.reachable(mig.host("c1"), ip(mig, "m4"))
+
+
+def test_a_rollback_once_the_vm_is_at_its_target_moves_it_back(mig):
+    # The timeout comes while the VM is frozen at the target: pre-copy 0.5 s,
+    # then 6 s of stop-and-copy, rolled back 3 s after the request.
+    with migration_settings(mig, timeout=3.0, stop_and_copy=6.0):
+        rec = mig.api.post("/migrations", {"vm": "m1", "target": "leaf2"})
+        rec = mig.agent.wait(rec["id"], 10)
+    assert rec["outcome"] == "rolled_back" and "migration.timeout (3 s)" in rec["reason"], rec
+    # It failed in restoration: the agent had frozen it and moved its interface.
+    assert rec["phase"] == "restoration" and rec["frozen_at"] is not None and rec["thawed_at"] is None, rec
+    wait_where(mig, "m1", "leaf3")
+    assert mig.emu.placement["m1"] == "leaf3"
+    assert lab.reachable(mig.host("c1"), ip(mig, "m1"))
 
 
 def test_a_stranger_claiming_a_migrating_vm_is_ignored(mig):
