@@ -13,8 +13,9 @@ m every millisecond; m moves between leaf2 and leaf3), interleaved rounds of:
   VM runs again) and learning has to find it;
 - silent: the same, without that gratuitous ARP (the issue's "interface
   moved, learning left to recover" taken literally, and a guest whose
-  hypervisor does not announce it).  m only ever answers, so learning can
-  only find it by sdnvirt's own probes; after SILENT_WINDOW s without an
+  hypervisor does not announce it).  Its new interface has no IPv6 (whose
+  link-up chatter would announce it), so m only ever answers and learning
+  can only find it by sdnvirt's own probes; after SILENT_WINDOW s without an
   answer m announces itself, so that the run can go on, and the gap is
   reported as at least that long.
 
@@ -74,6 +75,8 @@ def move(emu, agent, kind: str, target: str, args, lead: float = 0.5) -> dict:
             frozen_at = time.time()
             with ports.frozen():
                 ports.swap(new)
+                if kind == "silent":
+                    ports.mute()
                 time.sleep(max(0.0, frozen_at + args.pause - time.time()))
                 ports.up()
             res.update(frozen_at=frozen_at, thawed_at=time.time())

@@ -320,6 +320,11 @@ class VMPorts:
         finally:
             _signal(pids, signal.SIGCONT)
 
+    def mute(self) -> None:
+        """No IPv6 on the VM's interface: Linux's chatter when a link comes up
+        (router solicitations, MLD reports, DAD) would announce the VM."""
+        self._in_vm(["sysctl", "-q", "-w", f"net.ipv6.conf.{self.intf}.disable_ipv6=1"])
+
     def announce(self) -> None:
         """One gratuitous ARP from the VM, as a guest does when its link comes up."""
         self._in_vm(["arping", "-c", "1", "-U", "-I", self.intf, self.host.IP()])
