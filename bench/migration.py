@@ -39,7 +39,7 @@ from pathlib import Path
 
 # The launcher imports Mininet and undoes its logger-class side effect: import it first.
 from sdnvirt.emulation import lab, launcher  # noqa: E402,F401
-from sdnvirt.emulation.agent import Agent, VMPorts  # noqa: E402
+from sdnvirt.emulation.agent import TIDY_AFTER, Agent, VMPorts  # noqa: E402
 from sdnvirt import config as sdnconfig  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py)
@@ -80,12 +80,14 @@ def move(emu, agent, kind: str, target: str, args, lead: float = 0.5) -> dict:
                 time.sleep(max(0.0, frozen_at + args.pause - time.time()))
                 ports.up()
             res.update(frozen_at=frozen_at, thawed_at=time.time())
-            if kind == "silent":
-                ports.tidy()
-                time.sleep(SILENT_WINDOW)
-                res["announced_at"] = time.time()
-            ports.announce()       # at once, as QEMU's self-announce would
+            if kind == "uncoordinated":
+                ports.announce()       # at once, as QEMU's self-announce would
+            time.sleep(TIDY_AFTER)     # the old port goes when the agent's would
             ports.tidy()
+            if kind == "silent":
+                time.sleep(max(0.0, res["thawed_at"] + SILENT_WINDOW - time.time()))
+                res["announced_at"] = time.time()
+                ports.announce()
         finally:
             ports.close()
     else:

@@ -51,6 +51,7 @@ LOG = logging.getLogger("sdnvirt.agent")
 DISCOVER = 0.5      # seconds between looks for migrations asked for elsewhere (sdnvirt migrate)
 POLL = 0.1          # seconds between looks at one migration's state while waiting for it
 HEARTBEAT = 0.5     # seconds between words to the controller while copying
+TIDY_AFTER = 0.5    # seconds after the thaw before the source's old port is removed
 
 # Moves into one switch at once (concurrent migrations) must not both take
 # the same free interface name.
@@ -201,10 +202,14 @@ class Move:
             self._copy(frozen_at + pause - time.time())
             self.ports.up()
         thawed_at = time.time()
-        self.ports.tidy()
         LOG.info("migration %d: %s moved to %s, frozen %.1f ms", self.mid, self.vm, self.target,
                  (thawed_at - frozen_at) * 1000)
         self.agent._report(self.mid, "thawed", frozen_at=frozen_at, thawed_at=thawed_at)
+        # The source's old port goes once the VM's traffic has resumed: taking
+        # a port off a bridge stalls the userspace datapath, which every bridge
+        # of the emulation shares, for some milliseconds.
+        time.sleep(TIDY_AFTER)
+        self.ports.tidy()
 
     def undo(self) -> None:
         """After a rollback: the VM belongs at its source."""
@@ -355,9 +360,14 @@ def _netlink_in(pid: int) -> IPRoute:
 
 
 def _free_name(ipr: IPRoute, switch: str) -> str:
-    """The next ``<switch>-ethN`` no interface uses, like Mininet names a switch's ports."""
+    """The next ``<switch>-ethN`` no interface uses, like Mininet names a switch's ports.
+
+    Nor a port of the bridge: a moved VM's old port stays on it for a moment
+    after its interface is gone (see TIDY_AFTER)."""
+    ports = set(subprocess.run(["ovs-vsctl", "--timeout=5", "list-ports", switch], check=True,
+                               capture_output=True, text=True, timeout=10).stdout.split())
     n = 1
-    while ipr.link_lookup(ifname=f"{switch}-eth{n}"):
+    while f"{switch}-eth{n}" in ports or ipr.link_lookup(ifname=f"{switch}-eth{n}"):
         n += 1
     return f"{switch}-eth{n}"
 
