@@ -20,7 +20,8 @@ For each migration (see ``sdnvirt/migration.py`` for the controller's side):
    every process of the VM gets SIGSTOP (``frozen``), its interface is
    deleted, the new one takes its name, MAC and IP, and once
    ``migration.stop_and_copy`` seconds have passed it comes up and the
-   processes get SIGCONT (``thawed``).  Cold mode: the VM is frozen and
+   processes get SIGCONT (``thawed``); the old port leaves the source
+   bridge ``TIDY_AFTER`` seconds later.  Cold mode: the VM is frozen and
    disconnected for the whole copy instead.
 3. If the controller rolls the migration back, the agent unplugs the target
    port, or, if the VM was already moved, moves it back to its source.
