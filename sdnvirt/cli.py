@@ -28,12 +28,38 @@ def _load_or_exit(path: str):
         sys.exit(EXIT_CONFIG)
 
 
+def check_config(path: str) -> int:
+    """Validate the file, and with the API's changes laid over it, as the daemon
+    would at its start or a reload, when the store it names exists already."""
+    cfg = _load_or_exit(path)
+    store_path = cfg.controller.store_path
+    stored = ""
+    if store_path.exists():
+        import sqlite3
+
+        from .state import ConfigState
+        from .store import Store
+        try:
+            state = ConfigState(path, cfg, Store(store_path))
+        except (OSError, sqlite3.Error) as err:
+            print(f"{path}: cannot read the API's changes in {store_path}: {err}; checked the file alone",
+                  file=sys.stderr)
+        except ConfigError as err:
+            print(f"{path} does not fit the changes made through the API (in {store_path}); "
+                  f"the daemon would refuse it:\n{err}", file=sys.stderr)
+            return EXIT_CONFIG
+        else:
+            cfg = state.config
+            n = len(state.entries)
+            stored = f", with {n} change{'' if n == 1 else 's'} made through the API in {store_path}"
+    vms = sum(len(t.vms) for t in cfg.tenants.values())
+    print(f"{path}: configuration is valid ({len(cfg.tenants)} tenants, {vms} VMs{stored})")
+    return 0
+
+
 def cmd_controller(args) -> int:
     if args.check_config:
-        cfg = _load_or_exit(args.check_config)
-        vms = sum(len(t.vms) for t in cfg.tenants.values())
-        print(f"{args.check_config}: configuration is valid ({len(cfg.tenants)} tenants, {vms} VMs)")
-        return 0
+        return check_config(args.check_config)
     cfg = _load_or_exit(args.config)
     _logging(args.log_level or cfg.controller.log_level)
     from .controller.daemon import run

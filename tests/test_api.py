@@ -280,3 +280,12 @@ def test_a_daemon_whose_file_clashes_with_the_stored_changes_does_not_start(tmp_
         ctl.stop()
     assert "do not fit together" in str(err.value)
     assert "tenants.red.vms.db9.mac: MAC 02:00:00:00:01:04 is already used by VM web4" in str(err.value)
+    # --check-config tells before any start or reload, and counts the API's VM in.
+    check = [sys.executable, "-m", "sdnvirt", "controller", "--check-config", str(ctl.config_path)]
+    res = subprocess.run(check, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and "does not fit the changes made through the API" in res.stderr, res
+    assert "tenants.red.vms.db9.mac: MAC 02:00:00:00:01:04 is already used by VM web4" in res.stderr
+    ctl.write_config(doc)
+    res = subprocess.run(check, capture_output=True, text=True, timeout=30)
+    vms = sum(len(t["vms"]) for t in doc["tenants"].values()) + 1
+    assert res.returncode == 0 and f"{vms} VMs, with 1 change made through the API" in res.stdout, res
