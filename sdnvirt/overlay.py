@@ -104,13 +104,28 @@ class Changes:
 
     def set(self, kind: str, key: str, spec: Any | None) -> None:
         """Make object (kind, key) be ``spec`` (None: deleted) in the effective config."""
-        rest = {k: v for k, v in self.entries.items() if k != (kind, key)}
-        underneath = lookup(effective(self.base, rest), kind, key)
+        underneath = self._underneath(kind, key)
         if spec is None:
             entry = {"deleted": True} if underneath is not None else None
         else:
             entry = None if spec == underneath else {"spec": spec}
         self._record((kind, key), entry)
+
+    def _underneath(self, kind: str, key: str) -> Any | None:
+        """Object (kind, key) as the effective config would hold it without its own entry."""
+        if kind in _CHILDREN:
+            # A VM or a service is the file's, as long as its tenant exists: a
+            # tenant entry replaces only the tenant's own keys. Answered without
+            # building the whole document, which made replacing a tenant of N
+            # VMs cost N documents.
+            tenant, child = key.split("/")
+            entry = self.entries.get(("tenant", tenant))
+            in_file = self.base.get("tenants", {}).get(tenant)
+            if (entry.get("deleted", False) if entry is not None else in_file is None):
+                return None
+            return (in_file or {}).get(_CHILDREN[kind], {}).get(child)
+        rest = {k: v for k, v in self.entries.items() if k != (kind, key)}
+        return lookup(effective(self.base, rest), kind, key)
 
     def forget(self, kind: str, prefix: str) -> None:
         """Remove the entries of ``kind`` whose key starts with ``prefix``: the file's version shows again."""

@@ -6,7 +6,7 @@ import pytest
 from fabrics import TWO_TENANTS
 
 from sdnvirt import config
-from sdnvirt.overlay import Changes, effective
+from sdnvirt.overlay import Changes, effective, lookup
 from sdnvirt.state import ConfigState
 from sdnvirt.store import Store
 
@@ -79,6 +79,27 @@ def test_a_deleted_tenant_created_again_does_not_bring_back_the_files_vms():
     ch.put_tenant("red", red)
     assert ch.doc()["tenants"]["red"]["vms"] == {}
     config.parse(ch.doc())
+
+
+def test_a_vm_or_service_underneath_its_entry_is_what_the_whole_document_says():
+    # Changes answers this for VMs and services without building the document;
+    # the whole document, without the object's own entry, is the definition.
+    b = base()
+    red = {k: v for k, v in b["tenants"]["red"].items() if k not in ("vms", "services")}
+    entries = {("tenant", "blue"): {"spec": {**{k: v for k, v in b["tenants"]["blue"].items()
+                                               if k not in ("vms", "services")}, "segment": 301}},
+               ("tenant", "red"): {"deleted": True},
+               ("tenant", "green"): {"spec": {**red, "segment": 302, "subnet": "10.9.0.0/24"}},
+               ("vm", "blue/web1"): {"deleted": True}, ("vm", "blue/web4"): {"spec": WEB4},
+               ("vm", "red/db1"): {"spec": WEB4}, ("vm", "green/g1"): {"spec": WEB4},
+               ("service", "blue/web"): {"deleted": True}}
+    ch = Changes(b, entries)
+    keys = {(kind, f"{t}/{name}") for t in ("blue", "red", "green", "gone")
+            for kind, children in (("vm", "vms"), ("service", "services"))
+            for name in [*b["tenants"].get(t, {}).get(children, {}), "web4", "g1", "db1", "web"]}
+    for kind, key in sorted(keys):
+        rest = {k: v for k, v in entries.items() if k != (kind, key)}
+        assert ch._underneath(kind, key) == lookup(effective(b, rest), kind, key), (kind, key)
 
 
 def test_state_persists_changes_and_refuses_invalid_ones(tmp_path):
