@@ -1002,7 +1002,7 @@ def main(argv=None) -> int:
                                 "iperf3_seconds": args.iperf_seconds, "iperf3_reps": args.iperf_reps,
                                 "failover_interval_s": args.fo_interval, "failover_duration_s": args.fo_duration,
                                 "failover_kill_at_s": args.fo_kill_at, "failover_client_timeout_s": args.fo_timeout,
-                                "health_check": CHECK, "tenants": TENANTS, "placements": PLACEMENTS,
+                                "health_check": CHECK, "tenants": TENANTS, "vms": VMS, "placements": PLACEMENTS,
                                 "haproxy_cfg": {k: HAPROXY_CFG.format(extra=v, b1=B1_IP, b2=B2_IP, port=HTTP_PORT)
                                                 for k, v in HAPROXY_VARIANTS.items()}}}
     out(f"sdnvirt load-balancer benchmark {'(quick) ' if args.quick else ''}- logs in {workdir}")

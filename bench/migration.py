@@ -15,9 +15,10 @@ m every millisecond; m moves between leaf2 and leaf3), interleaved rounds of:
   moved, learning left to recover" taken literally, and a guest whose
   hypervisor does not announce it).  Its new interface has no IPv6 (whose
   link-up chatter would announce it), so m only ever answers and learning
-  can only find it by sdnvirt's own probes; after SILENT_WINDOW s without an
-  answer m announces itself, so that the run can go on, and the gap is
-  reported as at least that long.
+  can only find it by sdnvirt's own probes (or by a frame it sends on its
+  own, such as a TCP retransmission); SILENT_WINDOW s after the thaw m
+  announces itself, so that the run can go on, and a gap that lasted until
+  then is reported as at least that long.
 
 During each move but the cold ones an HTTP keep-alive connection from
 c1 to m asks every 20 ms: a failed request means a reset or stalled TCP

@@ -34,16 +34,22 @@ def check_config(path: str) -> int:
     cfg = _load_or_exit(path)
     store_path = cfg.controller.store_path
     stored = ""
-    if store_path.exists():
+    try:
+        exists = store_path.exists()
+    except OSError as err:
+        print(f"{path}: cannot look for the store {store_path} (controller.store.path): {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    if exists:
         import sqlite3
 
         from .state import ConfigState
         from .store import Store
         try:
-            state = ConfigState(path, cfg, Store(store_path))
+            state = ConfigState(path, cfg, Store(store_path, readonly=True))
         except (OSError, sqlite3.Error) as err:
-            print(f"{path}: cannot read the API's changes in {store_path}: {err}; checked the file alone",
-                  file=sys.stderr)
+            # The daemon could not start on it either.
+            print(f"{path}: cannot read the store {store_path} (controller.store.path): {err}", file=sys.stderr)
+            return EXIT_CONFIG
         except ConfigError as err:
             print(f"{path} does not fit the changes made through the API (in {store_path}); "
                   f"the daemon would refuse it:\n{err}", file=sys.stderr)

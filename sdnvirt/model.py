@@ -89,7 +89,8 @@ class Model:
         self.pending: dict[str, Location] = {}
         self.draining: set[str] = set()
         # VMs that left their port and have not been seen since: a silent one
-        # may come back anywhere, so they are probed for on every switch.
+        # may come back anywhere, so a switch where something just came up is
+        # probed for them too.
         self.lost: set[str] = set()
         self.set_config(config)
 

@@ -113,11 +113,12 @@ class Changes:
 
     def _underneath(self, kind: str, key: str) -> Any | None:
         """Object (kind, key) as the effective config would hold it without its own entry."""
-        if kind in _CHILDREN:
-            # A VM or a service is the file's, as long as its tenant exists: a
-            # tenant entry replaces only the tenant's own keys. Answered without
-            # building the whole document, which made replacing a tenant of N
-            # VMs cost N documents.
+        drained = kind == "service" and any(k == "drain" and d.startswith(f"{key}/") for k, d in self.entries)
+        if kind in _CHILDREN and not drained:
+            # A VM or a service (with no drain entries) is the file's, as long
+            # as its tenant exists: a tenant entry replaces only the tenant's
+            # own keys. Answered without building the whole document, which
+            # made replacing a tenant of N VMs cost N documents.
             tenant, child = key.split("/")
             entry = self.entries.get(("tenant", tenant))
             in_file = self.base.get("tenants", {}).get(tenant)

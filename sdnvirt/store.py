@@ -50,15 +50,22 @@ class Transaction:
 class Store:
     """One SQLite database; one connection shared by the daemon's threads under a lock."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
+        """``readonly``: an existing store, only read (sqlite3.Error if it is not
+        one); for a look from outside the daemon, which may be running."""
         self.path = Path(path)
+        self._lock = threading.Lock()
+        self._begin = "BEGIN" if readonly else "BEGIN IMMEDIATE"
+        # isolation_level=None: transactions are begun and ended here, explicitly.
+        if readonly:
+            self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                         isolation_level=None, check_same_thread=False)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Tenants' addresses are nobody else's business: 0600 (SQLite gives its
         # -wal and -shm files the database's mode).
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        # isolation_level=None: transactions are begun and ended here, explicitly.
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
         # WAL: readers never wait for a writer; synchronous=FULL: a committed
         # change survives a power cut, not only a killed process.
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -68,7 +75,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute(self._begin)
             try:
                 yield Transaction(self._conn)
             except BaseException:

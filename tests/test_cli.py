@@ -73,3 +73,14 @@ def test_sigterm_stops_the_daemon_cleanly(tmp_path):
         assert "SIGTERM: stopping" in proc.stderr.read()
     finally:
         proc.kill()
+
+
+def test_check_config_refuses_a_store_it_cannot_read_and_leaves_it_alone(tmp_path):
+    store = tmp_path / "sdnvirt.db"
+    store.write_bytes(b"not a database\n")
+    cfg = tmp_path / "sdnvirt.yaml"
+    cfg.write_text(f"controller:\n  store: {{path: {store}}}\ntenants: {{}}\n")
+    res = sdnvirt("controller", "--check-config", str(cfg))
+    assert res.returncode == 1 and f"cannot read the store {store}" in res.stderr, res
+    assert store.read_bytes() == b"not a database\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sdnvirt.db", "sdnvirt.yaml"]

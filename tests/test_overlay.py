@@ -92,7 +92,8 @@ def test_a_vm_or_service_underneath_its_entry_is_what_the_whole_document_says():
                ("tenant", "green"): {"spec": {**red, "segment": 302, "subnet": "10.9.0.0/24"}},
                ("vm", "blue/web1"): {"deleted": True}, ("vm", "blue/web4"): {"spec": WEB4},
                ("vm", "red/db1"): {"spec": WEB4}, ("vm", "green/g1"): {"spec": WEB4},
-               ("service", "blue/web"): {"deleted": True}}
+               ("service", "blue/web"): {"deleted": True},
+               ("drain", "blue/web/web2:8080"): {"spec": {"drained": True}}}
     ch = Changes(b, entries)
     keys = {(kind, f"{t}/{name}") for t in ("blue", "red", "green", "gone")
             for kind, children in (("vm", "vms"), ("service", "services"))
@@ -100,6 +101,9 @@ def test_a_vm_or_service_underneath_its_entry_is_what_the_whole_document_says():
     for kind, key in sorted(keys):
         rest = {k: v for k, v in entries.items() if k != (kind, key)}
         assert ch._underneath(kind, key) == lookup(effective(b, rest), kind, key), (kind, key)
+    # The drained backend shows underneath the deleted service.
+    assert ch._underneath("service", "blue/web")["backends"][1] == {"vm": "web2", "port": 8080, "weight": 1,
+                                                                     "drained": True}
 
 
 def test_state_persists_changes_and_refuses_invalid_ones(tmp_path):

@@ -588,17 +588,24 @@ class SdnvirtApp(app_manager.OSKenApp):
         for port in ports:
             self._packet_out(dp.id, packets.lldp_frame(dp.id, port, self.secret), port)
 
-    def _locate(self, dpid: int, ports: list[int] | None = None) -> None:
+    def _locate(self, dpid: int, ports: list[int] | None = None, lost: bool = True) -> None:
+        """ARP probes out of the switch's free ports (or of ``ports``) for the VMs
+        it should hold that are not located; with ``lost``, also for every VM
+        that left its port: the rounds right after a switch or port event."""
         with self.lock:
             sw = self.fabric.switches.get(dpid)
             if sw is None or not sw.name:
                 return
             free = [p for p in self.fabric.edge_ports(dpid)
                     if self.model.vm_at(Location(dpid, p)) is None and (ports is None or p in ports)]
-            # A VM is looked for at its own hypervisor; one that left its port
-            # (moved without a migration, or its migration failed) everywhere,
-            # since a silent VM is found only by asking.
-            targets = [str(vm.ip) for vm in self.model.unlocated() if vm.host == sw.name or vm.name in self.model.lost]
+            # A VM is looked for at its own hypervisor. One that left its port
+            # (moved without a migration, or its migration failed) is looked for
+            # on any switch where a port or the switch itself has just come up,
+            # since a silent VM is found only by asking; not in the steady
+            # rounds, where VMs that are simply off would cost every switch
+            # a probe per free port forever.
+            targets = [str(vm.ip) for vm in self.model.unlocated()
+                       if vm.host == sw.name or (lost and vm.name in self.model.lost)]
         for ip in sorted(set(targets)):
             probe = packets.arp_probe(ip)
             for port in free:
@@ -721,7 +728,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                 for dpid in list(self.dps):
                     due, step = self.locate_due.get(dpid, (now, self.settings.locate_interval))
                     if now >= due:
-                        self._locate(dpid)
+                        self._locate(dpid, lost=step < self.settings.locate_interval)
                         step = min(2 * step, self.settings.locate_interval)
                         self.locate_due[dpid] = (now + step, step)
                 if now >= next_stats:

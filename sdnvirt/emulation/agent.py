@@ -210,7 +210,12 @@ class Move:
         # a port off a bridge stalls the userspace datapath, which every bridge
         # of the emulation shares, for some milliseconds.
         time.sleep(TIDY_AFTER)
-        self.ports.tidy()
+        try:
+            self.ports.tidy()
+        except (OSError, subprocess.SubprocessError) as err:
+            # The migration is done: a port left over on the source bridge is
+            # not a reason to move the VM back.
+            LOG.warning("migration %d: the old port of %s stays on its bridge: %s", self.mid, self.vm, err)
 
     def undo(self) -> None:
         """After a rollback: the VM belongs at its source."""
