@@ -366,19 +366,6 @@ def secs(a: dt.datetime, b: dt.datetime) -> float:
     return (b - a).total_seconds()
 
 
-def wait_for(cond, timeout: float, interval: float = 0.05):
-    """Poll ``cond()`` until it returns something truthy; None after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        res = cond()
-        if res:
-            return res
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(interval)
-
-
-
 def wait_reconcile_quiet(ctl, quiet: float, timeout: float) -> bool:
     """Wait until the controller has logged no reconcile for ``quiet`` s (at most ``timeout`` s)."""
     quiet_since, last_n = time.monotonic(), None

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """sdnvirt fabric benchmark: every figure next to a peer measured in the same run.
 
-    sudo /tmp/v/bin/python bench/fabric.py [--quick]
+    .venv/bin/python bench/fabric.py [--quick]
 
 a) first-packet latency VM a (leaf1) -> VM b (leaf2) on a 1-spine x 2-leaf fabric:
    sdnvirt (controller daemon + fail-secure bridges) vs the same Mininet fabric
@@ -41,7 +41,7 @@ from mininet.node import OVSSwitch  # noqa: E402
 from common import (  # noqa: E402  (bench/common.py: shared with bench/lb.py)
     RE_CONNECTED, RE_HOLDS, RE_LINK, RE_PROGRAMMED, RE_RECONCILED, RE_VM_AT, RE_VM_FOUND, BridgeGuard, attempts,
     begin, ensure_no_clash, find, fmt, machine, measured, median, our_port_names, out, p90, parse_log,
-    raise_if_disturbed, ratio, report, sdnvirt_fabric, secs, sh, wait_for, wait_quiet, wait_reconcile_quiet)
+    raise_if_disturbed, ratio, report, sdnvirt_fabric, secs, sh, wait_quiet, wait_reconcile_quiet)
 
 NETDEV_DP = "netdev@ovs-netdev"      # the one datapath every userspace bridge shares
 
@@ -155,7 +155,7 @@ def run_sdnvirt_path(args, workdir: Path, iterations: int, reps: int) -> dict:
     with sdnvirt_fabric(doc, cfg, PATH_TOPO, workdir, args.wait_others) as run:
         ctl, emu, res = run.ctl, run.emu, run.res
         want = re.compile(r"fabric programmed: 3 switches, \d+ flows, 2 of 2 VMs located")
-        if not wait_for(lambda: want.search(ctl.log()), timeout=30):
+        if not lab.wait_for(lambda: want.search(ctl.log()), timeout=30):
             raise RuntimeError(f"sdnvirt path fabric not programmed in 30 s; controller log: {ctl.log_path}")
         # Links are learnt in both directions within an LLDP round or two: measure a settled fabric.
         res["settled"] = wait_reconcile_quiet(ctl, quiet=2.0, timeout=30)
@@ -308,7 +308,7 @@ def programming(args, workdir: Path) -> dict:
                         == str(res["vms"]))
             return (lines, hits[0]) if hits else None
 
-        got = wait_for(programmed, timeout=120, interval=0.1)
+        got = lab.wait_for(programmed, timeout=120, interval=0.1)
         if not got:
             raise RuntimeError(f"not programmed within 120 s; controller log: {ctl.log_path}")
         # Let it go quiet (no reconcile for 3 s, at most 30 s), then look at the switches.
@@ -401,7 +401,7 @@ def warm_restart(ctl, switch_names: list[str], flows_before: dict[str, list[str]
         holds = find(lines, RE_HOLDS)
         return (lines, holds) if len({m.group(1) for _, m in holds}) >= len(switch_names) else None
 
-    got = wait_for(all_hold, timeout=60, interval=0.1)
+    got = lab.wait_for(all_hold, timeout=60, interval=0.1)
     if not got:
         raise RuntimeError(f"warm restart: not every switch read back in 60 s; controller log: {ctl.log_path}")
     lines, holds = got
@@ -418,7 +418,7 @@ def warm_restart(ctl, switch_names: list[str], flows_before: dict[str, list[str]
         events = [ln.ts for ln, _ in find(ls, RE_LINK) + find(ls, RE_HOLDS) + find(ls, RE_CONNECTED)]
         last = max(events)
         return (dt.datetime.now() - last).total_seconds() >= settle + 3.0
-    wait_for(settled_plus_3, timeout=30, interval=0.2)
+    lab.wait_for(settled_plus_3, timeout=30, interval=0.2)
     lines = parse_log(ctl.log()[offset:])
     recs = find(lines, RE_RECONCILED)
     res["reconciled_lines"] = [ln.msg for ln, _ in recs]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """sdnvirt load-balancer benchmark: the in-switch L4 load balancer next to HAProxy, in one run.
 
-    sudo /tmp/v/bin/python bench/lb.py [--quick]
+    .venv/bin/python bench/lb.py [--quick]
 
 One leaf-spine fabric (2 spines x 4 leaves), one tenant ``blue``: client VM c1, backends b1
 and b2 with lab.serve_http on :8080, VM hap running HAProxy in TCP mode on :80 in front of the
@@ -48,7 +48,7 @@ from sdnvirt import config as sdnconfig  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py: shared with bench/fabric.py)
     RESULTS_DIR, RE_RECONCILED, attempts, begin, find, fmt, machine, measured, median, out, parse_log, ratio,
-    report, sdnvirt_fabric, sh, wait_for, wait_reconcile_quiet)
+    report, sdnvirt_fabric, sh, wait_reconcile_quiet)
 
 TOPO = ("leafspine", {"spines": 2, "leaves": 4})
 VIP = "10.1.0.100"
@@ -728,7 +728,7 @@ def part_failover_sdnvirt(emu, ctl, servers: Servers, args) -> dict:
     # b1 back for the next runs: UP in the controller and in the switches.
     offset = len(ctl.log())
     servers.start_http("b1")
-    back = wait_for(lambda: (m := marked(ctl, "b1", HTTP_PORT, "web", "UP", offset)) and m[1], timeout=15)
+    back = lab.wait_for(lambda: (m := marked(ctl, "b1", HTTP_PORT, "web", "UP", offset)) and m[1], timeout=15)
     res["b1_up_again"] = bool(back)
     res["plot_marks"] = {"start": start}
     return res
@@ -743,7 +743,7 @@ def part_failover_haproxy(emu, servers: Servers, hap: HAProxy, args) -> dict:
     res["haproxy_variant"] = hap.variant
     since = now_wall()
     servers.start_http("b1")
-    back = wait_for(lambda: [c for c in hap.state_changes(since) if c[1] == "b1" and c[2] == "UP"], timeout=15)
+    back = lab.wait_for(lambda: [c for c in hap.state_changes(since) if c[1] == "b1" and c[2] == "UP"], timeout=15)
     res["b1_up_again"] = bool(back)
     return res
 
@@ -822,14 +822,14 @@ def measure(args, workdir: Path, placement: str) -> dict:
                 servers.start_http(b)
             servers.start_iperf()
             want = re.compile(r"fabric programmed: 6 switches, \d+ flows, 4 of 4 VMs located")
-            if not wait_for(lambda: want.search(ctl.log()), timeout=30):
+            if not lab.wait_for(lambda: want.search(ctl.log()), timeout=30):
                 raise RuntimeError(f"fabric not programmed in 30 s; controller log: {ctl.log_path}")
             res["settled"] = wait_reconcile_quiet(ctl, quiet=2.0, timeout=30)
             c1 = emu.host("c1")
             for ip in (B1_IP, B2_IP, HAP_IP):
                 if not lab.reachable(c1, ip, tries=5):
                     raise RuntimeError(f"c1 cannot reach {ip}")
-            if not wait_for(lambda: backends_up(ctl), timeout=20, interval=0.2):
+            if not lab.wait_for(lambda: backends_up(ctl), timeout=20, interval=0.2):
                 raise RuntimeError(f"backends not UP in the controller after 20 s; log: {ctl.log_path}")
             hap = HAProxy(emu.host("hap"), workdir, "default").start()
             res["warmup"] = {}
@@ -877,7 +877,7 @@ def measure(args, workdir: Path, placement: str) -> dict:
             hap = HAProxy(emu.host("hap"), workdir, "redispatch").start()
             use_ports(c1, "haproxy")
             wait_answering(c1, TARGETS["haproxy"], {"b1", "b2"})
-            wait_for(lambda: backends_up(ctl), timeout=15, interval=0.2)
+            lab.wait_for(lambda: backends_up(ctl), timeout=15, interval=0.2)
             time.sleep(1.0)
             fo["haproxy_redispatch"] = part_failover_haproxy(emu, servers, hap, args)
             out(f"   HAProxy redispatch: {fo['haproxy_redispatch']['failed']}/{fo['haproxy_redispatch']['total']} "

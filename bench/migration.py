@@ -44,7 +44,7 @@ from sdnvirt.emulation.agent import TIDY_AFTER, Agent, VMPorts  # noqa: E402
 from sdnvirt import config as sdnconfig  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py)
-    RESULTS_DIR, attempts, begin, fmt, machine, measured, median, out, ratio, report, sdnvirt_fabric, wait_for)
+    RESULTS_DIR, attempts, begin, fmt, machine, measured, median, out, ratio, report, sdnvirt_fabric)
 
 TOPO = ("leafspine", {"spines": 2, "leaves": 3})
 LEAVES = ("leaf2", "leaf3")
@@ -107,7 +107,7 @@ def move(emu, agent, kind: str, target: str, args, lead: float = 0.5) -> dict:
         res["http"] = {"answered": sum(1 for a in answers if a == "m"),
                        "failed": [a for a in answers if a.startswith("FAIL")]}
     # m answers c1 again before the next move (learning may need a moment in the uncoordinated case)
-    if not wait_for(lambda: lab.ping(c1, m_ip, wait=0.3), timeout=15):
+    if not lab.wait_for(lambda: lab.ping(c1, m_ip, wait=0.3), timeout=15):
         raise RuntimeError(f"m unreachable after the {kind} move to {target}")
     out(f"   {kind:13s} -> {target}: longest gap {gap * 1000:7.1f} ms"
         + (f", record downtime {res['record']['downtime'] * 1000:.1f} ms" if "record" in res else "")
@@ -123,7 +123,7 @@ def measure(args, workdir: Path) -> dict:
     cfg = sdnconfig.parse(doc, "bench-migration")
     with sdnvirt_fabric(doc, cfg, TOPO, workdir, args.wait_others) as run:
         emu, ctl = run.emu, run.ctl
-        if not wait_for(lambda: lab.ping(emu.host("c1"), TENANTS["blue"]["vms"]["m"]["ip"], wait=0.5), timeout=30):
+        if not lab.wait_for(lambda: lab.ping(emu.host("c1"), TENANTS["blue"]["vms"]["m"]["ip"], wait=0.5), timeout=30):
             raise RuntimeError(f"c1 cannot reach m; controller log: {ctl.log_path}")
         agent = Agent(emu, ctl.api(), cfg).start()
         server = lab.serve_http(emu.host("m"), HTTP_PORT, "m")

@@ -6,11 +6,14 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 from urllib.parse import quote
 
 from . import __version__
 from .config import ConfigError, load
+from .state import ConfigState
+from .store import Store
 
 EXIT_CONFIG = 1
 
@@ -33,31 +36,20 @@ def check_config(path: str) -> int:
     would at its start or a reload, when the store it names exists already."""
     cfg = _load_or_exit(path)
     store_path = cfg.controller.store_path
-    stored = ""
     try:
-        exists = store_path.exists()
-    except OSError as err:
-        print(f"{path}: cannot look for the store {store_path} (controller.store.path): {err}", file=sys.stderr)
+        state = ConfigState(path, cfg, Store(store_path, readonly=True)) if store_path.exists() else None
+    except (OSError, sqlite3.Error) as err:
+        # The daemon could not start on it either.
+        print(f"{path}: cannot read the store {store_path} (controller.store.path): {err}", file=sys.stderr)
         return EXIT_CONFIG
-    if exists:
-        import sqlite3
-
-        from .state import ConfigState
-        from .store import Store
-        try:
-            state = ConfigState(path, cfg, Store(store_path, readonly=True))
-        except (OSError, sqlite3.Error) as err:
-            # The daemon could not start on it either.
-            print(f"{path}: cannot read the store {store_path} (controller.store.path): {err}", file=sys.stderr)
-            return EXIT_CONFIG
-        except ConfigError as err:
-            print(f"{path} does not fit the changes made through the API (in {store_path}); "
-                  f"the daemon would refuse it:\n{err}", file=sys.stderr)
-            return EXIT_CONFIG
-        else:
-            cfg = state.config
-            n = len(state.entries)
-            stored = f", with {n} change{'' if n == 1 else 's'} made through the API in {store_path}"
+    except ConfigError as err:
+        print(f"{path} does not fit the changes made through the API (in {store_path}); "
+              f"the daemon would refuse it:\n{err}", file=sys.stderr)
+        return EXIT_CONFIG
+    stored = ""
+    if state is not None:
+        cfg, n = state.config, len(state.entries)
+        stored = f", with {n} change{'' if n == 1 else 's'} made through the API in {store_path}"
     vms = sum(len(t.vms) for t in cfg.tenants.values())
     print(f"{path}: configuration is valid ({len(cfg.tenants)} tenants, {vms} VMs{stored})")
     return 0

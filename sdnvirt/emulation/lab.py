@@ -24,6 +24,18 @@ from ..api.client import Client
 from ..api.token import read_token
 
 
+def wait_for(cond, timeout: float, interval: float = 0.05):
+    """Poll ``cond()`` until it returns something truthy; None after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = cond()
+        if res:
+            return res
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
+
+
 def ensure_ovs(timeout: float = 20.0) -> None:
     """Start Open vSwitch if it is not running (the embedded default needs nothing else)."""
     if _ovs_up():

@@ -83,10 +83,7 @@ def where(fab, vm):
 
 
 def wait_where(fab, vm, switch, timeout=10):
-    deadline = time.monotonic() + timeout
-    while where(fab, vm) != switch:
-        assert time.monotonic() < deadline, fab.ctl.log()[-3000:]
-        time.sleep(0.1)
+    assert lab.wait_for(lambda: where(fab, vm) == switch, timeout, interval=0.1), fab.ctl.log()[-3000:]
 
 
 def ovs_ports(switch):
@@ -285,39 +282,34 @@ def test_a_stranger_claiming_a_migrating_vm_is_ignored(mig):
     assert rec["outcome"] == "ok" and where(mig, "m4") == "leaf2", rec
 
 
-def test_a_vm_whose_cable_moved_is_learnt_at_its_new_port(mig):
-    ports = VMPorts(mig.emu, "m3", 24, mig.agent.plugged)
+def move_unannounced(fab, vm, switch, inside, silent):
+    """Move the VM's interface to a new port on ``switch`` without a migration;
+    ``silent``: with no gratuitous ARP and no IPv6 chatter from it."""
+    ports = VMPorts(fab.emu, vm, 24, fab.agent.plugged)
     try:
-        new = ports.plug("leaf3", "cable0")
+        new = ports.plug(switch, inside)
         ports.swap(new)
+        if silent:
+            ports.mute()
         ports.up()
         ports.tidy()
-        ports.announce()
+        if not silent:
+            ports.announce()
     finally:
         ports.close()
-    deadline = time.monotonic() + 10
-    while where(mig, "m3") != "leaf3":
-        assert time.monotonic() < deadline, mig.ctl.log()[-2000:]
-        time.sleep(0.1)
+
+
+def test_a_vm_whose_cable_moved_is_learnt_at_its_new_port(mig):
+    move_unannounced(mig, "m3", "leaf3", "cable0", silent=False)
+    wait_where(mig, "m3", "leaf3")
     assert lab.reachable(mig.host("c1"), ip(mig, "m3"))
 
 
 def test_a_silent_vm_moved_away_from_its_hypervisor_is_found_by_probing(mig):
     # m3's own hypervisor is leaf1; it sits at leaf3 and moves to leaf4 without
     # a word: only the controller's ARP probes on other switches can find it.
-    ports = VMPorts(mig.emu, "m3", 24, mig.agent.plugged)
-    try:
-        new = ports.plug("leaf4", "cable1")
-        ports.swap(new)
-        ports.mute()
-        ports.up()
-        ports.tidy()
-    finally:
-        ports.close()
-    deadline = time.monotonic() + 10
-    while where(mig, "m3") != "leaf4":
-        assert time.monotonic() < deadline, mig.ctl.log()[-2000:]
-        time.sleep(0.1)
+    move_unannounced(mig, "m3", "leaf4", "cable1", silent=True)
+    wait_where(mig, "m3", "leaf4")
     assert lab.reachable(mig.host("c1"), ip(mig, "m3"))
 
 

@@ -102,14 +102,10 @@ class Prometheus:
 
 def until(check, timeout, what, detail=lambda: ""):
     """Poll ``check`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout}s\n{detail()}")
-        time.sleep(0.25)
+    got = lab.wait_for(check, timeout, interval=0.25)
+    if not got:
+        raise AssertionError(f"no {what} after {timeout}s\n{detail()}")
+    return got
 
 
 @pytest.fixture(scope="module")
