@@ -9,7 +9,7 @@ from fabrics import TWO_TENANTS, leafspine, placed_model
 from sdnvirt import config
 from sdnvirt.migration import Migrations, Outcome, Phase, Refused
 from sdnvirt.model import Location, Model
-from sdnvirt.plan.diff import diff
+from sdnvirt.plan.reconcile import Tables, Verb, reconcile
 from sdnvirt.plan.pipeline import Table, plan, vm_cookie
 from sdnvirt.plan.services import group_for, group_ids
 from sdnvirt.plan.trace import FakeFabric
@@ -210,12 +210,12 @@ def test_preparation_preinstalls_the_vms_flows_at_the_target_and_keeps_paths_to_
     fab, model, _, _, before = _prepared()
     web1, web2 = model.vm("web1"), model.vm("web2")
     flows = plan(model, fab).flows
-    changes = {dpid: diff(flows[dpid], before[dpid]) for dpid in flows}
+    changes = {dpid: reconcile(Tables.of(flows[dpid]), Tables.of(before[dpid])) for dpid in flows}
     # Nothing is removed and no path to a VM rewritten before the move: the
     # target and the switches on its paths gain flows, the tenant's flood
     # tree grows a branch.
-    assert changes[0x104].add and not any(ch.delete for ch in changes.values())
-    assert all(f.table == Table.FLOOD for ch in changes.values() for f in ch.modify)
+    assert changes[0x104].entries(Verb.ADD) and not any(ch.entries(Verb.DELETE) for ch in changes.values())
+    assert all(f.table == Table.FLOOD for ch in changes.values() for f in ch.entries(Verb.MODIFY))
     for dpid, old in before.items():
         paths = {f for f in old if f.cookie == vm_cookie(web1) and f.table == Table.FORWARD}
         assert paths <= flows[dpid]
@@ -245,16 +245,18 @@ def test_restoration_flips_paths_in_place_and_removes_the_source_flows():
     migs.capture(mig.id, [], {})
     migs.arrived(mig.id)
     flows = plan(model, fab).flows
-    changes = {dpid: diff(flows[dpid], prepared[dpid]) for dpid in flows}
+    changes = {dpid: reconcile(Tables.of(flows[dpid]), Tables.of(prepared[dpid])) for dpid in flows}
     ours = vm_cookie(web1)
     for dpid, ch in changes.items():
         # No flow is added anywhere: the target's were in before the move. Paths
         # to the VM (and the flood tree's local ports) are modified in place,
         # the source's port security goes.
-        assert not ch.add, (hex(dpid), ch.add)
-        assert all(f.cookie == ours and f.table == Table.FORWARD or f.table == Table.FLOOD for f in ch.modify)
-    assert {f.table for f in changes[0x101].delete} == {Table.INGRESS}
-    assert all(f.match_dict["in_port"] == 3 for f in changes[0x101].delete if "in_port" in f.match_dict)
+        assert not ch.entries(Verb.ADD), (hex(dpid), ch.entries(Verb.ADD))
+        assert all(f.cookie == ours and f.table == Table.FORWARD or f.table == Table.FLOOD
+                   for f in ch.entries(Verb.MODIFY))
+    assert {f.table for f in changes[0x101].entries(Verb.DELETE)} == {Table.INGRESS}
+    assert all(f.match_dict["in_port"] == 3
+               for f in changes[0x101].entries(Verb.DELETE) if "in_port" in f.match_dict)
     fake = FakeFabric(flows, fab.links)
     loc2 = model.locations["web2"]
     out = fake.send(loc2.dpid, loc2.port, {"eth_src": web2.mac, "eth_dst": web1.mac, "eth_type": 0x0800,
@@ -268,7 +270,7 @@ def test_rollback_removes_exactly_what_preparation_added():
     fab, model, migs, mig, before = _prepared()
     migs.roll_back(mig.id, "test")
     flows = plan(model, fab).flows
-    assert all(not diff(flows[dpid], before[dpid]) for dpid in flows)
+    assert all(not reconcile(Tables.of(flows[dpid]), Tables.of(before[dpid])) for dpid in flows)
 
 
 def test_the_config_example_lists_the_migration_keys():

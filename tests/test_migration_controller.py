@@ -11,25 +11,30 @@ from sdnvirt.model import Location
 
 
 class FakeApp:
-    """What the coordinator uses of SdnvirtApp."""
+    """The coordinator's port to the controller (migrations.Network)."""
 
     def __init__(self):
         self.lock = threading.RLock()
         self.model = placed_model()
         self.fabric = leafspine()
-        self.dps = {dpid: object() for dpid in self.fabric.switches}
-        self.installed = {}
         self.wanted = 0
         self.sent = []
         self.migrations = Coordinator(self)
 
-    def _request(self):
+    def connected(self):
+        return {dpid: sw.name for dpid, sw in self.fabric.switches.items()}
+
+    def request(self):
         self.wanted += 1
+        return self.wanted
+
+    def installed_flows(self):
+        return {}
 
     def backend_counters(self):
         return {}
 
-    def _packet_out(self, dpid, data, port):
+    def send_frame(self, dpid, port, data):
         self.sent.append((dpid, port))
 
 

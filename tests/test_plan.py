@@ -7,7 +7,7 @@ from fabrics import leafspine, placed_model
 
 from sdnvirt.fabric import Fabric
 from sdnvirt.model import Location
-from sdnvirt.plan.diff import diff
+from sdnvirt.plan.reconcile import Tables, Verb, reconcile
 from sdnvirt.plan.flows import OFPP_CONTROLLER, OFPVID_PRESENT, Owner, cookie_owner
 from sdnvirt.plan.pipeline import Table, plan, recover_locations
 from sdnvirt.plan.trace import FakeFabric
@@ -182,7 +182,7 @@ def test_every_flow_names_its_owner():
 def test_reconcile_of_an_unchanged_plan_changes_nothing():
     fab, model, _ = fabric_and_model()
     for flows in plan(model, fab).flows.values():
-        assert not diff(flows, set(flows))
+        assert not reconcile(Tables.of(flows), Tables.of(set(flows)))
 
 
 def test_diff_moves_only_what_a_vm_move_changes():
@@ -190,11 +190,11 @@ def test_diff_moves_only_what_a_vm_move_changes():
     before = plan(model, fab).flows
     model.bind("web2", Location(0x104, 3))
     after = plan(model, fab).flows
-    changed = {dpid: diff(after[dpid], before[dpid]) for dpid in after}
-    touched = {cookie_owner(f.cookie)[2] for c in changed.values() for f in c.add + c.modify + c.delete}
+    changed = {dpid: reconcile(Tables.of(after[dpid]), Tables.of(before[dpid])) for dpid in after}
+    touched = {cookie_owner(f.cookie)[2] for c in changed.values() for verb in Verb for f in c.entries(verb)}
     from sdnvirt.plan.flows import object_id
     assert object_id("db1") not in touched and object_id("db2") not in touched
-    assert changed[0x102].delete and changed[0x104].add
+    assert changed[0x102].entries(Verb.DELETE) and changed[0x104].entries(Verb.ADD)
 
 
 def test_locations_are_recovered_from_installed_flows():

@@ -75,9 +75,9 @@ def run(config_path: str, config: Config) -> int:
     manager.load_apps(["sdnvirt.controller.app"])
     contexts = manager.create_contexts()
     manager.instantiate_apps(sdnvirt_config=state.config, sdnvirt_metrics=metrics, sdnvirt_store=store, **contexts)
-    app = manager.applications["sdnvirt"]
-    state.apply = app.reload
-    server.serve(create_app(app, state, token), api_socket)
+    controller = manager.applications["sdnvirt"].controller
+    state.apply = controller.reload
+    server.serve(create_app(controller, state, token), api_socket)
     LOG.info("sdnvirt %s controller listening for OpenFlow 1.3 on %s:%d, REST API on http://%s:%d/v1, "
              "metrics on http://%s:%d/metrics", __version__, of.address, of.port, settings.api.address,
              settings.api.port, exporter.address, exporter.port)

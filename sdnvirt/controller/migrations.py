@@ -12,9 +12,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from typing import ContextManager, Protocol
 
+from ..fabric import Fabric
 from ..migration import Migration, Migrations, Outcome, Phase
-from ..model import Location
+from ..model import Location, Model
+from ..plan.flows import Flow
 from ..plan.pipeline import vm_cookie
 from ..store import Store
 from . import packets
@@ -32,12 +35,35 @@ EVENTS = {"plugged": {"port"}, "heartbeat": set(), "frozen": {"frozen_at"},
           "thawed": {"frozen_at", "thawed_at"}, "aborted": {"reason"}}
 
 
-class Coordinator:
-    """Owned by the app.  The API's entries, tick() and reconciled() take the app's
-    lock themselves; the event hooks (port_up, port_gone, switch_gone) are called
-    with it held."""
+class Network(Protocol):
+    """What the coordinator needs of the controller, and nothing more."""
 
-    def __init__(self, app, store: Store | None = None):
+    lock: ContextManager
+    model: Model
+    fabric: Fabric
+
+    def connected(self) -> dict[int, str]:
+        """The connected switches' names, by dpid."""
+
+    def request(self) -> int:
+        """Ask for a reconcile; the request's number, which ``reconciled`` covers once done."""
+
+    def installed_flows(self) -> dict[int, list[Flow]]:
+        """What each switch holds."""
+
+    def backend_counters(self) -> dict[tuple, dict]:
+        """What the switches counted per backend (``stats.backend_counters``)."""
+
+    def send_frame(self, dpid: int, port: int, data: bytes) -> None:
+        """A frame out of a switch's port."""
+
+
+class Coordinator:
+    """Owned by the controller.  The API's entries, tick() and reconciled() take the
+    controller's lock themselves; the event hooks (port_up, port_gone, switch_gone)
+    are called with it held."""
+
+    def __init__(self, app: Network, store: Store | None = None):
         self.app = app
         self.store = store
         # Finished migrations of earlier runs of the daemon, as they were recorded.
@@ -59,14 +85,14 @@ class Coordinator:
         """Accept a migration (raises migration.Refused) and return its record."""
         app = self.app
         with app.lock:
-            names = {dpid: sw.name for dpid, sw in app.fabric.switches.items() if sw.name and dpid in app.dps}
+            names = app.connected()
             mig = self.migs.request(vm, target, mode, {n: d for d, n in names.items()}, names)
             self._keep(mig)
             record = mig.as_dict()
         LOG.info("migration %d: %s VM %s from %s to %s accepted%s", mig.id, mig.mode.value, mig.vm, mig.source,
                  mig.target, f"; drained in {', '.join(mig.drained)}" if mig.drained else "")
         if mig.drained:
-            app._request()
+            app.request()
         return record
 
     def records(self) -> list[dict]:
@@ -178,14 +204,13 @@ class Coordinator:
 
     # -- steps -------------------------------------------------------------------
     def _after_reconcile(self, mig: Migration) -> None:
-        self.app._request()
-        self.waits[mig.id] = self.app.wanted
+        self.waits[mig.id] = self.app.request()
 
     def _capture(self, mig: Migration) -> None:
         app = self.app
         vm = app.model.vm(mig.vm)
         ours = vm_cookie(vm)
-        flows = [f"{dpid:016x} {f}" for dpid, held in app.installed.items() for f in held if f.cookie == ours]
+        flows = [f"{dpid:016x} {f}" for dpid, held in app.installed_flows().items() for f in held if f.cookie == ours]
         counters = {"/".join(key[:2]) + f"/{key[2]}": c for key, c in app.backend_counters().items()
                     if key[2].split(":")[0] == vm.name}
         self.migs.capture(mig.id, flows, counters)
@@ -204,7 +229,7 @@ class Coordinator:
                      mig.downtime * 1000)
             self._keep(mig)
             if mig.drained:
-                self.app._request()
+                self.app.request()
 
     def _roll_back(self, mig: Migration, reason: str) -> None:
         app = self.app
@@ -223,7 +248,7 @@ class Coordinator:
                 app.model.unbind(mig.vm, "its migration failed away from its port")
         LOG.warning("migration %d: VM %s %s: %s", mig.id, mig.vm, mig.outcome.value.replace("_", " "), mig.reason)
         self._keep(mig)
-        app._request()
+        app.request()
 
     def _announce(self, mig: Migration) -> None:
         """Gratuitous ARPs for the VM to every other VM of its tenant, where each is plugged in.
@@ -239,6 +264,6 @@ class Coordinator:
                            if name != vm.name and app.model.vm(name).tenant == vm.tenant)
         frame = packets.gratuitous_arp(vm.mac, str(vm.ip))
         for delay in ANNOUNCE_AT:
-            timer = threading.Timer(delay, lambda: [app._packet_out(loc.dpid, frame, loc.port) for loc in ports])
+            timer = threading.Timer(delay, lambda: [app.send_frame(loc.dpid, loc.port, frame) for loc in ports])
             timer.daemon = True
             timer.start()

@@ -137,15 +137,16 @@ METER_FLAGS = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
 
 
 def meter_mod(dp, m: Meter, command: int) -> parser.OFPMeterMod:
-    return parser.OFPMeterMod(dp, command=command, flags=METER_FLAGS, meter_id=m.meter_id,
-                              bands=[parser.OFPMeterBandDrop(rate=m.rate, burst_size=m.burst)])
+    bands = [] if command == ofp.OFPMC_DELETE else [parser.OFPMeterBandDrop(rate=m.rate, burst_size=m.burst)]
+    return parser.OFPMeterMod(dp, command=command, flags=METER_FLAGS, meter_id=m.meter_id, bands=bands)
 
 
-def installed_meter(stat) -> Meter | None:
-    """One entry of a meter-config reply as a spec; None for a meter sdnvirt would not write."""
+def installed_meter(stat) -> Meter:
+    """One entry of a meter-config reply as a spec (a meter sdnvirt would not
+    write becomes one that never equals a planned one)."""
     bands = [b for b in stat.bands if isinstance(b, parser.OFPMeterBandDrop)]
     if stat.flags != METER_FLAGS or len(bands) != 1 or len(stat.bands) != 1:
-        return None
+        return Meter(stat.meter_id, -1, -1)
     return Meter(stat.meter_id, bands[0].rate, bands[0].burst_size)
 
 

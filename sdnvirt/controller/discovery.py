@@ -1,0 +1,50 @@
+"""Fabric discovery: signed LLDP out of every live port, links from what comes back."""
+
+from __future__ import annotations
+
+import os
+
+from ..fabric import Fabric, PortRef
+from . import packets
+
+Frame = tuple[int, int, bytes]      # (dpid, port, frame) to send out of that port
+
+
+class Discovery:
+    def __init__(self) -> None:
+        self.secret = os.urandom(16)
+        self.link_seen: dict[PortRef, float] = {}   # a link's source end -> when its LLDP last came
+
+    def frames(self, fabric: Fabric, dpid: int, ports: list[int] | None = None) -> list[Frame]:
+        sw = fabric.switches.get(dpid)
+        if sw is None:
+            return []
+        return [(dpid, p, packets.lldp_frame(dpid, p, self.secret))
+                for p in (ports or sw.ports) if sw.ports.get(p)]
+
+    def heard(self, fabric: Fabric, dpid: int, in_port: int, data: bytes, max_age: float,
+              now: float) -> PortRef | None:
+        """The source end of the link an LLDP frame came over, if the link is new.
+
+        Raises packets.BadFrame for a frame that is not ours, forged or replayed:
+        an LLDP frame crosses one link in well under a second, so anything older
+        than one LLDP round is a replay."""
+        src = packets.parse_lldp(data, self.secret, max_age=max_age)
+        if src[0] not in fabric.switches:
+            return None
+        self.link_seen[src] = now
+        return src if fabric.add_link(src, (dpid, in_port)) else None
+
+    def expire(self, fabric: Fabric, now: float, timeout: float) -> list[PortRef]:
+        """The links whose LLDP stopped coming, removed from the fabric."""
+        stale = [src for src, seen in self.link_seen.items() if now - seen > timeout]
+        gone = []
+        for src in stale:
+            del self.link_seen[src]
+            if src in fabric.links:
+                del fabric.links[src]
+                gone.append(src)
+        return gone
+
+    def switch_gone(self, dpid: int) -> None:
+        self.link_seen = {k: v for k, v in self.link_seen.items() if k[0] != dpid}

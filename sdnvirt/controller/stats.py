@@ -1,0 +1,93 @@
+"""What the switches count, read every few seconds: the metrics' raw material.
+
+Per VM, its port's traffic and its anti-spoofing drops; per backend, its
+connections and traffic (from the lb and unnat tables' flows); per switch,
+the flows in each table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from ..counters import Totals
+from ..model import Model
+from ..plan.flows import Owner
+from ..plan.pipeline import Prio, Table
+from .session import SwitchSession
+
+INTERVAL = 5.0
+OWNER_MASK = 0xFF << 56     # the owner kind of a cookie
+COUNTERS = "counters"
+
+
+class SwitchCounters:
+    def __init__(self) -> None:
+        self.vm_traffic = Totals(4)     # VM -> rx packets, rx bytes, tx packets, tx bytes (switch side)
+        self.spoofed = Totals(2)        # VM -> packets, bytes dropped by its anti-spoofing flow
+        self.names: dict[int, str] = {}    # every switch connected since the start, for metric labels
+
+    @staticmethod
+    def requests(session: SwitchSession) -> list[Any]:
+        dp = session.dp
+        reqs = [parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY), parser.OFPTableStatsRequest(dp, 0)]
+        # Of table 0, only the VMs' flows: their port-security drops.
+        for table, cookie, mask in ((Table.LB, 0, 0), (Table.UNNAT, 0, 0), (Table.INGRESS, Owner.VM << 56, OWNER_MASK)):
+            req = parser.OFPFlowStatsRequest(dp, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, parser.OFPMatch())
+            session.request(req, COUNTERS)
+            reqs.append(req)
+        return reqs
+
+    def flows(self, model: Model, session: SwitchSession, body: list) -> None:
+        """A whole flow-stats reply to one of ``requests``."""
+        if not body:
+            return
+        table = body[0].table_id
+        if table != Table.INGRESS:
+            session.flow_counters[table] = body
+            return
+        vms = _vms_at(model, session.dpid)
+        for stat in body:
+            if stat.priority == Prio.VM_PORT_DROP:
+                port = stat.match.get("in_port")
+                self.spoofed.add((session.dpid, port), vms.get(port), (stat.packet_count, stat.byte_count))
+
+    def ports(self, model: Model, session: SwitchSession, body: list) -> None:
+        vms = _vms_at(model, session.dpid)
+        for stat in body:
+            if stat.port_no <= ofp.OFPP_MAX:
+                self.vm_traffic.add((session.dpid, stat.port_no), vms.get(stat.port_no),
+                                    (stat.rx_packets, stat.rx_bytes, stat.tx_packets, stat.tx_bytes))
+
+    @staticmethod
+    def tables(session: SwitchSession, body: list) -> None:
+        session.table_flows.update((stat.table_id, stat.active_count) for stat in body if stat.table_id in set(Table))
+
+
+def backend_counters(model: Model, sessions: dict[int, SwitchSession]) -> dict[tuple, dict]:
+    """Per backend health key: connections, and packets/bytes to and from it."""
+    lb = [s for session in sessions.values() for s in session.flow_counters.get(Table.LB, ())]
+    unnat = [s for session in sessions.values() for s in session.flow_counters.get(Table.UNNAT, ())]
+    out = {}
+    for svc in model.services():
+        for b in svc.backends:
+            to = [s for s in lb if s.priority in (90, 95) and s.match.get("metadata") == svc.segment
+                  and s.match.get("ipv4_dst") == str(b.vm.ip)]
+            new = [s for s in to if s.priority == 95 and s.match.get(f"{svc.protocol}_dst") == b.port]
+            back = [s for s in unnat if s.priority == 100 and s.match.get("metadata") == svc.segment
+                    and s.match.get("ipv4_src") == str(b.vm.ip) and s.match.get(f"{svc.protocol}_src") == b.port]
+            out[svc.health_key(b)] = {
+                "connections": sum(s.packet_count for s in new),
+                "packets_to_backend": sum(s.packet_count for s in to),
+                "bytes_to_backend": sum(s.byte_count for s in to),
+                "packets_from_backend": sum(s.packet_count for s in back),
+                "bytes_from_backend": sum(s.byte_count for s in back),
+            }
+    return out
+
+
+def _vms_at(model: Model, dpid: int) -> dict[int, str]:
+    """The VMs of a switch, by port."""
+    return {loc.port: name for name, loc in model.locations.items() if loc.dpid == dpid}
