@@ -47,7 +47,7 @@ def variable_selectors() -> list[tuple[str, str, str]]:
     for name, board in dashboards().items():
         for var in board["templating"]["list"]:
             if var["type"] == "query":
-                m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["definition"])
+                m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["query"]["query"])
                 assert m, f"{name}: variable {var['name']}: not label_values(selector, label)"
                 out.append((name, var["name"], grafana_expr(m.group(1))))
     return out

@@ -2,13 +2,14 @@
 
 import configparser
 import re
+import runpy
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from monitoring import DEPLOY, RULES, alert_rules, dashboards, panel_exprs, panels, variable_selectors
+from monitoring import DASHBOARDS, DEPLOY, RULES, alert_rules, dashboards, panel_exprs, panels, variable_selectors
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_metrics import daemon_like
@@ -60,6 +61,14 @@ def test_dashboards_and_rules_only_use_metrics_the_daemon_exports():
             for name in re.findall(r"\b(?:sdnvirt|process)_[a-z_]+", expr)}
     used |= {(where, name) for where, _, sel in variable_selectors() for name in re.findall(r"\bsdnvirt_[a-z_]+", sel)}
     assert {(where, name) for where, name in used if name not in exported} == set()
+
+
+def test_committed_dashboards_are_what_their_generator_builds():
+    # A script beside the files it writes, not a module of the package.
+    built = runpy.run_path(str(DEPLOY / "grafana" / "dashboards.py"))["render"]()
+    assert set(built) == {path.name for path in DASHBOARDS}
+    stale = [name for name, text in built.items() if (DEPLOY / "grafana" / "dashboards" / name).read_text() != text]
+    assert not stale, f"{stale} differ from what deploy/grafana/dashboards.py builds: run it"
 
 
 def test_dashboards_suit_current_grafana():
