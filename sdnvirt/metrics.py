@@ -6,7 +6,7 @@ Two kinds, kept apart on purpose:
   and refused, packet-ins, reconcile runs, config reloads, probe latencies;
 - state the daemon already holds (switches, tenants, VMs and where they
   are, backend health, what the switches counted), read at scrape time
-  under the daemon's lock by ``StateCollector``: no second copy that could
+  on the controller's loop by ``StateCollector``: no second copy that could
   drift from the truth.
 
 Labels name configured or discovered objects only (dpid, switch, table,
@@ -19,7 +19,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Callable, ContextManager, Iterator
+from typing import Callable, Iterator
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector,
                                disable_created_metrics, start_http_server)
@@ -127,7 +127,7 @@ def _version(dist: str) -> str:
 
 @dataclass
 class Snapshot:
-    """What the daemon holds that the state metrics are made of; read under its lock."""
+    """What the daemon holds that the state metrics are made of; read on the controller's loop."""
 
     model: Model
     fabric: Fabric
@@ -141,20 +141,21 @@ class Snapshot:
 
 
 class StateCollector:
-    """Turns a ``Snapshot`` into metric families at each scrape."""
+    """Turns a ``Snapshot`` into metric families at each scrape.
 
-    def __init__(self, lock: ContextManager, snapshot: Callable[[], Snapshot]):
-        self.lock = lock
+    ``run`` runs what it is given where the daemon's state may be read (on
+    the controller's loop) and returns its result."""
+
+    def __init__(self, run: Callable[[Callable[[], list[Metric]]], list[Metric]], snapshot: Callable[[], Snapshot]):
+        self.run = run
         self.snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        with self.lock:
-            families = list(state_families(self.snapshot()))
-        yield from families
+        yield from self.run(lambda: list(state_families(self.snapshot())))
 
     def describe(self) -> list[Metric]:
         # Described as nothing, so registering never calls collect() (and
-        # never takes the daemon's lock) before the daemon is running.
+        # never waits for the controller's loop) before the daemon is running.
         return []
 
 

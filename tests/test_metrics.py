@@ -1,7 +1,6 @@
 """The Prometheus exposition: names, labels and values, from a model and fabric in memory."""
 
 import copy
-import threading
 import urllib.request
 
 from fabrics import TWO_TENANTS, leafspine, placed_model
@@ -35,7 +34,6 @@ def daemon_like():
     """Metrics with the state collector over a model and fabric, as the app wires them."""
     model = placed_model(DOC)
     fabric = leafspine()
-    lock = threading.RLock()
     snap = Snapshot(model, fabric, switch_names={dpid: sw.name for dpid, sw in fabric.switches.items()},
                     connected=set(fabric.switches) - {0x202}, table_flows={0x101: {0: 12, 5: 7}},
                     backend_counters={("blue", "web", "web2:8080"): {
@@ -43,7 +41,7 @@ def daemon_like():
                         "packets_from_backend": 8, "bytes_from_backend": 4000}},
                     vm_traffic=Totals(4), spoofed=Totals(2), migrations=[])
     metrics = Metrics()
-    metrics.registry.register(StateCollector(lock, lambda: snap))
+    metrics.registry.register(StateCollector(lambda read: read(), lambda: snap))
     return metrics, snap
 
 
@@ -195,8 +193,7 @@ def test_migrations_are_counted_from_their_records():
     migs.request("db2", "leaf4", "live", switches, names)
 
     metrics = Metrics()
-    lock = threading.Lock()
-    metrics.registry.register(StateCollector(lock, lambda: Snapshot(
+    metrics.registry.register(StateCollector(lambda read: read(), lambda: Snapshot(
         model, leafspine(), {}, set(), {}, {}, Totals(4), Totals(2), [m.as_dict() for m in migs.records()])))
     samples, types = scrape(metrics)
     assert types["sdnvirt_migration_downtime_seconds"] == "histogram"

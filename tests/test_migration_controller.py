@@ -1,11 +1,9 @@
 """The controller's side of migrations, driven by the events the app feeds it (no switch)."""
 
-import threading
-
 import pytest
 from fabrics import leafspine, placed_model
 
-from sdnvirt.controller.migrations import Coordinator
+from sdnvirt.controller.migrations import ANNOUNCE_AT, Coordinator
 from sdnvirt.migration import Refused
 from sdnvirt.model import Location
 
@@ -14,11 +12,11 @@ class FakeApp:
     """The coordinator's port to the controller (migrations.Network)."""
 
     def __init__(self):
-        self.lock = threading.RLock()
         self.model = placed_model()
         self.fabric = leafspine()
         self.wanted = 0
         self.sent = []
+        self.timers = []
         self.migrations = Coordinator(self)
 
     def connected(self):
@@ -36,6 +34,16 @@ class FakeApp:
 
     def send_frame(self, dpid, port, data):
         self.sent.append((dpid, port))
+
+    def after(self, delay, fn):
+        self.timers.append((delay, fn))
+
+    def run_timers(self):
+        """The time of every timer passes, in order."""
+        timers, self.timers = sorted(self.timers, key=lambda t: t[0]), []
+        for _, fn in timers:
+            fn()
+        return [delay for delay, _ in timers]
 
 
 def reconcile(app):
@@ -67,9 +75,9 @@ def test_a_live_migration_from_request_to_finish():
     co.event(mid, "thawed", frozen_at=100.0, thawed_at=100.1)
     rec = co.record(mid)
     assert rec["outcome"] == "ok" and rec["downtime"] > 0
-    # Five gratuitous ARPs to each of blue's other VMs (web2 on leaf2, web3 on leaf1).
-    deadline = threading.Event()
-    deadline.wait(1.0)
+    # Five gratuitous ARPs to each of blue's other VMs (web2 on leaf2, web3 on leaf1),
+    # at QEMU's self-announce times.
+    assert app.run_timers() == list(ANNOUNCE_AT)
     assert sorted(set(app.sent)) == [(0x101, 4), (0x102, 3)] and len(app.sent) == 10
 
 

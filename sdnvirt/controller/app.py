@@ -1,7 +1,8 @@
-"""The os-ken shim: OpenFlow events in, calls to the controller (``core``) out.
+"""The os-ken shim: OpenFlow events in, posted to the controller's loop.
 
-Nothing here decides anything; it exists so that the controller can be
-driven without os-ken's application machinery.
+Nothing here decides anything or touches the controller's state: os-ken's
+receive thread only posts work to the one thread that owns it (``loop``), so
+the controller can be driven without os-ken's application machinery.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from ..config import Config
 from ..metrics import Metrics
 from ..store import Store
+from . import packet_in
 from .core import Controller
 
 
@@ -27,6 +29,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         self.name = "sdnvirt"
         self.controller = Controller(sdnvirt_config, sdnvirt_metrics, sdnvirt_store)
+        self._post = self.controller.loop.post
 
     def start(self):
         thread = super().start()
@@ -39,34 +42,34 @@ class SdnvirtApp(app_manager.OSKenApp):
         # os-ken's own handler, on another thread, sets dp.id from this same
         # message; it may not have run yet.
         dp.id = ev.msg.datapath_id
-        self.controller.switch_connected(dp, dp.id)
+        self._post(self.controller.switch_connected, dp, dp.id)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def _switch_gone(self, ev):
-        self.controller.switch_gone(ev.datapath)
+        self._post(self.controller.switch_gone, ev.datapath)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev):
-        self.controller.ports_described(ev.msg.datapath, ev.msg.body)
+        self._post(self.controller.ports_described, ev.msg.datapath, ev.msg.body)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev):
-        self.controller.port_status(ev.msg.datapath, ev.msg.desc, ev.msg.reason == ofp.OFPPR_DELETE)
+        self._post(self.controller.port_status, ev.msg.datapath, ev.msg.desc, ev.msg.reason == ofp.OFPPR_DELETE)
 
     @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPGroupDescStatsReply,
                  ofp_event.EventOFPMeterConfigStatsReply, ofp_event.EventOFPPortStatsReply,
                  ofp_event.EventOFPTableStatsReply], MAIN_DISPATCHER)
     def _multipart(self, ev):
-        self.controller.multipart_reply(ev.msg)
+        self._post(self.controller.multipart_reply, ev.msg)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, ev):
-        self.controller.error(ev.msg.datapath, ev.msg.type, ev.msg.code)
+        self._post(self.controller.error, ev.msg.datapath, ev.msg.type, ev.msg.code)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier(self, ev):
-        self.controller.barrier_reply(ev.msg.xid)
+        self._post(self.controller.sender.barrier_reply, ev.msg.datapath.id, ev.msg.xid)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev):
-        self.controller.packet_in(ev.msg)
+        self._post(packet_in.handle, self.controller, ev.msg)

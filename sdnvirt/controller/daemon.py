@@ -50,6 +50,8 @@ def run(config_path: str, config: Config) -> int:
     from os_ken import cfg as osken_cfg
     from os_ken.base.app_manager import AppManager
 
+    from .view import View
+
     # The signals are blocked before os-ken starts any thread (threads inherit
     # the mask) and taken by sigwait() here: a handler would only run once
     # the main thread woke up, and a signal delivered to another thread
@@ -75,7 +77,7 @@ def run(config_path: str, config: Config) -> int:
     manager.load_apps(["sdnvirt.controller.app"])
     contexts = manager.create_contexts()
     manager.instantiate_apps(sdnvirt_config=state.config, sdnvirt_metrics=metrics, sdnvirt_store=store, **contexts)
-    controller = manager.applications["sdnvirt"].controller
+    controller = View(manager.applications["sdnvirt"].controller)
     state.apply = controller.reload
     server.serve(create_app(controller, state, token), api_socket)
     LOG.info("sdnvirt %s controller listening for OpenFlow 1.3 on %s:%d, REST API on http://%s:%d/v1, "

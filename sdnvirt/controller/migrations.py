@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
-from typing import ContextManager, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from ..fabric import Fabric
 from ..migration import Migration, Migrations, Outcome, Phase
@@ -38,7 +38,6 @@ EVENTS = {"plugged": {"port"}, "heartbeat": set(), "frozen": {"frozen_at"},
 class Network(Protocol):
     """What the coordinator needs of the controller, and nothing more."""
 
-    lock: ContextManager
     model: Model
     fabric: Fabric
 
@@ -57,11 +56,12 @@ class Network(Protocol):
     def send_frame(self, dpid: int, port: int, data: bytes) -> None:
         """A frame out of a switch's port."""
 
+    def after(self, delay: float, fn: Callable[[], object]) -> None:
+        """Run ``fn`` once ``delay`` seconds have passed (on the controller's loop, as everything here)."""
+
 
 class Coordinator:
-    """Owned by the controller.  The API's entries, tick() and reconciled() take the
-    controller's lock themselves; the event hooks (port_up, port_gone, switch_gone)
-    are called with it held."""
+    """Owned by the controller; every method runs on the controller's loop."""
 
     def __init__(self, app: Network, store: Store | None = None):
         self.app = app
@@ -84,11 +84,10 @@ class Coordinator:
     def request(self, vm: str, target: str, mode: str) -> dict:
         """Accept a migration (raises migration.Refused) and return its record."""
         app = self.app
-        with app.lock:
-            names = app.connected()
-            mig = self.migs.request(vm, target, mode, {n: d for d, n in names.items()}, names)
-            self._keep(mig)
-            record = mig.as_dict()
+        names = app.connected()
+        mig = self.migs.request(vm, target, mode, {n: d for d, n in names.items()}, names)
+        self._keep(mig)
+        record = mig.as_dict()
         LOG.info("migration %d: %s VM %s from %s to %s accepted%s", mig.id, mig.mode.value, mig.vm, mig.source,
                  mig.target, f"; drained in {', '.join(mig.drained)}" if mig.drained else "")
         if mig.drained:
@@ -97,13 +96,11 @@ class Coordinator:
 
     def records(self) -> list[dict]:
         """Every migration, oldest first: earlier runs' finished ones, then this run's."""
-        with self.app.lock:
-            return [*(self.history[mid] for mid in sorted(self.history)), *(m.as_dict() for m in self.migs.records())]
+        return [*(self.history[mid] for mid in sorted(self.history)), *(m.as_dict() for m in self.migs.records())]
 
     def record(self, mid: int) -> dict | None:
-        with self.app.lock:
-            mig = self.migs.get(mid)
-            return self.history.get(mid) if mig is None else mig.as_dict()
+        mig = self.migs.get(mid)
+        return self.history.get(mid) if mig is None else mig.as_dict()
 
     def _keep(self, mig: Migration) -> None:
         """A migration's record goes into the store when it is accepted and when it ends:
@@ -122,37 +119,35 @@ class Coordinator:
         if event not in EVENTS or set(fields) - EVENTS[event]:
             raise ValueError(f"unknown event {event!r} or fields {sorted(fields)}; events: "
                              + ", ".join(f"{e} {sorted(f)}" for e, f in EVENTS.items()))
-        app = self.app
-        with app.lock:
-            mig = self.migs.heard(mid, fields.get("frozen_at"), fields.get("thawed_at"))
-            if not mig.active:
-                return mig.as_dict()
-            if event == "plugged":
-                self.migs.plugged(mid, int(fields["port"]))
-                LOG.info("migration %d: target port %s:%d plugged; preparing it", mid, mig.target, mig.target_port)
-                self._after_reconcile(mig)
-            elif event == "frozen":
-                # From now on nothing delivered to the source reaches the VM:
-                # the paths flip while it is frozen, so they lead to the
-                # target by the time it runs there.
-                self._arrived(mig, "it is frozen at its source")
-            elif event == "thawed":
-                self._arrived(mig, "the agent says so")
-                self._complete(mig)
-            elif event == "aborted":
-                self._roll_back(mig, f"the agent gave up: {fields.get('reason', '')}")
+        mig = self.migs.heard(mid, fields.get("frozen_at"), fields.get("thawed_at"))
+        if not mig.active:
             return mig.as_dict()
+        if event == "plugged":
+            self.migs.plugged(mid, int(fields["port"]))
+            LOG.info("migration %d: target port %s:%d plugged; preparing it", mid, mig.target, mig.target_port)
+            self._after_reconcile(mig)
+        elif event == "frozen":
+            # From now on nothing delivered to the source reaches the VM:
+            # the paths flip while it is frozen, so they lead to the
+            # target by the time it runs there.
+            self._arrived(mig, "it is frozen at its source")
+        elif event == "thawed":
+            self._arrived(mig, "the agent says so")
+            self._complete(mig)
+        elif event == "aborted":
+            self._roll_back(mig, f"the agent gave up: {fields.get('reason', '')}")
+        return mig.as_dict()
 
     # -- what the controller sees -----------------------------------------------
     def port_up(self, loc: Location) -> None:
-        """Called under the lock when a port is up: the VM has arrived, if the
+        """A port is up: the VM has arrived, if the
         agent has not said it froze it yet."""
         for mig in self.migs.active():
             if self.app.model.pending.get(mig.vm) == loc:
                 self._arrived(mig, "its port came up")
 
     def port_gone(self, loc: Location, deleted: bool) -> bool:
-        """Called under the lock when a port goes down or away; True if a
+        """A port went down or away; True if a
         migration accounts for it (the VM it held must not be unbound)."""
         for mig in self.migs.active():
             if self.app.model.pending.get(mig.vm) == loc:
@@ -170,35 +165,33 @@ class Coordinator:
                 self._roll_back(mig, f"target switch {mig.target} disconnected")
 
     def config_changed(self) -> None:
-        """Called under the lock after a new config was adopted."""
+        """A new config was adopted."""
         for mig in self.migs.vms_removed():
             self.waits.pop(mig.id, None)
             LOG.warning("migration %d: VM %s failed: %s", mig.id, mig.vm, mig.reason)
             self._keep(mig)
 
     def tick(self) -> None:
-        with self.app.lock:
-            for mig, why in self.migs.overdue():
-                self._roll_back(mig, why)
+        for mig, why in self.migs.overdue():
+            self._roll_back(mig, why)
 
     def reconciled(self, covers: int) -> None:
         """A reconcile that covered every request up to ``covers`` is in the switches."""
         announce = []
-        with self.app.lock:
-            for mid, need in list(self.waits.items()):
-                if need > covers:
-                    continue
-                del self.waits[mid]
-                mig = self.migs.get(mid)
-                if not mig.active:
-                    continue
-                if mig.phase is Phase.PREPARATION:
-                    self._capture(mig)
-                elif mig.phase is Phase.RESTORATION:
-                    self.migs.flipped(mid)
-                    LOG.info("migration %d: paths to VM %s flipped to %s", mid, mig.vm, mig.target)
-                    announce.append(mig)
-                    self._complete(mig)
+        for mid, need in list(self.waits.items()):
+            if need > covers:
+                continue
+            del self.waits[mid]
+            mig = self.migs.get(mid)
+            if not mig.active:
+                continue
+            if mig.phase is Phase.PREPARATION:
+                self._capture(mig)
+            elif mig.phase is Phase.RESTORATION:
+                self.migs.flipped(mid)
+                LOG.info("migration %d: paths to VM %s flipped to %s", mid, mig.vm, mig.target)
+                announce.append(mig)
+                self._complete(mig)
         for mig in announce:
             self._announce(mig)
 
@@ -258,12 +251,9 @@ class Coordinator:
         packet-outs reach the peers.
         """
         app = self.app
-        with app.lock:
-            vm = app.model.vm(mig.vm)
-            ports = sorted(loc for name, loc in app.model.locations.items()
-                           if name != vm.name and app.model.vm(name).tenant == vm.tenant)
+        vm = app.model.vm(mig.vm)
+        ports = sorted(loc for name, loc in app.model.locations.items()
+                       if name != vm.name and app.model.vm(name).tenant == vm.tenant)
         frame = packets.gratuitous_arp(vm.mac, str(vm.ip))
         for delay in ANNOUNCE_AT:
-            timer = threading.Timer(delay, lambda: [app.send_frame(loc.dpid, loc.port, frame) for loc in ports])
-            timer.daemon = True
-            timer.start()
+            app.after(delay, lambda: [app.send_frame(loc.dpid, loc.port, frame) for loc in ports])

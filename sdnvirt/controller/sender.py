@@ -7,9 +7,8 @@ there is what a switch is sent.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -19,6 +18,7 @@ from ..plan.flows import Flow
 from ..plan.reconcile import Batches, Change, Phase, Verb
 from ..plan.services import Group
 from . import ofmsg
+from .loop import Loop
 from .session import SwitchSession
 
 LOG = logging.getLogger("sdnvirt.controller")
@@ -28,6 +28,8 @@ BARRIER_TIMEOUT = 2.0
 _FLOW = {Verb.ADD: ofp.OFPFC_ADD, Verb.MODIFY: ofp.OFPFC_MODIFY_STRICT, Verb.DELETE: ofp.OFPFC_DELETE_STRICT}
 _GROUP = {Verb.ADD: ofp.OFPGC_ADD, Verb.MODIFY: ofp.OFPGC_MODIFY, Verb.DELETE: ofp.OFPGC_DELETE}
 _METER = {Verb.ADD: ofp.OFPMC_ADD, Verb.MODIFY: ofp.OFPMC_MODIFY, Verb.DELETE: ofp.OFPMC_DELETE}
+
+Work = dict[int, tuple[SwitchSession, Batches]]
 
 
 def message(dp: Any, change: Change) -> Any:
@@ -39,48 +41,84 @@ def message(dp: Any, change: Change) -> Any:
     return ofmsg.meter_mod(dp, entry, _METER[change.verb])
 
 
-class Sender:
-    """Sends messages, counting them; sends batches phase by phase, every
-    switch's phase confirmed by a barrier before any switch gets the next."""
+@dataclass
+class _Push:
+    work: Work
+    done: Callable[[], None]
+    phases: list[Phase] = field(default_factory=lambda: list(Phase))
+    waiting: set[tuple[int, int]] = field(default_factory=set)     # (dpid, xid) of the barriers sent
 
-    def __init__(self, count: Callable[[str], None]):
+
+class Sender:
+    """Sends messages, counting them, and pushes a reconcile's batches phase by
+    phase: every switch confirms a phase with a barrier reply before any switch
+    gets the next.  The pushing never blocks the loop: barrier replies move it on."""
+
+    def __init__(self, loop: Loop, count: Callable[[str], None]):
+        self._loop = loop
         self._count = count
-        self._barriers: dict[int, threading.Event] = {}
-        self._lock = threading.Lock()
+        self._push: _Push | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._push is not None
 
     def send(self, dp: Any, msg: Any) -> None:
         dp.send_msg(msg)
         self._count(ofmsg.MESSAGE_TYPES[msg.cls_msg_type])
 
-    def barrier_reply(self, xid: int) -> None:
-        with self._lock:
-            done = self._barriers.pop(xid, None)
-        if done is not None:
-            done.set()
+    def push(self, work: Work, done: Callable[[], None]) -> None:
+        """Send ``work``; ``done`` runs on the loop once the last phase is confirmed."""
+        assert self._push is None, "one push at a time"
+        self._push = _Push(work, done)
+        self._next_phase()
 
-    def send_batches(self, work: dict[int, tuple[SwitchSession, Batches]]) -> None:
-        for phase in Phase:
-            waits = []
-            for dpid, (session, batches) in sorted(work.items()):
+    def barrier_reply(self, dpid: int, xid: int) -> None:
+        push = self._push
+        if push is not None and (dpid, xid) in push.waiting:
+            push.waiting.discard((dpid, xid))
+            if not push.waiting:
+                self._next_phase()
+
+    def switch_gone(self, dpid: int) -> None:
+        """A switch that went away confirms nothing more: stop waiting for it."""
+        push = self._push
+        if push is None:
+            return
+        push.work.pop(dpid, None)
+        push.waiting = {(d, x) for d, x in push.waiting if d != dpid}
+        if not push.waiting:
+            self._next_phase()
+
+    def _next_phase(self) -> None:
+        push = self._push
+        assert push is not None
+        while push.phases:
+            phase = push.phases.pop(0)
+            for dpid, (session, batches) in sorted(push.work.items()):
                 batch = batches.phases.get(phase)
-                if not batch:
-                    continue
-                dp = session.dp
-                for change in batch:
-                    self.send(dp, message(dp, change))
-                waits.append((dpid, self._barrier(dp)))
-            deadline = time.monotonic() + BARRIER_TIMEOUT
-            for dpid, (xid, done) in waits:
-                if not done.wait(max(0.0, deadline - time.monotonic())):
-                    with self._lock:
-                        self._barriers.pop(xid, None)
-                    LOG.warning("switch %016x did not confirm its changes in time", dpid)
+                if batch:
+                    for change in batch:
+                        self.send(session.dp, message(session.dp, change))
+                    push.waiting.add((dpid, self._barrier(session.dp)))
+            if push.waiting:
+                waiting = set(push.waiting)
+                self._loop.after(BARRIER_TIMEOUT, lambda: self._timeout(push, waiting))
+                return
+        self._push = None
+        push.done()
 
-    def _barrier(self, dp: Any) -> tuple[int, threading.Event]:
+    def _timeout(self, push: _Push, waiting: set[tuple[int, int]]) -> None:
+        late = waiting & push.waiting
+        if self._push is not push or not late:
+            return
+        for dpid in sorted({d for d, _ in late}):
+            LOG.warning("switch %016x did not confirm its changes in time", dpid)
+        push.waiting.clear()
+        self._next_phase()
+
+    def _barrier(self, dp: Any) -> int:
         barrier = parser.OFPBarrierRequest(dp)
         dp.set_xid(barrier)
-        done = threading.Event()
-        with self._lock:
-            self._barriers[barrier.xid] = done
         self.send(dp, barrier)
-        return barrier.xid, done
+        return barrier.xid

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
 from ..plan.reconcile import Tables
+from . import ofmsg
+
+# What is read of a switch to know what it holds.
+READS = ("meters", "groups", "flows")
 
 
 class Role(Enum):
@@ -60,6 +67,27 @@ class SwitchSession:
 
     def installed(self, tables: Tables) -> None:
         self.installed_flows, self.installed_groups, self.installed_meters = tables.flows, tables.groups, tables.meters
+
+    def read_requests(self) -> list[Any]:
+        """Requests for everything the switch holds; a newer read replaces an unfinished one."""
+        self.multipart = {x: e for x, e in self.multipart.items() if e[0] not in READS}
+        self.installed_meters = self.installed_groups = self.installed_flows = None
+        self.generation += 1
+        dp = self.dp
+        reqs = [parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL), parser.OFPGroupDescStatsRequest(dp, 0),
+                parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())]
+        for req, what in zip(reqs, READS):
+            self.request(req, what)
+        return reqs
+
+    def read(self, what: str, body: list) -> None:
+        """A whole reply to one of ``read_requests``."""
+        if what == "meters":
+            self.installed_meters = {m.meter_id: m for m in map(ofmsg.installed_meter, body)}
+        elif what == "groups":
+            self.installed_groups = {g.group_id: g for g in map(ofmsg.installed_group, body)}
+        else:
+            self.installed_flows = {f.key: f for f in map(ofmsg.installed_flow, body)}
 
     def request(self, msg: Any, what: str) -> None:
         """Remember a multipart request so its reply parts are put together."""

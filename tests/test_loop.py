@@ -1,0 +1,105 @@
+"""The controller's loop and the sender's phases, driven by a clock of the test's own."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from sdnvirt.controller.loop import Loop
+from sdnvirt.controller.sender import BARRIER_TIMEOUT, Sender
+from sdnvirt.controller.session import SwitchSession
+from sdnvirt.plan.flows import flow
+from sdnvirt.plan.reconcile import Tables, reconcile
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeDatapath:
+    def __init__(self):
+        self.sent = []
+        self.xid = 0
+
+    def set_xid(self, msg):
+        self.xid += 1
+        msg.xid = self.xid
+
+    def send_msg(self, msg):
+        self.sent.append(msg)
+
+
+def test_timers_run_in_order_when_their_time_comes():
+    clock = Clock()
+    loop = Loop(clock)
+    ran = []
+    loop.after(2.0, lambda: ran.append("b"))
+    loop.after(1.0, lambda: ran.append("a"))
+    assert loop.run_due() == pytest.approx(1.0) and ran == []
+    clock.now += 1.5
+    assert loop.run_due() == pytest.approx(0.5) and ran == ["a"]
+    clock.now += 1.0
+    assert loop.run_due() is None and ran == ["a", "b"]
+
+
+def test_call_runs_on_the_loop_and_returns_or_raises():
+    loop = Loop()
+    loop.start("test-loop")
+    assert loop.call(lambda: threading.current_thread().name) == "test-loop"
+    with pytest.raises(KeyError):
+        loop.call(lambda: {}["missing"])
+
+
+def test_a_failing_piece_of_work_does_not_stop_the_loop():
+    loop = Loop(Clock())
+    ran = []
+    loop.post(lambda: 1 / 0)
+    loop.post(lambda: ran.append(1))
+    assert loop.run_posted() and ran == [1]
+
+
+def _work(dpid: int):
+    dp = FakeDatapath()
+    session = SwitchSession(dp, dpid)
+    want = Tables.of([flow(0, 10, {"in_port": 1}, [], 1)])
+    have = Tables.of([flow(0, 10, {"in_port": 2}, [], 1)])
+    return dp, (session, reconcile(want, have))
+
+
+def test_no_switch_gets_a_phase_before_every_switch_confirmed_the_last():
+    loop = Loop(Clock())
+    sender = Sender(loop, lambda kind: None)
+    (dp1, w1), (dp2, w2) = _work(1), _work(2)
+    done = []
+    sender.push({1: w1, 2: w2}, lambda: done.append(True))
+    # The adds and a barrier to each switch; no delete yet.
+    assert [type(m).__name__ for m in dp1.sent] == ["OFPFlowMod", "OFPBarrierRequest"]
+    sender.barrier_reply(1, dp1.sent[-1].xid)
+    assert len(dp2.sent) == 2 and len(dp1.sent) == 2
+    sender.barrier_reply(2, dp2.sent[-1].xid)
+    assert [m.command for m in dp1.sent if type(m).__name__ == "OFPFlowMod"] == [0, 4]   # ADD, DELETE_STRICT
+    sender.barrier_reply(1, dp1.sent[-1].xid)
+    assert not done
+    sender.barrier_reply(2, dp2.sent[-1].xid)
+    assert done and not sender.busy
+
+
+def test_a_switch_that_never_confirms_holds_the_others_up_only_until_the_timeout():
+    clock = Clock()
+    loop = Loop(clock)
+    sender = Sender(loop, lambda kind: None)
+    (dp1, w1), (dp2, w2) = _work(1), _work(2)
+    done = []
+    sender.push({1: w1, 2: w2}, lambda: done.append(True))
+    sender.barrier_reply(1, dp1.sent[-1].xid)
+    clock.now += BARRIER_TIMEOUT
+    loop.run_due()
+    assert len(dp1.sent) == 4          # the next phase went out anyway
+    sender.switch_gone(2)
+    sender.barrier_reply(1, dp1.sent[-1].xid)
+    assert done
