@@ -165,9 +165,9 @@ def test_refusals_and_unknown_events():
 
 
 def test_finished_migrations_are_kept_in_the_store_across_restarts(tmp_path):
-    from sdnvirt.store import Store
+    from sdnvirt.store import SQLiteStore
 
-    store = Store(tmp_path / "sdnvirt.db")
+    store = SQLiteStore(tmp_path / "sdnvirt.db")
     app = FakeApp()
     app.migrations = Coordinator(app, store)
     done = prepared(app)
@@ -178,7 +178,7 @@ def test_finished_migrations_are_kept_in_the_store_across_restarts(tmp_path):
     before = {rec["id"]: rec for rec in app.migrations.records()}
 
     again = FakeApp()                     # the daemon restarted: same store, a new model
-    again.migrations = Coordinator(again, Store(tmp_path / "sdnvirt.db"))
+    again.migrations = Coordinator(again, SQLiteStore(tmp_path / "sdnvirt.db"))
     kept = {rec["id"]: rec for rec in again.migrations.records()}
     assert set(kept) == {done, failed, running}
     assert kept[done] == before[done] and kept[done]["outcome"] == "ok"
