@@ -173,4 +173,4 @@ class ConfigState:
         if config != self.config:
             self.config = config
             self.apply(config)
-            self.reloaded(True)
+        self.reloaded(True)
