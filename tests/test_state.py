@@ -4,8 +4,10 @@ store file, as two daemons (or instances) sharing it would be."""
 import threading
 
 import pytest
+from fastapi import HTTPException
 
 from sdnvirt import config
+from sdnvirt.api.errors import apply_change
 from sdnvirt.emulation.lab import wait_for
 from sdnvirt.state import ATTEMPTS, ConfigState
 from sdnvirt.store import Conflict, SQLiteStore, StoreError
@@ -125,6 +127,10 @@ def test_a_writer_that_keeps_losing_gets_a_conflict(instances):
     with pytest.raises(Conflict):
         a.state.change(lambda ch: ch.set("vm", "blue/web5", WEB5))
     assert len(b.applied) == ATTEMPTS and "web5" not in instances("c").vms()
+    # The API answers it with a 409.
+    with pytest.raises(HTTPException) as err:
+        apply_change(a.state, lambda ch: ch.set("vm", "blue/web5", WEB5))
+    assert err.value.status_code == 409 and "try again" in err.value.detail
 
 
 def test_a_follower_whose_history_was_compacted_reads_everything_again(instances, caplog):

@@ -5,11 +5,12 @@ import json
 import sqlite3
 import stat
 import threading
+import time
 
 import pytest
 
 from sdnvirt.emulation.lab import wait_for
-from sdnvirt.store import Compacted, SQLiteStore, StoreError, keys
+from sdnvirt.store import Compacted, SQLiteStore, StoreError, keys, sqlite
 
 # The first store's schema and writes, as sdnvirt wrote them before the
 # store had revisions (sdnvirt/store.py at 8f4105f).
@@ -113,3 +114,17 @@ def test_history_is_bounded_but_a_quiet_watch_keeps_up(tmp_path):
     assert [e.value for e in next(iter(store.watch("/busy/", store.revision() - 5)))] == [6, 7, 8, 9]
     assert store._conn.execute("SELECT count(*) FROM changes").fetchone() == (5,)
 
+
+
+def test_a_watch_far_behind_catches_up_in_batches_without_waiting_to_poll(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite, "_BATCH", 3)
+    store = SQLiteStore(tmp_path / "db", poll=60)
+    start = store.revision()
+    for n in range(10):
+        store.put("/busy/a", n)
+    store.put("/quiet/a", "here")
+    started = time.monotonic()
+    assert [e.value for e in next(iter(store.watch("/quiet/", start)))] == ["here"]
+    assert time.monotonic() - started < 5
+    batches = iter(store.watch("/busy/", start))
+    assert [[e.value for e in next(batches)] for _ in range(4)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]

@@ -81,7 +81,9 @@ class StoreError(Exception):
 
 
 class Conflict(StoreError):
-    """A compare failed: someone else changed a key since it was read. Nothing was written."""
+    """A compare failed: someone else changed a key since it was read. Nothing
+    was written. ``keys``: those whose compare failed (every compared key,
+    from a store that cannot tell which)."""
 
     def __init__(self, keys: Sequence[str]):
         self.keys = list(keys)
@@ -140,7 +142,9 @@ class Store(Protocol):
         ...
 
     def compact(self, revision: int) -> None:
-        """Forget the changes made before ``revision`` (the keys' values stay)."""
+        """Forget the changes made before ``revision`` (the keys' values stay);
+        ValueError past the store's revision, nothing to do before the last
+        compaction."""
         ...
 
     def close(self) -> None: ...

@@ -217,19 +217,21 @@ class SQLiteStore:
     def watch(self, prefix: str, after: int) -> "SQLiteWatch":
         return SQLiteWatch(self, prefix, after)
 
-    def _changes(self, prefix: str, after: int) -> tuple[list[Event], int]:
+    def _changes(self, prefix: str, after: int) -> tuple[list[Event], int, bool]:
         """The changes under ``prefix`` after ``after`` (a bounded batch of whole
-        revisions), and the revision the watch has now seen everything up to."""
+        revisions), the revision the watch has now seen everything up to, and
+        whether there are later revisions to read."""
         where, args = _under(prefix)
         with self._snapshot() as conn:
             compacted = _meta(conn, "compacted")
             if after + 1 < compacted:
                 raise Compacted(after, compacted)
-            upto = min(_meta(conn, "revision"), after + _BATCH)
+            revision = _meta(conn, "revision")
+            upto = max(min(revision, after + _BATCH), after)
             rows = conn.execute(f"SELECT revision, key, value FROM changes WHERE revision > ? AND revision <= ? "
                                 f"AND {where} ORDER BY revision, key", (after, upto, *args)).fetchall()
         events = [Event(key, None if doc is None else json.loads(doc), rev, doc is None) for rev, key, doc in rows]
-        return events, max(upto, after)
+        return events, upto, upto < revision
 
     def _wait(self, watch: "SQLiteWatch", commits: int) -> None:
         """Until this process commits, the watch is cancelled, or it is time to poll again."""
@@ -250,10 +252,10 @@ class SQLiteWatch:
         store = self._store
         while not self.cancelled:
             commits = store._commits
-            events, self._after = store._changes(self._prefix, self._after)
+            events, self._after, behind = store._changes(self._prefix, self._after)
             if events:
                 yield events
-            else:
+            elif not behind:
                 store._wait(self, commits)
 
     def cancel(self) -> None:
