@@ -99,7 +99,7 @@ class ConfigState:
                     revision = self.store.commit(ops)
                 except Conflict:
                     self._read(self.store.list(keys.CONFIG))
-                    self._follow("a change made through another API")
+                    self._adopt_overlay("a change another writer made meanwhile")
                     continue
                 self.serial, self.revision = (count + 1, revision), revision
                 self.entries, self.config = changes.entries, config
@@ -135,7 +135,7 @@ class ConfigState:
             LOG.warning("%s; reading the API's changes again", err)
             with self.lock:
                 self._read(self.store.list(keys.CONFIG))
-                self._follow("the API's changes, read again")
+                self._adopt_overlay("the API's changes, read again")
 
     def stop(self) -> None:
         self._stop.set()
@@ -157,9 +157,9 @@ class ConfigState:
                 else:
                     self.entries[ref] = event.value
             self.revision = fresh[-1].revision
-            self._follow(f"a change made through another API (store revision {self.revision})")
+            self._adopt_overlay(f"a change made through another API (store revision {self.revision})")
 
-    def _follow(self, what: str) -> None:
+    def _adopt_overlay(self, what: str) -> None:
         """The overlay is now the store's: apply the effective config it leads
         to, unless it is invalid (then the config in force stays, until a
         valid change replaces it)."""

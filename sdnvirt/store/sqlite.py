@@ -153,16 +153,22 @@ class SQLiteStore:
         if len(set(keys)) != len(keys):
             raise ValueError(f"a key is written twice in one transaction: {sorted(keys)}")
         checks = [*(compares or {}).items(), *((op.key, op.expect) for op in ops if op.expect is not None)]
+        with self._writing() as conn:
+            failed = [key for key, expect in checks if not _holds(conn, key, expect)]
+            if failed:
+                raise Conflict(failed)
+            return self._write(conn, ops)
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside one write transaction, committed if the body returns."""
         if self.readonly:
             raise StoreError(f"{self.name} is open read-only")
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    failed = [key for key, expect in checks if not _holds(self._conn, key, expect)]
-                    if failed:
-                        raise Conflict(failed)
-                    revision = self._write(self._conn, ops)
+                    yield self._conn
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
@@ -171,7 +177,6 @@ class SQLiteStore:
                 raise StoreError(f"{self.name}: {err}") from None
             self._commits += 1
             self._committed.notify_all()
-        return revision
 
     def _write(self, conn: sqlite3.Connection, ops: Sequence[Op]) -> int:
         """Apply ops as the next revision, inside the caller's write transaction; the revision after."""
@@ -195,23 +200,12 @@ class SQLiteStore:
         return revision
 
     def compact(self, revision: int) -> None:
-        if self.readonly:
-            raise StoreError(f"{self.name} is open read-only")
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    current = _meta(self._conn, "revision")
-                    if revision > current:
-                        raise ValueError(f"cannot compact to revision {revision}: the store is at {current}")
-                    if revision > _meta(self._conn, "compacted"):
-                        _compact(self._conn, revision)
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as err:
-                raise StoreError(f"{self.name}: {err}") from None
+        with self._writing() as conn:
+            current = _meta(conn, "revision")
+            if revision > current:
+                raise ValueError(f"cannot compact to revision {revision}: the store is at {current}")
+            if revision > _meta(conn, "compacted"):
+                _compact(conn, revision)
 
     # -- watches -----------------------------------------------------------------
     def watch(self, prefix: str, after: int) -> "SQLiteWatch":
