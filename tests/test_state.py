@@ -137,7 +137,7 @@ def test_a_follower_whose_history_was_compacted_reads_everything_again(instances
     a = instances("a")
     b = instances("b", history=2)
     for n in range(4):
-        b.state.change(lambda ch: ch.set("vm", "blue/web4", {**WEB4, "memory": 256 + n}))
+        b.state.change(lambda ch, n=n: ch.set("vm", "blue/web4", {**WEB4, "memory": 256 + n}))
     a.follow()
     assert wait_for(lambda: a.applied, 5, 0.01)
     assert a.state.config.tenants["blue"].vms["web4"].memory == 259

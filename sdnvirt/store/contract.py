@@ -26,8 +26,9 @@ the several-controller store only: ``LeasedStore`` says where they go.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, NamedTuple, Protocol, Sequence
+from typing import Any, NamedTuple, Protocol
 
 
 class _Absent:

@@ -15,13 +15,15 @@ wake them at once.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from . import upgrade
 from .contract import ABSENT, Compacted, Conflict, Delete, Event, Expect, Item, Listing, Op, Put, StoreError
@@ -208,10 +210,10 @@ class SQLiteStore:
                 _compact(conn, revision)
 
     # -- watches -----------------------------------------------------------------
-    def watch(self, prefix: str, after: int) -> "SQLiteWatch":
+    def watch(self, prefix: str, after: int) -> SQLiteWatch:
         return SQLiteWatch(self, prefix, after)
 
-    def _changes(self, prefix: str, after: int) -> tuple[list[Event], int, bool]:
+    def _changes(self, prefix: str, after: int) -> tuple[builtins.list[Event], int, bool]:
         """The changes under ``prefix`` after ``after`` (a bounded batch of whole
         revisions), the revision the watch has now seen everything up to, and
         whether there are later revisions to read."""
@@ -227,7 +229,7 @@ class SQLiteStore:
         events = [Event(key, None if doc is None else json.loads(doc), rev, doc is None) for rev, key, doc in rows]
         return events, upto, upto < revision
 
-    def _wait(self, watch: "SQLiteWatch", commits: int) -> None:
+    def _wait(self, watch: SQLiteWatch, commits: int) -> None:
         """Until this process commits, the watch is cancelled, or it is time to poll again."""
         with self._committed:
             self._committed.wait_for(lambda: watch.cancelled or self._commits != commits, self.poll)
@@ -263,7 +265,7 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
 
 
 def _meta(conn: sqlite3.Connection, name: str) -> int:
-    return conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0]
+    return int(conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0])
 
 
 def _current(conn: sqlite3.Connection, key: str) -> int | None:
