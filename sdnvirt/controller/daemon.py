@@ -1,4 +1,5 @@
-"""The controller daemon: os-ken and the REST API started in-process, signals for systemd."""
+"""The controller daemon: os-ken, the REST API and the store watch (other writers' changes) started
+in-process, signals for systemd."""
 
 from __future__ import annotations
 
