@@ -307,3 +307,18 @@ def test_a_change_another_process_commits_to_the_store_reaches_the_daemon(tmp_pa
         assert {"web4", "web5"} <= {v["name"] for v in api.get("/tenants/blue/vms")}
     finally:
         ctl.stop()
+
+
+def test_a_daemon_keeps_the_api_changes_of_a_store_written_before_revisions(tmp_path):
+    from test_store_sqlite import old_store
+
+    old_store(tmp_path / "sdnvirt.db", {("vm", "blue/web4"): {"spec": WEB4},
+                                        ("drain", "blue/web/web3:8080"): {"spec": {"drained": True}}})
+    doc = {"controller": {"openflow": {"address": "127.0.0.1", "port": lab.free_port()}}, **tenants_doc()}
+    ctl = lab.ControllerProcess(doc, tmp_path).start()
+    try:
+        api = ctl.api()
+        assert "web4" in {v["name"] for v in api.get("/tenants/blue/vms")}
+        assert {b["backend"]: b["drained"] for b in api.get("/health")} == {"web2:8080": False, "web3:8080": True}
+    finally:
+        ctl.stop()

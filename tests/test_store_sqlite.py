@@ -29,12 +29,12 @@ OLD_DOCS = {("vm", "blue/web4"): WEB4, ("tenant", "red"): {"deleted": True},
             ("migration", "0000000012"): {"id": 12, "vm": "web2", "outcome": None}}
 
 
-def old_store(path):
+def old_store(path, docs=OLD_DOCS):
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(OLD_SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
-    for (kind, key), doc in OLD_DOCS.items():
+    for (kind, key), doc in docs.items():
         conn.execute("INSERT OR REPLACE INTO documents (kind, key, doc) VALUES (?, ?, ?)",
                      (kind, key, json.dumps(doc, sort_keys=True)))
     conn.execute("COMMIT")
