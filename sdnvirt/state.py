@@ -43,6 +43,7 @@ class ConfigState:
         self.apply: Callable[[Config], None] = lambda config: None
         self.reloaded: Callable[[bool], None] = lambda ok: None    # told whether each reload worked
         self._stop = threading.Event()
+        self._watching = threading.Lock()       # the watch being followed, and the one to cancel
         self._watch: Watch | None = None
         self.serial: tuple[int, int] | None = None      # (changes the overlay had, the revision of the last)
         self._read(store.list(keys.CONFIG))
@@ -124,7 +125,8 @@ class ConfigState:
                 self._stop.wait(self.retry_after)
 
     def _follow_watch(self) -> None:
-        with self.lock:
+        # Read while a change may be under way: a revision it passes meanwhile is skipped in _changed.
+        with self._watching:
             if self._stop.is_set():
                 return
             self._watch = watch = self.store.watch(keys.CONFIG, self.revision)
@@ -138,8 +140,9 @@ class ConfigState:
                 self._adopt_overlay("the API's changes, read again")
 
     def stop(self) -> None:
+        """End ``follow``; never waits for a change being made (SIGTERM must not)."""
         self._stop.set()
-        with self.lock:
+        with self._watching:
             if self._watch is not None:
                 self._watch.cancel()
 

@@ -165,3 +165,12 @@ def test_a_store_that_fails_is_watched_again(instances, caplog):
     b.state.change(lambda ch: ch.set("vm", "blue/web4", WEB4))
     assert wait_for(lambda: a.vms() == {"web4"}, 5, 0.01)
     assert "disk on fire" in caplog.text
+
+
+def test_stopping_does_not_wait_for_a_change_under_way(instances):
+    a = instances("a").follow()
+    assert wait_for(lambda: a.state._watch, 5, 0.01)
+    with a.state.lock:              # a change being applied, however long it takes
+        a.state.stop()
+        a.thread.join(5)
+        assert not a.thread.is_alive()
