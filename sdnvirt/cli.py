@@ -6,14 +6,13 @@ import argparse
 import json
 import logging
 import os
-import sqlite3
 import sys
 from urllib.parse import quote
 
 from . import __version__
 from .config import ConfigError, load
 from .state import ConfigState
-from .store import Store
+from .store import SQLiteStore, StoreError
 
 EXIT_CONFIG = 1
 
@@ -37,8 +36,8 @@ def check_config(path: str) -> int:
     cfg = _load_or_exit(path)
     store_path = cfg.controller.store_path
     try:
-        state = ConfigState(path, cfg, Store(store_path, readonly=True)) if store_path.exists() else None
-    except (OSError, sqlite3.Error) as err:
+        state = ConfigState(path, cfg, SQLiteStore(store_path, readonly=True)) if store_path.exists() else None
+    except (OSError, StoreError) as err:
         # The daemon could not start on it either.
         print(f"{path}: cannot read the store {store_path} (controller.store.path): {err}", file=sys.stderr)
         return EXIT_CONFIG

@@ -71,7 +71,8 @@ class Metrics:
             "sdnvirt_reconcile_changes", "Flows and groups written by reconcile runs, by object and operation.",
             ["object", "operation"], registry=r)
         self.config_reloads = Counter(
-            "sdnvirt_config_reloads", "Re-reads of the config file (SIGHUP or POST /v1/reload), by result.",
+            "sdnvirt_config_reloads", "Re-reads of the config file (SIGHUP or POST /v1/reload) and changes "
+            "other processes made in the store, by result.",
             ["result"], registry=r)
         self.config_load_error = Gauge(
             "sdnvirt_config_load_error",

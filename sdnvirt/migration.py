@@ -37,6 +37,7 @@ seconds); under the app's lock, ``app.migrations.migs.records()`` gives the
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -166,11 +167,12 @@ class Migrations:
     """
 
     def __init__(self, model: Model, wall: Callable[[], float] = time.time,
-                 mono: Callable[[], float] = time.monotonic, first_id: int = 1):
+                 mono: Callable[[], float] = time.monotonic, ids: Callable[[], int] | None = None):
+        """``ids``: where a new migration's id comes from (the store's counter in the daemon)."""
         self.model = model
         self.wall, self.mono = wall, mono
         self._records: dict[int, Migration] = {}
-        self._next_id = first_id      # above the ids of records kept from earlier runs
+        self._ids = ids or itertools.count(1).__next__
 
     # -- queries -------------------------------------------------------------
     def records(self) -> list[Migration]:
@@ -216,10 +218,9 @@ class Migrations:
             raise Refused(f"hypervisor {target} is full: it holds or receives {held} VMs, its capacity "
                           f"is {capacity}")
         now, mono = self.wall(), self.mono()
-        mig = Migration(self._next_id, vm_name, vm.tenant, mode_, names.get(source.dpid, f"{source.dpid:016x}"),
+        mig = Migration(self._ids(), vm_name, vm.tenant, mode_, names.get(source.dpid, f"{source.dpid:016x}"),
                         target, source, target_dpid, now, phases={Phase.PREPARATION.value: [now, None]},
                         heard=mono, deadline=mono + model.config.migration.timeout)
-        self._next_id += 1
         self._records[mig.id] = mig
         model.migrating.add(vm_name)
         mig.drained = [f"{svc.tenant}/{svc.name}" for svc in model.services()

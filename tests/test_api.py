@@ -14,7 +14,10 @@ from fabrics import TWO_TENANTS
 
 from sdnvirt.api.client import ApiError
 from sdnvirt.api.token import TokenError, ensure_token, read_token
+from sdnvirt.config import load
 from sdnvirt.emulation import lab
+from sdnvirt.state import ConfigState
+from sdnvirt.store import SQLiteStore
 
 SERVICE = {"vip": "10.1.0.100", "port": 80, "backends": [{"vm": "web2", "port": 8080, "weight": 2},
                                                           {"vm": "web3", "port": 8080}]}
@@ -289,3 +292,33 @@ def test_a_daemon_whose_file_clashes_with_the_stored_changes_does_not_start(tmp_
     res = subprocess.run(check, capture_output=True, text=True, timeout=30)
     vms = sum(len(t["vms"]) for t in doc["tenants"].values()) + 1
     assert res.returncode == 0 and f"{vms} VMs, with 1 change made through the API" in res.stdout, res
+
+
+def test_a_change_another_process_commits_to_the_store_reaches_the_daemon(tmp_path):
+    doc = {"controller": {"openflow": {"address": "127.0.0.1", "port": lab.free_port()}}, **tenants_doc()}
+    ctl = lab.ControllerProcess(doc, tmp_path).start()
+    try:
+        other = ConfigState(ctl.config_path, load(ctl.config_path), SQLiteStore(tmp_path / "sdnvirt.db"))
+        other.change(lambda ch: ch.set("vm", "blue/web4", WEB4))
+        api = ctl.api()
+        assert lab.wait_for(lambda: "web4" in {v["name"] for v in api.get("/tenants/blue/vms")}, 10)
+        # The daemon's own changes go on from there: no overwrite, and the other writer's VM stays.
+        api.post("/tenants/blue/vms", {"name": "web5", **WEB4, "mac": "02:00:00:00:01:05", "ip": "10.1.0.15"})
+        assert {"web4", "web5"} <= {v["name"] for v in api.get("/tenants/blue/vms")}
+    finally:
+        ctl.stop()
+
+
+def test_a_daemon_keeps_the_api_changes_of_a_store_written_before_revisions(tmp_path):
+    from test_store_sqlite import old_store
+
+    old_store(tmp_path / "sdnvirt.db", {("vm", "blue/web4"): {"spec": WEB4},
+                                        ("drain", "blue/web/web3:8080"): {"spec": {"drained": True}}})
+    doc = {"controller": {"openflow": {"address": "127.0.0.1", "port": lab.free_port()}}, **tenants_doc()}
+    ctl = lab.ControllerProcess(doc, tmp_path).start()
+    try:
+        api = ctl.api()
+        assert "web4" in {v["name"] for v in api.get("/tenants/blue/vms")}
+        assert {b["backend"]: b["drained"] for b in api.get("/health")} == {"web2:8080": False, "web3:8080": True}
+    finally:
+        ctl.stop()

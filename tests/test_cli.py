@@ -84,3 +84,17 @@ def test_check_config_refuses_a_store_it_cannot_read_and_leaves_it_alone(tmp_pat
     assert res.returncode == 1 and f"cannot read the store {store}" in res.stderr, res
     assert store.read_bytes() == b"not a database\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sdnvirt.db", "sdnvirt.yaml"]
+
+
+def test_check_config_reads_a_store_of_the_old_layout_without_upgrading_it(tmp_path):
+    from test_store_sqlite import old_store
+
+    store = tmp_path / "sdnvirt.db"
+    old_store(store)
+    before = store.read_bytes()
+    cfg = tmp_path / "sdnvirt.yaml"
+    cfg.write_text(f"controller:\n  store: {{path: {store}}}\n"
+                   "tenants:\n  blue: {segment: 101, subnet: 10.1.0.0/24}\n  red: {segment: 102, subnet: 10.2.0.0/24}\n")
+    res = sdnvirt("controller", "--check-config", str(cfg))
+    assert res.returncode == 0 and "with 3 changes made through the API" in res.stdout, res
+    assert store.read_bytes() == before

@@ -93,7 +93,7 @@ def test_a_switch_that_never_confirms_holds_the_others_up_only_until_the_timeout
     clock = Clock()
     loop = Loop(clock)
     sender = Sender(loop, lambda kind: None)
-    (dp1, w1), (dp2, w2) = _work(1), _work(2)
+    (dp1, w1), (_, w2) = _work(1), _work(2)
     done = []
     sender.push({1: w1, 2: w2}, lambda: done.append(True))
     sender.barrier_reply(1, dp1.sent[-1].xid)

@@ -178,9 +178,9 @@ def test_refusals_and_unknown_events():
 
 
 def test_finished_migrations_are_kept_in_the_store_across_restarts(tmp_path):
-    from sdnvirt.store import Store
+    from sdnvirt.store import SQLiteStore
 
-    store = Store(tmp_path / "sdnvirt.db")
+    store = SQLiteStore(tmp_path / "sdnvirt.db")
     app = FakeApp()
     app.migrations = Coordinator(app, store)
     done = prepared(app)
@@ -191,7 +191,7 @@ def test_finished_migrations_are_kept_in_the_store_across_restarts(tmp_path):
     before = {rec["id"]: rec for rec in app.migrations.records()}
 
     again = FakeApp()                     # the daemon restarted: same store, a new model
-    again.migrations = Coordinator(again, Store(tmp_path / "sdnvirt.db"))
+    again.migrations = Coordinator(again, SQLiteStore(tmp_path / "sdnvirt.db"))
     kept = {rec["id"]: rec for rec in again.migrations.records()}
     assert set(kept) == {done, failed, running}
     assert kept[done] == before[done] and kept[done]["outcome"] == "ok"
@@ -199,3 +199,15 @@ def test_finished_migrations_are_kept_in_the_store_across_restarts(tmp_path):
     assert kept[running]["outcome"] == "failed" and "restarted" in kept[running]["reason"]
     assert again.migrations.record(done) == before[done]
     assert again.migrations.request("web1", "leaf3", "live")["id"] == max(kept) + 1
+
+
+def test_two_controllers_on_one_store_never_give_the_same_id(tmp_path):
+    from sdnvirt.store import SQLiteStore
+
+    apps = [FakeApp(), FakeApp()]
+    for app in apps:
+        app.migrations = Coordinator(app, SQLiteStore(tmp_path / "sdnvirt.db"))
+    ids = [apps[0].migrations.request("web1", "leaf3", "live")["id"],
+           apps[1].migrations.request("web2", "leaf3", "live")["id"],
+           apps[0].migrations.request("db1", "leaf3", "cold")["id"]]
+    assert ids == [1, 2, 3]

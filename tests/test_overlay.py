@@ -8,7 +8,7 @@ from fabrics import TWO_TENANTS
 from sdnvirt import config
 from sdnvirt.overlay import Changes, effective, lookup
 from sdnvirt.state import ConfigState
-from sdnvirt.store import Store
+from sdnvirt.store import SQLiteStore
 
 WEB = {"vip": "10.1.0.100", "port": 80, "backends": [{"vm": "web1", "port": 8080}, {"vm": "web2", "port": 8080}]}
 WEB4 = {"mac": "02:00:00:00:01:04", "ip": "10.1.0.14", "host": None, "memory": 512}
@@ -109,7 +109,7 @@ def test_a_vm_or_service_underneath_its_entry_is_what_the_whole_document_says():
 def test_state_persists_changes_and_refuses_invalid_ones(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("tenants:\n  blue: {segment: 101, subnet: 10.1.0.0/24}\n")
-    store = Store(tmp_path / "db")
+    store = SQLiteStore(tmp_path / "db")
     applied = []
     state = ConfigState(path, config.load(path), store)
     state.apply = applied.append
@@ -120,6 +120,6 @@ def test_state_persists_changes_and_refuses_invalid_ones(tmp_path):
     store.close()
     # A new process, and a file changed meanwhile: both the file and the change count.
     path.write_text("tenants:\n  blue: {segment: 101, subnet: 10.1.0.0/24}\n  red: {segment: 102, subnet: 10.9.0.0/24}\n")
-    again = ConfigState(path, config.load(path), Store(tmp_path / "db"))
+    again = ConfigState(path, config.load(path), SQLiteStore(tmp_path / "db"))
     assert set(again.config.tenants) == {"blue", "red"} and set(again.config.tenants["blue"].vms) == {"web4"}
     assert again.origin("vm", "blue/web4") == "api" and again.origin("tenant", "blue") == "file"

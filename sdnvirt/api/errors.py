@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from ..config import Config, ConfigError
 from ..overlay import Changes
 from ..state import ConfigState
+from ..store import Conflict, StoreError
 
 
 def config_problems(err: ConfigError) -> HTTPException:
@@ -28,11 +29,17 @@ def conflict(what: str) -> HTTPException:
 
 
 def apply_change(state: ConfigState, edit: Callable[[Changes], None]) -> Config:
-    """``state.change(edit)``, with an invalid result answered as a 422."""
+    """``state.change(edit)``, with an invalid result answered as a 422, a
+    change that kept losing races with other writers as a 409 and a store
+    that cannot take it as a 503."""
     try:
         return state.change(edit)
     except ConfigError as err:
         raise config_problems(err) from None
+    except Conflict as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{err}; try again") from None
+    except StoreError as err:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"the store cannot take the change: {err}") from None
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -21,7 +21,7 @@ def get_status(controller: ControllerDep, state: ConfigStateDep):
     doc = controller.snapshot()
     backends = [b for svc in doc["services"] for b in svc["backends"]]
     return Status(version=__version__, uptime_s=round(time.monotonic() - _STARTED, 3),
-                  config_file=state.path, store=str(state.store.path),
+                  config_file=state.path, store=state.store.name,
                   switches=len(doc["switches"]), links=doc["links"], vms=len(doc["vms"]),
                   vms_located=sum(1 for vm in doc["vms"] if vm["switch"]), services=len(doc["services"]),
                   backends=len(backends), backends_up=sum(1 for b in backends if b["up"]))

@@ -1,11 +1,11 @@
-"""The controller daemon: os-ken and the REST API started in-process, signals for systemd."""
+"""The controller daemon: os-ken, the REST API and the store watch (other writers' changes) started
+in-process, signals for systemd."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
-import sqlite3
 import sys
 import threading
 
@@ -16,17 +16,20 @@ from ..api.token import TokenError, ensure_token
 from ..config import Config, ConfigError
 from ..metrics import Metrics
 from ..state import ConfigState
-from ..store import Store
+from ..store import SQLiteStore, StoreError
 
 LOG = logging.getLogger("sdnvirt.daemon")
+
+# Seconds the store watch gets to end: a change it is applying finishes first.
+STOP_TIMEOUT = 5.0
 
 
 def run(config_path: str, config: Config) -> int:
     """Serve OpenFlow and the API until SIGTERM/SIGINT; SIGHUP re-reads ``config_path``."""
     settings = config.controller
     try:
-        store = Store(settings.store_path)
-    except (OSError, sqlite3.Error) as err:
+        store = SQLiteStore(settings.store_path)
+    except (OSError, StoreError) as err:
         return _fail(f"cannot open the store {settings.store_path} (controller.store.path): {err}")
     try:
         token = ensure_token(settings.token_path)
@@ -44,6 +47,8 @@ def run(config_path: str, config: Config) -> int:
     except ConfigError as err:
         return _fail(f"the config file and the changes made through the API do not fit together; "
                      f"change the file:\n{err}")
+    except StoreError as err:
+        return _fail(f"cannot read the store {settings.store_path} (controller.store.path): {err}")
 
     # os-ken reads its own options from a global oslo.config object; the ones
     # sdnvirt sets come from the sdnvirt config, the rest keep their defaults.
@@ -79,6 +84,10 @@ def run(config_path: str, config: Config) -> int:
     manager.instantiate_apps(sdnvirt_config=state.config, sdnvirt_metrics=metrics, sdnvirt_store=store, **contexts)
     controller = View(manager.applications["sdnvirt"].controller)
     state.apply = controller.reload
+    # The API's changes committed by another process (or instance) reach this
+    # one through the store: watched from the revision the state was read at.
+    follower = threading.Thread(target=state.follow, name="sdnvirt-store-watch", daemon=True)
+    follower.start()
     server.serve(create_app(controller, state, token), api_socket)
     LOG.info("sdnvirt %s controller listening for OpenFlow 1.3 on %s:%d, REST API on http://%s:%d/v1, "
              "metrics on http://%s:%d/metrics", __version__, of.address, of.port, settings.api.address,
@@ -87,10 +96,12 @@ def run(config_path: str, config: Config) -> int:
     while True:
         signum = signal.sigwait(signals)
         if signum == signal.SIGHUP:
-            # Reloading takes the model lock: never block signal handling on it.
+            # Reloading waits for the controller's loop: never block signal handling on it.
             threading.Thread(target=_reload, args=(state,), name="sdnvirt-reload", daemon=True).start()
             continue
         LOG.info("%s: stopping; switches keep their flows (fail-secure)", signal.Signals(signum).name)
+        state.stop()
+        follower.join(STOP_TIMEOUT)
         logging.shutdown()
         sys.stderr.flush()
         # Nothing to undo: the OpenFlow sockets close with the process and the

@@ -10,21 +10,18 @@ API.  It never writes a flow: every step is a model change and a reconcile.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import Protocol
 
 from ..fabric import Fabric
-from ..migration import Migration, Migrations, Outcome, Phase
+from ..migration import Migration, Migrations, Outcome, Phase, Refused
 from ..model import Location, Model
 from ..plan.flows import Flow
 from ..plan.pipeline import vm_cookie
-from ..store import Store
+from ..store import Store, StoreError, keys
 from . import packets
 
 LOG = logging.getLogger("sdnvirt.migration")
-
-STORE_KIND = "migration"
 
 # QEMU's self-announce defaults (announce-initial 50 ms, -step 100 ms,
 # -rounds 5): 5 gratuitous ARPs, 50, 150, 250 and 350 ms apart.
@@ -69,14 +66,13 @@ class Coordinator:
         # Finished migrations of earlier runs of the daemon, as they were recorded.
         self.history: dict[int, dict] = {}
         if store is not None:
-            with store.transaction() as txn:
-                self.history = {int(key): doc for key, doc in txn.list(STORE_KIND).items()}
-                for mid, doc in self.history.items():
-                    if doc["outcome"] is None:
-                        # Its VM is wherever the switches' flows and its frames say.
-                        doc.update(outcome="failed", reason="the controller restarted during the migration")
-                        txn.put(STORE_KIND, f"{mid:010d}", doc)
-        self.migs = Migrations(app.model, first_id=max(self.history, default=0) + 1)
+            self.history = {item.value["id"]: item.value for item in store.list(keys.MIGRATIONS).items.values()}
+            for mid, doc in self.history.items():
+                if doc["outcome"] is None:
+                    # Its VM is wherever the switches' flows and its frames say.
+                    doc.update(outcome="failed", reason="the controller restarted during the migration")
+                    store.put(keys.migration_key(mid), doc)
+        self.migs = Migrations(app.model, ids=None if store is None else self._next_id)
         # migration id -> the reconcile request its next step waits for
         self.waits: dict[int, int] = {}
 
@@ -102,15 +98,21 @@ class Coordinator:
         mig = self.migs.get(mid)
         return self.history.get(mid) if mig is None else mig.as_dict()
 
+    def _next_id(self) -> int:
+        """Ids come from the store's counter, so that no process gives one twice."""
+        try:
+            return keys.next_id(self.store, keys.MIGRATION_ID)
+        except StoreError as err:
+            raise Refused(f"the store gives it no id: {err}") from None
+
     def _keep(self, mig: Migration) -> None:
         """A migration's record goes into the store when it is accepted and when it ends:
-        a restart loses none, and no id is given twice."""
+        a restart loses none."""
         if self.store is None:
             return
         try:
-            with self.store.transaction() as txn:
-                txn.put(STORE_KIND, f"{mig.id:010d}", mig.as_dict())
-        except sqlite3.Error as err:
+            self.store.put(keys.migration_key(mig.id), mig.as_dict())
+        except StoreError as err:
             LOG.error("migration %d: cannot keep its record in the store: %s", mig.id, err)
 
     def event(self, mid: int, event: str, **fields) -> dict:
