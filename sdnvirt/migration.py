@@ -172,7 +172,20 @@ class Migrations:
         self.model = model
         self.wall, self.mono = wall, mono
         self._records: dict[int, Migration] = {}
+        self._active: dict[str, Migration] = {}      # by VM: the records not finished
         self._ids = ids or itertools.count(1).__next__
+        model.moves = self
+
+    # -- what the model sees of them (model.Moves) ----------------------------------
+    def migrating(self) -> set[str]:
+        return set(self._active)
+
+    def pending(self) -> dict[str, Location]:
+        return {vm: Location(m.target_dpid, m.target_port) for vm, m in self._active.items()
+                if m.target_port is not None and m.phase is not Phase.RESTORATION}
+
+    def draining(self) -> set[str]:
+        return {vm for vm, m in self._active.items() if m.drained}
 
     # -- queries -------------------------------------------------------------
     def records(self) -> list[Migration]:
@@ -183,10 +196,10 @@ class Migrations:
         return self._records.get(mid)
 
     def active_for(self, vm: str) -> Migration | None:
-        return next((m for m in self._records.values() if m.active and m.vm == vm), None)
+        return self._active.get(vm)
 
     def active(self) -> list[Migration]:
-        return [m for m in self._records.values() if m.active]
+        return sorted(self._active.values(), key=lambda m: m.id)
 
     # -- preparation -----------------------------------------------------------
     def request(self, vm_name: str, target: str, mode: str, switches: dict[str, int],
@@ -221,12 +234,9 @@ class Migrations:
         mig = Migration(self._ids(), vm_name, vm.tenant, mode_, names.get(source.dpid, f"{source.dpid:016x}"),
                         target, source, target_dpid, now, phases={Phase.PREPARATION.value: [now, None]},
                         heard=mono, deadline=mono + model.config.migration.timeout)
-        self._records[mig.id] = mig
-        model.migrating.add(vm_name)
         mig.drained = [f"{svc.tenant}/{svc.name}" for svc in model.services()
                        if svc.drain_on_migration and any(b.vm.name == vm_name for b in svc.backends)]
-        if mig.drained:
-            model.draining.add(vm_name)
+        self._records[mig.id] = self._active[vm_name] = mig
         return mig
 
     def plugged(self, mid: int, port: int) -> Migration:
@@ -239,7 +249,6 @@ class Migrations:
         if holder is not None and holder.name != mig.vm:
             raise ValueError(f"port {port} of {mig.target} holds VM {holder.name}")
         mig.target_port = port
-        self.model.pending[mig.vm] = loc
         return mig
 
     # -- state capture -----------------------------------------------------------
@@ -279,8 +288,9 @@ class Migrations:
         mig = self._get(mid)
         if not mig.active or mig.phase is not Phase.DATA_TRANSFER:
             return False
+        target = self.pending()[mig.vm]
         mig.enter(Phase.RESTORATION, self.wall())
-        self.model.bind(mig.vm, self.model.pending.pop(mig.vm))
+        self.model.bind(mig.vm, target)
         return True
 
     def flipped(self, mid: int) -> Migration:
@@ -318,7 +328,6 @@ class Migrations:
             return mig
         if mig.phase is Phase.RESTORATION:
             self.model.bind(mig.vm, mig.source_location)      # paths flipped while it was frozen: back
-        self.model.pending.pop(mig.vm, None)
         self._release(mig)
         mig.finish(Outcome.ROLLED_BACK, reason, self.wall())
         return mig
@@ -358,8 +367,7 @@ class Migrations:
 
     # -- internals ---------------------------------------------------------------
     def _release(self, mig: Migration) -> None:
-        self.model.migrating.discard(mig.vm)
-        self.model.draining.discard(mig.vm)
+        self._active.pop(mig.vm, None)
 
     def _get(self, mid: int) -> Migration:
         mig = self._records.get(mid)

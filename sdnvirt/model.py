@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 from .config import Config, HealthCheck, virtual_mac
 from .lb.health import Health
@@ -79,20 +79,52 @@ class Observation:
     reason: str
 
 
+class Moves(Protocol):
+    """The VMs being migrated, as the migration records say (``sdnvirt.migration.Migrations``)."""
+
+    def migrating(self) -> set[str]:
+        """The VMs that only their migration may move."""
+
+    def pending(self) -> dict[str, Location]:
+        """The target ports where VMs' flows are pre-installed while forwarding
+        still points at where the VMs are."""
+
+    def draining(self) -> set[str]:
+        """The VMs a migration drained as backends."""
+
+
+class _NoMoves:
+    def migrating(self) -> set[str]:
+        return set()
+
+    def pending(self) -> dict[str, Location]:
+        return {}
+
+    def draining(self) -> set[str]:
+        return set()
+
+
 class Model:
     def __init__(self, config: Config):
         self.locations: dict[str, Location] = {}
-        # VMs being migrated: the target port their flows are pre-installed
-        # at while forwarding still points at their location, and the VMs a
-        # migration drained (see sdnvirt/migration.py).
-        self.migrating: set[str] = set()
-        self.pending: dict[str, Location] = {}
-        self.draining: set[str] = set()
+        self.moves: Moves = _NoMoves()
         # VMs that left their port and have not been seen since: a silent one
         # may come back anywhere, so a switch where something just came up is
         # probed for them too.
         self.lost: set[str] = set()
         self.set_config(config)
+
+    @property
+    def migrating(self) -> set[str]:
+        return self.moves.migrating()
+
+    @property
+    def pending(self) -> dict[str, Location]:
+        return self.moves.pending()
+
+    @property
+    def draining(self) -> set[str]:
+        return self.moves.draining()
 
     def set_config(self, config: Config) -> None:
         """Adopt a new config, keeping what was learnt about VMs that still exist unchanged."""
@@ -104,7 +136,6 @@ class Model:
         }
         self._by_mac = {vm.mac: vm for vm in self._vms.values()}
         self.locations = {name: loc for name, loc in self.locations.items() if name in self._vms}
-        self.pending = {name: loc for name, loc in self.pending.items() if name in self._vms}
         self.lost &= self._vms.keys()
         self._services = [
             Service(tname, sname, tenant.segment, svc.vip, svc.protocol, svc.port,
