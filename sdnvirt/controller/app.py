@@ -29,7 +29,9 @@ from ..metrics import Metrics, Snapshot, StateCollector
 from ..model import Location, Model
 from ..plan.diff import Changes, diff
 from ..plan.flows import ETH_TYPE_LLDP, Flow, Owner, is_ours
-from ..plan.pipeline import Prio, Table, meters, plan, recover_locations
+from ..plan.features.port_security import Prio, recover_locations
+from ..plan.pipeline import plan
+from ..plan.tables import Table
 from ..store import Store
 from . import migrations, ofmsg, packets, probes
 
@@ -109,10 +111,12 @@ class SdnvirtApp(app_manager.OSKenApp):
 
     def reload(self, config: Config) -> None:
         with self.lock:
-            old, self.settings = self.settings, config.controller.fabric
+            before = plan(self.model, self.fabric).meters
+            self.settings = config.controller.fabric
             self.model.set_config(config)
             self.migrations.config_changed()
-            dps = list(self.dps.values()) if meters(old) != meters(self.settings) else []
+            after = plan(self.model, self.fabric).meters
+            dps = [dp for dpid, dp in self.dps.items() if before.get(dpid) != after.get(dpid)]
         for dp in dps:
             self._read_meters(dp)
         LOG.info("config applied: %d tenants, %d VMs", len(config.tenants), sum(1 for _ in self.model.vms()))
@@ -262,7 +266,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             if msg.flags & ofp.OFPMPF_REPLY_MORE:
                 return
             have = self.meter_parts.pop(dp.id)
-            want = meters(self.settings)
+            want = plan(self.model, self.fabric).meters.get(dp.id, {})
         for meter_id, m in sorted(want.items()):
             if meter_id not in have:
                 self._send(dp, ofmsg.meter_mod(dp, m, ofp.OFPMC_ADD))

@@ -15,7 +15,7 @@ import threading
 
 from ..migration import Migration, Migrations, Outcome, Phase
 from ..model import Location
-from ..plan.pipeline import vm_cookie
+from ..plan.owners import vm_cookie
 from ..store import Store
 from . import packets
 
