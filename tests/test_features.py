@@ -9,11 +9,11 @@ from fabrics import TWO_TENANTS, leafspine, placed_model
 from sdnvirt.migration import Migrations
 from sdnvirt.model import Location
 from sdnvirt.plan import pipeline
-from sdnvirt.plan.check import OutsideDeclaration
+from sdnvirt.plan.check import Conflict, OutsideDeclaration
 from sdnvirt.plan.encap import Encap
 from sdnvirt.plan.feature import Feature, declare
 from sdnvirt.plan.features.preinstall import MigrationPreinstall
-from sdnvirt.plan.flows import OFPVID_NONE, Group, Owner, apply, cookie, flow, goto, meter, write_metadata
+from sdnvirt.plan.flows import OFPVID_NONE, Group, Meter, Owner, apply, cookie, flow, goto, meter, write_metadata
 from sdnvirt.plan.pipeline import FEATURES, plan
 from sdnvirt.plan.tables import TABLES, MeterId, Table
 
@@ -115,7 +115,6 @@ def test_a_feature_writing_outside_its_declaration_fails(bad, why):
 
 
 def test_a_feature_may_add_only_its_own_meters_and_the_groups_its_flows_use():
-    from sdnvirt.plan.flows import Meter
     fails(rogue(meters=[Meter(MeterId.LEARN, 10, 10)]), "meter 1 is not declared")
     fails(rogue(groups=[Group(7, ())]), "group 7 that no flow of the feature uses")
     uses = forward(instructions=[apply(("group", 7))])
@@ -129,6 +128,14 @@ def test_a_real_feature_that_strays_fails():
             super().tenant(tenant, out)
             out.add(min(tenant.members), flow(Table.FLOOD, 100, {"metadata": tenant.segment}, [], tenant.cookie))
     fails(Sloppy, "migration pre-install")
+
+
+def test_two_features_wanting_different_flows_in_one_place_fail():
+    drop, punt = forward(), forward(instructions=[apply(("controller", 0xFFFF))])
+    fab, model = leafspine(), placed_model()
+    assert plan(model, fab, checked=True, features=(rogue([drop]), rogue([drop])))
+    with pytest.raises(Conflict, match="flows with the same table, priority and match"):
+        plan(model, fab, checked=True, features=(rogue([drop]), rogue([punt])))
 
 
 # -- the declarations --------------------------------------------------------------------------

@@ -4,11 +4,13 @@ A feature may write only the (table, priority) pairs it owns, with cookies of
 its declared kinds, matching only the fields its table allows, going on only
 to the tables its table may go to (by goto, by conntrack, or through a group's
 buckets), metering only with its own meters; and add only its own meters.
+And no two features may want different flows in the same place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from .feature import Contribution, Declaration
 from .flows import Action, Flow
@@ -17,6 +19,22 @@ from .tables import TableSpec
 
 class OutsideDeclaration(ValueError):
     """A feature wrote something its declaration does not allow."""
+
+
+class Conflict(ValueError):
+    """Two different flows for one place in a switch's table: a switch would hold only one."""
+
+
+def distinct_keys(flows: Mapping[int, set[Flow]]) -> None:
+    problems: list[str] = []
+    for dpid, held in flows.items():
+        by_key: dict[tuple[int, int, tuple[tuple[str, Any], ...]], list[Flow]] = {}
+        for f in held:
+            by_key.setdefault(f.key, []).append(f)
+        problems += (f"switch {dpid:#x}: " + " and ".join(map(str, sorted(same)))
+                     for same in by_key.values() if len(same) > 1)
+    if problems:
+        raise Conflict("flows with the same table, priority and match:\n  " + "\n  ".join(problems))
 
 
 def check(decl: Declaration, out: Contribution, tables: Mapping[int, TableSpec]) -> None:

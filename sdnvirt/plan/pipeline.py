@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from ..fabric import Fabric
 from ..model import Model
-from .check import check
+from .check import check, distinct_keys
 from .encap import ENCAPS, Encap
 from .feature import Context, Contribution, Feature
 from .features.arp import ArpAnswers
@@ -40,9 +40,10 @@ def plan(model: Model, fabric: Fabric, checked: bool = False,
          features: Sequence[type[Feature]] = FEATURES) -> Plan:
     """The complete desired flows, groups and meters of every switch the fabric knows.
 
-    ``checked``: hold every feature's contribution to its declaration
-    (``check.check``).  The tests plan so; the controller does not, because
-    checking costs as much again as planning.
+    ``checked``: hold every feature's contribution to its declaration, and
+    make sure no two flows of a switch share a key (``check``).  The tests
+    plan so; the controller does not, because checking costs as much again
+    as planning.
     """
     graph = fabric.graph()
     encap = ENCAPS[model.config.controller.fabric.encapsulation](fabric, graph)
@@ -50,7 +51,7 @@ def plan(model: Model, fabric: Fabric, checked: bool = False,
     scopes = tenants(model, encap, fabric.switches)
     result = Plan({dpid: set() for dpid in fabric.switches}, {dpid: {} for dpid in fabric.switches},
                   {dpid: {} for dpid in fabric.switches})
-    specs = tables_with(encap) if checked else TABLES
+    specs = tables_with(encap)
     for cls in features:
         feature = cls(ctx)
         out = Contribution()
@@ -66,6 +67,8 @@ def plan(model: Model, fabric: Fabric, checked: bool = False,
             result.groups[dpid].update(groups)
         for dpid, meters in out.meters.items():
             result.meters[dpid].update(meters)
+    if checked:
+        distinct_keys(result.flows)
     return result
 
 

@@ -62,7 +62,7 @@ class TenantSwitching(Feature):
         for loc in tenant.bound.values():
             local[loc.dpid].append(loc.port)
         for at, onward in tenant.flood.items():
-            # The tenant's VMs here untagged first, then the other switches.
+            # This switch's VMs first: the encapsulation's actions change the frame.
             actions = (*(("output", p) for p in sorted(local[at])), *onward)
             out.add(at, flow(Table.FLOOD, Prio.FLOOD, {"metadata": segment}, [apply(*actions)], c))
         # A frame from another switch already passed port security at its
