@@ -28,8 +28,8 @@ from ..fabric import Fabric
 from ..metrics import Metrics, Snapshot, StateCollector
 from ..model import Location, Model
 from ..plan.diff import Changes, diff
-from ..plan.flows import ETH_TYPE_LLDP, Flow, Owner, is_ours
 from ..plan.features.port_security import Prio, recover_locations
+from ..plan.flows import ETH_TYPE_LLDP, Flow, Owner, is_ours
 from ..plan.pipeline import plan
 from ..plan.tables import Table
 from ..store import Store

@@ -165,7 +165,8 @@ class LoadBalancer(Feature):
                       [meter(MeterId.SERVICE), apply(to_controller())], tenant.cookie)]
         groups = []
         for svc in tenant.services:
-            group = group_for(self.ctx.model, svc, self.gids[(svc.tenant, svc.name)], Table.LB, self.ctx.fabric.switches)
+            gid = self.gids[(svc.tenant, svc.name)]
+            group = group_for(self.ctx.model, svc, gid, Table.LB, self.ctx.fabric.switches)
             flows += service_flows(svc, group) + backend_flows(svc)
             if group is not None:
                 groups.append(group)
