@@ -23,8 +23,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
-import networkx as nx
-
 from ..fabric import Fabric, flood_tree, next_hops, path_nodes
 from .flows import OFPVID_PRESENT, Action, Match
 
@@ -38,9 +36,8 @@ class Encap(ABC):
     # The match fields of its fabric-ingress flows, allowed in table INGRESS.
     ingress_fields: ClassVar[frozenset[str]]
 
-    def __init__(self, fabric: Fabric, graph: nx.Graph[int]) -> None:
+    def __init__(self, fabric: Fabric) -> None:
         self.fabric = fabric
-        self.graph = graph
 
     @abstractmethod
     def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Actions]:
@@ -69,8 +66,9 @@ class VlanEncap(Encap):
     name = "vlan"
     ingress_fields = frozenset({"in_port", "vlan_vid"})
 
-    def __init__(self, fabric: Fabric, graph: nx.Graph[int]) -> None:
-        super().__init__(fabric, graph)
+    def __init__(self, fabric: Fabric) -> None:
+        super().__init__(fabric)
+        self.graph = fabric.graph()
         # Both are asked for again and again in one plan: once per
         # destination switch and once per switch is enough.
         self._hops: dict[int, dict[int, int]] = {}

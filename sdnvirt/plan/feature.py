@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-import networkx as nx
-
 from ..fabric import Fabric
 from ..model import Model
 from .encap import Encap
@@ -43,7 +41,6 @@ class Context:
 
     model: Model
     fabric: Fabric
-    graph: nx.Graph[int]
     encap: Encap
 
 

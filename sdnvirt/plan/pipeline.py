@@ -45,9 +45,8 @@ def plan(model: Model, fabric: Fabric, checked: bool = False,
     plan so; the controller does not, because checking costs as much again
     as planning.
     """
-    graph = fabric.graph()
-    encap = ENCAPS[model.config.controller.fabric.encapsulation](fabric, graph)
-    ctx = Context(model, fabric, graph, encap)
+    encap = ENCAPS[model.config.controller.fabric.encapsulation](fabric)
+    ctx = Context(model, fabric, encap)
     scopes = tenants(model, encap, fabric.switches)
     result = Plan({dpid: set() for dpid in fabric.switches}, {dpid: {} for dpid in fabric.switches},
                   {dpid: {} for dpid in fabric.switches})
