@@ -9,9 +9,9 @@ by hop, an overlay goes straight to the destination's hypervisor.
 
 A VXLAN overlay (DESIGN.md) is one more subclass and its name in
 ``controller.fabric.encapsulation``: ``toward`` gives every source switch
-``set_field tun_id=segment, set_field tun_dst=<the destination's tunnel
-endpoint>, output <tunnel port>``; ``flood`` gives every member the same
-for each other member (head-end replication); ``ingress`` matches
+``set_field tunnel_id=segment, set_field tun_ipv4_dst=<the destination's
+tunnel endpoint>, output <tunnel port>``; ``flood`` gives every member the
+same for each other member (head-end replication); ``ingress`` matches
 ``in_port=<tunnel port>, tunnel_id=segment`` and needs no action (the
 tunnel port strips the header), with ``ingress_fields`` naming those fields.
 """
