@@ -1,4 +1,4 @@
-"""Flow specs: OpenFlow 1.3 flows as plain, hashable values.
+"""Flow specs: OpenFlow 1.3 flows, groups and meters as plain, hashable values.
 
 A spec says what a flow is, not how to send it; ``sdnvirt.controller.ofmsg``
 turns specs into messages and installed flows back into specs, so the desired
@@ -58,7 +58,7 @@ Match = dict[str, Any]
 class Owner(IntEnum):
     """The top byte of a cookie: what kind of object a flow belongs to."""
 
-    FABRIC = 0x01   # the pipeline's skeleton, fabric ports, discovery
+    FABRIC = 0x01   # every table's default, fabric ports, discovery
     TENANT = 0x02   # a tenant's segment on fabric links and its flood tree
     VM = 0x03       # one VM: port security, ARP answer, forwarding to it
     SERVICE = 0x04  # one load-balanced service: its VIP, its group, its replies
