@@ -78,6 +78,9 @@ class FabricSettings(_Strict):
     # hold no VM (learning) and, separately, as LLDP from ports not yet known
     # as fabric ports; the excess is dropped in the switch.
     packet_in_rate: Annotated[StrictInt, Field(ge=10, le=1_000_000)] = 1000
+    # How a tenant's frames cross between switches (sdnvirt/plan/encap.py):
+    # vlan, the segment as an 802.1Q tag on fabric links the controller owns.
+    encapsulation: Literal["vlan"] = "vlan"
 
 
 class ApiSettings(_Strict):

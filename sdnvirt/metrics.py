@@ -30,7 +30,7 @@ from .counters import Totals
 from .fabric import Fabric
 from .migration import ORDER, Mode, Outcome, Phase
 from .model import Model
-from .plan.pipeline import Table
+from .plan.tables import Table
 
 DOWNTIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

@@ -12,7 +12,7 @@ from sdnvirt.emulation.lab import free_port
 from sdnvirt.metrics import Metrics, Snapshot, StateCollector
 from sdnvirt.migration import Migrations
 from sdnvirt.model import Location
-from sdnvirt.plan.pipeline import Table
+from sdnvirt.plan.tables import Table
 
 DOC = copy.deepcopy(TWO_TENANTS)
 DOC["tenants"]["blue"]["services"] = {"web": {

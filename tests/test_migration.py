@@ -9,9 +9,11 @@ from fabrics import TWO_TENANTS, leafspine, placed_model
 from sdnvirt import config
 from sdnvirt.migration import Migrations, Outcome, Phase, Refused
 from sdnvirt.model import Location, Model
+from sdnvirt.plan.features.load_balancer import group_for, group_ids
+from sdnvirt.plan.owners import vm_cookie
+from sdnvirt.plan.pipeline import plan
 from sdnvirt.plan.reconcile import Tables, Verb, reconcile
-from sdnvirt.plan.pipeline import Table, plan, vm_cookie
-from sdnvirt.plan.services import group_for, group_ids
+from sdnvirt.plan.tables import Table
 from sdnvirt.plan.trace import FakeFabric
 
 SWITCHES = {f"leaf{i}": 0x100 + i for i in range(1, 5)}

@@ -9,7 +9,9 @@ from sdnvirt.fabric import Fabric
 from sdnvirt.model import Location
 from sdnvirt.plan.reconcile import Tables, Verb, reconcile
 from sdnvirt.plan.flows import OFPP_CONTROLLER, OFPVID_PRESENT, Owner, cookie_owner
-from sdnvirt.plan.pipeline import Table, plan, recover_locations
+from sdnvirt.plan.features.port_security import recover_locations
+from sdnvirt.plan.pipeline import plan
+from sdnvirt.plan.tables import Table
 from sdnvirt.plan.trace import FakeFabric
 
 BCAST = "ff:ff:ff:ff:ff:ff"
@@ -216,7 +218,8 @@ def test_a_link_seen_both_ways_keeps_both_directions():
 
 
 def test_packets_to_the_controller_are_metered_except_lldp_on_known_fabric_ports():
-    from sdnvirt.plan.pipeline import MeterId, Prio
+    from sdnvirt.plan.features.discovery import Prio
+    from sdnvirt.plan.tables import MeterId
     fab, model, _ = fabric_and_model()
     for dpid, flows in plan(model, fab).flows.items():
         for f in flows:

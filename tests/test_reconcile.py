@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from sdnvirt.plan.flows import Flow, Meter, flow
+from sdnvirt.plan.flows import Flow, Group, Meter, flow
 from sdnvirt.plan.reconcile import Phase, Tables, Verb, reconcile
-from sdnvirt.plan.services import Group
 
 
 def _f(priority: int, port: int, out: int, cookie: int = 1) -> Flow:

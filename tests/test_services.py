@@ -8,8 +8,10 @@ from fabrics import TWO_TENANTS, leafspine, placed_model
 
 from sdnvirt import config
 from sdnvirt.config import ConfigError, virtual_mac
-from sdnvirt.plan.pipeline import MeterId, Table, plan
-from sdnvirt.plan.services import MAGLEV_SLOTS, service_cookie
+from sdnvirt.plan.features.load_balancer import MAGLEV_SLOTS
+from sdnvirt.plan.owners import service_cookie
+from sdnvirt.plan.pipeline import plan
+from sdnvirt.plan.tables import MeterId, Table
 
 WEB = {"vip": "10.1.0.100", "protocol": "tcp", "port": 80,
        "backends": [{"vm": "web2", "port": 8080, "weight": 2}, {"vm": "web3", "port": 8080}],

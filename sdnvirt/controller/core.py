@@ -22,10 +22,10 @@ from ..config import Config
 from ..fabric import Fabric
 from ..metrics import Metrics, Snapshot, StateCollector
 from ..model import Location, Model
-from ..plan.flows import Flow, is_ours
-from ..plan.pipeline import meters, plan, recover_locations
+from ..plan.features.port_security import recover_locations
+from ..plan.flows import Flow, Group, is_ours
+from ..plan.pipeline import plan
 from ..plan.reconcile import Tables, Verb, reconcile
-from ..plan.services import Group
 from ..store import Store
 from . import locate, migrations, ofmsg, probes, stats
 from .discovery import Discovery
@@ -249,7 +249,6 @@ class Controller:
         """Make every switch hold its planned flows, groups and meters, touching only what differs."""
         covers = self.wanted
         desired = plan(self.model, self.fabric)
-        want_meters = meters(self.settings)
         work: Work = {}
         planned: dict[int, tuple[Tables, int]] = {}
         held = False
@@ -258,7 +257,7 @@ class Controller:
                 held = True     # not read yet, or warm and the fabric not settled
                 continue
             session.warm = False
-            want = Tables.of(desired.flows.get(dpid, ()), desired.groups.get(dpid, {}), want_meters)
+            want = Tables.of(desired.flows.get(dpid, ()), desired.groups.get(dpid, {}), desired.meters.get(dpid, {}))
             batches = reconcile(want, session.tables())
             if batches:
                 work[dpid] = (session, batches)

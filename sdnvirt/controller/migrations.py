@@ -17,7 +17,7 @@ from ..fabric import Fabric
 from ..migration import Migration, Migrations, Outcome, Phase, Refused
 from ..model import Location, Model
 from ..plan.flows import Flow
-from ..plan.pipeline import vm_cookie
+from ..plan.owners import vm_cookie
 from ..store import Store, StoreError, keys
 from . import packets
 

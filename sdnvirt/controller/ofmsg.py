@@ -5,8 +5,7 @@ from __future__ import annotations
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from ..plan.flows import OFPP_CONTROLLER, Flow, Meter
-from ..plan.services import Group
+from ..plan.flows import OFPP_CONTROLLER, Flow, Group, Meter
 from . import osken_fixes
 
 

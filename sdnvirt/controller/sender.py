@@ -14,9 +14,8 @@ from typing import Any
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from ..plan.flows import Flow
+from ..plan.flows import Flow, Group
 from ..plan.reconcile import Batches, Change, Phase, Verb
-from ..plan.services import Group
 from . import ofmsg
 from .loop import Loop
 from .session import SwitchSession

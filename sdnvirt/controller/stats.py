@@ -15,7 +15,8 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from ..counters import Totals
 from ..model import Model
 from ..plan.flows import Owner
-from ..plan.pipeline import Prio, Table
+from ..plan.features.port_security import Prio
+from ..plan.tables import Table
 from .session import SwitchSession
 
 INTERVAL = 5.0

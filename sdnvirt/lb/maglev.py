@@ -10,7 +10,9 @@ theirs.  The table is what the switch hashes new connections into.
 from __future__ import annotations
 
 import hashlib
-from typing import Hashable, Mapping
+from typing import Hashable, Mapping, TypeVar
+
+B = TypeVar("B", bound=Hashable)
 
 # Prime, and large against the few backends of one service: shares come out
 # within a fraction of a percent of the weights.
@@ -21,7 +23,7 @@ def _hash(key: str, salt: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8, salt=salt).digest(), "big")
 
 
-def table(weights: Mapping[Hashable, int], size: int = DEFAULT_SIZE) -> list:
+def table(weights: Mapping[B, int], size: int = DEFAULT_SIZE) -> list[B]:
     """The lookup table: ``size`` slots, each naming a backend of positive weight.
 
     Backends are keyed by any hashable with a stable ``str`` (the same name

@@ -1,4 +1,4 @@
-"""Flow specs: OpenFlow 1.3 flows as plain, hashable values.
+"""Flow specs: OpenFlow 1.3 flows, groups and meters as plain, hashable values.
 
 A spec says what a flow is, not how to send it; ``sdnvirt.controller.ofmsg``
 turns specs into messages and installed flows back into specs, so the desired
@@ -32,6 +32,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 OFPP_IN_PORT = 0xFFFFFFF8
 OFPP_CONTROLLER = 0xFFFFFFFD
@@ -45,12 +46,19 @@ ETH_TYPE_IPV6 = 0x86DD
 ETH_TYPE_VLAN = 0x8100
 ETH_TYPE_LLDP = 0x88CC
 MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+# max_len of an output to the controller: the whole frame, so that a learnt
+# frame can be sent back into the pipeline once its VM's flows are in place.
+NO_BUFFER = 0xFFFF
+
+Action = tuple[Any, ...]
+Instruction = tuple[Any, ...]
+Match = dict[str, Any]
 
 
 class Owner(IntEnum):
     """The top byte of a cookie: what kind of object a flow belongs to."""
 
-    FABRIC = 0x01   # the pipeline's skeleton, fabric ports, discovery
+    FABRIC = 0x01   # every table's default, fabric ports, discovery
     TENANT = 0x02   # a tenant's segment on fabric links and its flood tree
     VM = 0x03       # one VM: port security, ARP answer, forwarding to it
     SERVICE = 0x04  # one load-balanced service: its VIP, its group, its replies
@@ -78,17 +86,17 @@ def is_ours(value: int) -> bool:
 class Flow:
     table: int
     priority: int
-    match: tuple
-    instructions: tuple
+    match: tuple[tuple[str, Any], ...]
+    instructions: tuple[Instruction, ...]
     cookie: int
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> tuple[int, int, tuple[tuple[str, Any], ...]]:
         """What identifies a flow in a switch's table (OpenFlow's strict match)."""
         return (self.table, self.priority, self.match)
 
     @property
-    def match_dict(self) -> dict:
+    def match_dict(self) -> Match:
         return dict(self.match)
 
 
@@ -101,25 +109,34 @@ class Meter:
     burst: int
 
 
-def flow(table: int, priority: int, match: dict, instructions: list | tuple, owner_cookie: int) -> Flow:
+@dataclass(frozen=True, order=True)
+class Group:
+    """An OpenFlow select group; every bucket has weight 1 and is a tuple of actions."""
+
+    group_id: int
+    buckets: tuple[tuple[Action, ...], ...]
+
+
+def flow(table: int, priority: int, match: Match, instructions: list[Instruction] | tuple[Instruction, ...],
+         owner_cookie: int) -> Flow:
     return Flow(table, priority, tuple(sorted(match.items())), tuple(instructions), owner_cookie)
 
 
-def meter(meter_id: int) -> tuple:
+def meter(meter_id: int) -> Instruction:
     return ("meter", meter_id)
 
 
-def goto(table: int) -> tuple:
+def goto(table: int) -> Instruction:
     return ("goto", table)
 
 
-def apply(*actions: tuple) -> tuple:
+def apply(*actions: Action) -> Instruction:
     return ("apply", tuple(actions))
 
 
-def write_metadata(value: int) -> tuple:
+def write_metadata(value: int) -> Instruction:
     return ("meta", value, 0xFFFFFFFFFFFFFFFF)
 
 
-def push_tag(segment: int) -> list[tuple]:
-    return [("push_vlan",), ("set", "vlan_vid", OFPVID_PRESENT | segment)]
+def to_controller() -> Action:
+    return ("controller", NO_BUFFER)

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Hashable, TypeVar, Union
 
-from .flows import Flow, Meter
-from .services import Group
+from .flows import Flow, Group, Meter
 
 Entry = Union[Flow, Group, Meter]
 

@@ -1,0 +1,1 @@
+"""The features of the pipeline, one job each; ``pipeline.FEATURES`` lists them."""

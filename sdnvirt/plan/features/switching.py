@@ -1,0 +1,75 @@
+"""Tenant switching: unicast to a VM along its paths, broadcast along the tenant's flood tree,
+and frames from other switches taken in as their tenant.
+
+The fabric does no MAC learning: the model says where every VM is, so each
+destination gets exact flows on its paths and nowhere else, and unknown
+unicast is dropped (defaults), never flooded.  How a frame crosses to
+another switch is the encapsulation's (``Encap``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Container, Iterator, Mapping
+from enum import IntEnum
+
+from ...model import VM, Location
+from ..encap import Actions
+from ..feature import Contribution, Feature, declare
+from ..flows import MULTICAST, Flow, Owner, apply, flow, goto, write_metadata
+from ..owners import FABRIC_COOKIE, vm_cookie
+from ..tables import Table
+from ..tenancy import Tenant
+
+
+class Prio(IntEnum):
+    TENANT_FABRIC = 200   # INGRESS: a frame of the tenant from another switch
+    UNICAST = 100         # FORWARD: to one VM
+    MULTICAST = 10        # FORWARD: broadcast and multicast go to FLOOD
+    FLOOD = 100           # FLOOD
+
+
+_MULTICAST = flow(Table.FORWARD, Prio.MULTICAST, {"eth_dst": MULTICAST}, [goto(Table.FLOOD)], FABRIC_COOKIE)
+
+
+def forward(vm: VM, loc: Location, route: Mapping[int, Actions],
+            skip: Container[int] = ()) -> Iterator[tuple[int, Flow]]:
+    """The flows toward ``vm`` at ``loc``: out of its port on its own switch,
+    on along ``route`` (Tenant.routes) elsewhere; none on the switches in ``skip``."""
+    match = {"metadata": vm.segment, "eth_dst": vm.mac}
+    c = vm_cookie(vm)
+    for at, actions in ((loc.dpid, (("output", loc.port),)), *route.items()):
+        if at not in skip:
+            yield at, flow(Table.FORWARD, Prio.UNICAST, match, [apply(*actions)], c)
+
+
+class TenantSwitching(Feature):
+    declaration = declare(
+        "tenant switching",
+        {Table.INGRESS: {Prio.TENANT_FABRIC}, Table.FORWARD: {Prio.UNICAST, Prio.MULTICAST},
+         Table.FLOOD: {Prio.FLOOD}},
+        {Owner.FABRIC, Owner.TENANT, Owner.VM})
+
+    def switch(self, dpid: int, out: Contribution) -> None:
+        out.add(dpid, _MULTICAST)
+
+    def tenant(self, tenant: Tenant, out: Contribution) -> None:
+        for vm, loc in tenant.bound.items():
+            for at, f in forward(vm, loc, tenant.routes[vm]):
+                out.add(at, f)
+        segment, c = tenant.segment, tenant.cookie
+        local: defaultdict[int, list[int]] = defaultdict(list)
+        for loc in tenant.bound.values():
+            local[loc.dpid].append(loc.port)
+        for at, onward in tenant.flood.items():
+            # This switch's VMs first: the encapsulation's actions change the frame.
+            actions = (*(("output", p) for p in sorted(local[at])), *onward)
+            out.add(at, flow(Table.FLOOD, Prio.FLOOD, {"metadata": segment}, [apply(*actions)], c))
+        # A frame from another switch already passed port security at its
+        # edge: it skips ARP, services and lb (a VIP is translated at the
+        # client's edge), but not unnat (a reply is translated back there).
+        for at in tenant.carriers:
+            for match, unwrap in self.ctx.encap.ingress(segment, at):
+                out.add(at, flow(Table.INGRESS, Prio.TENANT_FABRIC, match,
+                                 [*([apply(*unwrap)] if unwrap else []), write_metadata(segment),
+                                  goto(Table.UNNAT)], c))
