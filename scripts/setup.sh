@@ -5,8 +5,9 @@
 #     and so are the prometheus and prometheus-node-exporter services that
 #     Debian starts on install (the tests run their own Prometheus);
 #   - Open vSwitch running (the userspace datapath needs no kernel module);
-#   - a venv with sdnvirt installed in editable mode, with Debian's Python
-#     packages visible (Debian's `mininet` is not on PyPI).
+#   - a venv with sdnvirt installed in editable mode with the extras the demo
+#     and the tests need (emulation, test: see pyproject.toml), with Debian's
+#     Python packages visible (Debian's `mininet` is not on PyPI).
 #
 # Idempotent and non-interactive; a second run only checks and takes seconds.
 # Run as root on a fresh machine. Works from any directory.
@@ -166,7 +167,7 @@ venv_ok() {
 # Imports the venv must provide; sdnvirt must come from this checkout.
 verify() {
     (cd / && SDNVIRT_REPO=$REPO "$VENV/bin/python" -c '
-import os, mininet.net, os_ken, sdnvirt
+import os, mininet.net, os_ken, pyroute2, sdnvirt
 where = os.path.dirname(os.path.realpath(sdnvirt.__file__))
 want = os.path.join(os.environ["SDNVIRT_REPO"], "sdnvirt")
 assert where == want, f"sdnvirt is imported from {where}, not {want}"
@@ -191,8 +192,8 @@ else
     rm -f -- "$stamp"
     log "installing sdnvirt and its dependencies into $VENV (pip)"
     run_quiet "pip install" env PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-        "$VENV/bin/python" -m pip install -q -e "${REPO}[test]"
-    run_quiet "checking the venv (import mininet.net, os_ken, sdnvirt)" verify
+        "$VENV/bin/python" -m pip install -q -e "${REPO}[emulation,test]"
+    run_quiet "checking the venv (import mininet.net, os_ken, pyroute2, sdnvirt)" verify
     printf '%s\n' "$want" >"$stamp"
 fi
 
