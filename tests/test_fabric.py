@@ -10,11 +10,11 @@ from fabrics import leafspine
 
 from sdnvirt.fabric import Fabric, flood_tree, next_hops, path_nodes
 
-CORE, AGG, EDGE = 0x300, 0x400, 0x500   # as in topologies/fattree.py
+CORE, AGG, EDGE = 0x300, 0x400, 0x500   # as in sdnvirt/emulation/topologies/fattree.py
 
 
 def fat_tree(k: int = 4, reverse: bool = False) -> Fabric:
-    """A k-ary fat tree in memory, wired like topologies/fattree.py.
+    """A k-ary fat tree in memory, wired like sdnvirt/emulation/topologies/fattree.py.
 
     Every switch numbers its ports from 1 in the order its links are made;
     edge switches then get k/2 access ports.  Both directions of every link

@@ -5,7 +5,7 @@ import pytest
 
 from sdnvirt import cli, config
 from sdnvirt.emulation.launcher import Emulation, build_topo, place_vms
-from topologies import fattree, leafspine, single
+from sdnvirt.emulation.topologies import fattree, leafspine, single
 
 
 def switch_links(topo):

@@ -26,13 +26,12 @@ from mininet.net import Mininet
 from mininet.node import OVSSwitch, RemoteController
 from mininet.topo import Topo
 
-from topologies import fattree, leafspine, single
-
 from ..api.client import Client
 from ..api.token import TokenError, read_token
 from ..config import Config
 from .agent import Agent
 from .lock import fabric_lock
+from .topologies import fattree, leafspine, single
 
 # Importing mininet.log makes MininetLogger the class of every logger
 # created afterwards in the process: each would get its own newline-less

@@ -2,7 +2,7 @@
 
 Standalone use (imports only from mininet):
 
-    mn --custom topologies/single.py --topo single,2 \
+    mn --custom sdnvirt/emulation/topologies/single.py --topo single,2 \
        --switch ovs,protocols=OpenFlow13 --controller remote,port=6653
 """
 

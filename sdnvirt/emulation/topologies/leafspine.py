@@ -3,7 +3,7 @@
 Every leaf is linked to every spine; hosts (the VMs) hang off the leaves,
 which are the hypervisors.  Standalone use (imports only from mininet):
 
-    mn --custom topologies/leafspine.py --topo leafspine,2,4 \
+    mn --custom sdnvirt/emulation/topologies/leafspine.py --topo leafspine,2,4 \
        --switch ovs,protocols=OpenFlow13 --controller remote,port=6653
 """
 

@@ -5,7 +5,7 @@ within the pod; (k/2)^2 core switches, aggregation switch j of every pod
 linked to core switches j*k/2+1 .. (j+1)*k/2.  The edge switches are the
 hypervisors.  Standalone use (imports only from mininet):
 
-    mn --custom topologies/fattree.py --topo fattree,4 \
+    mn --custom sdnvirt/emulation/topologies/fattree.py --topo fattree,4 \
        --switch ovs,protocols=OpenFlow13 --controller remote,port=6653
 """
 
