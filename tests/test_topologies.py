@@ -41,7 +41,7 @@ def test_leafspine_2x4():
     assert len(topo.links()) == 12
     assert topo.hypervisors() == ["leaf1", "leaf2", "leaf3", "leaf4"]
     for leaf in topo.hypervisors():
-        assert sorted(topo.g[leaf]) == ["h%s" % leaf[-1], "spine1", "spine2"]
+        assert sorted(topo.g[leaf]) == [f"h{leaf[-1]}", "spine1", "spine2"]
     assert topo.nodeInfo("leaf1")["dpid"] == "0000000000000101"
     assert topo.nodeInfo("spine1")["dpid"] == "0000000000000201"
     assert leafspine.topos == {"leafspine": leafspine.LeafSpineTopo}
@@ -62,7 +62,7 @@ def test_fattree_k4():
     assert sum(n.startswith("edge") for n in names) == 8
     assert len(switch_links(topo)) == 32
     assert len(topo.hosts()) == 16
-    assert topo.hypervisors() == ["edge%d" % i for i in range(1, 9)]
+    assert topo.hypervisors() == [f"edge{i}" for i in range(1, 9)]
     # Every switch has k ports: hosts + uplinks on edges, down + up elsewhere.
     assert all(len(topo.ports[n]) == 4 for n in names)
     # Every host hangs off an edge switch.
@@ -109,7 +109,7 @@ def test_build_topo_from_cli_arguments():
 
 
 def make_config(**hosts):
-    vms = {name: {"mac": "02:00:00:00:00:%02x" % (i + 1), "ip": "10.0.0.%d" % (i + 1),
+    vms = {name: {"mac": f"02:00:00:00:00:{i + 1:02x}", "ip": f"10.0.0.{i + 1}",
                   **({"host": host} if host else {})}
            for i, (name, host) in enumerate(hosts.items())}
     return config.parse({"tenants": {"blue": {"segment": 101, "subnet": "10.0.0.0/24", "vms": vms}}})

@@ -21,8 +21,8 @@ EDGE_DPID = 0x500
 def dpid(base, i):
     "The dpid (16 hex digits) of switch number i (1-based) of a role."
     if not 1 <= i <= 0xff:
-        raise ValueError('at most 255 switches per role, not %d' % i)
-    return '%016x' % (base + i)
+        raise ValueError(f'at most 255 switches per role, not {i}')
+    return f'{base + i:016x}'
 
 
 class FatTreeTopo(Topo):
@@ -32,11 +32,11 @@ class FatTreeTopo(Topo):
         """k: switch radix, even and at least 2
            hosts_per_edge: default hosts (h1, h2, ...) per edge switch (k/2)"""
         if not isinstance(k, int) or k < 2 or k % 2:
-            raise ValueError('a fat tree needs an even k >= 2, not %r' % (k,))
+            raise ValueError(f'a fat tree needs an even k >= 2, not {k!r}')
         half = k // 2
         if hosts_per_edge is None:
             hosts_per_edge = half
-        cores = [self.addSwitch('core%d' % i, dpid=dpid(CORE_DPID, i))
+        cores = [self.addSwitch(f'core{i}', dpid=dpid(CORE_DPID, i))
                  for i in range(1, half * half + 1)]
         self._edges = []
         h = 0
@@ -44,19 +44,19 @@ class FatTreeTopo(Topo):
             aggs = []
             for j in range(half):
                 n = pod * half + j + 1
-                agg = self.addSwitch('agg%d' % n, dpid=dpid(AGG_DPID, n))
+                agg = self.addSwitch(f'agg{n}', dpid=dpid(AGG_DPID, n))
                 aggs.append(agg)
                 for core in cores[j * half:(j + 1) * half]:
                     self.addLink(agg, core)
             for j in range(half):
                 n = pod * half + j + 1
-                edge = self.addSwitch('edge%d' % n, dpid=dpid(EDGE_DPID, n))
+                edge = self.addSwitch(f'edge{n}', dpid=dpid(EDGE_DPID, n))
                 self._edges.append(edge)
                 for agg in aggs:
                     self.addLink(edge, agg)
                 for _ in range(hosts_per_edge):
                     h += 1
-                    self.addLink(self.addHost('h%d' % h), edge)
+                    self.addLink(self.addHost(f'h{h}'), edge)
 
     def hypervisors(self):
         "Names of the switches VMs are plugged into: the edge switches."

@@ -19,8 +19,8 @@ SPINE_DPID = 0x200
 def dpid(base, i):
     "The dpid (16 hex digits) of switch number i (1-based) of a role."
     if not 1 <= i <= 0xff:
-        raise ValueError('at most 255 switches per role, not %d' % i)
-    return '%016x' % (base + i)
+        raise ValueError(f'at most 255 switches per role, not {i}')
+    return f'{base + i:016x}'
 
 
 class LeafSpineTopo(Topo):
@@ -32,18 +32,18 @@ class LeafSpineTopo(Topo):
            hosts_per_leaf: default hosts (h1, h2, ...) on each leaf"""
         if spines < 1 or leaves < 1 or hosts_per_leaf < 0:
             raise ValueError('a leaf-spine needs at least one spine and one leaf')
-        spine_names = [self.addSwitch('spine%d' % i, dpid=dpid(SPINE_DPID, i))
+        spine_names = [self.addSwitch(f'spine{i}', dpid=dpid(SPINE_DPID, i))
                        for i in range(1, spines + 1)]
         self._leaves = []
         h = 0
         for i in range(1, leaves + 1):
-            leaf = self.addSwitch('leaf%d' % i, dpid=dpid(LEAF_DPID, i))
+            leaf = self.addSwitch(f'leaf{i}', dpid=dpid(LEAF_DPID, i))
             self._leaves.append(leaf)
             for spine in spine_names:
                 self.addLink(leaf, spine)
             for _ in range(hosts_per_leaf):
                 h += 1
-                self.addLink(self.addHost('h%d' % h), leaf)
+                self.addLink(self.addHost(f'h{h}'), leaf)
 
     def hypervisors(self):
         "Names of the switches VMs are plugged into: the leaves."

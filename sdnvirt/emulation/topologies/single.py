@@ -14,9 +14,9 @@ class SingleTopo(Topo):
 
     def build(self, hosts=2):
         "hosts: number of default hosts on s1"
-        self.addSwitch('s1', dpid='%016x' % 0x1)
+        self.addSwitch('s1', dpid='0000000000000001')
         for h in range(1, hosts + 1):
-            self.addLink(self.addHost('h%d' % h), 's1')
+            self.addLink(self.addHost(f'h{h}'), 's1')
 
     def hypervisors(self):
         "Names of the switches VMs are plugged into."
