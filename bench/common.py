@@ -242,13 +242,13 @@ def sdnvirt_fabric(doc: dict, cfg, topo: tuple[str, dict], workdir: Path, wait_o
     """The controller daemon with ``doc`` and the emulation of ``topo``, started once the
     machine is quiet, connected, and always stopped (leaving bridges that are no longer ours
     alone); a failure caused by another run becomes Disturbed.  Yields a Run whose ``res``
-    already says how long we waited and where the controller's log is."""
+    already says how long we waited."""
     from sdnvirt.emulation import lab, launcher
     name, params = topo
     workdir.mkdir(parents=True)
     ctl = lab.ControllerProcess(doc, workdir)
     emu = launcher.Emulation(cfg, name, params, controller_port=ctl.port)
-    run = Run(ctl, emu, {"waited_for_other_runs_s": wait_quiet(wait_others), "controller_log": str(ctl.log_path)})
+    run = Run(ctl, emu, {"waited_for_other_runs_s": wait_quiet(wait_others)})
     ensure_no_clash(list(emu.build_topo().switches()))
     try:
         ctl.start()

@@ -226,7 +226,7 @@ def main(argv=None) -> int:
         return 2
     stamp, workdir = started
     suffix = "-quick" if args.quick else ""
-    results: dict = {"started_utc": stamp, "quick": args.quick, "machine": machine(), "workdir": str(workdir),
+    results: dict = {"started_utc": stamp, "quick": args.quick, "machine": machine(),
                      "params": {"rounds": args.rounds, "memory_mb": args.memory, "copy_rate_mb_s": args.copy_rate,
                                 "stop_and_copy_s": args.pause, "stream_interval_s": STREAM_INTERVAL,
                                 "topology": TOPO, "tenants": TENANTS}}
