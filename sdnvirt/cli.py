@@ -80,7 +80,7 @@ def cmd_topo(args) -> int:
 def _table(rows: list[list], header: list[str]) -> str:
     rows = [[("-" if v is None else str(v)) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                      for row in [header, *rows])
 
 
@@ -216,7 +216,7 @@ def cmd_migrations(args) -> int:
         p = rec["phases"].get(phase)
         return None if p is None or p["duration"] is None else round(p["duration"] * 1000)
     print(_table([[r["id"], r["vm"], r["mode"], r["source"], r["target"],
-                   dt.datetime.fromtimestamp(r["requested_at"], dt.timezone.utc).strftime("%H:%M:%S"),
+                   dt.datetime.fromtimestamp(r["requested_at"], dt.UTC).strftime("%H:%M:%S"),
                    r["phase"], r["outcome"] or "running",
                    None if r["downtime"] is None else round(r["downtime"] * 1000, 1),
                    ms(r, "preparation"), ms(r, "data_transfer"), ms(r, "restoration"), r["reason"] or None]

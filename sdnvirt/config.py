@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field,
-                      StrictInt, ValidationError, WithJsonSchema)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, WithJsonSchema
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 Name = Annotated[str, Field(pattern=NAME_RE)]

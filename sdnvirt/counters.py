@@ -9,7 +9,7 @@ moment: totals never go back and never take another owner's traffic.
 
 from __future__ import annotations
 
-from typing import Hashable
+from collections.abc import Hashable
 
 
 class Totals:
@@ -26,7 +26,7 @@ class Totals:
         if owner is None:
             return
         # A counter that went back was reset with its source: all it holds is new.
-        delta = [v - seen if v >= seen else v for v, seen in zip(values, last)]
+        delta = [v - seen if v >= seen else v for v, seen in zip(values, last, strict=True)]
         total = self.totals.setdefault(owner, [0] * self.width)
         for i, d in enumerate(delta):
             total[i] += d

@@ -17,12 +17,20 @@ number of series is bounded by the config and the fabric.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Callable, Iterator
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector,
-                               disable_created_metrics, start_http_server)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from . import __version__
@@ -224,7 +232,7 @@ def _vm_families(s: Snapshot) -> Iterator[Metric]:
         for key, value in ((("transmit", "packets"), rx_packets), (("transmit", "bytes"), rx_bytes),
                            (("receive", "packets"), tx_packets), (("receive", "bytes"), tx_bytes)):
             traffic[key].add_metric(labels, value)
-        for unit, value in zip(("packets", "bytes"), s.spoofed.get(vm.name)):
+        for unit, value in zip(("packets", "bytes"), s.spoofed.get(vm.name), strict=True):
             spoofed[unit].add_metric(labels, value)
     yield located
     yield where
@@ -246,9 +254,9 @@ def _backend_families(s: Snapshot) -> Iterator[Metric]:
                                labels=b_labels)
     probes = CounterMetricFamily("sdnvirt_backend_probes", "Health probes of the backend, by result.",
                                  labels=b_labels + ["result"])
-    connections = CounterMetricFamily("sdnvirt_backend_connections",
-                                      "New connections the switches sent to the backend (its lb flow for new connections).",
-                                      labels=b_labels)
+    connections = CounterMetricFamily(
+        "sdnvirt_backend_connections",
+        "New connections the switches sent to the backend (its lb flow for new connections).", labels=b_labels)
     packets = CounterMetricFamily("sdnvirt_backend_packets", "Packets of load-balanced connections, by direction.",
                                   labels=b_labels + ["direction"])
     octets = CounterMetricFamily("sdnvirt_backend_bytes", "Bytes of load-balanced connections, by direction.",
@@ -309,7 +317,8 @@ def migration_families(records: list[dict]) -> Iterator[Metric]:
         downtime.add_metric([mode], *_histogram(values, DOWNTIME_BUCKETS))
     yield downtime
     phase_time = HistogramMetricFamily("sdnvirt_migration_phase_duration_seconds",
-                                       "Duration of each phase of a migration, once it ended.", labels=["mode", "phase"])
+                                       "Duration of each phase of a migration, once it ended.",
+                                       labels=["mode", "phase"])
     for labels, values in durations.items():
         phase_time.add_metric(list(labels), *_histogram(values, PHASE_BUCKETS))
     yield phase_time

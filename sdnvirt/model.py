@@ -7,8 +7,9 @@ plan-and-reconcile step; nothing in this module knows about OpenFlow.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 from .config import Config, HealthCheck, virtual_mac
 from .lb.health import Health

@@ -78,7 +78,7 @@ class Agent:
         self.thread: threading.Thread | None = None
 
     # -- life cycle ----------------------------------------------------------
-    def start(self) -> "Agent":
+    def start(self) -> Agent:
         self.thread = threading.Thread(target=self._poll, name="sdnvirt-agent", daemon=True)
         self.thread.start()
         return self
@@ -275,7 +275,7 @@ class VMPorts:
         self.ns.close()
         self.ipr.close()
 
-    def plug(self, switch: str, inside: str) -> "Port":
+    def plug(self, switch: str, inside: str) -> Port:
         """A new port for the VM on ``switch``: the VM's end (named ``inside``) in its namespace, down."""
         with _NAMING:
             outside = _free_name(self.ipr, switch)
@@ -290,14 +290,14 @@ class VMPorts:
         subprocess.run(["ethtool", "-K", outside, "tx", "off"], capture_output=True, timeout=5)
         return Port(switch, outside, inside, _ofport(outside))
 
-    def unplug(self, port: "Port") -> None:
+    def unplug(self, port: Port) -> None:
         subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-port", port.switch, port.outside],
                        capture_output=True, timeout=10)
         for index in self.ipr.link_lookup(ifname=port.outside):
             self.ipr.link("del", index=index)
         self.plugged.discard(port.outside)
 
-    def swap(self, port: "Port") -> None:
+    def swap(self, port: Port) -> None:
         """The VM's interface replaced by ``port``'s inside end, same name, MAC and IP; down until up()."""
         ns = self.ns
         [old] = ns.get_links(ifname=self.intf)

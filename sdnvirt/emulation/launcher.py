@@ -18,9 +18,10 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from functools import partial
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 from mininet.net import Mininet
 from mininet.node import OVSSwitch, RemoteController
@@ -163,7 +164,7 @@ class Emulation:
         """
         topo = build_topo(self.topo_name, self.topo_params)
         placement = place_vms(self.config, topo)
-        for tname, tenant in sorted(self.config.tenants.items()):
+        for _, tenant in sorted(self.config.tenants.items()):
             for vname, vm in sorted(tenant.vms.items()):
                 topo.addHost(vname, mac=vm.mac, ip=f"{vm.ip}/{tenant.subnet.prefixlen}")
                 topo.addLink(vname, placement[vname])
@@ -171,7 +172,7 @@ class Emulation:
         return topo
 
     # -- lifecycle -----------------------------------------------------------
-    def start(self) -> "Emulation":
+    def start(self) -> Emulation:
         if self.net is not None:
             raise RuntimeError("the emulation is already started")
         topo = self.build_topo()
@@ -231,7 +232,7 @@ class Emulation:
         finally:
             self._lock.close()
 
-    def __enter__(self) -> "Emulation":
+    def __enter__(self) -> Emulation:
         return self.start()
 
     def __exit__(self, *exc) -> None:

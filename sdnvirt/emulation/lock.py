@@ -14,8 +14,8 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 PATH = os.environ.get("SDNVIRT_FABRIC_LOCK", "/run/lock/sdnvirt-fabric.lock")
 WAIT = 1800.0

@@ -10,7 +10,8 @@ theirs.  The table is what the switch hashes new connections into.
 from __future__ import annotations
 
 import hashlib
-from typing import Hashable, Mapping, TypeVar
+from collections.abc import Hashable, Mapping
+from typing import TypeVar
 
 B = TypeVar("B", bound=Hashable)
 

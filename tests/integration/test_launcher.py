@@ -58,7 +58,8 @@ def test_topo_no_cli_runs_until_sigterm_then_cleans_up(tmp_path):
 def test_topologies_work_with_plain_mn(topo, switches):
     name = topo.split(",")[0]
     res = subprocess.run(
-        ["flock", "-w", "1800", lock.PATH, "timeout", "120", "mn", "--custom", str(TOPOLOGIES / f"{name}.py"), "--topo", topo,
+        ["flock", "-w", "1800", lock.PATH, "timeout", "120",
+         "mn", "--custom", str(TOPOLOGIES / f"{name}.py"), "--topo", topo,
          "--switch", "ovs,datapath=user,protocols=OpenFlow13,failMode=standalone", "--controller", "none",
          "--test", "none"], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
