@@ -132,7 +132,7 @@ def cmd_services(args) -> int:
     api = _api(args)
     services, health = api.get("/services"), api.get("/health")
     if args.json:
-        by_service = {}
+        by_service: dict[tuple[str, str], list[dict[str, object]]] = {}
         for b in health:
             by_service.setdefault((b["tenant"], b["service"]), []).append(b)
         print(json.dumps([{**s, "backends": by_service.get((s["tenant"], s["name"]), [])} for s in services],

@@ -94,9 +94,9 @@ class Fabric:
         sw = self.switches.get(dpid)
         return bool(sw and sw.ports.get(port))
 
-    def graph(self) -> nx.Graph:
+    def graph(self) -> nx.Graph[int]:
         """Switches joined by links; between two switches the lowest-numbered link is used."""
-        g = nx.Graph()
+        g: nx.Graph[int] = nx.Graph()
         g.add_nodes_from(sorted(self.switches))
         for (a, pa), (b, pb) in self.confirmed_links():
             # Each link is read once, from its lower-dpid end, so the choice
@@ -109,7 +109,7 @@ class Fabric:
         return g
 
 
-def next_hops(g: nx.Graph, dst: int) -> dict[int, int]:
+def next_hops(g: nx.Graph[int], dst: int) -> dict[int, int]:
     """For every switch that can reach ``dst``: the port it sends out of toward ``dst``.
 
     Each hop strictly lowers the distance to ``dst``, so the result is loop-free;
@@ -130,7 +130,7 @@ def next_hops(g: nx.Graph, dst: int) -> dict[int, int]:
     return hops
 
 
-def path_nodes(g: nx.Graph, src: int, dst: int, hops: dict[int, int]) -> list[int]:
+def path_nodes(g: nx.Graph[int], src: int, dst: int, hops: dict[int, int]) -> list[int]:
     """Switches a frame from ``src`` visits on its way to ``dst`` following ``hops``."""
     if src == dst:
         return [src]
@@ -144,7 +144,7 @@ def path_nodes(g: nx.Graph, src: int, dst: int, hops: dict[int, int]) -> list[in
     return nodes
 
 
-def flood_tree(g: nx.Graph, members: set[int]) -> nx.Graph:
+def flood_tree(g: nx.Graph[int], members: set[int]) -> nx.Graph[int]:
     """The smallest subtree of one fabric-wide spanning tree that joins ``members``.
 
     One spanning tree (BFS from the lowest dpid, neighbours in order) for all
@@ -154,7 +154,7 @@ def flood_tree(g: nx.Graph, members: set[int]) -> nx.Graph:
     members = {m for m in members if m in g}
     if not members:
         return nx.Graph()
-    tree = nx.Graph()
+    tree: nx.Graph[int] = nx.Graph()
     for component in nx.connected_components(g):
         root = min(component)
         tree.add_node(root)

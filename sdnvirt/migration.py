@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from .model import Location, Model
 
@@ -85,10 +86,10 @@ class Migration:
     requested_at: float          # wall clock (time.time()), like every timestamp here
     phase: Phase = Phase.PREPARATION
     # phase -> [start, end]; end None while the phase runs.
-    phases: dict[str, list] = field(default_factory=dict)
+    phases: dict[str, list[Any]] = field(default_factory=dict)
     target_port: int | None = None
     drained: list[str] = field(default_factory=list)       # "tenant/service" that drained it
-    state: dict = field(default_factory=dict)               # captured network state
+    state: dict[str, Any] = field(default_factory=dict)     # captured network state
     frozen_at: float | None = None   # agent: the VM stopped answering (stop-and-copy began)
     thawed_at: float | None = None   # agent: the VM runs again at the target
     flipped_at: float | None = None  # controller: the switches confirmed the paths to the target
@@ -104,7 +105,7 @@ class Migration:
 
     def enter(self, phase: Phase, now: float) -> None:
         """Move on to ``phase``, the next one; phases are never skipped or repeated."""
-        if not self.active:
+        if self.outcome is not None:
             raise ValueError(f"migration {self.id} is over ({self.outcome.value})")
         if ORDER.index(phase) != ORDER.index(self.phase) + 1:
             raise ValueError(f"migration {self.id}: {self.phase.value} cannot be followed by {phase.value}")
@@ -121,7 +122,7 @@ class Migration:
             self.phase = Phase.FINISHED
             self.phases[Phase.FINISHED.value] = [now, now]
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data, for the REST API and the metrics exporter.
 
         Keys:
@@ -252,11 +253,12 @@ class Migrations:
         return mig
 
     # -- state capture -----------------------------------------------------------
-    def capture(self, mid: int, flows: list[str], counters: dict) -> Migration:
+    def capture(self, mid: int, flows: list[str], counters: dict[str, Any]) -> Migration:
         """The target's flows are in the switches: record the VM's network state,
         and let the agent copy."""
         mig = self._running(mid, Phase.PREPARATION)
         vm = self.model.vm(mig.vm)
+        assert vm is not None, "the caller found the VM's flows by its cookie"
         now = self.wall()
         mig.enter(Phase.STATE_CAPTURE, now)
         mig.state = {
@@ -377,14 +379,14 @@ class Migrations:
 
     def _running(self, mid: int, phase: Phase) -> Migration:
         mig = self._get(mid)
-        if not mig.active:
+        if mig.outcome is not None:
             raise ValueError(f"migration {mid} is over ({mig.outcome.value}: {mig.reason})")
         if mig.phase is not phase:
             raise ValueError(f"migration {mid} is in {mig.phase.value}, not {phase.value}")
         return mig
 
 
-def describe(rec: dict) -> str:
+def describe(rec: dict[str, Any]) -> str:
     """One migration record in a few lines, for people."""
     head = f"migration {rec['id']}: {rec['mode']} {rec['vm']} {rec['source']} -> {rec['target']}: "
     if rec["outcome"] is None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from .config import Config, HealthCheck, virtual_mac
+from .config import Config, HealthCheck, TenantSpec, virtual_mac
 from .lb.health import Health
 
 
@@ -180,7 +180,7 @@ class Model:
     def services(self) -> list[Service]:
         return list(self._services)
 
-    def tenant(self, name: str):
+    def tenant(self, name: str) -> TenantSpec:
         return self.config.tenants[name]
 
     def usable(self, svc: Service, backend: Backend) -> bool:

@@ -195,6 +195,7 @@ class Move:
             self._stop_and_move(copy)
 
     def _stop_and_move(self, pause: float) -> None:
+        assert self.new is not None, "run() plugged it"
         frozen_at = time.time()
         with self.ports.frozen():
             self.agent._report(self.mid, "frozen", frozen_at=frozen_at)

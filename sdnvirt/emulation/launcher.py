@@ -322,7 +322,7 @@ def run_topo(config: Config, topo_name: str, topo_params: Mapping[str, Any] | No
     emu = Emulation(config, topo_name, topo_params, controller_port=controller_port,
                     controller_ip=controller_ip)
     stopping = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if not cli:
         # Installed before start() so that a signal during start-up still
         # leads to a clean stop.

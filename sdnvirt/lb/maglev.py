@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Hashable, Mapping
-from typing import TypeVar
+from typing import TypeVar, cast
 
 B = TypeVar("B", bound=Hashable)
 
@@ -41,7 +41,7 @@ def table(weights: Mapping[B, int], size: int = DEFAULT_SIZE) -> list[B]:
         offset = _hash(str(b), b"maglev-offset") % size
         skip = _hash(str(b), b"maglev-skip") % (size - 1) + 1
         perms.append((offset, skip))
-    slots: list = [None] * size
+    slots: list[B | None] = [None] * size
     nexts = [0] * len(backends)
     filled = 0
     while True:
@@ -56,4 +56,4 @@ def table(weights: Mapping[B, int], size: int = DEFAULT_SIZE) -> list[B]:
                 slots[slot] = b
                 filled += 1
                 if filled == size:
-                    return slots
+                    return cast(list[B], slots)      # no slot is None any more
