@@ -11,7 +11,6 @@ from sdnvirt.counters import Totals
 from sdnvirt.emulation.lab import free_port
 from sdnvirt.metrics import Metrics, Snapshot, StateCollector
 from sdnvirt.migration import Migrations
-from sdnvirt.model import Location
 from sdnvirt.plan.tables import Table
 
 DOC = copy.deepcopy(TWO_TENANTS)

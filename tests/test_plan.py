@@ -7,10 +7,10 @@ from fabrics import leafspine, placed_model
 
 from sdnvirt.fabric import Fabric
 from sdnvirt.model import Location
-from sdnvirt.plan.reconcile import Tables, Verb, reconcile
-from sdnvirt.plan.flows import OFPP_CONTROLLER, OFPVID_PRESENT, Owner, cookie_owner
 from sdnvirt.plan.features.port_security import recover_locations
+from sdnvirt.plan.flows import OFPP_CONTROLLER, OFPVID_PRESENT, Owner, cookie_owner
 from sdnvirt.plan.pipeline import plan
+from sdnvirt.plan.reconcile import Tables, Verb, reconcile
 from sdnvirt.plan.tables import Table
 from sdnvirt.plan.trace import FakeFabric
 

@@ -53,7 +53,8 @@ def test_a_changed_group_or_meter_is_modified():
 
 
 def test_applying_every_batch_gives_the_desired_tables():
-    installed = Tables.of([_f(10, 1, 2), _f(10, 3, 4), _f(20, 1, 1, cookie=3)], {7: G1, 9: Group(9, ())}, {2: Meter(2, 50, 10)})
+    installed = Tables.of([_f(10, 1, 2), _f(10, 3, 4), _f(20, 1, 1, cookie=3)],
+                          {7: G1, 9: Group(9, ())}, {2: Meter(2, 50, 10)})
     desired = Tables.of([_f(10, 1, 5), _f(10, 2, 1), _f(20, 1, 1, cookie=4)], {7: G1_CHANGED}, {1: M1})
     for batch in reconcile(desired, installed).phases.values():
         installed.apply(batch)

@@ -103,8 +103,8 @@ class Controller:
         # Its VMs stay where they are (the switch keeps forwarding if it is
         # up), but as backends they take no new connection until probes
         # reach them again.
-        for vm in [self.model.vm(n) for n, loc in self.model.locations.items() if loc.dpid == session.dpid]:
-            for svc, backend in self.model.backends_down(vm.name, "its switch disconnected"):
+        for name in [n for n, loc in self.model.locations.items() if loc.dpid == session.dpid]:
+            for svc, backend in self.model.backends_down(name, "its switch disconnected"):
                 LOG.warning("backend %s of %s/%s is DOWN (its switch disconnected)", backend.key, svc.tenant, svc.name)
         self.discovery.switch_gone(session.dpid)
         LOG.warning("switch %016x disconnected; it keeps its flows (fail-secure)", session.dpid)

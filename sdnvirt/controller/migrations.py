@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from ..fabric import Fabric
 from ..migration import Migration, Migrations, Outcome, Phase, Refused
-from ..model import Location, Model
+from ..model import VM, Location, Model
 from ..plan.flows import Flow
 from ..plan.owners import vm_cookie
 from ..store import Store, StoreError, keys
@@ -72,7 +73,7 @@ class Coordinator:
                     # Its VM is wherever the switches' flows and its frames say.
                     doc.update(outcome="failed", reason="the controller restarted during the migration")
                     store.put(keys.migration_key(mid), doc)
-        self.migs = Migrations(app.model, ids=None if store is None else self._next_id)
+        self.migs = Migrations(app.model, ids=None if store is None else partial(_next_id, store))
         # migration id -> the reconcile request its next step waits for
         self.waits: dict[int, int] = {}
 
@@ -97,13 +98,6 @@ class Coordinator:
     def record(self, mid: int) -> dict | None:
         mig = self.migs.get(mid)
         return self.history.get(mid) if mig is None else mig.as_dict()
-
-    def _next_id(self) -> int:
-        """Ids come from the store's counter, so that no process gives one twice."""
-        try:
-            return keys.next_id(self.store, keys.MIGRATION_ID)
-        except StoreError as err:
-            raise Refused(f"the store gives it no id: {err}") from None
 
     def _keep(self, mig: Migration) -> None:
         """A migration's record goes into the store when it is accepted and when it ends:
@@ -185,7 +179,7 @@ class Coordinator:
                 continue
             del self.waits[mid]
             mig = self.migs.get(mid)
-            if not mig.active:
+            if mig is None or not mig.active:
                 continue
             if mig.phase is Phase.PREPARATION:
                 self._capture(mig)
@@ -203,7 +197,7 @@ class Coordinator:
 
     def _capture(self, mig: Migration) -> None:
         app = self.app
-        vm = app.model.vm(mig.vm)
+        vm = self._vm(mig)
         ours = vm_cookie(vm)
         flows = [f"{dpid:016x} {f}" for dpid, held in app.installed_flows().items() for f in held if f.cookie == ours]
         counters = {"/".join(key[:2]) + f"/{key[2]}": c for key, c in app.backend_counters().items()
@@ -221,7 +215,7 @@ class Coordinator:
     def _complete(self, mig: Migration) -> None:
         if self.migs.complete(mig.id):
             LOG.info("migration %d: VM %s finished on %s, downtime %.1f ms", mig.id, mig.vm, mig.target,
-                     mig.downtime * 1000)
+                     (mig.downtime or 0.0) * 1000)
             self._keep(mig)
             if mig.drained:
                 self.app.request()
@@ -241,7 +235,8 @@ class Coordinator:
                 # back in is silent): learnt again wherever it shows up.
                 self.migs.lost(mig.id, reason + "; its source port is gone")
                 app.model.unbind(mig.vm, "its migration failed away from its port")
-        LOG.warning("migration %d: VM %s %s: %s", mig.id, mig.vm, mig.outcome.value.replace("_", " "), mig.reason)
+        outcome = mig.outcome.value if mig.outcome is not None else "ended"
+        LOG.warning("migration %d: VM %s %s: %s", mig.id, mig.vm, outcome.replace("_", " "), mig.reason)
         self._keep(mig)
         app.request()
 
@@ -253,9 +248,27 @@ class Coordinator:
         packet-outs reach the peers.
         """
         app = self.app
-        vm = app.model.vm(mig.vm)
-        ports = sorted(loc for name, loc in app.model.locations.items()
-                       if name != vm.name and app.model.vm(name).tenant == vm.tenant)
+        vm = self._vm(mig)
+        peers = {peer.name for peer in app.model.vms() if peer.tenant == vm.tenant and peer.name != vm.name}
+        ports = sorted(loc for name, loc in app.model.locations.items() if name in peers)
         frame = packets.gratuitous_arp(vm.mac, str(vm.ip))
+
+        def announce() -> None:
+            for loc in ports:
+                app.send_frame(loc.dpid, loc.port, frame)
         for delay in ANNOUNCE_AT:
-            app.after(delay, lambda: [app.send_frame(loc.dpid, loc.port, frame) for loc in ports])
+            app.after(delay, announce)
+
+    def _vm(self, mig: Migration) -> VM:
+        vm = self.app.model.vm(mig.vm)
+        # A VM removed from the config ends its migration first (config_changed).
+        assert vm is not None, f"migration {mig.id}: VM {mig.vm} is not in the model"
+        return vm
+
+
+def _next_id(store: Store) -> int:
+    """Ids come from the store's counter, so that no process gives one twice."""
+    try:
+        return keys.next_id(store, keys.MIGRATION_ID)
+    except StoreError as err:
+        raise Refused(f"the store gives it no id: {err}") from None

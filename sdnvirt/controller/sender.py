@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -101,8 +102,7 @@ class Sender:
                         self.send(session.dp, message(session.dp, change))
                     push.waiting.add((dpid, self._barrier(session.dp)))
             if push.waiting:
-                waiting = set(push.waiting)
-                self._loop.after(BARRIER_TIMEOUT, lambda: self._timeout(push, waiting))
+                self._loop.after(BARRIER_TIMEOUT, partial(self._timeout, push, set(push.waiting)))
                 return
         self._push = None
         push.done()

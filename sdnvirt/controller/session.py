@@ -14,6 +14,7 @@ from typing import Any
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
+from ..plan.flows import Flow, Group, Meter
 from ..plan.reconcile import Tables
 from . import ofmsg
 
@@ -37,9 +38,9 @@ class SwitchSession:
     role: Role = Role.EQUAL
     # What the switch holds, as last read or written; None until the first
     # read of that kind has come back complete.
-    installed_flows: dict | None = None
-    installed_groups: dict | None = None
-    installed_meters: dict | None = None
+    installed_flows: dict[tuple[Any, ...], Flow] | None = None
+    installed_groups: dict[int, Group] | None = None
+    installed_meters: dict[int, Meter] | None = None
     # Bumped on every re-read of the flows: a reconcile planned against an
     # older read does not overwrite what the newer read found.
     generation: int = 0
@@ -62,8 +63,9 @@ class SwitchSession:
         return None not in (self.installed_flows, self.installed_groups, self.installed_meters)
 
     def tables(self) -> Tables:
-        assert self.ready
-        return Tables(dict(self.installed_flows), dict(self.installed_groups), dict(self.installed_meters))
+        flows, groups, meters = self.installed_flows, self.installed_groups, self.installed_meters
+        assert flows is not None and groups is not None and meters is not None, "read the switch first"
+        return Tables(dict(flows), dict(groups), dict(meters))
 
     def installed(self, tables: Tables) -> None:
         self.installed_flows, self.installed_groups, self.installed_meters = tables.flows, tables.groups, tables.meters
@@ -76,7 +78,7 @@ class SwitchSession:
         dp = self.dp
         reqs = [parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL), parser.OFPGroupDescStatsRequest(dp, 0),
                 parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())]
-        for req, what in zip(reqs, READS):
+        for req, what in zip(reqs, READS, strict=True):
             self.request(req, what)
         return reqs
 

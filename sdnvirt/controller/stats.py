@@ -14,8 +14,8 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from ..counters import Totals
 from ..model import Model
-from ..plan.flows import Owner
 from ..plan.features.port_security import Prio
+from ..plan.flows import Owner
 from ..plan.tables import Table
 from .session import SwitchSession
 

@@ -18,14 +18,14 @@ messages.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Hashable, TypeVar, Union
+from typing import Any, TypeVar
 
 from .flows import Flow, Group, Meter
 
-Entry = Union[Flow, Group, Meter]
+Entry = Flow | Group | Meter
 
 
 class Verb(Enum):
@@ -51,7 +51,7 @@ class Change:
 class Tables:
     """What one switch holds (installed) or should hold (desired)."""
 
-    flows: dict[tuple, Flow] = field(default_factory=dict)       # by Flow.key
+    flows: dict[tuple[Any, ...], Flow] = field(default_factory=dict)       # by Flow.key
     groups: dict[int, Group] = field(default_factory=dict)
     meters: dict[int, Meter] = field(default_factory=dict)
 
@@ -70,7 +70,7 @@ class Tables:
             else:
                 store[key] = entry
 
-    def _slot(self, entry: Entry) -> tuple[dict, Hashable]:
+    def _slot(self, entry: Entry) -> tuple[dict[Any, Any], Hashable]:
         if isinstance(entry, Flow):
             return self.flows, entry.key
         if isinstance(entry, Group):
@@ -93,14 +93,14 @@ class Batches:
     def __len__(self) -> int:
         return sum(len(b) for b in self.phases.values())
 
-    def entries(self, verb: Verb, kind: type = Flow) -> list:
+    def entries(self, verb: Verb, kind: type = Flow) -> list[Entry]:
         """The entries of ``kind`` (Flow, Group, Meter) that the changes ``verb``."""
         return [c.entry for batch in self.phases.values() for c in batch
                 if c.verb is verb and isinstance(c.entry, kind)]
 
     def count(self, kind: type) -> dict[Verb, int]:
         """How many changes of each verb touch entries of ``kind`` (Flow, Group, Meter)."""
-        out = {verb: 0 for verb in Verb}
+        out = dict.fromkeys(Verb, 0)
         for batch in self.phases.values():
             for change in batch:
                 if isinstance(change.entry, kind):
@@ -108,17 +108,18 @@ class Batches:
         return out
 
 
-K = TypeVar("K", bound=Hashable)
+K = TypeVar("K", tuple[Any, ...], int)    # a flow's strict key, a group's or meter's id
 V = TypeVar("V", Flow, Group, Meter)
 
 
 def _keyed(want: Mapping[K, V], have: Mapping[K, V]) -> tuple[list[V], list[V], list[V]]:
     """(added, modified, deleted) entries, each in key order so that a switch
     always gets the same messages in the same order for the same change."""
-    add, modify = [], []
+    add: list[V] = []
+    modify: list[V] = []
     for key in sorted(want):
         new, old = want[key], have.get(key)
-        if old is None or (isinstance(new, Flow) and old.cookie != new.cookie):
+        if old is None or (isinstance(new, Flow) and isinstance(old, Flow) and old.cookie != new.cookie):
             # OpenFlow 1.3 cannot change a flow's cookie in place: ADD
             # replaces the flow with the same strict match.
             add.append(new)
@@ -134,12 +135,13 @@ def reconcile(desired: Tables, installed: Tables) -> Batches:
     groups = _keyed(desired.groups, installed.groups)
     meters = _keyed(desired.meters, installed.meters)
     out = Batches()
-    for phase, parts in (
+    phases: list[tuple[Phase, list[tuple[Verb, list[Flow] | list[Group] | list[Meter]]]]] = [
             (Phase.MAKE_REFERENCED, [(Verb.ADD, meters[0]), (Verb.MODIFY, meters[1]),
                                      (Verb.ADD, groups[0]), (Verb.MODIFY, groups[1])]),
             (Phase.MAKE_FLOWS, [(Verb.ADD, flows[0]), (Verb.MODIFY, flows[1])]),
             (Phase.BREAK_FLOWS, [(Verb.DELETE, flows[2])]),
-            (Phase.BREAK_REFERENCED, [(Verb.DELETE, groups[2]), (Verb.DELETE, meters[2])])):
+            (Phase.BREAK_REFERENCED, [(Verb.DELETE, groups[2]), (Verb.DELETE, meters[2])])]
+    for phase, parts in phases:
         batch = [Change(verb, entry) for verb, entries in parts for entry in entries]
         if batch:
             out.phases[phase] = batch
