@@ -40,7 +40,8 @@ from pathlib import Path
 
 # The launcher imports Mininet and undoes its logger-class side effect: import it first.
 from sdnvirt.emulation import lab, launcher  # noqa: E402,F401
-from sdnvirt.emulation.agent import TIDY_AFTER, Agent, VMPorts  # noqa: E402
+from sdnvirt.emulation.agent import TIDY_AFTER, Agent  # noqa: E402
+from sdnvirt.emulation.vmports import VMPorts  # noqa: E402
 from sdnvirt import config as sdnconfig  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from sdnvirt.emulation.agent import _processes_in
+from sdnvirt.emulation.vmports import _processes_in
 
 
 def test_it_never_freezes_the_processes_of_its_own_namespace():

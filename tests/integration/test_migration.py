@@ -17,7 +17,8 @@ import pytest
 from sdnvirt import config
 from sdnvirt.api.client import ApiError
 from sdnvirt.emulation import lab
-from sdnvirt.emulation.agent import Agent, VMPorts
+from sdnvirt.emulation.agent import Agent
+from sdnvirt.emulation.vmports import VMPorts
 
 from .conftest import Fabric
 
