@@ -1,6 +1,7 @@
 """The fake switch: what it does with each command, and why every planned entry survives the wire."""
 
 import pytest
+from fabrics import leafspine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -10,8 +11,6 @@ from sdnvirt.model import Location, Model
 from sdnvirt.plan.flows import Group, Meter, apply, flow, meter
 from sdnvirt.plan.pipeline import plan
 from sdnvirt.plan.reconcile import Change, Tables, Verb, reconcile
-
-from fabrics import leafspine
 
 G = Group(7, ((("output", 1),), (("output", 2),)))
 M = Meter(3, 100, 10)
@@ -89,7 +88,7 @@ def scenarios(draw):
     free = [Location(0x100 + leaf, port) for leaf in range(1, LEAVES + 1)
             for port in range(SPINES + 1, SPINES + ACCESS + 1)]
     free = draw(st.permutations(free))
-    tenants, places, vms = {}, {}, []
+    tenants, vms = {}, []
     for t in range(1, draw(st.integers(1, 3)) + 1):
         names = [f"t{t}vm{v}" for v in range(1, draw(st.integers(1, 4)) + 1)]
         vms += names
@@ -112,7 +111,7 @@ def scenarios(draw):
             model.bind(name, free.pop())
     model.moves = _Pending({n: free.pop() for n in draw(st.lists(st.sampled_from(vms), unique=True, max_size=2))
                             if free})
-    for key, health in model.health.items():
+    for health in model.health.values():
         health.up = draw(st.booleans())
     return model
 

@@ -79,7 +79,7 @@ class Conntrack:
         """(zone, connection) of every connection held."""
         return [(zone, conn) for (zone, t), (conn, reply) in self._by_tuple.items() if not reply]
 
-    def execute(self, pkt: dict[str, Any], flags: int, zone: int, nat: tuple | None) -> None:
+    def execute(self, pkt: dict[str, Any], flags: int, zone: int, nat: tuple[Any, ...] | None) -> None:
         """Track ``pkt`` in ``zone`` (and translate it): sets its ct_state and ct fields in place."""
         t = five_tuple(pkt)
         if t is None:

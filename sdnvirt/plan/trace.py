@@ -21,11 +21,13 @@ from typing import Any
 
 from ..fabric import PortRef
 from .conntrack import Conntrack, five_tuple, state_name
-from .flows import OFPP_CONTROLLER, OFPP_IN_PORT, OFPVID_NONE, Flow, Group
+from .flows import OFPP_CONTROLLER, OFPP_IN_PORT, OFPVID_NONE, Action, Flow, Group
 from .reconcile import Tables
 
+Packet = dict[str, Any]               # match field -> value
+Fields = tuple[tuple[str, Any], ...]   # a packet frozen: sorted (field, value)
 # A chooser picks the bucket of a select group a packet takes.
-Chooser = Callable[[Group, dict], int]
+Chooser = Callable[[Group, Packet], int]
 
 # What a packet's trace can end in.
 DELIVERED, CONTROLLER, DROPPED, ERROR, LOOP = "delivered", "controller", "dropped", "error", "loop"
@@ -44,7 +46,7 @@ class ForwardingLoop(RuntimeError):
     pass
 
 
-def by_hash(group: Group, pkt: dict) -> int:
+def by_hash(group: Group, pkt: Packet) -> int:
     """The bucket a switch's 5-tuple hash would give (a stand-in: the same packet, the same bucket)."""
     return zlib.crc32(repr(five_tuple(pkt)).encode()) % len(group.buckets)
 
@@ -53,10 +55,10 @@ def by_hash(group: Group, pkt: dict) -> int:
 class Delivery:
     dpid: int
     port: int          # OFPP_CONTROLLER for a packet-in
-    packet: tuple      # sorted (field, value) of the packet as it left
+    packet: Fields     # the packet as it left
 
     @property
-    def fields(self) -> dict:
+    def fields(self) -> Packet:
         return dict(self.packet)
 
 
@@ -71,10 +73,10 @@ class Step:
     flow: Flow | None = None
     port: int | None = None
     detail: str = ""
-    packet: tuple = ()          # sorted (field, value), where it says something
+    packet: Fields = ()         # the packet, where it says something
 
     @property
-    def fields(self) -> dict:
+    def fields(self) -> Packet:
         return dict(self.packet)
 
 
@@ -101,7 +103,7 @@ def _as_int(value: Any) -> int:
     return int(value)
 
 
-def _matches(f: Flow, pkt: dict) -> bool:
+def _matches(f: Flow, pkt: Packet) -> bool:
     for name, want in f.match:
         if name not in pkt:
             return False
@@ -115,11 +117,11 @@ def _matches(f: Flow, pkt: dict) -> bool:
     return True
 
 
-def _frozen(pkt: dict) -> tuple:
+def _frozen(pkt: Packet) -> Fields:
     return tuple(sorted(pkt.items()))
 
 
-def _emits(action: tuple) -> bool:
+def _emits(action: Action) -> bool:
     """The action sends a copy of the packet somewhere."""
     return action[0] in ("output", "controller", "group") or (action[0] == "ct" and action[3] is not None)
 
@@ -140,14 +142,14 @@ class FakeFabric:
         groups = groups or {}
         return cls({dpid: Tables.of(f, groups.get(dpid, {})) for dpid, f in flows.items()}, links)
 
-    def send(self, dpid: int, in_port: int, packet: dict, bucket: Chooser | None = None) -> list[Delivery]:
+    def send(self, dpid: int, in_port: int, packet: Packet, bucket: Chooser | None = None) -> list[Delivery]:
         """Where the packet ends up outside the fabric (see ``trace``)."""
         trace = self.trace(dpid, in_port, packet, bucket)
         if any(s.what == LOOP for s in trace.ends):
             raise ForwardingLoop(f"packet from {dpid:#x}:{in_port} still moving after {_Run.MAX_HOPS} switches")
         return trace.deliveries()
 
-    def trace(self, dpid: int, in_port: int, packet: dict, bucket: Chooser | None = None) -> Trace:
+    def trace(self, dpid: int, in_port: int, packet: Packet, bucket: Chooser | None = None) -> Trace:
         """Everything that happens to ``packet`` arriving at ``dpid``'s port ``in_port``.
 
         ``bucket``: the select-group bucket each packet takes, and the
@@ -175,7 +177,7 @@ class _Run:
     def step(self, *args: Any, **kwargs: Any) -> None:
         self.trace.steps.append(Step(*args, **kwargs))
 
-    def lookup(self, dpid: int, table: int, pkt: dict) -> Flow | None:
+    def lookup(self, dpid: int, table: int, pkt: Packet) -> Flow | None:
         flows = self._sorted.get((dpid, table))
         if flows is None:
             held = self.fabric.switches.get(dpid)
@@ -184,14 +186,14 @@ class _Run:
             self._sorted[(dpid, table)] = flows
         return next((f for f in flows if _matches(f, pkt)), None)
 
-    def enter(self, dpid: int, in_port: int, pkt: dict, depth: int, hops: int) -> None:
+    def enter(self, dpid: int, in_port: int, pkt: Packet, depth: int, hops: int) -> None:
         if hops > self.MAX_HOPS:
             self.step(depth, LOOP, dpid, port=in_port, detail=f"still moving after {self.MAX_HOPS} switches")
             return
         self.step(depth, ENTER, dpid, port=in_port, packet=_frozen(pkt))
         self.pipeline(dpid, 0, {**pkt, "in_port": in_port, "metadata": 0, "ct_state": 0}, depth, hops)
 
-    def pipeline(self, dpid: int, table: int | None, pkt: dict, depth: int, hops: int) -> None:
+    def pipeline(self, dpid: int, table: int | None, pkt: Packet, depth: int, hops: int) -> None:
         while table is not None:
             f = self.lookup(dpid, table, pkt)
             if f is None:
@@ -213,7 +215,7 @@ class _Run:
                     pkt["metadata"] = (pkt["metadata"] & ~inst[2]) | (inst[1] & inst[2])
                 # ("meter", id) limits rates, which a single packet never meets.
 
-    def act(self, dpid: int, action: tuple, pkt: dict, depth: int, hops: int) -> None:
+    def act(self, dpid: int, action: Action, pkt: Packet, depth: int, hops: int) -> None:
         kind = action[0]
         if kind == "output":
             port = pkt["in_port"] if action[1] == OFPP_IN_PORT else action[1]
@@ -238,7 +240,7 @@ class _Run:
         else:
             self.step(depth, ERROR, dpid, detail=f"the trace does not model the action {action!r}")
 
-    def output(self, dpid: int, port: int, pkt: dict, depth: int, hops: int) -> None:
+    def output(self, dpid: int, port: int, pkt: Packet, depth: int, hops: int) -> None:
         sent = {k: v for k, v in pkt.items() if k not in _PIPELINE_FIELDS}
         peer = self.fabric.peer.get((dpid, port))
         if peer is None:
@@ -247,7 +249,7 @@ class _Run:
         self.step(depth, LINK, dpid, port=port, detail=f"to {peer[0]:#x} port {peer[1]}")
         self.enter(peer[0], peer[1], sent, depth, hops + 1)
 
-    def group(self, dpid: int, gid: int, pkt: dict, depth: int, hops: int) -> None:
+    def group(self, dpid: int, gid: int, pkt: Packet, depth: int, hops: int) -> None:
         held = self.fabric.switches.get(dpid)
         group = held.groups.get(gid) if held else None
         if group is None or not group.buckets:
@@ -257,7 +259,7 @@ class _Run:
             chosen = [self.bucket(group, pkt)]
         else:
             # Buckets with the same actions do the same: each is followed once.
-            first: dict[tuple, int] = {}
+            first: dict[tuple[Action, ...], int] = {}
             for i, b in enumerate(group.buckets):
                 first.setdefault(b, i)
             chosen = list(first.values())
@@ -274,7 +276,7 @@ class _Run:
         run._sorted = self._sorted
         return run
 
-    def ct(self, dpid: int, action: tuple, pkt: dict, depth: int, hops: int) -> None:
+    def ct(self, dpid: int, action: Action, pkt: Packet, depth: int, hops: int) -> None:
         _, flags, zone, table, nat = action
         conntrack = self.conntrack.setdefault(dpid, Conntrack())
         conntrack.execute(pkt, flags, zone, nat)
