@@ -11,67 +11,19 @@ import copy
 import itertools
 
 import pytest
-from fabrics import TWO_TENANTS, leafspine, placed_model
+from fabrics import TWO_TENANTS, placed_model
+from switches import Switches, ip
 from test_services import doc_with
 
 from sdnvirt import config
-from sdnvirt.controller.fakeswitch import FakeSwitch
 from sdnvirt.migration import Migrations
 from sdnvirt.model import Location, Model
 from sdnvirt.plan.features.port_security import recover_locations
-from sdnvirt.plan.flows import OFPP_CONTROLLER
-from sdnvirt.plan.pipeline import plan
-from sdnvirt.plan.reconcile import Phase, Tables, reconcile
-from sdnvirt.plan.trace import CONTROLLER, DELIVERED, LOOP, FakeFabric, by_hash
+from sdnvirt.plan.trace import CONTROLLER, DELIVERED, LOOP, by_hash
 
 SWITCHES = {f"leaf{i}": 0x100 + i for i in range(1, 5)}
 NAMES = {dpid: name for name, dpid in SWITCHES.items()}
 VIP = "10.1.0.100"
-
-
-class Switches:
-    """Fake switches on a leaf-spine fabric, programmed from a model."""
-
-    def __init__(self, model: Model, fab=None):
-        self.model = model
-        self.fab = fab or leafspine()
-        self.held = {dpid: FakeSwitch(dpid) for dpid in self.fab.switches}
-        self.fake = FakeFabric({dpid: sw.tables for dpid, sw in self.held.items()}, self.fab.links)
-
-    def reconcile(self, after_each_batch=lambda phase, dpid, whole: None) -> int:
-        """Make the switches hold the model's plan; the number of batches it took.
-
-        ``after_each_batch(phase, dpid, whole)``: ``whole`` once the phase is
-        in every switch (the sender's barriers)."""
-        desired = plan(self.model, self.fab)
-        work = {dpid: reconcile(Tables.of(desired.flows[dpid], desired.groups[dpid], desired.meters[dpid]),
-                                sw.tables) for dpid, sw in self.held.items()}
-        batches = 0
-        for phase in Phase:
-            switches = [dpid for dpid, changes in sorted(work.items()) if phase in changes.phases]
-            for dpid in switches:
-                self.held[dpid].apply(work[dpid].phases[phase])
-                batches += 1
-                after_each_batch(phase, dpid, dpid == switches[-1])
-        assert not any(reconcile(Tables.of(desired.flows[d], desired.groups[d], desired.meters[d]), sw.tables)
-                       for d, sw in self.held.items())
-        return batches
-
-    def send(self, vm_name, pkt, bucket=None, at=None):
-        loc = at or self.model.locations[vm_name]
-        return self.fake.send(loc.dpid, loc.port, pkt, bucket)
-
-    def where(self, deliveries):
-        """Who got the packets: VM names, the controller, or dpid:port."""
-        names = {loc: name for name, loc in self.model.locations.items()}
-        return sorted("controller" if d.port == OFPP_CONTROLLER else
-                      names.get(Location(d.dpid, d.port), f"{d.dpid:#x}:{d.port}") for d in deliveries)
-
-
-def ip(src, dst_mac, dst_ip, sport=40000, dport=80, proto=6):
-    l4 = {6: "tcp", 17: "udp"}[proto]
-    return {"eth_src": src.mac, "eth_dst": dst_mac, "eth_type": 0x0800, "ip_proto": proto,
-            "ipv4_src": str(src.ip), "ipv4_dst": dst_ip, f"{l4}_src": sport, f"{l4}_dst": dport}
 
 
 # -- (a) a migration flip ----------------------------------------------------------------

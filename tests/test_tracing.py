@@ -4,7 +4,7 @@ import json
 
 import pytest
 from fabrics import placed_model
-from test_make_before_break import Switches
+from switches import Switches
 from test_services import doc_with
 
 from sdnvirt import status
