@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..fabric import PortRef
-from .conntrack import Conntrack, five_tuple, state_name
+from .conntrack import COMMIT, Conntrack, five_tuple, state_name
 from .flows import OFPP_CONTROLLER, OFPP_IN_PORT, OFPVID_NONE, Action, Flow, Group
 from .reconcile import Tables
 
@@ -223,8 +223,9 @@ class _Run:
                 return       # OpenFlow never sends a packet back where it came from
             self.output(dpid, port, pkt, depth, hops)
         elif kind == "controller":
+            # A packet-in says which port the packet came in by.
             self.step(depth, CONTROLLER, dpid, port=OFPP_CONTROLLER,
-                      packet=_frozen({k: v for k, v in pkt.items() if k != "metadata" and not k.startswith("ct_")}))
+                      packet=_frozen({k: v for k, v in pkt.items() if k == "in_port" or k not in _PIPELINE_FIELDS}))
         elif kind == "push_vlan":
             pkt["vlan_vid"] = 0x1000
         elif kind == "pop_vlan":
@@ -281,6 +282,6 @@ class _Run:
         conntrack = self.conntrack.setdefault(dpid, Conntrack())
         conntrack.execute(pkt, flags, zone, nat)
         self.step(depth, CT, dpid, table, detail=f"zone {zone}: {state_name(pkt['ct_state'])}"
-                  f"{', commit' if flags & 1 else ''}", packet=_frozen(pkt))
+                  f"{', commit' if flags & COMMIT else ''}", packet=_frozen(pkt))
         # The original packet goes on untracked; the tracked one recirculates.
         self.pipeline(dpid, table, pkt, depth, hops)
