@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from itertools import count
 from typing import Any
 
-from os_ken.ofproto import ofproto_parser, ofproto_protocol
+from os_ken.ofproto import ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
@@ -53,7 +53,6 @@ class FakeSwitch:
     def __init__(self, dpid: int = 0):
         self.id = dpid
         self.ofproto, self.ofproto_parser = ofp, parser
-        self._desc = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
         self.tables = Tables()
         # The number of the message that added each flow (by key): a modify
         # keeps it, as a switch keeps the flow's counters.
@@ -78,7 +77,7 @@ class FakeSwitch:
         self._received += 1
         version, msg_type, length, xid = ofproto_parser.header(buf)
         if msg_type == ofp.OFPT_FLOW_MOD:
-            mod = ofproto_parser.msg(self._desc, version, msg_type, length, xid, buf)
+            mod = ofproto_parser.msg(self, version, msg_type, length, xid, buf)
             self._flow_mod(mod.command, ofmsg.installed_flow(mod))
         elif msg_type in (ofp.OFPT_GROUP_MOD, ofp.OFPT_METER_MOD):
             # os-ken parses neither a GroupMod nor a MeterMod, but their bodies
