@@ -226,6 +226,18 @@ def cmd_migrations(args) -> int:
     return 0
 
 
+def cmd_trace(args) -> int:
+    from .tracing import TraceError, describe, destination, trace
+    try:
+        dst = destination(args.to)
+        result = trace(_api(args).get("/switches/tables"), args.tenant, args.vm, dst, args.mac, args.sport)
+    except TraceError as err:
+        print(f"sdnvirt trace: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=1) if args.json else describe(result))
+    return 0
+
+
 def cmd_demo(args) -> int:
     _logging(args.log_level or "warning")
     from .emulation.demo import run_demo
@@ -293,6 +305,17 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrations", help="every migration: phases, downtime, outcome")
     api_options(p)
     p.set_defaults(func=_client_command(cmd_migrations))
+
+    p = sub.add_parser("trace", help="follow a packet from a VM, hop by hop, through the flows the switches hold")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--from", dest="vm", required=True, metavar="VM")
+    p.add_argument("--to", required=True, metavar="IP[:PORT][/PROTO]",
+                   help="the destination: a VM's address, a VIP, any IP; PROTO tcp, udp or icmp "
+                        "(default tcp with a port, icmp without)")
+    p.add_argument("--mac", help="the destination MAC (default: the answer to the VM's ARP request, traced too)")
+    p.add_argument("--sport", type=int, default=49152, metavar="PORT", help="the source port (default 49152)")
+    api_options(p)
+    p.set_defaults(func=_client_command(cmd_trace))
 
     p = sub.add_parser("demo", help="controller + leaf-spine fabric + two tenants + traffic, then clean up")
     p.add_argument("--keep-logs", action="store_true", help="keep the controller log and config")

@@ -9,6 +9,10 @@ from __future__ import annotations
 from . import __version__
 from .fabric import Fabric
 from .model import Location, Model
+from .plan.documents import tables_doc
+from .plan.flows import Owner, is_ours
+from .plan.owners import FABRIC_COOKIE, service_cookie, tenant_cookie, vm_cookie
+from .plan.reconcile import Tables
 
 
 def snapshot(model: Model, fabric: Fabric, flows: dict[int, int], counters: dict | None = None) -> dict:
@@ -60,7 +64,42 @@ def topology(model: Model, fabric: Fabric, flows: dict[int, int]) -> dict:
     }
 
 
+def tables(model: Model, fabric: Fabric, held: dict[int, Tables | None]) -> dict:
+    """What the connected switches hold (``held``: None until read), each flow
+    with its cookie's owner named, with the links and where each VM is: what
+    ``sdnvirt trace`` traces a packet through."""
+    names = {dpid: sw.name or f"{dpid:016x}" for dpid, sw in fabric.switches.items()}
+    owners = _owners(model)
+    switches = []
+    for dpid, t in sorted(held.items()):
+        doc = tables_doc(t if t is not None else Tables())
+        for f in doc["flows"]:
+            c = int(f["cookie"], 16)
+            f["owner"] = owners.get(c) or (f"{Owner(c >> 56).name.lower()} (no such object)" if is_ours(c)
+                                           else "not sdnvirt's")
+        switches.append({"dpid": f"{dpid:016x}", "name": names.get(dpid, f"{dpid:016x}"), "read": t is not None,
+                         **doc})
+    return {
+        "switches": switches,
+        "links": [{"a": {"dpid": f"{a[0]:016x}", "port": a[1]}, "b": {"dpid": f"{b[0]:016x}", "port": b[1]}}
+                  for a, b in fabric.confirmed_links() if a < b],
+        "tenants": [{"name": name, "segment": t.segment} for name, t in sorted(model.config.tenants.items())],
+        "vms": _vms(model, names),
+    }
+
+
+def _owners(model: Model) -> dict[int, str]:
+    """A name for the owner of every cookie sdnvirt writes for this model."""
+    out = {FABRIC_COOKIE: "fabric"}
+    for name, t in model.config.tenants.items():
+        out[tenant_cookie(t.segment, name)] = f"tenant {name}"
+    out.update({vm_cookie(vm): f"vm {vm.tenant}/{vm.name}" for vm in model.vms()})
+    out.update({service_cookie(svc): f"service {svc.tenant}/{svc.name}" for svc in model.services()})
+    return out
+
+
 def _vms(model: Model, names: dict[int, str]) -> list[dict]:
     return [{"tenant": vm.tenant, "name": vm.name, "mac": vm.mac, "ip": str(vm.ip),
-             "switch": names.get(loc.dpid) if loc else None, "port": loc.port if loc else None}
+             "switch": names.get(loc.dpid) if loc else None, "dpid": f"{loc.dpid:016x}" if loc else None,
+             "port": loc.port if loc else None}
             for vm in model.vms() for loc in [model.locations.get(vm.name)]]

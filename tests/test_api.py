@@ -322,3 +322,17 @@ def test_a_daemon_keeps_the_api_changes_of_a_store_written_before_revisions(tmp_
         assert {b["backend"]: b["drained"] for b in api.get("/health")} == {"web2:8080": False, "web3:8080": True}
     finally:
         ctl.stop()
+
+
+def test_what_the_switches_hold_and_the_trace_commands_refusals(daemon):
+    doc = daemon.api().get("/switches/tables")
+    assert doc["switches"] == [] and doc["links"] == []
+    assert doc["tenants"] == [{"name": "blue", "segment": 101}, {"name": "red", "segment": 102}]
+    assert all(vm["dpid"] is None for vm in doc["vms"])
+    for args, why in ((("--tenant", "green", "--to", "10.1.0.12"), "no tenant 'green' (tenants: blue, red)"),
+                      (("--tenant", "blue", "--to", "10.1.0.12"), "VM web1 is not located"),
+                      (("--tenant", "blue", "--to", "10.1.0.300:80"), "bad destination '10.1.0.300:80': '10.1.0.300' is not an IPv4 address")):
+        res = sdnvirt(daemon, "trace", "--from", "web1", *args)
+        assert res.returncode == 1 and f"sdnvirt trace: {why}" in res.stderr, res.stderr
+    res = sdnvirt(daemon, "trace", "--tenant", "blue", "--from", "web1", "--to", "10.1.0.12", port=lab.free_port())
+    assert res.returncode == 1 and "cannot reach the sdnvirt API" in res.stderr

@@ -221,7 +221,7 @@ def test_preparation_preinstalls_the_vms_flows_at_the_target_and_keeps_paths_to_
     for dpid, old in before.items():
         paths = {f for f in old if f.cookie == vm_cookie(web1) and f.table == Table.FORWARD}
         assert paths <= flows[dpid]
-    fake = FakeFabric(flows, fab.links)
+    fake = FakeFabric.of(flows, fab.links)
     loc2 = model.locations["web2"]
     # The VM's frames from the target port are forwarded at once (port security is in)...
     out = fake.send(0x104, TARGET_PORT, {"eth_src": web1.mac, "eth_dst": web2.mac, "eth_type": 0x0800,
@@ -259,7 +259,7 @@ def test_restoration_flips_paths_in_place_and_removes_the_source_flows():
     assert {f.table for f in changes[0x101].entries(Verb.DELETE)} == {Table.INGRESS}
     assert all(f.match_dict["in_port"] == 3
                for f in changes[0x101].entries(Verb.DELETE) if "in_port" in f.match_dict)
-    fake = FakeFabric(flows, fab.links)
+    fake = FakeFabric.of(flows, fab.links)
     loc2 = model.locations["web2"]
     out = fake.send(loc2.dpid, loc2.port, {"eth_src": web2.mac, "eth_dst": web1.mac, "eth_type": 0x0800,
                                            "ipv4_src": str(web2.ip), "ipv4_dst": str(web1.ip)})

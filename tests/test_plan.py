@@ -19,7 +19,7 @@ BCAST = "ff:ff:ff:ff:ff:ff"
 
 def fabric_and_model():
     fab, model = leafspine(), placed_model()
-    return fab, model, FakeFabric(plan(model, fab).flows, fab.links)
+    return fab, model, FakeFabric.of(plan(model, fab).flows, fab.links)
 
 
 def frame(vm, dst_mac, **fields):
@@ -139,7 +139,7 @@ def test_paths_survive_a_link_failure():
     for spine in (0x201, 0x202):
         fab2 = leafspine()
         fab2.remove_links_at((0x102, spine - 0x200))
-        fake = FakeFabric(plan(model, fab2).flows, fab2.links)
+        fake = FakeFabric.of(plan(model, fab2).flows, fab2.links)
         assert where(model, send(fake, model, web1, frame(web1, web2.mac))) == ["web2"]
         assert where(model, send(fake, model, web2, frame(web2, web1.mac))) == ["web1"]
 

@@ -16,6 +16,10 @@ class Controller(Protocol):
         """Switches with their ports, confirmed links, and where each VM is:
         ``status.topology`` of the live fabric."""
 
+    def tables(self) -> dict:
+        """What each connected switch holds (flows, groups, meters as JSON specs),
+        the links, the tenants and where each VM is: ``status.tables``."""
+
     def migrate(self, vm: str, target: str, mode: str) -> dict:
         """Accept a migration and return its record (``Migration.as_dict``);
         raises ``sdnvirt.migration.Refused`` saying why, having changed nothing."""

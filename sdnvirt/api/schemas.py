@@ -5,7 +5,7 @@ Request bodies are the config schema's own models (``sdnvirt.config``).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -73,12 +73,64 @@ class VMLocation(BaseModel):
     mac: str
     ip: str
     switch: str | None      # None: not located yet
+    dpid: str | None = None
     port: int | None
 
 
 class Topology(BaseModel):
     switches: list[Switch]
     links: list[Link]
+    vms: list[VMLocation]
+
+
+class FlowEntry(BaseModel):
+    table: int
+    priority: int
+    match: dict[str, Any]       # OXM field -> value, or [value, mask]
+    instructions: list[Any]     # sdnvirt.plan.flows' instructions, tuples as arrays
+    cookie: str                 # hex
+    owner: str                  # what the cookie names: "vm blue/web1", "service blue/web", "fabric"...
+
+
+class GroupEntry(BaseModel):
+    group_id: int
+    buckets: list[list[Any]]    # each bucket's actions
+
+
+class MeterEntry(BaseModel):
+    meter_id: int
+    rate: int                   # packets per second
+    burst: int
+
+
+class SwitchTables(BaseModel):
+    dpid: str
+    name: str
+    read: bool                  # False until the controller has read what it holds
+    flows: list[FlowEntry]
+    groups: list[GroupEntry]
+    meters: list[MeterEntry]
+
+
+class LinkEnd(BaseModel):
+    dpid: str
+    port: int
+
+
+class DpidLink(BaseModel):
+    a: LinkEnd
+    b: LinkEnd
+
+
+class Segment(BaseModel):
+    name: str
+    segment: int
+
+
+class FabricTables(BaseModel):
+    switches: list[SwitchTables]
+    links: list[DpidLink]
+    tenants: list[Segment]
     vms: list[VMLocation]
 
 

@@ -393,3 +393,7 @@ class Controller:
 
     def topology(self) -> dict:
         return status.topology(self.model, self.fabric, self.flow_counts())
+
+    def tables(self) -> dict:
+        held = {dpid: s.tables() if s.ready else None for dpid, s in self.sessions.items()}
+        return status.tables(self.model, self.fabric, held)

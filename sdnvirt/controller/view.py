@@ -26,6 +26,9 @@ class View:
     def topology(self) -> dict:
         return self._call(self._ctl.topology)
 
+    def tables(self) -> dict:
+        return self._call(self._ctl.tables)
+
     def migrate(self, vm: str, target: str, mode: str) -> dict:
         return self._call(self._ctl.migrations.request, vm, target, mode)
 
