@@ -6,7 +6,7 @@ from sdnvirt.controller.fakeswitch import FakeSwitch
 from sdnvirt.model import Location, Model
 from sdnvirt.plan.flows import OFPP_CONTROLLER
 from sdnvirt.plan.pipeline import plan
-from sdnvirt.plan.reconcile import Phase, Tables, reconcile
+from sdnvirt.plan.reconcile import Tables, reconcile, reconcile_fabric
 from sdnvirt.plan.trace import FakeFabric
 
 
@@ -25,15 +25,17 @@ class Switches:
         ``after_each_batch(phase, dpid, whole)``: ``whole`` once the phase is
         in every switch (the sender's barriers)."""
         desired = plan(self.model, self.fab)
-        work = {dpid: reconcile(Tables.of(desired.flows[dpid], desired.groups[dpid], desired.meters[dpid]),
-                                sw.tables) for dpid, sw in self.held.items()}
+        wants = {dpid: Tables.of(desired.flows[dpid], desired.groups[dpid], desired.meters[dpid])
+                 for dpid in self.held}
+        work = reconcile_fabric(wants, {dpid: sw.tables for dpid, sw in self.held.items()}, self.fab.links)
         batches = 0
-        for phase in Phase:
-            switches = [dpid for dpid, changes in sorted(work.items()) if phase in changes.phases]
+        steps = {dpid: changes.steps() for dpid, changes in work.items()}
+        for step in sorted({step for by_step in steps.values() for step in by_step}):
+            switches = [dpid for dpid, by_step in sorted(steps.items()) if step in by_step]
             for dpid in switches:
-                self.held[dpid].apply(work[dpid].phases[phase])
+                self.held[dpid].apply(steps[dpid][step])
                 batches += 1
-                after_each_batch(phase, dpid, dpid == switches[-1])
+                after_each_batch(step[0], dpid, dpid == switches[-1])
         assert not any(reconcile(Tables.of(desired.flows[d], desired.groups[d], desired.meters[d]), sw.tables)
                        for d, sw in self.held.items())
         return batches

@@ -10,7 +10,6 @@ moment, none is lost or leaks.
 import copy
 import itertools
 
-import pytest
 from fabrics import TWO_TENANTS, placed_model
 from switches import Switches, ip
 from test_services import doc_with
@@ -70,9 +69,6 @@ def test_traffic_to_a_migrating_vm_reaches_it_at_its_source_or_its_target_after_
                if f.match_dict.get("eth_dst") == web1.mac)
 
 
-@pytest.mark.xfail(strict=True, reason="a flip's modifies reach the switches of one phase in any order: the "
-                   "source pointing at the target while the target still points at the source is a loop "
-                   "until both are in (to fix: send forwarding modifies by distance to the destination)")
 def test_no_batch_of_a_migration_flip_makes_a_loop():
     sw = Switches(placed_model())
     migs, mig, source, target = _migration(sw)

@@ -25,7 +25,7 @@ from ..model import Location, Model
 from ..plan.features.port_security import recover_locations
 from ..plan.flows import Flow, Group, is_ours
 from ..plan.pipeline import plan
-from ..plan.reconcile import Tables, Verb, reconcile
+from ..plan.reconcile import Tables, Verb, reconcile_fabric
 from ..store import Store
 from . import locate, migrations, ofmsg, probes, stats
 from .discovery import Discovery
@@ -251,20 +251,20 @@ class Controller:
         desired = plan(self.model, self.fabric)
         work: Work = {}
         planned: dict[int, tuple[Tables, int]] = {}
-        held = False
-        for dpid, session in self.sessions.items():
-            if not session.ready or (session.warm and not self._settled()):
-                held = True     # not read yet, or warm and the fabric not settled
-                continue
+        # Not read yet, or warm and the fabric not settled: held back.
+        ready = {dpid: s for dpid, s in self.sessions.items() if s.ready and not (s.warm and not self._settled())}
+        held = len(ready) < len(self.sessions)
+        wants = {dpid: Tables.of(desired.flows.get(dpid, ()), desired.groups.get(dpid, {}),
+                                 desired.meters.get(dpid, {})) for dpid in ready}
+        for session in ready.values():
             session.warm = False
-            want = Tables.of(desired.flows.get(dpid, ()), desired.groups.get(dpid, {}), desired.meters.get(dpid, {}))
-            batches = reconcile(want, session.tables())
-            if batches:
-                work[dpid] = (session, batches)
-                planned[dpid] = (want, session.generation)
-                if LOG.isEnabledFor(logging.DEBUG):
-                    for change in (c for b in batches.phases.values() for c in b):
-                        LOG.debug("%016x %s %s", dpid, change.verb.value, change.entry)
+        changed = reconcile_fabric(wants, {dpid: s.tables() for dpid, s in ready.items()}, self.fabric.links)
+        for dpid, batches in changed.items():
+            work[dpid] = (ready[dpid], batches)
+            planned[dpid] = (wants[dpid], ready[dpid].generation)
+            if LOG.isEnabledFor(logging.DEBUG):
+                for change in (c for b in batches.phases.values() for c in b):
+                    LOG.debug("%016x %s %s", dpid, change.verb.value, change.entry)
         reinject, self.reinject = self.reinject, []
         programmed = (len(desired.flows), sum(len(f) for f in desired.flows.values()))
 

@@ -43,16 +43,16 @@ def message(dp: Any, change: Change) -> Any:
 
 @dataclass
 class _Push:
-    work: Work
+    work: dict[int, tuple[SwitchSession, dict[tuple[Phase, int], list[Change]]]]
     done: Callable[[], None]
-    phases: list[Phase] = field(default_factory=lambda: list(Phase))
+    steps: list[tuple[Phase, int]]
     waiting: set[tuple[int, int]] = field(default_factory=set)     # (dpid, xid) of the barriers sent
 
 
 class Sender:
-    """Sends messages, counting them, and pushes a reconcile's batches phase by
-    phase: every switch confirms a phase with a barrier reply before any switch
-    gets the next.  The pushing never blocks the loop: barrier replies move it on."""
+    """Sends messages, counting them, and pushes a reconcile's batches step by
+    step (a phase, or a rank within it): every switch confirms a step with a
+    barrier reply before any switch gets the next.  The pushing never blocks the loop: barrier replies move it on."""
 
     def __init__(self, loop: Loop, count: Callable[[str], None]):
         self._loop = loop
@@ -70,7 +70,8 @@ class Sender:
     def push(self, work: Work, done: Callable[[], None]) -> None:
         """Send ``work``; ``done`` runs on the loop once the last phase is confirmed."""
         assert self._push is None, "one push at a time"
-        self._push = _Push(work, done)
+        steps = {dpid: (session, batches.steps()) for dpid, (session, batches) in work.items()}
+        self._push = _Push(steps, done, sorted({step for _, by_step in steps.values() for step in by_step}))
         self._next_phase()
 
     def barrier_reply(self, dpid: int, xid: int) -> None:
@@ -93,10 +94,10 @@ class Sender:
     def _next_phase(self) -> None:
         push = self._push
         assert push is not None
-        while push.phases:
-            phase = push.phases.pop(0)
-            for dpid, (session, batches) in sorted(push.work.items()):
-                batch = batches.phases.get(phase)
+        while push.steps:
+            step = push.steps.pop(0)
+            for dpid, (session, by_step) in sorted(push.work.items()):
+                batch = by_step.get(step)
                 if batch:
                     for change in batch:
                         self.send(session.dp, message(session.dp, change))

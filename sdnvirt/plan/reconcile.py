@@ -18,7 +18,7 @@ messages.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any, TypeVar
@@ -45,6 +45,9 @@ class Phase(IntEnum):
 class Change:
     verb: Verb
     entry: Entry
+    # Within a phase, every switch gets the changes of one rank before any
+    # gets the next (see ``reconcile``'s ``rank``).
+    rank: int = 0
 
 
 @dataclass
@@ -93,6 +96,14 @@ class Batches:
     def __len__(self) -> int:
         return sum(len(b) for b in self.phases.values())
 
+    def steps(self) -> dict[tuple[Phase, int], list[Change]]:
+        """The changes by (phase, rank), in the order they are sent."""
+        out: dict[tuple[Phase, int], list[Change]] = {}
+        for phase, batch in sorted(self.phases.items()):
+            for change in sorted(batch, key=lambda c: c.rank):
+                out.setdefault((phase, change.rank), []).append(change)
+        return out
+
     def entries(self, verb: Verb, kind: type = Flow) -> list[Entry]:
         """The entries of ``kind`` (Flow, Group, Meter) that the changes ``verb``."""
         return [c.entry for batch in self.phases.values() for c in batch
@@ -129,8 +140,14 @@ def _keyed(want: Mapping[K, V], have: Mapping[K, V]) -> tuple[list[V], list[V], 
     return add, modify, delete
 
 
-def reconcile(desired: Tables, installed: Tables) -> Batches:
-    """The changes, by phase, that make a switch holding ``installed`` hold ``desired``."""
+def reconcile(desired: Tables, installed: Tables, rank: Callable[[Flow], int] | None = None) -> Batches:
+    """The changes, by phase, that make a switch holding ``installed`` hold ``desired``.
+
+    ``rank``: for a flow that is added or changed, how far the switch is from
+    where the flow sends its packets (0: delivered here).  Paths that move
+    are then rewritten from their new end backwards, every switch of one rank
+    before any of the next, so that a packet never meets a switch that sends
+    it back toward one already rewritten: no loop, even for a moment."""
     flows = _keyed(desired.flows, installed.flows)
     groups = _keyed(desired.groups, installed.groups)
     meters = _keyed(desired.meters, installed.meters)
@@ -142,7 +159,46 @@ def reconcile(desired: Tables, installed: Tables) -> Batches:
             (Phase.BREAK_FLOWS, [(Verb.DELETE, flows[2])]),
             (Phase.BREAK_REFERENCED, [(Verb.DELETE, groups[2]), (Verb.DELETE, meters[2])])]
     for phase, parts in phases:
-        batch = [Change(verb, entry) for verb, entries in parts for entry in entries]
+        batch = [Change(verb, entry, rank(entry) if rank and isinstance(entry, Flow) and phase is Phase.MAKE_FLOWS
+                        else 0)
+                 for verb, entries in parts for entry in entries]
         if batch:
             out.phases[phase] = batch
     return out
+
+
+def path_ranks(desired: Mapping[int, Tables], links: Mapping[tuple[int, int], tuple[int, int]]
+               ) -> Callable[[int], Callable[[Flow], int]]:
+    """``rank`` for ``reconcile``, per switch: how many switches a flow's
+    packets still cross, following the desired flows with the same key on
+    the far side of each fabric port it outputs to (0: they leave the fabric
+    here).  ``links``: a fabric port -> the port at its other end."""
+    memo: dict[tuple[int, tuple[Any, ...]], int] = {}
+
+    def rank(dpid: int, flow: Flow, seen: frozenset[int]) -> int:
+        key = (dpid, flow.key)
+        if key not in memo:
+            depth = 0
+            for port in _outputs(flow):
+                far = links.get((dpid, port))
+                tables = desired.get(far[0]) if far is not None else None
+                after = tables.flows.get(flow.key) if tables is not None and far is not None else None
+                if after is not None and far is not None and far[0] not in seen:
+                    depth = max(depth, 1 + rank(far[0], after, seen | {dpid}))
+            memo[key] = depth
+        return memo[key]
+
+    return lambda dpid: lambda flow: rank(dpid, flow, frozenset())
+
+
+def _outputs(flow: Flow) -> list[int]:
+    return [action[1] for inst in flow.instructions if inst[0] == "apply"
+            for action in inst[1] if action[0] == "output"]
+
+
+def reconcile_fabric(desired: Mapping[int, Tables], installed: Mapping[int, Tables],
+                     links: Mapping[tuple[int, int], tuple[int, int]]) -> dict[int, Batches]:
+    """``reconcile`` for every switch of ``installed`` that needs a change, paths ranked."""
+    ranks = path_ranks(desired, links)
+    out = {dpid: reconcile(desired[dpid], have, ranks(dpid)) for dpid, have in installed.items()}
+    return {dpid: batches for dpid, batches in out.items() if batches}
