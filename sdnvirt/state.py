@@ -15,15 +15,18 @@ from typing import Callable
 
 from . import overlay
 from .config import Config, ConfigError, load, parse
+from .events import Events, Kind, Source
 from .store import Store
 
 
 class ConfigState:
-    def __init__(self, path: str | Path, config: Config, store: Store):
-        """``config``: the file as just read. Raises ConfigError if the API's
+    def __init__(self, path: str | Path, config: Config, store: Store, events: Events | None = None):
+        """``config``: the file as just read; ``events`` hears of every config
+        applied and every reload refused. Raises ConfigError if the API's
         stored changes no longer fit it."""
         self.path = str(path)
         self.store = store
+        self.events = events or Events()
         self.lock = threading.Lock()
         self.apply: Callable[[Config], None] = lambda config: None
         self.reloaded: Callable[[bool], None] = lambda ok: None    # told whether each reload worked
@@ -44,11 +47,13 @@ class ConfigState:
         with self.lock:
             try:
                 config = self._adopt(load(self.path))
-            except ConfigError:
+            except ConfigError as err:
                 self.reloaded(False)
+                self.events.publish(Kind.CONFIG_RELOAD_FAILED, error=str(err))
                 raise
             self.apply(config)
             self.reloaded(True)
+            self._applied(config, Source.FILE)
             return config
 
     def change(self, edit: Callable[[overlay.Changes], None]) -> Config:
@@ -68,7 +73,12 @@ class ConfigState:
                         txn.put(kind, key, entry)
             self.entries, self.config = changes.entries, config
             self.apply(config)
+            self._applied(config, Source.API)
             return config
+
+    def _applied(self, config: Config, source: Source) -> None:
+        self.events.publish(Kind.CONFIG_APPLIED, source=source, tenants=len(config.tenants),
+                            vms=sum(len(t.vms) for t in config.tenants.values()))
 
     def origin(self, kind: str, key: str) -> str:
         """Where the object's current version comes from: "api" or "file"."""

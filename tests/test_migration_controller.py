@@ -6,6 +6,7 @@ import pytest
 from fabrics import leafspine, placed_model
 
 from sdnvirt.controller.migrations import Coordinator
+from sdnvirt.events import Events, Kind
 from sdnvirt.migration import Refused
 from sdnvirt.model import Location
 
@@ -21,6 +22,7 @@ class FakeApp:
         self.installed = {}
         self.wanted = 0
         self.sent = []
+        self.events = Events()
         self.migrations = Coordinator(self)
 
     def _request(self):
@@ -62,6 +64,10 @@ def test_a_live_migration_from_request_to_finish():
     co.event(mid, "thawed", frozen_at=100.0, thawed_at=100.1)
     rec = co.record(mid)
     assert rec["outcome"] == "ok" and rec["downtime"] > 0
+    steps = [(e.fields["step"], e.fields["phase"], e.fields["outcome"]) for e in app.events.since().events]
+    assert steps == [("accepted", "preparation", None), ("plugged", "preparation", None),
+                     ("captured", "data_transfer", None), ("arrived", "restoration", None),
+                     ("flipped", "restoration", None), ("finished", "finished", "ok")]
     # Five gratuitous ARPs to each of blue's other VMs (web2 on leaf2, web3 on leaf1).
     deadline = threading.Event()
     deadline.wait(1.0)
@@ -115,6 +121,9 @@ def test_an_agent_silent_once_the_vm_left_its_source_port_fails_the_migration():
     rec = app.migrations.record(mid)
     assert rec["outcome"] == "failed" and rec["reason"].startswith("no word from the hypervisor agent"), rec
     assert "web1" not in app.model.locations and not app.model.migrating
+    lost, ended = app.events.since().events[-2:]
+    assert lost.kind is Kind.VM_LOST and lost.fields == {"vm": "web1", "tenant": "blue", "migration": mid}
+    assert ended.fields["step"] == "ended" and ended.fields["outcome"] == "failed"
 
 
 def test_a_failure_once_the_vm_runs_at_the_target_is_recorded_and_leaves_it_there():

@@ -24,6 +24,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from .. import status
 from ..config import Config
 from ..counters import Totals
+from ..events import Cause, Events, Found, Handler, Kind, LinkDown
 from ..fabric import Fabric
 from ..metrics import Metrics, Snapshot, StateCollector
 from ..model import Location, Model
@@ -51,8 +52,8 @@ LOCATE_FIRST = 0.25
 class SdnvirtApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofp.OFP_VERSION]
 
-    def __init__(self, *args, sdnvirt_config: Config, sdnvirt_metrics: Metrics, sdnvirt_store: Store | None = None,
-                 **kwargs):
+    def __init__(self, *args, sdnvirt_config: Config, sdnvirt_metrics: Metrics, sdnvirt_events: Events,
+                 sdnvirt_store: Store | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.name = "sdnvirt"
         self.lock = threading.RLock()
@@ -82,7 +83,9 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.last_topology_change = now
         self.metrics = sdnvirt_metrics
         self.metrics.errors_known(ofmsg.ERROR_TYPES.values())
-        self.prober = probes.Prober(self.model, self._send_frame, self._request, self.metrics.probe_latency)
+        self.events = sdnvirt_events
+        self.prober = probes.Prober(self.model, self._send_frame, self._request, self.metrics.probe_latency,
+                                    self.events)
         self.switch_names: dict[int, str] = {}          # every switch connected since the start
         # What the switches counted in the lb and unnat tables' flows: the
         # backends' connections and their packets/bytes each way; per VM, its
@@ -118,6 +121,23 @@ class SdnvirtApp(app_manager.OSKenApp):
         LOG.info("config applied: %d tenants, %d VMs", len(config.tenants), sum(1 for _ in self.model.vms()))
         self._request()
 
+    def get_handlers(self, ev, state=None):
+        # os-ken logs and swallows what its handlers raise: counted here first.
+        return [self._counted(h) for h in super().get_handlers(ev, state)]
+
+    def _counted(self, handler):
+        def run(ev):
+            try:
+                return handler(ev)
+            except Exception:
+                self._failed(Handler.OPENFLOW)
+                raise
+        return run
+
+    def _failed(self, handler: Handler) -> None:
+        self.metrics.handler_errors.labels(handler.value).inc()
+        self.events.publish(Kind.HANDLER_ERROR, handler=handler)
+
     def _request(self, topology: bool = False) -> None:
         with self.lock:
             self.wanted += 1
@@ -139,6 +159,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             self.fabric.add_switch(dpid)
             self.installed.pop(dpid, None)
         LOG.info("switch %016x connected", dpid)
+        self.events.publish(Kind.SWITCH_CONNECTED, dpid=f"{dpid:016x}")
         self._send(dp, parser.OFPPortDescStatsRequest(dp, 0))
         self._read_meters(dp)
         self._read_groups(dp)
@@ -168,9 +189,12 @@ class SdnvirtApp(app_manager.OSKenApp):
                 for svc, backend in self.model.backends_down(vm.name, "its switch disconnected"):
                     LOG.warning("backend %s of %s/%s is DOWN (its switch disconnected)",
                                 backend.key, svc.tenant, svc.name)
+                    self.events.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name,
+                                        backend=backend.key, cause=Cause.SWITCH_LOST)
             self.link_seen = {k: v for k, v in self.link_seen.items() if k[0] != dp.id}
             self.locate_due.pop(dp.id, None)
         LOG.warning("switch %016x disconnected; it keeps its flows (fail-secure)", dp.id)
+        self.events.publish(Kind.SWITCH_LOST, dpid=f"{dp.id:016x}")
         self._request(topology=True)
 
     def _known(self, dp) -> bool:
@@ -207,7 +231,8 @@ class SdnvirtApp(app_manager.OSKenApp):
             if not self._known(dp):
                 return
             if msg.reason == ofp.OFPPR_DELETE:
-                self.fabric.remove_port(dp.id, port.port_no)
+                if self.fabric.remove_port(dp.id, port.port_no):
+                    self._links_down(dp.id, port.port_no)
                 self._unbind_port(dp.id, port.port_no, deleted=True)
             else:
                 self._port_changed(dp.id, port)
@@ -216,11 +241,15 @@ class SdnvirtApp(app_manager.OSKenApp):
 
     def _port_changed(self, dpid: int, port) -> None:
         up = not (port.config & ofp.OFPPC_PORT_DOWN) and not (port.state & ofp.OFPPS_LINK_DOWN)
-        self.fabric.set_port(dpid, port.port_no, up)
+        if self.fabric.set_port(dpid, port.port_no, up):
+            self._links_down(dpid, port.port_no)
         if up:
             self.migrations.port_up(Location(dpid, port.port_no))
         else:
             self._unbind_port(dpid, port.port_no)
+
+    def _links_down(self, dpid: int, port: int) -> None:
+        self.events.publish(Kind.LINK_DOWN, dpid=f"{dpid:016x}", port=port, cause=LinkDown.PORT_DOWN)
 
     def _unbind_port(self, dpid: int, port: int, deleted: bool = False) -> None:
         # A VM whose port went down is no longer there; if it comes back, here
@@ -231,8 +260,11 @@ class SdnvirtApp(app_manager.OSKenApp):
         vm = self.model.vm_at(Location(dpid, port))
         if vm is not None:
             LOG.info("VM %s (%s) left %016x port %d", vm.name, vm.tenant, dpid, port)
+            self.events.publish(Kind.VM_LEFT_PORT, vm=vm.name, tenant=vm.tenant, dpid=f"{dpid:016x}", port=port)
             for svc, backend in self.model.unbind(vm.name, "its VM left its port"):
                 LOG.warning("backend %s of %s/%s is DOWN (its VM left its port)", backend.key, svc.tenant, svc.name)
+                self.events.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name, backend=backend.key,
+                                    cause=Cause.VM_LEFT_PORT)
 
     # -- flows -------------------------------------------------------------------
     def _read_flows(self, dp) -> None:
@@ -263,13 +295,17 @@ class SdnvirtApp(app_manager.OSKenApp):
                 return
             have = self.meter_parts.pop(dp.id)
             want = meters(self.settings)
-        for meter_id, m in sorted(want.items()):
-            if meter_id not in have:
-                self._send(dp, ofmsg.meter_mod(dp, m, ofp.OFPMC_ADD))
-            elif have[meter_id] != m:
-                self._send(dp, ofmsg.meter_mod(dp, m, ofp.OFPMC_MODIFY))
-        for meter_id in sorted(set(have) - set(want)):
+        add = [m for meter_id, m in sorted(want.items()) if meter_id not in have]
+        modify = [m for meter_id, m in sorted(want.items()) if meter_id in have and have[meter_id] != m]
+        delete = sorted(set(have) - set(want))
+        for m in add:
+            self._send(dp, ofmsg.meter_mod(dp, m, ofp.OFPMC_ADD))
+        for m in modify:
+            self._send(dp, ofmsg.meter_mod(dp, m, ofp.OFPMC_MODIFY))
+        for meter_id in delete:
             self._send(dp, parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, meter_id=meter_id))
+        self.events.publish(Kind.METERS_SET, dpid=f"{dp.id:016x}", add=len(add), modify=len(modify),
+                            delete=len(delete))
         with self.lock:
             self.meters_ready.add(dp.id)
         self._request()
@@ -398,8 +434,12 @@ class SdnvirtApp(app_manager.OSKenApp):
                 if name not in self.model.locations:
                     self.model.bind(name, loc)
                     LOG.info("VM %s found at %016x port %d in the switch's own flows", name, dpid, loc.port)
+                    self.events.publish(Kind.VM_LOCATED, vm=name, tenant=self.model.vm(name).tenant,
+                                        dpid=f"{dpid:016x}", port=loc.port, how=Found.RECOVERED)
+            warm = dpid in self.warm
         LOG.info("switch %016x holds %d flows%s", dpid, len(flows),
-                 " (warm: left as is until the fabric settles)" if dpid in self.warm else "")
+                 " (warm: left as is until the fabric settles)" if warm else "")
+        self.events.publish(Kind.SWITCH_FLOWS_READ, dpid=f"{dpid:016x}", flows=len(flows), warm=warm)
         self._request()
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
@@ -432,6 +472,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                 self.reconcile()
             except Exception:    # noqa: BLE001 - the daemon must outlive a bad reconcile
                 LOG.exception("reconcile failed; retrying")
+                self._failed(Handler.RECONCILE)
                 self.metrics.reconciled("failure", time.monotonic() - started)
                 time.sleep(0.5)
                 self.dirty.set()
@@ -515,15 +556,22 @@ class SdnvirtApp(app_manager.OSKenApp):
             self._locate(dpid)
             self._locate_soon(dpid)
         if work or group_work:
+            ms = (time.monotonic() - started) * 1000
             LOG.info("reconciled %d switches, %d flow and %d group changes in %.1f ms", len(dps),
                      sum(len(ch) for _, ch, _ in work.values()),
-                     sum(len(a) + len(m) + len(d) for a, m, d in group_work.values()),
-                     (time.monotonic() - started) * 1000)
+                     sum(len(a) + len(m) + len(d) for a, m, d in group_work.values()), ms)
+            with self.lock:
+                located, total = len(self.model.locations), sum(1 for _ in self.model.vms())
             if not held:
-                with self.lock:
-                    located, total = len(self.model.locations), sum(1 for _ in self.model.vms())
                 LOG.info("fabric programmed: %d switches, %d flows, %d of %d VMs located",
                          len(desired.flows), sum(len(f) for f in desired.flows.values()), located, total)
+            verbs = ("add", "modify", "delete")
+            counts = {f"flow_{verb}": sum(len(getattr(ch, verb)) for _, ch, _ in work.values()) for verb in verbs}
+            counts.update({f"group_{verb}": sum(len(gw[i]) for gw in group_work.values())
+                           for i, verb in enumerate(verbs)})
+            self.events.publish(Kind.RECONCILED, switches=len(dps), ms=round(ms, 3), programmed=not held,
+                                flows=sum(len(f) for f in desired.flows.values()), vms_located=located, vms=total,
+                                **counts)
 
     def _log_changes(self, dpid: int, changes: Changes) -> None:
         have = {f.key: f for f in self.installed[dpid]}
@@ -636,6 +684,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             LOG.debug("switch %016x: %s", dpid, err)
         except Exception:    # noqa: BLE001 - no packet may stop the daemon
             LOG.exception("switch %016x: packet-in not handled", dpid)
+            self._failed(Handler.PACKET_IN)
         finally:
             self.metrics.packet_in(ofmsg.PACKET_IN_REASONS.get(msg.reason, str(msg.reason)), purpose,
                                    time.perf_counter() - started)
@@ -669,6 +718,8 @@ class SdnvirtApp(app_manager.OSKenApp):
                     self._unbind_port(*end)
         if new:
             LOG.info("link %016x:%d -> %016x:%d", src[0], src[1], dpid, in_port)
+            self.events.publish(Kind.LINK_UP, src_dpid=f"{src[0]:016x}", src_port=src[1], dpid=f"{dpid:016x}",
+                                port=in_port)
             self._request(topology=True)
 
     def _learn(self, dpid: int, in_port: int, data: bytes) -> None:
@@ -684,10 +735,17 @@ class SdnvirtApp(app_manager.OSKenApp):
                 if seen.vm is not None and not seen.bound:
                     LOG.warning("frame claiming VM %s on %016x port %d ignored: %s",
                                 seen.vm.name, dpid, in_port, seen.reason)
+                    self.events.publish(Kind.VM_CLAIM_IGNORED, vm=seen.vm.name, tenant=seen.vm.tenant,
+                                        dpid=f"{dpid:016x}", port=in_port, refused=seen.refused)
                 return
             self.reinject.append((dpid, in_port, data))
         LOG.info("VM %s (%s) is at %016x port %d%s", seen.vm.name, seen.vm.tenant, dpid, in_port,
                  f", moved from {seen.moved_from}" if seen.moved_from else "")
+        moved = seen.moved_from
+        self.events.publish(Kind.VM_LOCATED, vm=seen.vm.name, tenant=seen.vm.tenant, dpid=f"{dpid:016x}",
+                            port=in_port, how=Found.PROBE if frame.to_controller else Found.LEARNT,
+                            from_dpid=None if moved is None else f"{moved.dpid:016x}",
+                            from_port=None if moved is None else moved.port)
         self._request()
 
     # -- periodic work -----------------------------------------------------------
@@ -745,6 +803,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                 self.migrations.tick()
             except Exception:    # noqa: BLE001
                 LOG.exception("periodic work failed")
+                self._failed(Handler.PERIODIC)
 
     def _expire_links(self, now: float) -> None:
         with self.lock:
@@ -754,6 +813,8 @@ class SdnvirtApp(app_manager.OSKenApp):
                 del self.link_seen[src]
                 if src in self.fabric.links:
                     LOG.warning("link from %016x:%d timed out", *src)
+                    self.events.publish(Kind.LINK_DOWN, dpid=f"{src[0]:016x}", port=src[1],
+                                        cause=LinkDown.TIMED_OUT)
                     del self.fabric.links[src]
                     gone = True
         if gone:

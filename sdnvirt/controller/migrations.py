@@ -13,6 +13,7 @@ import logging
 import sqlite3
 import threading
 
+from ..events import Cause, Kind, Step
 from ..migration import Migration, Migrations, Outcome, Phase
 from ..model import Location
 from ..plan.pipeline import vm_cookie
@@ -65,6 +66,7 @@ class Coordinator:
             record = mig.as_dict()
         LOG.info("migration %d: %s VM %s from %s to %s accepted%s", mig.id, mig.mode.value, mig.vm, mig.source,
                  mig.target, f"; drained in {', '.join(mig.drained)}" if mig.drained else "")
+        self._publish(mig, Step.ACCEPTED)
         if mig.drained:
             app._request()
         return record
@@ -104,6 +106,7 @@ class Coordinator:
             if event == "plugged":
                 self.migs.plugged(mid, int(fields["port"]))
                 LOG.info("migration %d: target port %s:%d plugged; preparing it", mid, mig.target, mig.target_port)
+                self._publish(mig, Step.PLUGGED)
                 self._after_reconcile(mig)
             elif event == "frozen":
                 # From now on nothing delivered to the source reaches the VM:
@@ -148,6 +151,7 @@ class Coordinator:
         for mig in self.migs.vms_removed():
             self.waits.pop(mig.id, None)
             LOG.warning("migration %d: VM %s failed: %s", mig.id, mig.vm, mig.reason)
+            self._publish(mig, Step.ENDED)
             self._keep(mig)
 
     def tick(self) -> None:
@@ -171,6 +175,7 @@ class Coordinator:
                 elif mig.phase is Phase.RESTORATION:
                     self.migs.flipped(mid)
                     LOG.info("migration %d: paths to VM %s flipped to %s", mid, mig.vm, mig.target)
+                    self._publish(mig, Step.FLIPPED)
                     announce.append(mig)
                     self._complete(mig)
         for mig in announce:
@@ -191,17 +196,20 @@ class Coordinator:
         self.migs.capture(mig.id, flows, counters)
         LOG.info("migration %d: target prepared, state captured (%d flows); data transfer may start",
                  mig.id, len(flows))
+        self._publish(mig, Step.CAPTURED)
 
     def _arrived(self, mig: Migration, how: str) -> None:
         if self.migs.arrived(mig.id):
             LOG.info("migration %d: VM %s is at %s port %d (%s); flipping its paths", mig.id, mig.vm,
                      mig.target, mig.target_port, how)
+            self._publish(mig, Step.ARRIVED)
             self._after_reconcile(mig)
 
     def _complete(self, mig: Migration) -> None:
         if self.migs.complete(mig.id):
             LOG.info("migration %d: VM %s finished on %s, downtime %.1f ms", mig.id, mig.vm, mig.target,
                      mig.downtime * 1000)
+            self._publish(mig, Step.FINISHED)
             self._keep(mig)
             if mig.drained:
                 self.app._request()
@@ -215,15 +223,24 @@ class Coordinator:
             if mig.phase is Phase.RESTORATION and not self.migs.agent_silent(mig):
                 # The agent took it off its source port when it froze it, and
                 # plugs it back in at its source on a new port: learnt there.
-                app.model.unbind(mig.vm, "its migration was rolled back after it left its source port")
+                down = app.model.unbind(mig.vm, "its migration was rolled back after it left its source port")
             else:
                 # Its source port is gone too (or the agent that would plug it
                 # back in is silent): learnt again wherever it shows up.
                 self.migs.lost(mig.id, reason + "; its source port is gone")
-                app.model.unbind(mig.vm, "its migration failed away from its port")
+                down = app.model.unbind(mig.vm, "its migration failed away from its port")
+                app.events.publish(Kind.VM_LOST, vm=mig.vm, tenant=mig.tenant, migration=mig.id)
+            for svc, backend in down:
+                app.events.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name, backend=backend.key,
+                                   cause=Cause.MIGRATION)
         LOG.warning("migration %d: VM %s %s: %s", mig.id, mig.vm, mig.outcome.value.replace("_", " "), mig.reason)
+        self._publish(mig, Step.ENDED)
         self._keep(mig)
         app._request()
+
+    def _publish(self, mig: Migration, step: Step) -> None:
+        self.app.events.publish(Kind.MIGRATION, id=mig.id, vm=mig.vm, tenant=mig.tenant, mode=mig.mode, step=step,
+                                phase=mig.phase, outcome=mig.outcome)
 
     def _announce(self, mig: Migration) -> None:
         """Gratuitous ARPs for the VM to every other VM of its tenant, where each is plugged in.
