@@ -274,10 +274,10 @@ def test_a_stranger_claiming_a_migrating_vm_is_ignored(mig):
     rec = mig.api.post("/migrations", {"vm": "m4", "target": "leaf2"})
     wait_phase(mig, rec["id"], "data_transfer")
     m4 = mig.vm("m4")
-    offset = len(mig.ctl.log())
+    cursor = mig.ctl.cursor()
     rogue = mig.emu.plug("rogue", "leaf4", m4.mac, f"{m4.ip}/24")
     rogue.cmd(f"arping -c 2 -U -I {rogue.defaultIntf()} {m4.ip}")
-    assert mig.ctl.wait_log("VM is migrating: only its migration moves it", after=offset)
+    assert mig.ctl.wait_event("vm_claim_ignored", {"vm": "m4", "refused": "migrating"}, after=cursor)
     rec = mig.agent.wait(rec["id"], 25)
     assert rec["outcome"] == "ok" and where(mig, "m4") == "leaf2", rec
 
