@@ -570,8 +570,8 @@ class SdnvirtApp(app_manager.OSKenApp):
             counts.update({f"group_{verb}": sum(len(gw[i]) for gw in group_work.values())
                            for i, verb in enumerate(verbs)})
             self.events.publish(Kind.RECONCILED, switches=len(dps), ms=round(ms, 3), programmed=not held,
-                                flows=sum(len(f) for f in desired.flows.values()), vms_located=located, vms=total,
-                                **counts)
+                                fabric_switches=len(desired.flows), flows=sum(len(f) for f in desired.flows.values()),
+                                vms_located=located, vms=total, **counts)
 
     def _log_changes(self, dpid: int, changes: Changes) -> None:
         have = {f.key: f for f in self.installed[dpid]}

@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -136,9 +136,10 @@ class ControllerProcess:
         """The newest event id: events(after=cursor) and wait_event(after=cursor) see only what comes next."""
         return self.api().events()["last"]
 
-    def events(self, kind: str | None = None, where: Where = None, after: int = 0) -> list[dict]:
-        """The events the daemon still holds after ``after``, of ``kind``, that match ``where``."""
-        page = self.api().events(after, [kind] if kind else [])
+    def events(self, kind: str | Iterable[str] = (), where: Where = None, after: int = 0) -> list[dict]:
+        """The events the daemon still holds after ``after``, of ``kind`` (one or several;
+        none: every kind), that match ``where``."""
+        page = self.api().events(after, [kind] if isinstance(kind, str) else kind)
         _check_kept(page, after)
         return [e for e in page["events"] if _matches(e, where)]
 
