@@ -22,7 +22,7 @@ class FakeApp:
         self.installed = {}
         self.wanted = 0
         self.sent = []
-        self.events = Events()
+        self.event_hub = Events()
         self.migrations = Coordinator(self)
 
     def _request(self):
@@ -64,7 +64,7 @@ def test_a_live_migration_from_request_to_finish():
     co.event(mid, "thawed", frozen_at=100.0, thawed_at=100.1)
     rec = co.record(mid)
     assert rec["outcome"] == "ok" and rec["downtime"] > 0
-    steps = [(e.fields["step"], e.fields["phase"], e.fields["outcome"]) for e in app.events.since().events]
+    steps = [(e.fields["step"], e.fields["phase"], e.fields["outcome"]) for e in app.event_hub.since().events]
     assert steps == [("accepted", "preparation", None), ("plugged", "preparation", None),
                      ("captured", "data_transfer", None), ("arrived", "restoration", None),
                      ("flipped", "restoration", None), ("finished", "finished", "ok")]
@@ -121,7 +121,7 @@ def test_an_agent_silent_once_the_vm_left_its_source_port_fails_the_migration():
     rec = app.migrations.record(mid)
     assert rec["outcome"] == "failed" and rec["reason"].startswith("no word from the hypervisor agent"), rec
     assert "web1" not in app.model.locations and not app.model.migrating
-    lost, ended = app.events.since().events[-2:]
+    lost, ended = app.event_hub.since().events[-2:]
     assert lost.kind is Kind.VM_LOST and lost.fields == {"vm": "web1", "tenant": "blue", "migration": mid}
     assert ended.fields["step"] == "ended" and ended.fields["outcome"] == "failed"
 

@@ -83,9 +83,9 @@ class SdnvirtApp(app_manager.OSKenApp):
         self.last_topology_change = now
         self.metrics = sdnvirt_metrics
         self.metrics.errors_known(ofmsg.ERROR_TYPES.values())
-        self.events = sdnvirt_events
+        self.event_hub = sdnvirt_events
         self.prober = probes.Prober(self.model, self._send_frame, self._request, self.metrics.probe_latency,
-                                    self.events)
+                                    self.event_hub)
         self.switch_names: dict[int, str] = {}          # every switch connected since the start
         # What the switches counted in the lb and unnat tables' flows: the
         # backends' connections and their packets/bytes each way; per VM, its
@@ -122,21 +122,23 @@ class SdnvirtApp(app_manager.OSKenApp):
         self._request()
 
     def get_handlers(self, ev, state=None):
-        # os-ken logs and swallows what its handlers raise: counted here first.
-        return [self._counted(h) for h in super().get_handlers(ev, state)]
+        return [self._guarded(h) for h in super().get_handlers(ev, state)]
 
-    def _counted(self, handler):
+    def _guarded(self, handler):
+        # With its native hub, os-ken's TaskExit is Exception itself: whatever a
+        # handler raises would silently end the app's event loop, and with it
+        # every later OpenFlow event.  Logged, counted and survived here.
         def run(ev):
             try:
-                return handler(ev)
-            except Exception:
+                handler(ev)
+            except Exception:    # noqa: BLE001
+                LOG.exception("%s failed on %s", handler.__name__, type(ev).__name__)
                 self._failed(Handler.OPENFLOW)
-                raise
         return run
 
     def _failed(self, handler: Handler) -> None:
         self.metrics.handler_errors.labels(handler.value).inc()
-        self.events.publish(Kind.HANDLER_ERROR, handler=handler)
+        self.event_hub.publish(Kind.HANDLER_ERROR, handler=handler)
 
     def _request(self, topology: bool = False) -> None:
         with self.lock:
@@ -159,7 +161,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             self.fabric.add_switch(dpid)
             self.installed.pop(dpid, None)
         LOG.info("switch %016x connected", dpid)
-        self.events.publish(Kind.SWITCH_CONNECTED, dpid=f"{dpid:016x}")
+        self.event_hub.publish(Kind.SWITCH_CONNECTED, dpid=f"{dpid:016x}")
         self._send(dp, parser.OFPPortDescStatsRequest(dp, 0))
         self._read_meters(dp)
         self._read_groups(dp)
@@ -189,12 +191,12 @@ class SdnvirtApp(app_manager.OSKenApp):
                 for svc, backend in self.model.backends_down(vm.name, "its switch disconnected"):
                     LOG.warning("backend %s of %s/%s is DOWN (its switch disconnected)",
                                 backend.key, svc.tenant, svc.name)
-                    self.events.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name,
+                    self.event_hub.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name,
                                         backend=backend.key, cause=Cause.SWITCH_LOST)
             self.link_seen = {k: v for k, v in self.link_seen.items() if k[0] != dp.id}
             self.locate_due.pop(dp.id, None)
         LOG.warning("switch %016x disconnected; it keeps its flows (fail-secure)", dp.id)
-        self.events.publish(Kind.SWITCH_LOST, dpid=f"{dp.id:016x}")
+        self.event_hub.publish(Kind.SWITCH_LOST, dpid=f"{dp.id:016x}")
         self._request(topology=True)
 
     def _known(self, dp) -> bool:
@@ -249,7 +251,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             self._unbind_port(dpid, port.port_no)
 
     def _links_down(self, dpid: int, port: int) -> None:
-        self.events.publish(Kind.LINK_DOWN, dpid=f"{dpid:016x}", port=port, cause=LinkDown.PORT_DOWN)
+        self.event_hub.publish(Kind.LINK_DOWN, dpid=f"{dpid:016x}", port=port, cause=LinkDown.PORT_DOWN)
 
     def _unbind_port(self, dpid: int, port: int, deleted: bool = False) -> None:
         # A VM whose port went down is no longer there; if it comes back, here
@@ -260,10 +262,10 @@ class SdnvirtApp(app_manager.OSKenApp):
         vm = self.model.vm_at(Location(dpid, port))
         if vm is not None:
             LOG.info("VM %s (%s) left %016x port %d", vm.name, vm.tenant, dpid, port)
-            self.events.publish(Kind.VM_LEFT_PORT, vm=vm.name, tenant=vm.tenant, dpid=f"{dpid:016x}", port=port)
+            self.event_hub.publish(Kind.VM_LEFT_PORT, vm=vm.name, tenant=vm.tenant, dpid=f"{dpid:016x}", port=port)
             for svc, backend in self.model.unbind(vm.name, "its VM left its port"):
                 LOG.warning("backend %s of %s/%s is DOWN (its VM left its port)", backend.key, svc.tenant, svc.name)
-                self.events.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name, backend=backend.key,
+                self.event_hub.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name, backend=backend.key,
                                     cause=Cause.VM_LEFT_PORT)
 
     # -- flows -------------------------------------------------------------------
@@ -304,7 +306,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             self._send(dp, ofmsg.meter_mod(dp, m, ofp.OFPMC_MODIFY))
         for meter_id in delete:
             self._send(dp, parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, meter_id=meter_id))
-        self.events.publish(Kind.METERS_SET, dpid=f"{dp.id:016x}", add=len(add), modify=len(modify),
+        self.event_hub.publish(Kind.METERS_SET, dpid=f"{dp.id:016x}", add=len(add), modify=len(modify),
                             delete=len(delete))
         with self.lock:
             self.meters_ready.add(dp.id)
@@ -434,12 +436,12 @@ class SdnvirtApp(app_manager.OSKenApp):
                 if name not in self.model.locations:
                     self.model.bind(name, loc)
                     LOG.info("VM %s found at %016x port %d in the switch's own flows", name, dpid, loc.port)
-                    self.events.publish(Kind.VM_LOCATED, vm=name, tenant=self.model.vm(name).tenant,
+                    self.event_hub.publish(Kind.VM_LOCATED, vm=name, tenant=self.model.vm(name).tenant,
                                         dpid=f"{dpid:016x}", port=loc.port, how=Found.RECOVERED)
             warm = dpid in self.warm
         LOG.info("switch %016x holds %d flows%s", dpid, len(flows),
                  " (warm: left as is until the fabric settles)" if warm else "")
-        self.events.publish(Kind.SWITCH_FLOWS_READ, dpid=f"{dpid:016x}", flows=len(flows), warm=warm)
+        self.event_hub.publish(Kind.SWITCH_FLOWS_READ, dpid=f"{dpid:016x}", flows=len(flows), warm=warm)
         self._request()
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
@@ -569,7 +571,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             counts = {f"flow_{verb}": sum(len(getattr(ch, verb)) for _, ch, _ in work.values()) for verb in verbs}
             counts.update({f"group_{verb}": sum(len(gw[i]) for gw in group_work.values())
                            for i, verb in enumerate(verbs)})
-            self.events.publish(Kind.RECONCILED, switches=len(dps), ms=round(ms, 3), programmed=not held,
+            self.event_hub.publish(Kind.RECONCILED, switches=len(dps), ms=round(ms, 3), programmed=not held,
                                 fabric_switches=len(desired.flows), flows=sum(len(f) for f in desired.flows.values()),
                                 vms_located=located, vms=total, **counts)
 
@@ -718,7 +720,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                     self._unbind_port(*end)
         if new:
             LOG.info("link %016x:%d -> %016x:%d", src[0], src[1], dpid, in_port)
-            self.events.publish(Kind.LINK_UP, src_dpid=f"{src[0]:016x}", src_port=src[1], dpid=f"{dpid:016x}",
+            self.event_hub.publish(Kind.LINK_UP, src_dpid=f"{src[0]:016x}", src_port=src[1], dpid=f"{dpid:016x}",
                                 port=in_port)
             self._request(topology=True)
 
@@ -735,14 +737,14 @@ class SdnvirtApp(app_manager.OSKenApp):
                 if seen.vm is not None and not seen.bound:
                     LOG.warning("frame claiming VM %s on %016x port %d ignored: %s",
                                 seen.vm.name, dpid, in_port, seen.reason)
-                    self.events.publish(Kind.VM_CLAIM_IGNORED, vm=seen.vm.name, tenant=seen.vm.tenant,
+                    self.event_hub.publish(Kind.VM_CLAIM_IGNORED, vm=seen.vm.name, tenant=seen.vm.tenant,
                                         dpid=f"{dpid:016x}", port=in_port, refused=seen.refused)
                 return
             self.reinject.append((dpid, in_port, data))
         LOG.info("VM %s (%s) is at %016x port %d%s", seen.vm.name, seen.vm.tenant, dpid, in_port,
                  f", moved from {seen.moved_from}" if seen.moved_from else "")
         moved = seen.moved_from
-        self.events.publish(Kind.VM_LOCATED, vm=seen.vm.name, tenant=seen.vm.tenant, dpid=f"{dpid:016x}",
+        self.event_hub.publish(Kind.VM_LOCATED, vm=seen.vm.name, tenant=seen.vm.tenant, dpid=f"{dpid:016x}",
                             port=in_port, how=Found.PROBE if frame.to_controller else Found.LEARNT,
                             from_dpid=None if moved is None else f"{moved.dpid:016x}",
                             from_port=None if moved is None else moved.port)
@@ -813,7 +815,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                 del self.link_seen[src]
                 if src in self.fabric.links:
                     LOG.warning("link from %016x:%d timed out", *src)
-                    self.events.publish(Kind.LINK_DOWN, dpid=f"{src[0]:016x}", port=src[1],
+                    self.event_hub.publish(Kind.LINK_DOWN, dpid=f"{src[0]:016x}", port=src[1],
                                         cause=LinkDown.TIMED_OUT)
                     del self.fabric.links[src]
                     gone = True

@@ -229,9 +229,9 @@ class Coordinator:
                 # back in is silent): learnt again wherever it shows up.
                 self.migs.lost(mig.id, reason + "; its source port is gone")
                 down = app.model.unbind(mig.vm, "its migration failed away from its port")
-                app.events.publish(Kind.VM_LOST, vm=mig.vm, tenant=mig.tenant, migration=mig.id)
+                app.event_hub.publish(Kind.VM_LOST, vm=mig.vm, tenant=mig.tenant, migration=mig.id)
             for svc, backend in down:
-                app.events.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name, backend=backend.key,
+                app.event_hub.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name, backend=backend.key,
                                    cause=Cause.MIGRATION)
         LOG.warning("migration %d: VM %s %s: %s", mig.id, mig.vm, mig.outcome.value.replace("_", " "), mig.reason)
         self._publish(mig, Step.ENDED)
@@ -239,7 +239,7 @@ class Coordinator:
         app._request()
 
     def _publish(self, mig: Migration, step: Step) -> None:
-        self.app.events.publish(Kind.MIGRATION, id=mig.id, vm=mig.vm, tenant=mig.tenant, mode=mig.mode, step=step,
+        self.app.event_hub.publish(Kind.MIGRATION, id=mig.id, vm=mig.vm, tenant=mig.tenant, mode=mig.mode, step=step,
                                 phase=mig.phase, outcome=mig.outcome)
 
     def _announce(self, mig: Migration) -> None:
