@@ -2,10 +2,11 @@
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from sdnvirt.events import Cause, Events, Kind, missed
+from sdnvirt.events import Cause, Claim, Events, Found, Handler, Kind, LinkDown, Source, Step, missed
 
 
 class Clock:
@@ -99,3 +100,12 @@ def test_many_writers_never_share_an_id():
         t.join()
     ids = [e.id for e in hub.since().events]
     assert len(ids) == 4000 and ids == sorted(set(ids)) and ids[-1] - ids[0] == 3999
+
+
+def test_docs_events_md_names_every_kind_and_every_word_a_field_may_take():
+    text = (Path(__file__).parent.parent / "docs" / "events.md").read_text()
+    for kind in Kind:
+        assert f"| `{kind.value}` |" in text, kind
+    for enum in (Found, Claim, Cause, LinkDown, Step, Handler, Source):
+        for word in enum:
+            assert f"`{word.value}`" in text, word
