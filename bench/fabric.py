@@ -456,7 +456,7 @@ def table(results: dict) -> list[list[str]]:
                      "yes" if c["from_last_connected_s"] < 1.0 else "NO"])
         rows.append(["  first switch connected -> programmed", fmt(c["from_first_connected_s"], " s"),
                      "-", "-", "-", "-"])
-        rows.append(["  flows in switches == log's M", fmt(c["flows_in_switches"]),
+        rows.append(["  flows in switches == controller's M", fmt(c["flows_in_switches"]),
                      fmt(c["final_programmed_flows"]) + " (controller)", "-", "equal",
                      "yes" if c["flows_match_controller"] else "NO"])
         rows.append(["  flow changes after 'programmed'", fmt(c["flow_changes_after_programmed"]), "-", "-",
@@ -467,7 +467,7 @@ def table(results: dict) -> list[list[str]]:
         rows.append(["warm restart (ref): first connected -> all 20 hold", fmt(w["first_connected_to_all_hold_s"], " s"),
                      "-", "-", "-", "-"])
         ok = w["flow_changes"] == 0 and w["switch_flows_differing"] == 0
-        rows.append(["warm restart: flow changes (log / switches)",
+        rows.append(["warm restart: flow changes (controller / switches)",
                      f"{w['flow_changes']} / {w['switch_flows_differing']}", "-", "-", "0",
                      "yes" if ok else "NO"])
     return rows
