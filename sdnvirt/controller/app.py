@@ -192,7 +192,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                     LOG.warning("backend %s of %s/%s is DOWN (its switch disconnected)",
                                 backend.key, svc.tenant, svc.name)
                     self.event_hub.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name,
-                                        backend=backend.key, cause=Cause.SWITCH_LOST)
+                                           backend=backend.key, cause=Cause.SWITCH_LOST)
             self.link_seen = {k: v for k, v in self.link_seen.items() if k[0] != dp.id}
             self.locate_due.pop(dp.id, None)
         LOG.warning("switch %016x disconnected; it keeps its flows (fail-secure)", dp.id)
@@ -266,7 +266,7 @@ class SdnvirtApp(app_manager.OSKenApp):
             for svc, backend in self.model.unbind(vm.name, "its VM left its port"):
                 LOG.warning("backend %s of %s/%s is DOWN (its VM left its port)", backend.key, svc.tenant, svc.name)
                 self.event_hub.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name, backend=backend.key,
-                                    cause=Cause.VM_LEFT_PORT)
+                                       cause=Cause.VM_LEFT_PORT)
 
     # -- flows -------------------------------------------------------------------
     def _read_flows(self, dp) -> None:
@@ -307,7 +307,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         for meter_id in delete:
             self._send(dp, parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, meter_id=meter_id))
         self.event_hub.publish(Kind.METERS_SET, dpid=f"{dp.id:016x}", add=len(add), modify=len(modify),
-                            delete=len(delete))
+                               delete=len(delete))
         with self.lock:
             self.meters_ready.add(dp.id)
         self._request()
@@ -437,7 +437,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                     self.model.bind(name, loc)
                     LOG.info("VM %s found at %016x port %d in the switch's own flows", name, dpid, loc.port)
                     self.event_hub.publish(Kind.VM_LOCATED, vm=name, tenant=self.model.vm(name).tenant,
-                                        dpid=f"{dpid:016x}", port=loc.port, how=Found.RECOVERED)
+                                           dpid=f"{dpid:016x}", port=loc.port, how=Found.RECOVERED)
             warm = dpid in self.warm
         LOG.info("switch %016x holds %d flows%s", dpid, len(flows),
                  " (warm: left as is until the fabric settles)" if warm else "")
@@ -572,8 +572,9 @@ class SdnvirtApp(app_manager.OSKenApp):
             counts.update({f"group_{verb}": sum(len(gw[i]) for gw in group_work.values())
                            for i, verb in enumerate(verbs)})
             self.event_hub.publish(Kind.RECONCILED, switches=len(dps), ms=round(ms, 3), programmed=not held,
-                                fabric_switches=len(desired.flows), flows=sum(len(f) for f in desired.flows.values()),
-                                vms_located=located, vms=total, **counts)
+                                   fabric_switches=len(desired.flows),
+                                   flows=sum(len(f) for f in desired.flows.values()),
+                                   vms_located=located, vms=total, **counts)
 
     def _log_changes(self, dpid: int, changes: Changes) -> None:
         have = {f.key: f for f in self.installed[dpid]}
@@ -721,7 +722,7 @@ class SdnvirtApp(app_manager.OSKenApp):
         if new:
             LOG.info("link %016x:%d -> %016x:%d", src[0], src[1], dpid, in_port)
             self.event_hub.publish(Kind.LINK_UP, src_dpid=f"{src[0]:016x}", src_port=src[1], dpid=f"{dpid:016x}",
-                                port=in_port)
+                                   port=in_port)
             self._request(topology=True)
 
     def _learn(self, dpid: int, in_port: int, data: bytes) -> None:
@@ -738,16 +739,16 @@ class SdnvirtApp(app_manager.OSKenApp):
                     LOG.warning("frame claiming VM %s on %016x port %d ignored: %s",
                                 seen.vm.name, dpid, in_port, seen.reason)
                     self.event_hub.publish(Kind.VM_CLAIM_IGNORED, vm=seen.vm.name, tenant=seen.vm.tenant,
-                                        dpid=f"{dpid:016x}", port=in_port, refused=seen.refused)
+                                           dpid=f"{dpid:016x}", port=in_port, refused=seen.refused)
                 return
             self.reinject.append((dpid, in_port, data))
         LOG.info("VM %s (%s) is at %016x port %d%s", seen.vm.name, seen.vm.tenant, dpid, in_port,
                  f", moved from {seen.moved_from}" if seen.moved_from else "")
         moved = seen.moved_from
         self.event_hub.publish(Kind.VM_LOCATED, vm=seen.vm.name, tenant=seen.vm.tenant, dpid=f"{dpid:016x}",
-                            port=in_port, how=Found.PROBE if frame.to_controller else Found.LEARNT,
-                            from_dpid=None if moved is None else f"{moved.dpid:016x}",
-                            from_port=None if moved is None else moved.port)
+                               port=in_port, how=Found.PROBE if frame.to_controller else Found.LEARNT,
+                               from_dpid=None if moved is None else f"{moved.dpid:016x}",
+                               from_port=None if moved is None else moved.port)
         self._request()
 
     # -- periodic work -----------------------------------------------------------
@@ -816,7 +817,7 @@ class SdnvirtApp(app_manager.OSKenApp):
                 if src in self.fabric.links:
                     LOG.warning("link from %016x:%d timed out", *src)
                     self.event_hub.publish(Kind.LINK_DOWN, dpid=f"{src[0]:016x}", port=src[1],
-                                        cause=LinkDown.TIMED_OUT)
+                                           cause=LinkDown.TIMED_OUT)
                     del self.fabric.links[src]
                     gone = True
         if gone:

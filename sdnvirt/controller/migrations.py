@@ -232,7 +232,7 @@ class Coordinator:
                 app.event_hub.publish(Kind.VM_LOST, vm=mig.vm, tenant=mig.tenant, migration=mig.id)
             for svc, backend in down:
                 app.event_hub.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name, backend=backend.key,
-                                   cause=Cause.MIGRATION)
+                                      cause=Cause.MIGRATION)
         LOG.warning("migration %d: VM %s %s: %s", mig.id, mig.vm, mig.outcome.value.replace("_", " "), mig.reason)
         self._publish(mig, Step.ENDED)
         self._keep(mig)
@@ -240,7 +240,7 @@ class Coordinator:
 
     def _publish(self, mig: Migration, step: Step) -> None:
         self.app.event_hub.publish(Kind.MIGRATION, id=mig.id, vm=mig.vm, tenant=mig.tenant, mode=mig.mode, step=step,
-                                phase=mig.phase, outcome=mig.outcome)
+                                   phase=mig.phase, outcome=mig.outcome)
 
     def _announce(self, mig: Migration) -> None:
         """Gratuitous ARPs for the VM to every other VM of its tenant, where each is plugged in.
