@@ -90,3 +90,17 @@ def test_the_cli_prints_json_lines(daemon):
     assert res.returncode == 0, res.stderr
     events = [json.loads(line) for line in res.stdout.splitlines()]
     assert [e["kind"] for e in events] == ["config_applied"] and events[0]["id"] > cursor
+
+
+def test_the_lab_waits_on_events_and_reads_metrics(daemon):
+    cursor = daemon.cursor()
+    threading.Timer(0.3, lambda: daemon.api().post("/reload")).start()
+    hit = daemon.wait_event("config_applied", lambda f: f["source"] == "file", after=cursor, timeout=10)
+    assert hit and hit["id"] > cursor
+    assert daemon.events("config_applied", {"source": "file"}, after=cursor) == [hit]
+    assert daemon.wait_event("config_applied", {"source": "api"}, after=hit["id"], timeout=0.3) is None
+    with pytest.raises(RuntimeError, match="gone"):
+        daemon.events(after=1)
+    assert daemon.metric("sdnvirt_handler_errors_total", handler="api") == 0
+    with pytest.raises(KeyError):
+        daemon.metric("sdnvirt_no_such_metric")
