@@ -17,15 +17,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from itertools import islice
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import Enum
-from typing import Callable, Iterable, NamedTuple
+from enum import Enum, StrEnum
+from itertools import islice
+from typing import Any, NamedTuple
 
 DEFAULT_KEEP = 10_000
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     RECONCILED = "reconciled"                   # a reconcile run changed flows or groups
     METERS_SET = "meters_set"                   # a switch's meters made as planned
     SWITCH_CONNECTED = "switch_connected"
@@ -45,7 +46,7 @@ class Kind(str, Enum):
     HANDLER_ERROR = "handler_error"             # an exception the daemon caught and survived
 
 
-class Found(str, Enum):
+class Found(StrEnum):
     """How a VM was located."""
 
     LEARNT = "learnt"           # a frame it sent on its own
@@ -53,7 +54,7 @@ class Found(str, Enum):
     RECOVERED = "recovered"     # the switch's own flows, read after a (re)connection
 
 
-class Claim(str, Enum):
+class Claim(StrEnum):
     """Why a frame did not move a VM to the port it came from."""
 
     WRONG_IP = "wrong_ip"
@@ -62,7 +63,7 @@ class Claim(str, Enum):
     STILL_UP = "still_up"
 
 
-class Cause(str, Enum):
+class Cause(StrEnum):
     """Why a backend went up or down."""
 
     ANSWERED = "answered"           # its health checks passed (udp: nothing said the port is closed)
@@ -74,12 +75,12 @@ class Cause(str, Enum):
     MIGRATION = "migration"         # its VM's migration was rolled back away from its port
 
 
-class LinkDown(str, Enum):
+class LinkDown(StrEnum):
     TIMED_OUT = "timed_out"     # no LLDP for link_timeout
     PORT_DOWN = "port_down"     # either end's port went down or away
 
 
-class Step(str, Enum):
+class Step(StrEnum):
     """The steps of a migration that the controller reports."""
 
     ACCEPTED = "accepted"
@@ -91,7 +92,7 @@ class Step(str, Enum):
     ENDED = "ended"             # rolled back or failed (the outcome says which)
 
 
-class Handler(str, Enum):
+class Handler(StrEnum):
     """Where an exception was caught (os-ken's own handlers count as OPENFLOW)."""
 
     PACKET_IN = "packet_in"
@@ -102,7 +103,7 @@ class Handler(str, Enum):
     THREAD = "thread"
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     FILE = "file"
     API = "api"
 
@@ -112,9 +113,9 @@ class Event:
     id: int
     time: float
     kind: Kind
-    fields: dict
+    fields: dict[str, Any]
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "time": self.time, "kind": self.kind.value, "fields": self.fields}
 
 
@@ -138,16 +139,16 @@ class Events:
         self._next = int(clock() * 1_000_000) + 1
         self._cond = threading.Condition()
 
-    def publish(self, kind: Kind, **fields) -> int:
+    def publish(self, kind: Kind | str, **fields: Any) -> int:
         """Record an event; returns its id. Enum values are stored as their values."""
-        kind = Kind(kind)
+        known = Kind(kind)
         for name, value in fields.items():
             if isinstance(value, Enum):
                 fields[name] = value.value
             elif not isinstance(value, _SCALARS):
                 raise TypeError(f"event field {name}={value!r}: not an enum, str, int, float, bool or None")
         with self._cond:
-            event = Event(self._next, self.clock(), kind, fields)
+            event = Event(self._next, self.clock(), known, fields)
             self._next += 1
             self._ring.append(event)
             self._cond.notify_all()
@@ -158,7 +159,7 @@ class Events:
         with self._cond:
             return self._next - 1
 
-    def since(self, after: int = 0, kinds: Iterable[Kind] | None = None, timeout: float = 0.0) -> Page:
+    def since(self, after: int = 0, kinds: Iterable[Kind | str] | None = None, timeout: float = 0.0) -> Page:
         """Events newer than ``after`` (of ``kinds`` if given), oldest first; if there
         are none yet, wait up to ``timeout`` seconds for one."""
         wanted = None if kinds is None else {Kind(k) for k in kinds}

@@ -6,7 +6,7 @@ paths are relative to /v1, added to ROUTERS below.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from fastapi import Depends, FastAPI
 

@@ -6,7 +6,8 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 class ApiError(Exception):

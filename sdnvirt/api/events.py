@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query
 
 from ..events import Kind, missed
 from .deps import EventsDep
-from .schemas import EventsPage
+from .schemas import Event, EventsPage
 
 router = APIRouter(tags=["daemon"])
 MAX_WAIT = 30.0
@@ -29,5 +29,5 @@ def list_events(
         wait: Annotated[float, Query(ge=0, description=f"seconds to wait for one (capped at {MAX_WAIT:g})")] = 0.0):
     """The events after ``after``, oldest first; waits up to ``wait`` seconds while there are none."""
     page = events.since(after, kind, min(wait, MAX_WAIT))
-    return EventsPage(events=[e.as_dict() for e in page.events], last=page.last, oldest=page.oldest,
+    return EventsPage(events=[Event(**e.as_dict()) for e in page.events], last=page.last, oldest=page.oldest,
                       missed=missed(after, page))

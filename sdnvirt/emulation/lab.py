@@ -17,8 +17,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
