@@ -52,7 +52,6 @@ def lb(tmp_path_factory):
         fab.start()
         fab.servers = {n: lab.serve_http(fab.host(n), 8080, n) for n in ("b1", "b2", "b3", "r2")}
         fab.servers["r2:8081"] = lab.serve_http(fab.host("r2"), 8081, "r2:8081")
-        fab.wait_up = lambda *names, timeout=10: _wait_state(fab, names, "UP", timeout)
         time.sleep(1.0)
         yield fab
     finally:
