@@ -308,8 +308,10 @@ def test_a_vm_whose_cable_moved_is_learnt_at_its_new_port(mig):
 def test_a_silent_vm_moved_away_from_its_hypervisor_is_found_by_probing(mig):
     # m3's own hypervisor is leaf1; it sits at leaf3 and moves to leaf4 without
     # a word: only the controller's ARP probes on other switches can find it.
+    cursor = mig.ctl.cursor()
     move_unannounced(mig, "m3", "leaf4", "cable1", silent=True)
     wait_where(mig, "m3", "leaf4")
+    assert mig.ctl.events("vm_located", {"vm": "m3", "how": "probe"}, after=cursor)
     assert lab.reachable(mig.host("c1"), ip(mig, "m3"))
 
 
