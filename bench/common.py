@@ -1,4 +1,4 @@
-"""What the benchmarks share: guards against other Mininet runs, the controller's log, the table.
+"""What the benchmarks share: guards against other Mininet runs, the controller's events, the table.
 
 ``bench/fabric.py`` and ``bench/lb.py`` import it (they run as scripts, so ``bench/`` is on
 ``sys.path``).  See bench/README.md, "Sharing the machine with other runs".
@@ -24,8 +24,6 @@ if TYPE_CHECKING:    # importing Mininet has a logging side effect the launcher 
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
-LOG_TS = "%Y-%m-%d %H:%M:%S,%f"
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+\s+(\S+): (.*)$")
 
 
 def out(line: str = "") -> None:
@@ -188,15 +186,16 @@ class BridgeGuard:
         now = bridge_uuids()
         return [n for n in self.names if now.get(n) != self.uuids[n]]
 
-    def check(self, ctl=None, since: dt.datetime | None = None) -> None:
+    def check(self, ctl=None, after: int = 0) -> None:
+        """Raise Disturbed if our bridges were replaced, or if switches left ``ctl`` (after its event ``after``)."""
         bad = self.changed()
         if bad:
             raise Disturbed(f"bridges {', '.join(bad)} were deleted or replaced by someone else")
         if ctl is not None:
-            gone = [ln.msg for ln in parse_log(ctl.log()) if "disconnected" in ln.msg
-                    and (since is None or ln.ts >= since)]
+            gone = ctl.events("switch_lost", after=after)
             if gone:
-                raise Disturbed(f"switches disconnected from the controller meanwhile: {gone[0]} ...")
+                raise Disturbed(f"switches disconnected from the controller meanwhile: "
+                                f"{', '.join(e['fields']['dpid'] for e in gone)}")
 
     def release(self, net: Mininet | None) -> None:
         """Before net.stop(): forget the switches that are no longer ours, and end their links
@@ -234,7 +233,7 @@ class Run:
     def __init__(self, ctl, emu, res: dict):
         self.ctl, self.emu, self.res = ctl, emu, res
         self.guard: BridgeGuard | None = None
-        self.started: dt.datetime | None = None
+        self.cursor = 0         # the controller's newest event when the emulation started
 
 
 @contextlib.contextmanager
@@ -252,7 +251,7 @@ def sdnvirt_fabric(doc: dict, cfg, topo: tuple[str, dict], workdir: Path, wait_o
     ensure_no_clash(list(emu.build_topo().switches()))
     try:
         ctl.start()
-        run.started = dt.datetime.now()
+        run.cursor = ctl.cursor()
         emu.start()
         run.guard = BridgeGuard(list(emu.topo.switches()))
         launcher.wait_connected(emu.net, timeout=30)
@@ -326,59 +325,33 @@ def attempts(what: str, fn, tries: int = 3):
 
 
 
-# -- the controller's log ---------------------------------------------------------------
+# -- the controller's events ------------------------------------------------------------
 
-class LogLine:
-    def __init__(self, ts: dt.datetime, logger: str, msg: str):
-        self.ts, self.logger, self.msg = ts, logger, msg
-
-
-def parse_log(text: str) -> list[LogLine]:
-    lines = []
-    for raw in text.splitlines():
-        m = LOG_LINE.match(raw)
-        if m:
-            lines.append(LogLine(dt.datetime.strptime(m.group(1), LOG_TS), m.group(2), m.group(3)))
-    return lines
+def flow_changes(reconciled: dict) -> int:
+    """Flows a ``reconciled`` event added, modified and deleted."""
+    f = reconciled["fields"]
+    return f["flow_add"] + f["flow_modify"] + f["flow_delete"]
 
 
-RE_CONNECTED = re.compile(r"^switch ([0-9a-f]{16}) connected")
-RE_HOLDS = re.compile(r"^switch ([0-9a-f]{16}) holds (\d+) flows")
-RE_PROGRAMMED = re.compile(r"^fabric programmed: (\d+) switches, (\d+) flows, (\d+) of (\d+) VMs located")
-# Since the load balancer (e640d74): "reconciled N switches, F flow and G group changes in T ms";
-# before: "reconciled N switches, F flow changes in T ms".  Groups: switches, flow changes, ms.
-RE_RECONCILED = re.compile(r"^reconciled (\d+) switches, (\d+) flow (?:and \d+ group )?changes in ([\d.]+) ms")
-RE_LINK = re.compile(r"^link [0-9a-f]{16}:\d+ -> ")
-RE_VM_AT = re.compile(r"^VM \S+ \(\S+\) is at ")
-RE_VM_FOUND = re.compile(r"^VM \S+ found at ")
-
-
-def find(lines: list[LogLine], rx: re.Pattern, pred=None) -> list[tuple[LogLine, re.Match]]:
-    hits = []
-    for ln in lines:
-        m = rx.match(ln.msg)
-        if m and (pred is None or pred(m)):
-            hits.append((ln, m))
-    return hits
-
-
-def secs(a: dt.datetime, b: dt.datetime) -> float:
-    return (b - a).total_seconds()
+def fabric_programmed(ctl, switches: int, vms: int, timeout: float) -> dict | None:
+    """The first reconcile after which every one of ``switches`` switches held its flows
+    and all ``vms`` VMs were located (the "fabric programmed" log line); None after ``timeout`` s."""
+    return ctl.wait_event("reconciled", lambda f: f["programmed"] and f["fabric_switches"] == switches
+                          and f["vms_located"] == f["vms"] == vms, timeout=timeout)
 
 
 def wait_reconcile_quiet(ctl, quiet: float, timeout: float) -> bool:
-    """Wait until the controller has logged no reconcile for ``quiet`` s (at most ``timeout`` s)."""
-    quiet_since, last_n = time.monotonic(), None
+    """Wait until the controller has reconciled nothing for ``quiet`` s (at most ``timeout`` s)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        n = len(find(parse_log(ctl.log()), RE_RECONCILED))
-        if n != last_n:
-            quiet_since, last_n = time.monotonic(), n
-        elif time.monotonic() - quiet_since >= quiet:
-            return True
-        time.sleep(0.2)
-    return False
-
+    after = ctl.cursor()
+    while True:
+        window = min(quiet, deadline - time.monotonic())
+        if window <= 0:
+            return False
+        hit = ctl.wait_event("reconciled", after=after, timeout=window)
+        if hit is None:
+            return window >= quiet
+        after = hit["id"]
 
 
 def fmt(v, unit="", digits=3) -> str:

@@ -39,9 +39,9 @@ from mininet.net import Mininet  # noqa: E402
 from mininet.node import OVSSwitch  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py: shared with bench/lb.py)
-    RE_CONNECTED, RE_HOLDS, RE_LINK, RE_PROGRAMMED, RE_RECONCILED, RE_VM_AT, RE_VM_FOUND, BridgeGuard, attempts,
-    begin, ensure_no_clash, find, fmt, machine, measured, median, our_port_names, out, p90, parse_log,
-    raise_if_disturbed, ratio, report, sdnvirt_fabric, secs, sh, wait_quiet, wait_reconcile_quiet)
+    BridgeGuard, attempts, begin, ensure_no_clash, fabric_programmed, flow_changes, fmt, machine, measured, median,
+    our_port_names, out, p90, raise_if_disturbed, ratio, report, sdnvirt_fabric, sh, wait_quiet,
+    wait_reconcile_quiet)
 
 NETDEV_DP = "netdev@ovs-netdev"      # the one datapath every userspace bridge shares
 
@@ -154,20 +154,18 @@ def run_sdnvirt_path(args, workdir: Path, iterations: int, reps: int) -> dict:
     cfg = sdnconfig.parse(doc, "bench")
     with sdnvirt_fabric(doc, cfg, PATH_TOPO, workdir, args.wait_others) as run:
         ctl, emu, res = run.ctl, run.emu, run.res
-        want = re.compile(r"fabric programmed: 3 switches, \d+ flows, 2 of 2 VMs located")
-        if not lab.wait_for(lambda: want.search(ctl.log()), timeout=30):
+        if not fabric_programmed(ctl, switches=3, vms=2, timeout=30):
             raise RuntimeError(f"sdnvirt path fabric not programmed in 30 s; controller log: {ctl.log_path}")
         # Links are learnt in both directions within an LLDP round or two: measure a settled fabric.
         res["settled"] = wait_reconcile_quiet(ctl, quiet=2.0, timeout=30)
         a, b = emu.host("a"), emu.host("b")
-        t0 = dt.datetime.now()
+        cursor = ctl.cursor()
         res.update(path_measurements(a, b, PATH_TENANTS["bench"]["vms"]["b"]["ip"], our_port_names(emu.net),
                                      iterations, args.iperf_seconds, reps))
-        t1 = dt.datetime.now()
-        run.guard.check(ctl, since=run.started)
+        during = ctl.events("reconciled", after=cursor)
+        run.guard.check(ctl, after=run.cursor)
         # The first packet never needs the controller: no flow change while measuring.
-        res["controller_flow_changes_during_measurement"] = sum(
-            int(m.group(2)) for ln, m in find(parse_log(ctl.log()), RE_RECONCILED) if t0 <= ln.ts <= t1)
+        res["controller_flow_changes_during_measurement"] = sum(map(flow_changes, during))
         return res
 
 
@@ -300,56 +298,18 @@ def programming(args, workdir: Path) -> dict:
         ctl = lab.ControllerProcess(doc, workdir)
         started_wall = dt.datetime.now()
         ctl.start()
-
-        def programmed():
-            lines = parse_log(ctl.log())
-            hits = find(lines, RE_PROGRAMMED, lambda m: m.group(1) == "20" and m.group(3) == m.group(4)
-                        == str(res["vms"]))
-            return (lines, hits[0]) if hits else None
-
-        got = lab.wait_for(programmed, timeout=120, interval=0.1)
-        if not got:
+        res["controller_log"] = str(ctl.log_path)
+        prog = fabric_programmed(ctl, switches=20, vms=res["vms"], timeout=120)
+        if not prog:
             raise RuntimeError(f"not programmed within 120 s; controller log: {ctl.log_path}")
         # Let it go quiet (no reconcile for 3 s, at most 30 s), then look at the switches.
         res["quiet_after_programmed"] = wait_reconcile_quiet(ctl, quiet=3.0, timeout=30)
-        lines = parse_log(ctl.log())
-        prog_line, prog = find(lines, RE_PROGRAMMED, lambda m: m.group(1) == "20" and m.group(3) == m.group(4)
-                               == str(res["vms"]))[0]
-        conns = find(lines, RE_CONNECTED)
-        conns_before = [(ln, m) for ln, m in conns if ln.ts <= prog_line.ts]
-        first_conn, last_conn = conns_before[0][0].ts, conns_before[-1][0].ts
+        res.update(programming_timeline(ctl.events(), prog))
         res["controller_started_wall"] = started_wall.isoformat(timespec="milliseconds")
-        res["switch_connected_lines"] = len(conns_before)
-        res["distinct_switches_connected"] = len({m.group(1) for _, m in conns_before})
-        res["from_first_connected_s"] = secs(first_conn, prog_line.ts)
-        res["from_last_connected_s"] = secs(last_conn, prog_line.ts)
-        res["connect_spread_s"] = secs(first_conn, last_conn)
-        res["programmed_flows"] = int(prog.group(2))
-        # Where the time goes: the last link discovered, the last VM located, each reconcile.
-        before = [ln for ln in lines if ln.ts <= prog_line.ts]
-        links = find(before, RE_LINK)
-        vms = find(before, RE_VM_AT)
-        recs = find(before, RE_RECONCILED)
-        res["timeline_s_after_last_connected"] = {
-            "last_link_discovered": secs(last_conn, links[-1][0].ts) if links else None,
-            "links_discovered": len(links),
-            "last_vm_located": secs(last_conn, vms[-1][0].ts) if vms else None,
-            "vms_located_by_frames": len(vms),
-            "vms_located_after_last_connected": sum(1 for ln, _ in vms if ln.ts > last_conn),
-            "vms_located_after_last_link": sum(1 for ln, _ in vms if links and ln.ts > links[-1][0].ts),
-            "programmed": secs(last_conn, prog_line.ts),
-        }
-        res["reconciles_until_programmed"] = [
-            {"t_s_after_last_connected": round(secs(last_conn, ln.ts), 3), "switches": int(m.group(1)),
-             "changes": int(m.group(2)), "ms": float(m.group(3))} for ln, m in recs]
-        after = [ln for ln in lines if ln.ts > prog_line.ts]
-        res["flow_changes_after_programmed"] = sum(int(m.group(2)) for _, m in find(after, RE_RECONCILED))
-        final = find(lines, RE_PROGRAMMED)[-1][1]
-        res["final_programmed_flows"] = int(final.group(2))
-        # Verify the data plane: the switches hold what the log says.
+        # Verify the data plane: the switches hold what the controller says it programmed.
         flows = bridge_flows(switch_names)
         res["flows_in_switches"] = sum(len(v) for v in flows.values())
-        res["flows_match_log"] = res["flows_in_switches"] == res["final_programmed_flows"]
+        res["flows_match_controller"] = res["flows_in_switches"] == res["final_programmed_flows"]
         res["pings"] = ping_sample(emu, tenants, edges)
         res["pings_ok"] = sum(1 for p in res["pings"] if p["ok"])
         # Reference: warm restart, zero flow changes expected.
@@ -366,6 +326,43 @@ def programming(args, workdir: Path) -> dict:
         emu.stop()
         if ctl is not None:
             ctl.stop()
+
+
+def programming_timeline(events: list[dict], prog: dict) -> dict:
+    """Where the time to ``prog`` (the "programmed" reconcile) went, from the controller's events
+    (every kind, oldest first): connections, links, VMs located, each reconcile."""
+    def of(kind, evs):
+        return [e for e in evs if e["kind"] == kind]
+    before = [e for e in events if e["id"] <= prog["id"]]
+    conns = of("switch_connected", before)
+    first_conn, last_conn = conns[0]["time"], conns[-1]["time"]
+    links = of("link_up", before)
+    # Located by a frame of theirs (their own or an answer to a probe), not read back from flows.
+    vms = [e for e in of("vm_located", before) if e["fields"]["how"] != "recovered"]
+    reconciles = of("reconciled", events)
+    programmed = [e for e in reconciles if e["fields"]["programmed"]]
+    return {
+        "switch_connected_events": len(conns),
+        "distinct_switches_connected": len({e["fields"]["dpid"] for e in conns}),
+        "from_first_connected_s": prog["time"] - first_conn,
+        "from_last_connected_s": prog["time"] - last_conn,
+        "connect_spread_s": last_conn - first_conn,
+        "programmed_flows": prog["fields"]["flows"],
+        "timeline_s_after_last_connected": {
+            "last_link_discovered": links[-1]["time"] - last_conn if links else None,
+            "links_discovered": len(links),
+            "last_vm_located": vms[-1]["time"] - last_conn if vms else None,
+            "vms_located_by_frames": len(vms),
+            "vms_located_after_last_connected": sum(1 for e in vms if e["time"] > last_conn),
+            "vms_located_after_last_link": sum(1 for e in vms if links and e["time"] > links[-1]["time"]),
+            "programmed": prog["time"] - last_conn,
+        },
+        "reconciles_until_programmed": [
+            {"t_s_after_last_connected": round(e["time"] - last_conn, 3), "switches": e["fields"]["switches"],
+             "changes": flow_changes(e), "ms": e["fields"]["ms"]} for e in reconciles if e["id"] <= prog["id"]],
+        "flow_changes_after_programmed": sum(flow_changes(e) for e in reconciles if e["id"] > prog["id"]),
+        "final_programmed_flows": programmed[-1]["fields"]["flows"],
+    }
 
 
 def ping_sample(emu, tenants: dict, edges: list[str]) -> list[dict]:
@@ -389,38 +386,30 @@ def ping_sample(emu, tenants: dict, edges: list[str]) -> list[dict]:
 def warm_restart(ctl, switch_names: list[str], flows_before: dict[str, list[str]], settle: float) -> dict:
     res: dict = {}
     keys_before = {sw: {lab.flow_key(f) for f in fl} for sw, fl in flows_before.items()}
-    offset = len(ctl.log())
     killed = time.monotonic()
     ctl.stop(signal.SIGKILL)
-    ctl.start()
+    ctl.start()     # a new run: its events start afresh
 
     def all_hold():
-        lines = parse_log(ctl.log()[offset:])
-        holds = find(lines, RE_HOLDS)
-        return (lines, holds) if len({m.group(1) for _, m in holds}) >= len(switch_names) else None
+        holds = ctl.events("switch_flows_read")
+        return holds if len({e["fields"]["dpid"] for e in holds}) >= len(switch_names) else None
 
-    got = lab.wait_for(all_hold, timeout=60, interval=0.1)
-    if not got:
+    holds = lab.wait_for(all_hold, timeout=60, interval=0.1)
+    if not holds:
         raise RuntimeError(f"warm restart: not every switch read back in 60 s; controller log: {ctl.log_path}")
-    lines, holds = got
-    conns = find(lines, RE_CONNECTED)
-    first_conn = conns[0][0].ts
-    last_hold = holds[-1][0].ts
-    res["first_connected_to_all_hold_s"] = secs(first_conn, last_hold)
-    res["flows_held"] = sum(int(m.group(2)) for _, m in {m.group(1): (ln, m) for ln, m in holds}.values())
+    first_conn = ctl.events("switch_connected")[0]["time"]
+    res["first_connected_to_all_hold_s"] = holds[-1]["time"] - first_conn
+    res["flows_held"] = sum(e["fields"]["flows"] for e in {e["fields"]["dpid"]: e for e in holds}.values())
     # Warm switches are left alone until the fabric has been quiet for `settle` s (links
     # are re-learnt by LLDP meanwhile); after that a reconcile must find nothing to do.
-    # Wait for settle after the last link/hold line, then 3 s more.
+    # Wait for settle after the last link/flows read/connection, then 3 s more.
     def settled_plus_3():
-        ls = parse_log(ctl.log()[offset:])
-        events = [ln.ts for ln, _ in find(ls, RE_LINK) + find(ls, RE_HOLDS) + find(ls, RE_CONNECTED)]
-        last = max(events)
-        return (dt.datetime.now() - last).total_seconds() >= settle + 3.0
+        last = max(e["time"] for e in ctl.events(["link_up", "switch_flows_read", "switch_connected"]))
+        return time.time() - last >= settle + 3.0
     lab.wait_for(settled_plus_3, timeout=30, interval=0.2)
-    lines = parse_log(ctl.log()[offset:])
-    recs = find(lines, RE_RECONCILED)
-    res["flow_changes"] = sum(int(m.group(2)) for _, m in recs)
-    res["vms_found_in_flows"] = len(find(lines, RE_VM_FOUND))
+    recs = ctl.events("reconciled")
+    res["flow_changes"] = sum(map(flow_changes, recs))
+    res["vms_found_in_flows"] = len(ctl.events("vm_located", {"how": "recovered"}))
     # Cross-check in the switches: same flows (minus counters), none re-created since the kill.
     flows_after = bridge_flows(switch_names)
     since_kill = time.monotonic() - killed
@@ -464,9 +453,9 @@ def table(results: dict) -> list[list[str]]:
                      "yes" if c["from_last_connected_s"] < 1.0 else "NO"])
         rows.append(["  first switch connected -> programmed", fmt(c["from_first_connected_s"], " s"),
                      "-", "-", "-", "-"])
-        rows.append(["  flows in switches == log's M", fmt(c["flows_in_switches"]),
-                     fmt(c["final_programmed_flows"]) + " (log)", "-", "equal",
-                     "yes" if c["flows_match_log"] else "NO"])
+        rows.append(["  flows in switches == controller's M", fmt(c["flows_in_switches"]),
+                     fmt(c["final_programmed_flows"]) + " (controller)", "-", "equal",
+                     "yes" if c["flows_match_controller"] else "NO"])
         rows.append(["  flow changes after 'programmed'", fmt(c["flow_changes_after_programmed"]), "-", "-",
                      "0", "yes" if c["flow_changes_after_programmed"] == 0 else "NO"])
         rows.append(["  within-tenant pings across pods", f"{c['pings_ok']}/{len(c['pings'])}", "-", "-",
@@ -475,7 +464,7 @@ def table(results: dict) -> list[list[str]]:
         rows.append(["warm restart (ref): first connected -> all 20 hold", fmt(w["first_connected_to_all_hold_s"], " s"),
                      "-", "-", "-", "-"])
         ok = w["flow_changes"] == 0 and w["switch_flows_differing"] == 0
-        rows.append(["warm restart: flow changes (log / switches)",
+        rows.append(["warm restart: flow changes (controller / switches)",
                      f"{w['flow_changes']} / {w['switch_flows_differing']}", "-", "-", "0",
                      "yes" if ok else "NO"])
     return rows

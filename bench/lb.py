@@ -29,7 +29,6 @@ Targets are printed here, never asserted in tests.  See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import re
@@ -47,8 +46,8 @@ from sdnvirt.emulation import lab, launcher  # noqa: E402,F401
 from sdnvirt import config as sdnconfig  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py: shared with bench/fabric.py)
-    RESULTS_DIR, RE_RECONCILED, attempts, begin, find, fmt, machine, measured, median, out, parse_log, ratio,
-    report, sdnvirt_fabric, sh, wait_reconcile_quiet)
+    RESULTS_DIR, attempts, begin, fabric_programmed, fmt, machine, measured, median, out, ratio, report,
+    sdnvirt_fabric, sh, wait_reconcile_quiet)
 
 TOPO = ("leafspine", {"spines": 2, "leaves": 4})
 VIP = "10.1.0.100"
@@ -166,11 +165,6 @@ def now_wall() -> float:
     return time.time()
 
 
-def log_wall(ts: dt.datetime) -> float:
-    """A controller log timestamp (local time, ms) as a wall-clock time.time() value."""
-    return ts.timestamp()
-
-
 # -- processes in the hosts, all stopped by PID ------------------------------------------
 
 class HAProxy:
@@ -269,32 +263,27 @@ class Servers:
 
 # -- the controller's view of the backends -----------------------------------------------
 
-def backend_re(vm: str, port: int, svc: str, state: str) -> re.Pattern:
-    return re.compile(rf"^backend {vm}:{port} of blue/{svc} is {state} \((.*)\)$")
+def _backend(vm: str, port: int, svc: str) -> dict:
+    return {"tenant": "blue", "service": svc, "backend": f"{vm}:{port}"}
 
 
 def marked(ctl, vm: str, port: int, svc: str, state: str, after: int = 0):
-    """The first ``backend ... is STATE`` line past log offset ``after`` and the first
-    ``reconciled`` line after it: (marked line, reconciled line or None), or None."""
-    lines = parse_log(ctl.log()[after:])
-    hits = find(lines, backend_re(vm, port, svc, state))
-    if not hits:
+    """The first event of the backend going ``state`` (UP, DOWN) after the cursor ``after``
+    and the first reconcile after it: (its event, the reconcile's or None), or None."""
+    marks = ctl.events(f"backend_{state.lower()}", _backend(vm, port, svc), after)
+    if not marks:
         return None
-    mark = hits[0][0]
-    later = lines[next(i for i, ln in enumerate(lines) if ln is mark) + 1:]
-    rec = find(later, RE_RECONCILED)
-    return mark, (rec[0][0] if rec else None)
+    recs = ctl.events("reconciled", after=marks[0]["id"])
+    return marks[0], (recs[0] if recs else None)
 
 
 def backends_up(ctl) -> bool:
-    """Every backend's last state line says UP (they start UP) and a reconcile followed it."""
-    lines = parse_log(ctl.log())
+    """Every backend's last change was to UP (they start UP) and a reconcile followed it."""
     for vm, port, svc in (("b1", HTTP_PORT, "web"), ("b2", HTTP_PORT, "web"), ("b1", IPERF_PORT, "bulk")):
-        rx = re.compile(rf"^backend {vm}:{port} of blue/{svc} is (UP|DOWN)")
-        hits = find(lines, rx)
-        if hits and hits[-1][1].group(1) == "DOWN":
+        changes = ctl.events(["backend_up", "backend_down"], _backend(vm, port, svc))
+        if changes and changes[-1]["kind"] == "backend_down":
             return False
-        if hits and not any(ln.ts >= hits[-1][0].ts for ln, _ in find(lines, RE_RECONCILED)):
+        if changes and not ctl.events("reconciled", after=changes[-1]["id"]):
             return False
     return True
 
@@ -707,23 +696,23 @@ def failover_run(emu, servers: Servers, ip: str, port: int, args) -> dict:
 
 
 def part_failover_sdnvirt(emu, ctl, servers: Servers, args) -> dict:
-    offset = len(ctl.log())
+    cursor = ctl.cursor()
     res = failover_run(emu, servers, VIP, 80, args)
     start, kill = res["start_wall"], res["start_wall"] + res["kill_t"]
-    got = marked(ctl, "b1", HTTP_PORT, "web", "DOWN", offset)
+    got = marked(ctl, "b1", HTTP_PORT, "web", "DOWN", cursor)
     if got:
         mark, rec = got
-        res["marked_down_after_kill_s"] = log_wall(mark.ts) - kill
-        res["reconciled_after_kill_s"] = log_wall(rec.ts) - kill if rec else None
+        res["marked_down_after_kill_s"] = mark["time"] - kill
+        res["reconciled_after_kill_s"] = rec["time"] - kill if rec else None
         if rec:
             res["failed_started_after_reconciled"] = sum(
-                1 for r in res["requests"] if r["result"].startswith("FAIL") and r["t"] > log_wall(rec.ts) - start)
+                1 for r in res["requests"] if r["result"].startswith("FAIL") and r["t"] > rec["time"] - start)
     else:
         res["marked_down_after_kill_s"] = res["reconciled_after_kill_s"] = None
     # b1 back for the next runs: UP in the controller and in the switches.
-    offset = len(ctl.log())
+    cursor = ctl.cursor()
     servers.start_http("b1")
-    back = lab.wait_for(lambda: (m := marked(ctl, "b1", HTTP_PORT, "web", "UP", offset)) and m[1], timeout=15)
+    back = lab.wait_for(lambda: (m := marked(ctl, "b1", HTTP_PORT, "web", "UP", cursor)) and m[1], timeout=15)
     res["b1_up_again"] = bool(back)
     res["plot_marks"] = {"start": start}
     return res
@@ -809,15 +798,14 @@ def measure(args, workdir: Path, placement: str) -> dict:
     doc = {"controller": {"openflow": {"port": lab.free_port()}}, "tenants": tenants(placement)}
     cfg = sdnconfig.parse(doc, "bench-lb")
     with sdnvirt_fabric(doc, cfg, TOPO, workdir, args.wait_others) as run:
-        ctl, emu, guard, res, started = run.ctl, run.emu, run.guard, run.res, run.started
+        ctl, emu, guard, res, cursor = run.ctl, run.emu, run.guard, run.res, run.cursor
         hap = servers = None
         try:
             servers = Servers(emu)
             for b in ("b1", "b2"):
                 servers.start_http(b)
             servers.start_iperf()
-            want = re.compile(r"fabric programmed: 6 switches, \d+ flows, 4 of 4 VMs located")
-            if not lab.wait_for(lambda: want.search(ctl.log()), timeout=30):
+            if not fabric_programmed(ctl, switches=6, vms=4, timeout=30):
                 raise RuntimeError(f"fabric not programmed in 30 s; controller log: {ctl.log_path}")
             res["settled"] = wait_reconcile_quiet(ctl, quiet=2.0, timeout=30)
             c1 = emu.host("c1")
@@ -831,19 +819,19 @@ def measure(args, workdir: Path, placement: str) -> dict:
             for t, url in TARGETS.items():
                 use_ports(c1, t)
                 res["warmup"][t] = dict(wait_answering(c1, url, {"b1"} if t == "direct" else {"b1", "b2"}))
-            guard.check(ctl, since=started)
+            guard.check(ctl, after=cursor)
 
             out(f"1) new TCP connections/s, VMs placed {placement}: ab -c 20 -n {args.ab_n} from c1, "
                 f"{args.rounds} interleaved round(s)")
             res["connections"] = part_connections(emu, args, hap)
             res["loadavg_after_connections"] = list(os.getloadavg())
-            guard.check(ctl, since=started)
+            guard.check(ctl, after=cursor)
             if placement != "spread":
                 return res
 
             out(f"2) iperf3 c1 -> b1 through the VIP and direct, {args.iperf_seconds:g} s x {args.iperf_reps} each")
             res["iperf3"] = part_iperf(emu, args)
-            guard.check(ctl, since=started)
+            guard.check(ctl, after=cursor)
 
             # The reuse check, second half: once OVS's conntrack has let the VIP connections go
             # (TCP TIME_WAIT: 30 s in the userspace datapath), from the other five ports.
@@ -879,7 +867,7 @@ def measure(args, workdir: Path, placement: str) -> dict:
                 f"failed, marked down +{fmt(fo['haproxy_redispatch']['marked_down_after_kill_s'], ' s')}")
             res["haproxy_redispatch_log"] = hap.text().splitlines()[-60:]
             res["failover"] = fo
-            guard.check(ctl, since=started)
+            guard.check(ctl, after=cursor)
             return res
         finally:
             if hap is not None:

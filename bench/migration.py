@@ -138,7 +138,7 @@ def measure(args, workdir: Path) -> dict:
                     target = LEAVES[1] if emu.placement["m"] == LEAVES[0] else LEAVES[0]
                     moves.append(move(emu, agent, kind, target, args))
                     time.sleep(1.0)
-            run.guard.check(ctl, since=run.started)
+            run.guard.check(ctl, after=run.cursor)
             return {**run.res, "moves": moves}
         finally:
             server.terminate()

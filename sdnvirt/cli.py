@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from . import __version__
 from .config import ConfigError, load
+from .events import Kind
 from .state import ConfigState
 from .store import SQLiteStore, StoreError
 
@@ -238,6 +239,25 @@ def cmd_trace(args) -> int:
     return 0
 
 
+def cmd_events(args) -> int:
+    """The daemon's events as JSON lines; with --follow, until interrupted."""
+    client = _api(args)
+    cursor = args.after
+    try:
+        while True:
+            page = client.events(cursor, args.kind, wait=25.0 if args.follow else 0.0)
+            if page["missed"]:
+                print(f"sdnvirt events: events after {cursor} are gone (the daemon's ring moved on, "
+                      "or it restarted)", file=sys.stderr)
+            for event in page["events"]:
+                print(json.dumps(event), flush=True)
+            cursor = page["last"]
+            if not args.follow:
+                return 0
+    except KeyboardInterrupt:
+        return 0
+
+
 def cmd_demo(args) -> int:
     _logging(args.log_level or "warning")
     from .emulation.demo import run_demo
@@ -269,13 +289,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=4, metavar="K", help="fattree: switch radix, even (default 4)")
     p.set_defaults(func=cmd_topo)
 
-    def api_options(p):
+    def api_options(p, json_option: bool = True):
         where = p.add_mutually_exclusive_group()
         where.add_argument("--config", metavar="FILE", help="the daemon's config: where its API listens, its token")
         where.add_argument("--api", metavar="URL", help="the daemon's API (default http://127.0.0.1:9303)")
         p.add_argument("--token-file", metavar="FILE", help="default: controller.api.token_file of the config, "
                        "or /var/lib/sdnvirt/api-token")
-        p.add_argument("--json", action="store_true", help="JSON for scripts")
+        if json_option:
+            p.add_argument("--json", action="store_true", help="JSON for scripts")
 
     for name, func, what in (
             ("status", cmd_status, "a summary and the switches"), ("tenants", cmd_tenants, "every tenant"),
@@ -316,6 +337,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sport", type=int, default=49152, metavar="PORT", help="the source port (default 49152)")
     api_options(p)
     p.set_defaults(func=_client_command(cmd_trace))
+    p = sub.add_parser("events", help="what happened in the daemon, one JSON object a line")
+    p.add_argument("--follow", "-f", action="store_true", help="wait for new events until interrupted")
+    p.add_argument("--kind", action="append", default=[], choices=[k.value for k in Kind],
+                   help="only this kind (repeatable)")
+    p.add_argument("--after", type=int, default=0, metavar="ID", help="only events after this id")
+    api_options(p, json_option=False)
+    p.set_defaults(func=_client_command(cmd_events))
 
     p = sub.add_parser("demo", help="controller + leaf-spine fabric + two tenants + traffic, then clean up")
     p.add_argument("--keep-logs", action="store_true", help="keep the controller log and config")

@@ -89,6 +89,8 @@ class ApiSettings(_Strict):
     # The bearer token every call needs; generated (mode 0600) at first start.
     # Default: <state_dir>/api-token.
     token_file: str | None = None
+    # GET /v1/events serves the last events_kept events (a few hundred bytes each).
+    events_kept: Annotated[StrictInt, Field(ge=100, le=1_000_000)] = 10_000
 
 
 class StoreSettings(_Strict):

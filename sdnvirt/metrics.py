@@ -35,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from . import __version__
 from .counters import Totals
+from .events import Handler
 from .fabric import Fabric
 from .migration import ORDER, Mode, Outcome, Phase
 from .model import Model
@@ -85,6 +86,9 @@ class Metrics:
         self.config_load_error = Gauge(
             "sdnvirt_config_load_error",
             "1 if the last config reload failed and the daemon still runs on the config before it.", registry=r)
+        self.handler_errors = Counter(
+            "sdnvirt_handler_errors", "Exceptions the daemon caught and survived, by the handler that raised "
+            "(the log has the traceback).", ["handler"], registry=r)
         self.probe_latency = Histogram(
             "sdnvirt_probe_latency_seconds", "Round trip of answered health probes, from packet-out to packet-in.",
             ["tenant", "service"], registry=r,
@@ -94,10 +98,12 @@ class Metrics:
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
             self.reconcile_runs.labels(result)
-        for obj in ("flow", "group"):
+        for obj in ("flow", "group", "meter"):
             for op in ("add", "modify", "delete"):
                 self.reconcile_changes.labels(obj, op)
         self.config_load_error.set(0)
+        for handler in Handler:
+            self.handler_errors.labels(handler.value)
 
     def packet_in(self, reason: str, purpose: str, seconds: float) -> None:
         self.packet_ins.labels(reason, purpose).inc()
@@ -108,7 +114,7 @@ class Metrics:
         self.reconcile_seconds.observe(seconds)
 
     def changed(self, obj: str, **counts: int) -> None:
-        """Flows or groups written, by operation (add, modify, delete)."""
+        """Flows, groups or meters written, by operation (add, modify, delete)."""
         for op, n in counts.items():
             self.reconcile_changes.labels(obj, op).inc(n)
 

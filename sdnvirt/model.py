@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .config import Config, HealthCheck, TenantSpec, virtual_mac
+from .events import Claim
 from .lb.health import Health
 
 
@@ -78,6 +79,7 @@ class Observation:
     bound: bool      # the VM is now (or already was) at this location
     moved_from: Location | None
     reason: str
+    refused: Claim | None = None     # why a frame naming a known VM did not move it
 
 
 class Moves(Protocol):
@@ -205,17 +207,17 @@ class Model:
         if vm is None:
             return Observation(None, False, None, "undeclared MAC")
         if ip is not None and ip != vm.ip:
-            return Observation(vm, False, None, f"sender IP {ip} is not {vm.ip}")
+            return Observation(vm, False, None, f"sender IP {ip} is not {vm.ip}", Claim.WRONG_IP)
         holder = self.vm_at(loc)
         if holder is not None and holder.name != vm.name:
-            return Observation(vm, False, None, f"port already holds VM {holder.name}")
+            return Observation(vm, False, None, f"port already holds VM {holder.name}", Claim.PORT_TAKEN)
         old = self.locations.get(vm.name)
         if old == loc:
             return Observation(vm, True, None, "already there")
         if vm.name in self.migrating:
-            return Observation(vm, False, None, "VM is migrating: only its migration moves it")
+            return Observation(vm, False, None, "VM is migrating: only its migration moves it", Claim.MIGRATING)
         if old is not None and port_live(old):
-            return Observation(vm, False, None, f"VM is still up at {old}")
+            return Observation(vm, False, None, f"VM is still up at {old}", Claim.STILL_UP)
         self.locations[vm.name] = loc
         self.lost.discard(vm.name)
         return Observation(vm, True, old, "learnt")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import overlay
 from .config import Config, ConfigError, load, parse
+from .events import Events, Kind, Source
 from .store import ABSENT, Compacted, Conflict, Delete, Event, Listing, Put, Store, StoreError, Watch, keys
 
 LOG = logging.getLogger("sdnvirt.state")
@@ -32,13 +33,16 @@ ATTEMPTS = 3
 
 
 class ConfigState:
-    def __init__(self, path: str | Path, config: Config, store: Store, retry_after: float = 1.0):
+    def __init__(self, path: str | Path, config: Config, store: Store, retry_after: float = 1.0,
+                 events: Events | None = None):
         """``config``: the file as just read. Raises ConfigError if the API's
         stored changes no longer fit it. ``retry_after``: seconds ``follow``
-        waits after the store failed before it watches again."""
+        waits after the store failed before it watches again; ``events``
+        hears of every config applied and every one refused."""
         self.path = str(path)
         self.store = store
         self.retry_after = retry_after
+        self.events = events or Events()
         self.lock = threading.Lock()
         self.apply: Callable[[Config], None] = lambda config: None
         self.reloaded: Callable[[bool], None] = lambda ok: None    # told whether each reload worked
@@ -72,11 +76,13 @@ class ConfigState:
         with self.lock:
             try:
                 config = self._adopt(load(self.path))
-            except ConfigError:
+            except ConfigError as err:
                 self.reloaded(False)
+                self.events.publish(Kind.CONFIG_RELOAD_FAILED, error=str(err))
                 raise
             self.apply(config)
             self.reloaded(True)
+            self._applied(config, Source.FILE)
             return config
 
     def change(self, edit: Callable[[overlay.Changes], None]) -> Config:
@@ -105,8 +111,13 @@ class ConfigState:
                 self.serial, self.revision = (count + 1, revision), revision
                 self.entries, self.config = changes.entries, config
                 self.apply(config)
+                self._applied(config, Source.API)
                 return config
             raise Conflict([keys.CONFIG_SERIAL])
+
+    def _applied(self, config: Config, source: Source) -> None:
+        self.events.publish(Kind.CONFIG_APPLIED, source=source, tenants=len(config.tenants),
+                            vms=sum(len(t.vms) for t in config.tenants.values()))
 
     def origin(self, kind: str, key: str) -> str:
         """Where the object's current version comes from: "api" or "file"."""
@@ -172,8 +183,10 @@ class ConfigState:
             LOG.error("refused %s: the config would be invalid; still running on the previous config:\n%s",
                       what, err)
             self.reloaded(False)
+            self.events.publish(Kind.CONFIG_RELOAD_FAILED, error=str(err))
             return
         if config != self.config:
             self.config = config
             self.apply(config)
+            self._applied(config, Source.STORE)
         self.reloaded(True)

@@ -194,7 +194,7 @@ def test_api_changes_survive_kill_9_and_a_changed_file(tmp_path):
         # The file changes under the API's changes: both count (SIGHUP and POST /v1/reload alike).
         ctl.write_config({**doc, "tenants": {**doc["tenants"], "green": {"segment": 103, "subnet": "10.3.0.0/24"}}})
         ctl.send(signal.SIGHUP)
-        assert ctl.wait_log("config applied: 2 tenants, 4 VMs")
+        assert ctl.wait_event("config_applied", {"source": "file", "tenants": 2, "vms": 4})
         assert [t["name"] for t in api.get("/tenants")] == ["blue", "green"]
         # A file that clashes with them is refused like any bad file.
         clash = copy.deepcopy(doc)

@@ -5,10 +5,16 @@ from __future__ import annotations
 import threading
 
 import pytest
+from fabrics import TWO_TENANTS
 
+from sdnvirt import config
+from sdnvirt.controller import packet_in, periodic
+from sdnvirt.controller.core import Controller
 from sdnvirt.controller.loop import Loop
 from sdnvirt.controller.sender import BARRIER_TIMEOUT, Sender
 from sdnvirt.controller.session import SwitchSession
+from sdnvirt.events import Events, Handler
+from sdnvirt.metrics import Metrics
 from sdnvirt.plan.flows import flow
 from sdnvirt.plan.reconcile import Tables, reconcile
 
@@ -103,3 +109,16 @@ def test_a_switch_that_never_confirms_holds_the_others_up_only_until_the_timeout
     sender.switch_gone(2)
     sender.barrier_reply(1, dp1.sent[-1].xid)
     assert done
+
+
+def test_work_that_raises_is_counted_by_where_it_ran_and_the_controller_goes_on():
+    # With os-ken's native hub an exception in one of its handlers would end
+    # its event loop without a word: the shim only posts, and the loop guards.
+    failed = []
+    ctl = Controller(config.parse(TWO_TENANTS), Metrics(), Events(), failed.append, clock=Clock())
+    ctl.loop.post(packet_in.handle, ctl, object())           # no datapath: AttributeError
+    ctl.loop.post(periodic.tick, ctl)
+    ctl.loop.post(ctl.switch_gone, object())
+    ctl.loop.post(ctl.request)
+    assert ctl.loop.run_posted()
+    assert failed == [Handler.PACKET_IN, Handler.OPENFLOW] and ctl.wanted == 1

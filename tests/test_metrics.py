@@ -129,6 +129,7 @@ def test_events_and_zeros_from_the_start():
     assert one(samples, "sdnvirt_config_load_error") == 0
     assert one(samples, "sdnvirt_config_reloads_total", result="failure") == 0
     assert one(samples, "sdnvirt_reconcile_changes_total", object="flow", operation="delete") == 0
+    assert one(samples, "sdnvirt_handler_errors_total", handler="packet_in") == 0
     info = [dict(k) for k in samples["sdnvirt_build_info"]]
     assert info[0]["version"] and info[0]["os_ken_version"] != "unknown"
 

@@ -4,6 +4,7 @@ import pytest
 from fabrics import leafspine, placed_model
 
 from sdnvirt.controller.migrations import ANNOUNCE_AT, Coordinator
+from sdnvirt.events import Events, Kind
 from sdnvirt.migration import Refused
 from sdnvirt.model import Location
 
@@ -17,6 +18,7 @@ class FakeApp:
         self.wanted = 0
         self.sent = []
         self.timers = []
+        self.event_hub = Events()
         self.migrations = Coordinator(self)
 
     def connected(self):
@@ -75,6 +77,10 @@ def test_a_live_migration_from_request_to_finish():
     co.event(mid, "thawed", frozen_at=100.0, thawed_at=100.1)
     rec = co.record(mid)
     assert rec["outcome"] == "ok" and rec["downtime"] > 0
+    steps = [(e.fields["step"], e.fields["phase"], e.fields["outcome"]) for e in app.event_hub.since().events]
+    assert steps == [("accepted", "preparation", None), ("plugged", "preparation", None),
+                     ("captured", "data_transfer", None), ("arrived", "restoration", None),
+                     ("flipped", "restoration", None), ("finished", "finished", "ok")]
     # Five gratuitous ARPs to each of blue's other VMs (web2 on leaf2, web3 on leaf1),
     # at QEMU's self-announce times.
     assert app.run_timers() == list(ANNOUNCE_AT)
@@ -128,6 +134,9 @@ def test_an_agent_silent_once_the_vm_left_its_source_port_fails_the_migration():
     rec = app.migrations.record(mid)
     assert rec["outcome"] == "failed" and rec["reason"].startswith("no word from the hypervisor agent"), rec
     assert "web1" not in app.model.locations and not app.model.migrating
+    lost, ended = app.event_hub.since().events[-2:]
+    assert lost.kind is Kind.VM_LOST and lost.fields == {"vm": "web1", "tenant": "blue", "migration": mid}
+    assert ended.fields["step"] == "ended" and ended.fields["outcome"] == "failed"
 
 
 def test_a_failure_once_the_vm_runs_at_the_target_is_recorded_and_leaves_it_there():

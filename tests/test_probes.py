@@ -8,6 +8,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror
 from scapy.layers.l2 import Ether
 
 from sdnvirt.controller import probes
+from sdnvirt.events import Events
 from sdnvirt.metrics import Metrics
 
 PROBE_MAC, PROBE_IP = "0a:5d:0a:01:00:fe", "10.1.0.254"
@@ -25,7 +26,7 @@ def model_with(check_type, protocol="tcp", **check):
 def prober(model):
     changes = []
     return probes.Prober(model, send=None, on_change=lambda: changes.append(1),
-                         latency=Metrics().probe_latency), changes
+                         latency=Metrics().probe_latency, events=Events()), changes
 
 
 def sent_probe(p, now=100.0):

@@ -6,20 +6,25 @@ paths are relative to /v1, added to ROUTERS below.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import Depends, FastAPI
 
 from .. import __version__
+from ..events import Events, Handler
 from ..state import ConfigState
-from . import errors, migrations, services, system, tenants, topology
+from . import errors, events, migrations, services, system, tenants, topology
 from .deps import require_token
 from .facade import Controller
 from .schemas import Error
 
 PREFIX = "/v1"
-ROUTERS = [system.router, topology.router, tenants.router, services.router, migrations.router]
+ROUTERS = [system.router, events.router, topology.router, tenants.router, services.router, migrations.router]
 
 
-def create_app(controller: Controller, config_state: ConfigState, token: str) -> FastAPI:
+def create_app(controller: Controller, config_state: ConfigState, token: str, hub: Events,
+               failed: Callable[[Handler], None]) -> FastAPI:
+    """``hub``: the controller's events; ``failed`` counts a request that raised."""
     app = FastAPI(title="sdnvirt", version=__version__,
                   description="Tenants, VMs, load-balanced services and the fabric of an sdnvirt controller.",
                   openapi_url=None, docs_url=None, redoc_url=None,
@@ -34,7 +39,8 @@ def create_app(controller: Controller, config_state: ConfigState, token: str) ->
     app.state.controller = controller
     app.state.config_state = config_state
     app.state.token = token
-    errors.install(app)
+    app.state.events = hub
+    errors.install(app, failed)
     for router in ROUTERS:
         app.include_router(router, prefix=PREFIX)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -23,14 +25,14 @@ class Client:
         self.token = token
         self.timeout = timeout
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
+    def call(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
         """The decoded JSON answer of ``method path`` (path relative to /v1)."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(f"{self.url}/v1{path}", data=data, method=method, headers={
             "Authorization": f"Bearer {self.token}", "Accept": "application/json",
             **({"Content-Type": "application/json"} if data is not None else {})})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as err:
             raw = err.read()
@@ -56,6 +58,11 @@ class Client:
 
     def delete(self, path: str) -> Any:
         return self.call("DELETE", path)
+
+    def events(self, after: int = 0, kinds: Iterable[str] = (), wait: float = 0.0) -> dict:
+        """``GET /v1/events``: {"events": [...], "last": cursor for the next call, "oldest", "missed"}."""
+        query = urllib.parse.urlencode({"after": after, "kind": list(kinds), "wait": wait}, doseq=True)
+        return self.call("GET", f"/events?{query}", timeout=wait + self.timeout)
 
 
 def _describe(status: int, detail: Any) -> str:

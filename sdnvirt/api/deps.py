@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ..events import Events
 from ..state import ConfigState
 from ..store import Store
 from . import token as tokens
@@ -33,6 +34,10 @@ def _config_state(request: Request) -> ConfigState:
     return request.app.state.config_state
 
 
+def _events(request: Request) -> Events:
+    return request.app.state.events
+
+
 def _store(request: Request) -> Store:
     return request.app.state.config_state.store
 
@@ -40,3 +45,4 @@ def _store(request: Request) -> Store:
 ControllerDep = Annotated[Controller, Depends(_controller)]
 ConfigStateDep = Annotated[ConfigState, Depends(_config_state)]
 StoreDep = Annotated[Store, Depends(_store)]
+EventsDep = Annotated[Events, Depends(_events)]

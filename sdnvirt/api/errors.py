@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..config import Config, ConfigError
+from ..events import Handler
 from ..overlay import Changes
 from ..state import ConfigState
 from ..store import Conflict, StoreError
@@ -47,5 +48,10 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
         {"loc": ".".join(str(part) for part in e["loc"]), "msg": e["msg"]} for e in exc.errors()]})
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, failed: Callable[[Handler], None]) -> None:
+    """``failed`` counts every request that raised; the server still logs its traceback."""
+    def _crashed(request: Request, exc: Exception) -> JSONResponse:
+        failed(Handler.API)
+        return JSONResponse(status_code=status.HTTP_500_INTERNAL_SERVER_ERROR, content={"detail": "internal error"})
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(Exception, _crashed)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from ..config import Name, ServiceSpec, TenantSpec, VMSpec
+from ..events import Kind
 
 Origin = Literal["file", "api"]     # the config file's version, or one the API made
 
@@ -187,3 +188,19 @@ class Service(ServiceSpec):
     tenant: str
     name: str
     origin: Origin
+
+
+class Event(BaseModel):
+    """``sdnvirt.events``: what happened, when (wall-clock seconds), with its fields."""
+
+    id: int
+    time: float
+    kind: Kind
+    fields: dict[str, bool | int | float | str | None]
+
+
+class EventsPage(BaseModel):
+    events: list[Event]
+    last: int       # the newest id of any kind: the cursor for the next call
+    oldest: int     # the oldest id the daemon still holds
+    missed: bool    # events after the cursor are gone: re-read the state

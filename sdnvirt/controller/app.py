@@ -7,6 +7,7 @@ the controller can be driven without os-ken's application machinery.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from os_ken.base import app_manager
@@ -15,6 +16,7 @@ from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_D
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from ..config import Config
+from ..events import Events, Handler
 from ..metrics import Metrics
 from ..store import Store
 from . import packet_in
@@ -24,11 +26,11 @@ from .core import Controller
 class SdnvirtApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofp.OFP_VERSION]
 
-    def __init__(self, *args: Any, sdnvirt_config: Config, sdnvirt_metrics: Metrics,
-                 sdnvirt_store: Store | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, sdnvirt_config: Config, sdnvirt_metrics: Metrics, sdnvirt_events: Events,
+                 sdnvirt_failed: Callable[[Handler], None], sdnvirt_store: Store | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.name = "sdnvirt"
-        self.controller = Controller(sdnvirt_config, sdnvirt_metrics, sdnvirt_store)
+        self.controller = Controller(sdnvirt_config, sdnvirt_metrics, sdnvirt_events, sdnvirt_failed, sdnvirt_store)
         self._post = self.controller.loop.post
 
     def start(self):

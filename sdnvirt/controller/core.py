@@ -11,23 +11,24 @@ held up waiting for a switch.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from .. import status
 from ..config import Config
+from ..events import Cause, Events, Found, Handler, Kind, LinkDown
 from ..fabric import Fabric
-from ..metrics import Metrics, Snapshot, StateCollector
-from ..model import Location, Model
+from ..metrics import Metrics
+from ..model import Backend, Location, Model, Service
 from ..plan.features.port_security import recover_locations
-from ..plan.flows import Flow, Group, is_ours
+from ..plan.flows import Flow, Group, Meter, is_ours
 from ..plan.pipeline import plan
 from ..plan.reconcile import Tables, Verb, reconcile_fabric
 from ..store import Store
-from . import locate, migrations, ofmsg, probes, stats
+from . import locate, migrations, ofmsg, packet_in, periodic, probes, stats
 from .discovery import Discovery
 from .loop import Loop
 from .sender import Sender, Work
@@ -37,13 +38,15 @@ LOG = logging.getLogger("sdnvirt.controller")
 
 DEBOUNCE = 0.01     # gathers a burst of events into one reconcile
 RETRY = 0.5         # after a reconcile that failed
-TICK = 0.05
 RESYNC_BACKOFF = 5.0
 
 
 class Controller:
-    def __init__(self, config: Config, metrics: Metrics, store: Store | None = None, loop: Loop | None = None):
-        self.loop = loop or Loop()
+    def __init__(self, config: Config, metrics: Metrics, events: Events, failed: Callable[[Handler], None],
+                 store: Store | None = None, clock: Callable[[], float] = time.monotonic):
+        self.loop = Loop(clock, on_error=self._work_failed)
+        self.event_hub = events
+        self.failed = failed
         self.clock: Callable[[], float] = self.loop.clock
         self.settings = config.controller.fabric
         self.model = Model(config)
@@ -54,7 +57,7 @@ class Controller:
         self.metrics = metrics
         self.metrics.errors_known(ofmsg.ERROR_TYPES.values())
         self.sender = Sender(self.loop, lambda kind: self.metrics.openflow_sent.labels(kind).inc())
-        self.prober = probes.Prober(self.model, self.send_frame, self.request, self.metrics.probe_latency)
+        self.prober = probes.Prober(self.model, self.send_frame, self.request, self.metrics.probe_latency, events)
         self.reinject: list[tuple[int, int, bytes]] = []
         now = self.clock()
         self.started = now
@@ -66,10 +69,13 @@ class Controller:
         self.dirty = False
         self.scheduled = False
         self.migrations = migrations.Coordinator(self, store)
-        self.metrics.registry.register(StateCollector(self.loop.call, self.metrics_snapshot))
+
+    def _work_failed(self, fn: Callable[..., Any]) -> None:
+        self.failed(Handler.PACKET_IN if fn is packet_in.handle else Handler.PERIODIC if fn is periodic.tick
+                    else Handler.OPENFLOW)
 
     def start(self) -> None:
-        self.loop.after(TICK, self.tick)
+        self.loop.after(periodic.TICK, periodic.tick, self)
         self.loop.start()
 
     def reload(self, config: Config) -> None:
@@ -88,6 +94,7 @@ class Controller:
         self.counters.names.setdefault(dpid, f"{dpid:016x}")
         self.fabric.add_switch(dpid)
         LOG.info("switch %016x connected", dpid)
+        self.event_hub.publish(Kind.SWITCH_CONNECTED, dpid=f"{dpid:016x}")
         self.send(session, parser.OFPPortDescStatsRequest(dp, 0))
         self._read(session)
         self.request(topology=True)
@@ -106,8 +113,10 @@ class Controller:
         for name in [n for n, loc in self.model.locations.items() if loc.dpid == session.dpid]:
             for svc, backend in self.model.backends_down(name, "its switch disconnected"):
                 LOG.warning("backend %s of %s/%s is DOWN (its switch disconnected)", backend.key, svc.tenant, svc.name)
+                self._backend_down(svc, backend, Cause.SWITCH_LOST)
         self.discovery.switch_gone(session.dpid)
         LOG.warning("switch %016x disconnected; it keeps its flows (fail-secure)", session.dpid)
+        self.event_hub.publish(Kind.SWITCH_LOST, dpid=f"{session.dpid:016x}")
         self.request(topology=True)
 
     def session(self, dp: Any) -> SwitchSession | None:
@@ -138,7 +147,8 @@ class Controller:
         if session is None or port.port_no > ofp.OFPP_MAX:
             return
         if deleted:
-            self.fabric.remove_port(session.dpid, port.port_no)
+            if self.fabric.remove_port(session.dpid, port.port_no):
+                self.link_down(session.dpid, port.port_no, LinkDown.PORT_DOWN)
             self.unbind_port(session.dpid, port.port_no, deleted=True)
         else:
             self._port_changed(session.dpid, port)
@@ -147,7 +157,8 @@ class Controller:
 
     def _port_changed(self, dpid: int, port: Any) -> None:
         up = not (port.config & ofp.OFPPC_PORT_DOWN) and not (port.state & ofp.OFPPS_LINK_DOWN)
-        self.fabric.set_port(dpid, port.port_no, up)
+        if self.fabric.set_port(dpid, port.port_no, up):
+            self.link_down(dpid, port.port_no, LinkDown.PORT_DOWN)
         if up:
             self.migrations.port_up(Location(dpid, port.port_no))
         else:
@@ -162,8 +173,17 @@ class Controller:
         vm = self.model.vm_at(Location(dpid, port))
         if vm is not None:
             LOG.info("VM %s (%s) left %016x port %d", vm.name, vm.tenant, dpid, port)
+            self.event_hub.publish(Kind.VM_LEFT_PORT, vm=vm.name, tenant=vm.tenant, dpid=f"{dpid:016x}", port=port)
             for svc, backend in self.model.unbind(vm.name, "its VM left its port"):
                 LOG.warning("backend %s of %s/%s is DOWN (its VM left its port)", backend.key, svc.tenant, svc.name)
+                self._backend_down(svc, backend, Cause.VM_LEFT_PORT)
+
+    def _backend_down(self, svc: Service, backend: Backend, cause: Cause) -> None:
+        self.event_hub.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name, backend=backend.key,
+                               cause=cause)
+
+    def link_down(self, dpid: int, port: int, cause: LinkDown) -> None:
+        self.event_hub.publish(Kind.LINK_DOWN, dpid=f"{dpid:016x}", port=port, cause=cause)
 
     # -- what the switch holds ---------------------------------------------------
     def _read(self, session: SwitchSession) -> None:
@@ -198,11 +218,15 @@ class Controller:
         if session.generation == 1 and any(is_ours(f.cookie) for f in flows.values()):
             session.warm = True
         for name, loc in recover_locations(self.model, session.dpid, set(flows.values())).items():
-            if name not in self.model.locations:
+            vm = self.model.vm(name)
+            if vm is not None and name not in self.model.locations:
                 self.model.bind(name, loc)
                 LOG.info("VM %s found at %016x port %d in the switch's own flows", name, session.dpid, loc.port)
+                self.event_hub.publish(Kind.VM_LOCATED, vm=name, tenant=vm.tenant, dpid=f"{session.dpid:016x}",
+                                       port=loc.port, how=Found.RECOVERED)
         LOG.info("switch %016x holds %d flows%s", session.dpid, len(flows),
                  " (warm: left as is until the fabric settles)" if session.warm else "")
+        self.event_hub.publish(Kind.SWITCH_FLOWS_READ, dpid=f"{session.dpid:016x}", flows=len(flows), warm=session.warm)
 
     def error(self, dp: Any, err_type: int, code: int) -> None:
         LOG.error("switch %016x refused a message: type %d code %d", dp.id, err_type, code)
@@ -220,15 +244,15 @@ class Controller:
         if topology:
             self.last_topology_change = self.clock()
         self.dirty = True
-        self._schedule(DEBOUNCE)
+        self.schedule(DEBOUNCE)
         return self.wanted
 
-    def _schedule(self, delay: float) -> None:
+    def schedule(self, delay: float) -> None:
         if not self.scheduled:
             self.scheduled = True
             self.loop.after(delay, self._reconcile)
 
-    def _settled(self) -> bool:
+    def settled(self) -> bool:
         return self.clock() - max(self.started, self.last_topology_change) >= self.settings.settle
 
     def _reconcile(self) -> None:
@@ -241,9 +265,10 @@ class Controller:
             self.reconcile(started)
         except Exception:    # noqa: BLE001 - the daemon must outlive a bad reconcile
             LOG.exception("reconcile failed; retrying")
+            self.failed(Handler.RECONCILE)
             self.metrics.reconciled("failure", self.clock() - started)
             self.dirty = True
-            self._schedule(RETRY)
+            self.schedule(RETRY)
 
     def reconcile(self, started: float) -> None:
         """Make every switch hold its planned flows, groups and meters, touching only what differs."""
@@ -252,7 +277,7 @@ class Controller:
         work: Work = {}
         planned: dict[int, tuple[Tables, int]] = {}
         # Not read yet, or warm and the fabric not settled: held back.
-        ready = {dpid: s for dpid, s in self.sessions.items() if s.ready and not (s.warm and not self._settled())}
+        ready = {dpid: s for dpid, s in self.sessions.items() if s.ready and not (s.warm and not self.settled())}
         held = len(ready) < len(self.sessions)
         wants = {dpid: Tables.of(desired.flows.get(dpid, ()), desired.groups.get(dpid, {}),
                                  desired.meters.get(dpid, {})) for dpid in ready}
@@ -266,23 +291,24 @@ class Controller:
                 for change in (c for b in batches.phases.values() for c in b):
                     LOG.debug("%016x %s %s", dpid, change.verb.value, change.entry)
         reinject, self.reinject = self.reinject, []
-        programmed = (len(desired.flows), sum(len(f) for f in desired.flows.values()))
+        totals = (len(desired.flows), sum(len(f) for f in desired.flows.values()))
 
         def done() -> None:
-            self._pushed(work, planned, covers, reinject, None if held else programmed, started)
+            self._pushed(work, planned, covers, reinject, totals, held, started)
         self.sender.push(work, done)
 
     def _pushed(self, work: Work, planned: dict[int, tuple[Tables, int]], covers: int,
-                reinject: list[tuple[int, int, bytes]], programmed: tuple[int, int] | None, started: float) -> None:
-        """A reconcile's changes are in the switches."""
+                reinject: list[tuple[int, int, bytes]], totals: tuple[int, int], held: bool, started: float) -> None:
+        """A reconcile's changes are in the switches; ``totals``: the switches and flows
+        planned; ``held``: some switch was held back (not read yet, or warm)."""
         for dpid, (want, generation) in planned.items():
             session = self.sessions.get(dpid)
             if session is not None and session is work.get(dpid, (None,))[0] and session.generation == generation:
                 session.installed(want)
-        for _, batches in work.values():
-            for kind, name in ((Flow, "flow"), (Group, "group")):
-                n = batches.count(kind)
-                self.metrics.changed(name, add=n[Verb.ADD], modify=n[Verb.MODIFY], delete=n[Verb.DELETE])
+        counts = {(name, verb): sum(b.count(kind)[verb] for _, b in work.values())
+                  for kind, name in ((Flow, "flow"), (Group, "group"), (Meter, "meter")) for verb in Verb}
+        for name in ("flow", "group", "meter"):
+            self.metrics.changed(name, **{verb.value: counts[name, verb] for verb in Verb})
         for dpid, port, data in reinject:
             self.packet_out(dpid, data, port, in_port=port, to_table=True)
         self.migrations.reconciled(covers)
@@ -297,15 +323,17 @@ class Controller:
             self._locate(session)
         self.metrics.reconciled("success", self.clock() - started)
         if work:
-            LOG.info("reconciled %d switches, %d flow and %d group changes in %.1f ms", len(work),
-                     sum(len(b.entries(v)) for _, b in work.values() for v in Verb),
-                     sum(len(b.entries(v, Group)) for _, b in work.values() for v in Verb),
-                     (self.clock() - started) * 1000)
-            if programmed is not None:
-                LOG.info("fabric programmed: %d switches, %d flows, %d of %d VMs located", *programmed,
-                         len(self.model.locations), sum(1 for _ in self.model.vms()))
+            ms = (self.clock() - started) * 1000
+            located, vms = len(self.model.locations), sum(1 for _ in self.model.vms())
+            LOG.info("reconciled %d switches, %d flow, %d group and %d meter changes in %.1f ms", len(work),
+                     *(sum(counts[name, v] for v in Verb) for name in ("flow", "group", "meter")), ms)
+            if not held:
+                LOG.info("fabric programmed: %d switches, %d flows, %d of %d VMs located", *totals, located, vms)
+            self.event_hub.publish(Kind.RECONCILED, switches=len(work), ms=round(ms, 3), programmed=not held,
+                                   fabric_switches=totals[0], flows=totals[1], vms_located=located, vms=vms,
+                                   **{f"{name}_{verb.value}": n for (name, verb), n in counts.items()})
         if self.dirty:
-            self._schedule(DEBOUNCE)
+            self.schedule(DEBOUNCE)
 
     # -- sending -------------------------------------------------------------------
     def send(self, session: SwitchSession, msg: Any) -> None:
@@ -338,35 +366,6 @@ class Controller:
         self.send_frames(locate.probes(self.model, self.fabric, session.dpid, ports))
         locate.soon(session, self.clock())
 
-    # -- periodic work -----------------------------------------------------------
-    def tick(self) -> None:
-        self.loop.after(TICK, self.tick)
-        now = self.clock()
-        sessions = list(self.sessions.values())
-        if now >= self.next_lldp:
-            self.next_lldp = now + self.settings.lldp_interval
-            for s in sessions:
-                self.send_frames(self.discovery.frames(self.fabric, s.dpid))
-        for s in sessions:
-            lost = locate.due(s, now, self.settings.locate_interval)
-            if lost is not None:
-                self.send_frames(locate.probes(self.model, self.fabric, s.dpid, lost=lost))
-        if now >= self.next_stats:
-            self.next_stats = now + stats.INTERVAL
-            for s in sessions:
-                for req in self.counters.requests(s):
-                    self.send(s, req)
-        gone = self.discovery.expire(self.fabric, now, self.settings.link_timeout)
-        for src in gone:
-            LOG.warning("link from %016x:%d timed out", *src)
-        if gone:
-            self.request(topology=True)
-        self.send_frames(self.prober.tick(now))
-        if any(s.warm for s in sessions) and self._settled():
-            self.dirty = True
-            self._schedule(0)
-        self.migrations.tick()
-
     # -- the migration coordinator's port (migrations.Network) ---------------------
     def connected(self) -> dict[int, str]:
         return {dpid: s.name for dpid, s in self.sessions.items() if s.name}
@@ -377,23 +376,3 @@ class Controller:
 
     def backend_counters(self) -> dict[tuple, dict]:
         return stats.backend_counters(self.model, self.sessions)
-
-    # -- what the API and the metrics read (through view.View) ----------------------
-    def flow_counts(self) -> dict[int, int]:
-        return {dpid: len(s.installed_flows) for dpid, s in self.sessions.items() if s.installed_flows is not None}
-
-    def metrics_snapshot(self) -> Snapshot:
-        return Snapshot(self.model, self.fabric, self.counters.names, set(self.sessions),
-                        {dpid: s.table_flows for dpid, s in self.sessions.items()},
-                        self.backend_counters(), self.counters.vm_traffic, self.counters.spoofed,
-                        self.migrations.records())
-
-    def snapshot(self) -> dict:
-        return status.snapshot(self.model, self.fabric, self.flow_counts(), self.backend_counters())
-
-    def topology(self) -> dict:
-        return status.topology(self.model, self.fabric, self.flow_counts())
-
-    def tables(self) -> dict:
-        held = {dpid: s.tables() if s.ready else None for dpid, s in self.sessions.items()}
-        return status.tables(self.model, self.fabric, held)

@@ -14,6 +14,7 @@ from ..api import server
 from ..api.app import create_app
 from ..api.token import TokenError, ensure_token
 from ..config import Config, ConfigError
+from ..events import Events, Handler, Kind
 from ..metrics import Metrics
 from ..state import ConfigState
 from ..store import SQLiteStore, StoreError
@@ -42,8 +43,9 @@ def run(config_path: str, config: Config) -> int:
     except OSError as err:
         return _fail(f"cannot listen for the REST API on {settings.api.address}:{settings.api.port} "
                      f"(controller.api): {err.strerror}")
+    events = Events(settings.api.events_kept)
     try:
-        state = ConfigState(config_path, config, store)
+        state = ConfigState(config_path, config, store, events=events)
     except ConfigError as err:
         return _fail(f"the config file and the changes made through the API do not fit together; "
                      f"change the file:\n{err}")
@@ -75,20 +77,26 @@ def run(config_path: str, config: Config) -> int:
                      f"{err.strerror}")
     state.reloaded = metrics.reloaded
 
+    def failed(handler: Handler) -> None:
+        metrics.handler_errors.labels(handler.value).inc()
+        events.publish(Kind.HANDLER_ERROR, handler=handler)
+    _count_thread_errors(failed)
+
     of = config.controller.openflow
     osken_cfg.CONF(args=["--ofp-listen-host", str(of.address), "--ofp-tcp-listen-port", str(of.port)],
                    project="os_ken", default_config_files=[])
     manager = AppManager.get_instance()
     manager.load_apps(["sdnvirt.controller.app"])
     contexts = manager.create_contexts()
-    manager.instantiate_apps(sdnvirt_config=state.config, sdnvirt_metrics=metrics, sdnvirt_store=store, **contexts)
+    manager.instantiate_apps(sdnvirt_config=state.config, sdnvirt_metrics=metrics, sdnvirt_events=events,
+                             sdnvirt_failed=failed, sdnvirt_store=store, **contexts)
     controller = View(manager.applications["sdnvirt"].controller)
     state.apply = controller.reload
     # The API's changes committed by another process (or instance) reach this
     # one through the store: watched from the revision the state was read at.
     follower = threading.Thread(target=state.follow, name="sdnvirt-store-watch", daemon=True)
     follower.start()
-    server.serve(create_app(controller, state, token), api_socket)
+    server.serve(create_app(controller, state, token, events, failed), api_socket)
     LOG.info("sdnvirt %s controller listening for OpenFlow 1.3 on %s:%d, REST API on http://%s:%d/v1, "
              "metrics on http://%s:%d/metrics", __version__, of.address, of.port, settings.api.address,
              settings.api.port, exporter.address, exporter.port)
@@ -108,6 +116,16 @@ def run(config_path: str, config: Config) -> int:
         # switches keep forwarding. os-ken's close() would join its native hub
         # threads, which can block forever.
         os._exit(0)
+
+
+def _count_thread_errors(failed) -> None:
+    """An exception that ends one of the daemon's threads is counted, then printed as before."""
+    print_it = threading.excepthook
+
+    def hook(args) -> None:
+        failed(Handler.THREAD)
+        print_it(args)
+    threading.excepthook = hook
 
 
 def _fail(message: str) -> int:

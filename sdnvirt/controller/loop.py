@@ -30,10 +30,12 @@ _IDLE = 0.5     # the longest nap while no timer is due: posts wake it anyway
 
 
 class Loop:
-    def __init__(self, clock: Callable[[], float] = time.monotonic, on_error: Callable[[str], None] = lambda _: None):
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 on_error: Callable[[Callable[..., Any]], None] = lambda fn: None):
+        """``on_error(fn)``: told of every piece of work that raised (the log has the traceback)."""
         self.clock = clock
         self._queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple, Future | None]] = queue.SimpleQueue()
-        self._timers: list[tuple[float, int, Callable[[], Any]]] = []
+        self._timers: list[tuple[float, int, Callable[..., Any], tuple[Any, ...]]] = []
         self._seq = itertools.count()
         self._on_error = on_error
         self._thread: threading.Thread | None = None
@@ -55,15 +57,15 @@ class Loop:
         self._thread.start()
 
     # -- on the loop ---------------------------------------------------------------
-    def after(self, delay: float, fn: Callable[[], Any]) -> None:
-        """Run ``fn`` on the loop once ``delay`` seconds have passed."""
-        heapq.heappush(self._timers, (self.clock() + delay, next(self._seq), fn))
+    def after(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop once ``delay`` seconds have passed."""
+        heapq.heappush(self._timers, (self.clock() + delay, next(self._seq), fn, args))
 
     def run_due(self) -> float | None:
         """Run the timers that are due; how long until the next one (None: no timer)."""
         while self._timers and self._timers[0][0] <= self.clock():
-            _, _, fn = heapq.heappop(self._timers)
-            self._guarded(fn, ())
+            _, _, fn, args = heapq.heappop(self._timers)
+            self._guarded(fn, args)
         return self._timers[0][0] - self.clock() if self._timers else None
 
     def run_posted(self, wait: float = 0.0) -> bool:
@@ -96,4 +98,4 @@ class Loop:
             fn(*args)
         except Exception:    # noqa: BLE001 - no piece of work may stop the controller
             LOG.exception("%s failed", getattr(fn, "__qualname__", fn))
-            self._on_error(getattr(fn, "__name__", "work"))
+            self._on_error(fn)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Protocol
 
+from ..events import Cause, Events, Kind, Step
 from ..fabric import Fabric
 from ..migration import Migration, Migrations, Outcome, Phase, Refused
 from ..model import VM, Location, Model
@@ -38,6 +39,7 @@ class Network(Protocol):
 
     model: Model
     fabric: Fabric
+    event_hub: Events
 
     def connected(self) -> dict[int, str]:
         """The connected switches' names, by dpid."""
@@ -87,6 +89,7 @@ class Coordinator:
         record = mig.as_dict()
         LOG.info("migration %d: %s VM %s from %s to %s accepted%s", mig.id, mig.mode.value, mig.vm, mig.source,
                  mig.target, f"; drained in {', '.join(mig.drained)}" if mig.drained else "")
+        self._publish(mig, Step.ACCEPTED)
         if mig.drained:
             app.request()
         return record
@@ -121,6 +124,7 @@ class Coordinator:
         if event == "plugged":
             self.migs.plugged(mid, int(fields["port"]))
             LOG.info("migration %d: target port %s:%d plugged; preparing it", mid, mig.target, mig.target_port)
+            self._publish(mig, Step.PLUGGED)
             self._after_reconcile(mig)
         elif event == "frozen":
             # From now on nothing delivered to the source reaches the VM:
@@ -165,6 +169,7 @@ class Coordinator:
         for mig in self.migs.vms_removed():
             self.waits.pop(mig.id, None)
             LOG.warning("migration %d: VM %s failed: %s", mig.id, mig.vm, mig.reason)
+            self._publish(mig, Step.ENDED)
             self._keep(mig)
 
     def tick(self) -> None:
@@ -186,6 +191,7 @@ class Coordinator:
             elif mig.phase is Phase.RESTORATION:
                 self.migs.flipped(mid)
                 LOG.info("migration %d: paths to VM %s flipped to %s", mid, mig.vm, mig.target)
+                self._publish(mig, Step.FLIPPED)
                 announce.append(mig)
                 self._complete(mig)
         for mig in announce:
@@ -205,17 +211,20 @@ class Coordinator:
         self.migs.capture(mig.id, flows, counters)
         LOG.info("migration %d: target prepared, state captured (%d flows); data transfer may start",
                  mig.id, len(flows))
+        self._publish(mig, Step.CAPTURED)
 
     def _arrived(self, mig: Migration, how: str) -> None:
         if self.migs.arrived(mig.id):
             LOG.info("migration %d: VM %s is at %s port %d (%s); flipping its paths", mig.id, mig.vm,
                      mig.target, mig.target_port, how)
+            self._publish(mig, Step.ARRIVED)
             self._after_reconcile(mig)
 
     def _complete(self, mig: Migration) -> None:
         if self.migs.complete(mig.id):
             LOG.info("migration %d: VM %s finished on %s, downtime %.1f ms", mig.id, mig.vm, mig.target,
                      (mig.downtime or 0.0) * 1000)
+            self._publish(mig, Step.FINISHED)
             self._keep(mig)
             if mig.drained:
                 self.app.request()
@@ -229,16 +238,25 @@ class Coordinator:
             if mig.phase is Phase.RESTORATION and not self.migs.agent_silent(mig):
                 # The agent took it off its source port when it froze it, and
                 # plugs it back in at its source on a new port: learnt there.
-                app.model.unbind(mig.vm, "its migration was rolled back after it left its source port")
+                down = app.model.unbind(mig.vm, "its migration was rolled back after it left its source port")
             else:
                 # Its source port is gone too (or the agent that would plug it
                 # back in is silent): learnt again wherever it shows up.
                 self.migs.lost(mig.id, reason + "; its source port is gone")
-                app.model.unbind(mig.vm, "its migration failed away from its port")
+                down = app.model.unbind(mig.vm, "its migration failed away from its port")
+                app.event_hub.publish(Kind.VM_LOST, vm=mig.vm, tenant=mig.tenant, migration=mig.id)
+            for svc, backend in down:
+                app.event_hub.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name, backend=backend.key,
+                                      cause=Cause.MIGRATION)
         outcome = mig.outcome.value if mig.outcome is not None else "ended"
         LOG.warning("migration %d: VM %s %s: %s", mig.id, mig.vm, outcome.replace("_", " "), mig.reason)
+        self._publish(mig, Step.ENDED)
         self._keep(mig)
         app.request()
+
+    def _publish(self, mig: Migration, step: Step) -> None:
+        self.app.event_hub.publish(Kind.MIGRATION, id=mig.id, vm=mig.vm, tenant=mig.tenant, mode=mig.mode, step=step,
+                                   phase=mig.phase, outcome=mig.outcome)
 
     def _announce(self, mig: Migration) -> None:
         """Gratuitous ARPs for the VM to every other VM of its tenant, where each is plugged in.

@@ -12,6 +12,7 @@ import time
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from ..events import Found, Kind
 from ..model import Location
 from ..plan.flows import ETH_TYPE_LLDP, Owner, cookie_owner
 from . import ofmsg, packets, probes
@@ -66,6 +67,7 @@ def _lldp(ctl: Controller, dpid: int, in_port: int, data: bytes) -> None:
     for end in (src, (dpid, in_port)):
         ctl.unbind_port(*end)
     LOG.info("link %016x:%d -> %016x:%d", src[0], src[1], dpid, in_port)
+    ctl.event_hub.publish(Kind.LINK_UP, src_dpid=f"{src[0]:016x}", src_port=src[1], dpid=f"{dpid:016x}", port=in_port)
     ctl.request(topology=True)
 
 
@@ -80,10 +82,17 @@ def _learn(ctl: Controller, dpid: int, in_port: int, data: bytes) -> None:
     if seen.vm is None or not seen.bound or seen.reason == "already there":
         if seen.vm is not None and not seen.bound:
             LOG.warning("frame claiming VM %s on %016x port %d ignored: %s", seen.vm.name, dpid, in_port, seen.reason)
+            ctl.event_hub.publish(Kind.VM_CLAIM_IGNORED, vm=seen.vm.name, tenant=seen.vm.tenant, dpid=f"{dpid:016x}",
+                                  port=in_port, refused=seen.refused)
         return
     ctl.reinject.append((dpid, in_port, data))
+    moved = seen.moved_from
     LOG.info("VM %s (%s) is at %016x port %d%s", seen.vm.name, seen.vm.tenant, dpid, in_port,
-             f", moved from {seen.moved_from}" if seen.moved_from else "")
+             f", moved from {moved}" if moved else "")
+    ctl.event_hub.publish(Kind.VM_LOCATED, vm=seen.vm.name, tenant=seen.vm.tenant, dpid=f"{dpid:016x}", port=in_port,
+                          how=Found.PROBE if frame.to_controller else Found.LEARNT,
+                          from_dpid=None if moved is None else f"{moved.dpid:016x}",
+                          from_port=None if moved is None else moved.port)
     ctl.request()
 
 

@@ -53,6 +53,7 @@ class Frame:
     src: str
     sender_ip: ipaddress.IPv4Address | None
     tagged: bool
+    to_controller: bool     # addressed to the controller: an answer to its ARP probe
 
 
 def parse_lldp(data: bytes, secret: bytes, max_age: float) -> tuple[int, int]:
@@ -90,7 +91,7 @@ def parse_frame(data: bytes) -> Frame:
             ip = ipaddress.IPv4Address(v4.src)
     if ip is not None and ip.is_unspecified:
         ip = None
-    return Frame(eth.src.lower(), ip, pkt.get_protocol(vlan.vlan) is not None)
+    return Frame(eth.src.lower(), ip, pkt.get_protocol(vlan.vlan) is not None, eth.dst.lower() == CONTROLLER_MAC)
 
 
 def arp_probe(target_ip: str) -> bytes:

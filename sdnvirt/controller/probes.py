@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
 
 from ..config import virtual_mac
+from ..events import Cause, Events, Kind
 from ..model import Backend, Location, Model, Service
 from ..plan.flows import ETH_TYPE_IPV4
 
@@ -49,14 +50,16 @@ class Outstanding:
 
 
 class Prober:
-    def __init__(self, model: Model, send, on_change, latency):
+    def __init__(self, model: Model, send, on_change, latency, events: Events):
         """``send(dpid, port, frame)`` puts a frame out of a switch port;
         ``on_change()`` is called when a backend went up or down (it must not block);
-        ``latency`` is the histogram of answered probes' round trips (labels tenant, service)."""
+        ``latency`` is the histogram of answered probes' round trips (labels tenant, service);
+        ``events`` hears of every backend going up or down."""
         self.model = model
         self.send = send
         self.on_change = on_change
         self.latency = latency
+        self.events = events
         self.due: dict[tuple[str, str, str], float] = {}
         self.outstanding: dict[int, Outstanding] = {}
         self._ports = itertools.cycle(PROBE_PORTS)
@@ -73,7 +76,8 @@ class Prober:
                 if svc is not None:
                     # udp: silence means nobody said the port is closed.
                     ok = out.kind == "udp"
-                    changed |= self._record(svc, backend, ok, "no reply" if not ok else "no port unreachable")
+                    changed |= self._record(svc, backend, ok, "no reply" if not ok else "no port unreachable",
+                                            Cause.NO_ANSWER)
         frames = []
         live = set()
         for svc in self.model.services():
@@ -125,20 +129,21 @@ class Prober:
         ip = pkt.get_protocol(ipv4.ipv4)
         if ip is None:
             return []
-        token, ok, reason, answer = None, False, "", []
+        token, ok, reason, cause, answer = None, False, "", Cause.ANSWERED, []
         t = pkt.get_protocol(tcp.tcp)
         ic = pkt.get_protocol(icmp.icmp)
         if t is not None:
             token = t.dst_port
             ok = bool(t.bits & TCP_SYN and t.bits & TCP_ACK)
             reason = "SYN-ACK" if ok else "RST" if t.bits & TCP_RST else f"TCP flags {t.bits:#x}"
+            cause = Cause.REFUSED if t.bits & TCP_RST else Cause.WRONG_ANSWER
         elif ic is not None and ic.type == icmp.ICMP_ECHO_REPLY:
             token, ok, reason = ic.data.id, True, "echo reply"
         elif ic is not None and ic.type == icmp.ICMP_DEST_UNREACH:
             inner = ic.data.data
             if len(inner) >= 24:
                 token = int.from_bytes(inner[20:22], "big")   # the UDP source port we sent
-            ok, reason = False, f"ICMP unreachable code {ic.code}"
+            ok, reason, cause = False, f"ICMP unreachable code {ic.code}", Cause.REFUSED
         out = self.outstanding.get(token) if token is not None else None
         if out is None:
             return []
@@ -152,20 +157,22 @@ class Prober:
             answer = [(dpid, in_port, frame) for frame in frames]
             if verdict is None:
                 return answer       # the exchange goes on
-            ok, reason = verdict
+            ok, reason, cause = verdict
         elif t is not None and ok:
             answer = [(dpid, in_port, self._segment(pkt, t, out.seq, TCP_RST))]
         del self.outstanding[token]
         latency = time.monotonic() - out.sent
         self.latency.labels(svc.tenant, svc.name).observe(latency)
-        if self._record(svc, backend, ok, reason, latency):
+        if self._record(svc, backend, ok, reason, cause, latency):
             self.on_change()
         return answer
 
-    def _http(self, out: Outstanding, svc: Service, pkt, t) -> tuple[tuple[bool, str] | None, list[bytes]]:
+    def _http(self, out: Outstanding, svc: Service, pkt, t) -> tuple[tuple[bool, str, Cause] | None, list[bytes]]:
         """One segment of an http check: (verdict or None while it goes on, frames to send)."""
-        if t is None or t.bits & TCP_RST:
-            return (False, "RST" if t is not None else "not TCP"), []
+        if t is None:
+            return (False, "not TCP", Cause.WRONG_ANSWER), []
+        if t.bits & TCP_RST:
+            return (False, "RST", Cause.REFUSED), []
         payload = pkt.protocols[-1] if isinstance(pkt.protocols[-1], (bytes, bytearray)) else b""
         if not out.asked and t.bits & TCP_SYN and t.bits & TCP_ACK:
             hc = svc.health_check
@@ -178,11 +185,11 @@ class Prober:
             rst = [self._segment(pkt, t, out.seq, TCP_RST)]
             m = STATUS_LINE.match(payload)
             if m is None:
-                return (False, "no HTTP status line"), rst
+                return (False, "no HTTP status line", Cause.WRONG_ANSWER), rst
             status = int(m.group(1))
-            return (status == svc.health_check.expect, f"HTTP {status}"), rst
+            return (status == svc.health_check.expect, f"HTTP {status}", Cause.WRONG_ANSWER), rst
         if t.bits & TCP_FIN:
-            return (False, "closed without an answer"), [self._segment(pkt, t, out.seq, TCP_RST)]
+            return (False, "closed without an answer", Cause.WRONG_ANSWER), [self._segment(pkt, t, out.seq, TCP_RST)]
         return None, []             # an ACK of the request: the answer follows
 
     @staticmethod
@@ -206,12 +213,16 @@ class Prober:
                     return svc, backend
         return None, None
 
-    def _record(self, svc: Service, backend: Backend, ok: bool, reason: str, latency: float | None = None) -> bool:
+    def _record(self, svc: Service, backend: Backend, ok: bool, reason: str, failure: Cause,
+                latency: float | None = None) -> bool:
+        """Count a probe's result; ``failure``: what it was if not ``ok``."""
         health = self.model.health[svc.health_key(backend)]
         if not health.record(ok, reason, latency):
             return False
         LOG.warning("backend %s of %s/%s is %s (%s)", backend.key, svc.tenant, svc.name,
                     "UP" if health.up else "DOWN", reason)
+        self.events.publish(Kind.BACKEND_UP if health.up else Kind.BACKEND_DOWN, tenant=svc.tenant,
+                            service=svc.name, backend=backend.key, cause=Cause.ANSWERED if ok else failure)
         return True
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import status
 from ..config import Config
+from ..metrics import Snapshot, StateCollector
 from .core import Controller
 
 
@@ -16,18 +18,26 @@ class View:
     def __init__(self, ctl: Controller):
         self._ctl = ctl
         self._call = ctl.loop.call
+        ctl.metrics.registry.register(StateCollector(self._call, self._metrics_snapshot))
 
     def reload(self, config: Config) -> None:
         self._call(self._ctl.reload, config)
 
     def snapshot(self) -> dict:
-        return self._call(self._ctl.snapshot)
+        ctl = self._ctl
+        return self._call(lambda: status.snapshot(ctl.model, ctl.fabric, self._flow_counts(), ctl.backend_counters()))
 
     def topology(self) -> dict:
-        return self._call(self._ctl.topology)
+        ctl = self._ctl
+        return self._call(lambda: status.topology(ctl.model, ctl.fabric, self._flow_counts()))
 
     def tables(self) -> dict:
-        return self._call(self._ctl.tables)
+        ctl = self._ctl
+
+        def read() -> dict:
+            held = {dpid: s.tables() if s.ready else None for dpid, s in ctl.sessions.items()}
+            return status.tables(ctl.model, ctl.fabric, held)
+        return self._call(read)
 
     def migrate(self, vm: str, target: str, mode: str) -> dict:
         return self._call(self._ctl.migrations.request, vm, target, mode)
@@ -40,3 +50,15 @@ class View:
 
     def migration_event(self, mid: int, event: str, **fields: Any) -> dict:
         return self._call(lambda: self._ctl.migrations.event(mid, event, **fields))
+
+    # -- on the loop -----------------------------------------------------------------
+    def _flow_counts(self) -> dict[int, int]:
+        return {dpid: len(s.installed_flows) for dpid, s in self._ctl.sessions.items()
+                if s.installed_flows is not None}
+
+    def _metrics_snapshot(self) -> Snapshot:
+        ctl = self._ctl
+        return Snapshot(ctl.model, ctl.fabric, ctl.counters.names, set(ctl.sessions),
+                        {dpid: s.table_flows for dpid, s in ctl.sessions.items()},
+                        ctl.backend_counters(), ctl.counters.vm_traffic, ctl.counters.spoofed,
+                        ctl.migrations.records())

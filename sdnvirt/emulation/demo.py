@@ -8,7 +8,6 @@ isolated, and the throughput inside a tenant.
 from __future__ import annotations
 
 import itertools
-import re
 import shutil
 import time
 from collections import Counter
@@ -114,14 +113,13 @@ def _load_balancer(emu, ctl) -> int:
         got = Counter(lab.http_get(emu.host("web1"), "http://10.1.0.100/") for _ in range(60))
         _out(f"  60 new connections: {dict(sorted(got.items(), key=str))}")
         failures = int(set(got) != {"web2", "web3"})
-        offset = len(ctl.log())
+        cursor = ctl.cursor()
         servers["web3"].terminate()
         killed = time.monotonic()
-        seen = ""
-        while time.monotonic() - killed < 5 and not re.search(r"web3:8080 of blue/www is DOWN.*\n.*reconciled",
-                                                              seen, re.S):
-            time.sleep(0.02)
-            seen = ctl.log()[offset:]
+        down = ctl.wait_event("backend_down", {"tenant": "blue", "service": "www", "backend": "web3:8080"},
+                              after=cursor, timeout=5)
+        if down is not None:
+            ctl.wait_event("reconciled", after=down["id"], timeout=5 - (time.monotonic() - killed))
         detected = time.monotonic() - killed
         after = Counter(lab.http_get(emu.host("web1"), "http://10.1.0.100/") for _ in range(20))
         _out(f"  web3's server killed: marked down and out of the switches in {detected * 1000:.0f} ms "

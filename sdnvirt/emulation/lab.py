@@ -16,9 +16,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..api.client import Client
 from ..api.token import read_token
@@ -122,19 +125,66 @@ class ControllerProcess:
             return proc.wait(5)
 
     def log(self) -> str:
+        """Its log, for people: error messages quote it; programs read events and metrics."""
         try:
             return self.log_path.read_text()
         except OSError:
             return ""
 
-    def wait_log(self, text: str, timeout: float = 10.0, after: int = 0) -> bool:
-        """Wait until ``text`` appears in the log past offset ``after``."""
+    # -- what programs read: events and metrics ------------------------------------------
+    def cursor(self) -> int:
+        """The newest event id: events(after=cursor) and wait_event(after=cursor) see only what comes next."""
+        return self.api().events()["last"]
+
+    def events(self, kind: str | Iterable[str] = (), where: Where = None, after: int = 0) -> list[dict]:
+        """The events the daemon still holds after ``after``, of ``kind`` (one or several;
+        none: every kind), that match ``where``."""
+        page = self.api().events(after, [kind] if isinstance(kind, str) else kind)
+        _check_kept(page, after)
+        return [e for e in page["events"] if _matches(e, where)]
+
+    def wait_event(self, kind: str, where: Where = None, after: int = 0, timeout: float = 10.0) -> dict | None:
+        """The first event of ``kind`` after ``after`` that matches ``where`` (a dict of
+        fields to equal, or a predicate on the fields); None after ``timeout`` s."""
+        client = self.api()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log()[after:]:
-                return True
-            time.sleep(0.05)
-        return False
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            page = client.events(after, [kind], wait=min(left, 5.0))
+            _check_kept(page, after)
+            hit = next((e for e in page["events"] if _matches(e, where)), None)
+            if hit is not None:
+                return hit
+            after = page["last"]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` (with these labels) on its /metrics now;
+        KeyError if it has none."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+        values = [sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                  if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())]
+        if not values:
+            raise KeyError(f"no sample {name} {labels} on the controller's /metrics")
+        return sum(values)
+
+
+Where = dict | Callable[[dict], bool] | None
+
+
+def _matches(event: dict, where: Where) -> bool:
+    if where is None:
+        return True
+    if callable(where):
+        return bool(where(event["fields"]))
+    return all(event["fields"].get(k) == v for k, v in where.items())
+
+
+def _check_kept(page: dict, after: int) -> None:
+    if page["missed"]:
+        raise RuntimeError(f"events after {after} are gone from the controller (it restarted, "
+                           f"or kept fewer than came since): take a new cursor")
 
 
 # -- traffic --------------------------------------------------------------------

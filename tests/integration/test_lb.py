@@ -2,7 +2,6 @@
 
 import copy
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -53,7 +52,6 @@ def lb(tmp_path_factory):
         fab.start()
         fab.servers = {n: lab.serve_http(fab.host(n), 8080, n) for n in ("b1", "b2", "b3", "r2")}
         fab.servers["r2:8081"] = lab.serve_http(fab.host("r2"), 8081, "r2:8081")
-        fab.wait_up = lambda *names, timeout=10: _wait_state(fab, names, "UP", timeout)
         time.sleep(1.0)
         yield fab
     finally:
@@ -63,15 +61,17 @@ def lb(tmp_path_factory):
 
 
 def _wait_state(fab, names, state, timeout, after=0):
-    """Until the controller has marked the backends and put that into the switches."""
+    """Until the controller has marked the backends (events after the cursor ``after``)
+    and put that into the switches."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = fab.ctl.log()[after:]
-        marks = [re.search(rf"backend {n}:8080 of \w+/web is {state}", log) for n in names]
-        if all(marks) and "reconciled" in log[max(m.end() for m in marks):]:
-            return True
-        time.sleep(0.02)
-    return False
+    marks = []
+    for n in names:
+        mark = fab.ctl.wait_event(f"backend_{state.lower()}", {"service": "web", "backend": f"{n}:8080"},
+                                  after=after, timeout=deadline - time.monotonic())
+        if mark is None:
+            return False
+        marks.append(mark["id"])
+    return fab.ctl.wait_event("reconciled", after=max(marks), timeout=deadline - time.monotonic()) is not None
 
 
 def _backends(fab, tenant="blue", service="web"):
@@ -140,41 +140,41 @@ def test_the_same_vip_in_another_tenant_is_another_service(lb):
 
 
 def test_a_killed_backend_is_marked_down_in_time_and_no_request_fails_after(lb):
-    offset = len(lb.ctl.log())
+    cursor = lb.ctl.cursor()
     lb.servers["b2"].terminate()
     killed = time.monotonic()
-    assert _wait_state(lb, ["b2"], "DOWN", 10, offset)
+    assert _wait_state(lb, ["b2"], "DOWN", 10, cursor)
     detected = time.monotonic() - killed
     # fall x interval + timeout, plus scheduling slack of a loaded 2-core machine
     assert detected <= 2 * 0.2 + 0.2 + 1.0, detected
     assert [get(lb) for _ in range(30)] == ["b1"] * 30
     assert _cli_health(lb)["b2"] == "DOWN"
-    offset = len(lb.ctl.log())
+    cursor = lb.ctl.cursor()
     _restart_server(lb, "b2")
-    assert _wait_state(lb, ["b2"], "UP", 10, offset)
+    assert _wait_state(lb, ["b2"], "UP", 10, cursor)
     assert "b2" in {get(lb) for _ in range(40)}
 
 
 def test_a_backend_whose_port_goes_down_is_down_at_once(lb):
-    offset = len(lb.ctl.log())
+    cursor = lb.ctl.cursor()
     lb.emu.net.configLinkStatus("b1", "leaf2", "down")
     try:
-        assert _wait_state(lb, ["b1"], "DOWN", 2, offset)
+        assert _wait_state(lb, ["b1"], "DOWN", 2, cursor)
         assert [get(lb) for _ in range(20)] == ["b2"] * 20
     finally:
-        offset = len(lb.ctl.log())
+        cursor = lb.ctl.cursor()
         lb.emu.net.configLinkStatus("b1", "leaf2", "up")
-    assert _wait_state(lb, ["b1"], "UP", 15, offset)
+    assert _wait_state(lb, ["b1"], "UP", 15, cursor)
     assert "b1" in {get(lb) for _ in range(40)}
 
 
 def _reconfigure(fab, change):
     doc = yaml.safe_load(fab.ctl.config_path.read_text())
     change(doc["tenants"]["blue"]["services"]["web"])
-    offset = len(fab.ctl.log())
+    cursor = fab.ctl.cursor()
     fab.ctl.write_config(doc)
     fab.ctl.send(signal.SIGHUP)
-    assert fab.ctl.wait_log("config applied", after=offset)
+    assert fab.ctl.wait_event("config_applied", after=cursor)
     time.sleep(0.3)
 
 
@@ -222,11 +222,11 @@ def test_long_lived_connections_survive_adding_and_removing_other_backends(lb):
 
 
 def test_with_no_backend_reject_answers_at_once_and_drop_stays_silent(lb):
-    offset = len(lb.ctl.log())
+    cursor = lb.ctl.cursor()
     for name in ("b1", "b2", "r2"):
         lb.servers[name].terminate()
     try:
-        assert _wait_state(lb, ["b1", "b2", "r2"], "DOWN", 10, offset)
+        assert _wait_state(lb, ["b1", "b2", "r2"], "DOWN", 10, cursor)
         started = time.monotonic()
         out = lb.host("c1").cmd(f"curl -s -m 3 -o /dev/null -w '%{{http_code}} %{{errormsg}}' http://{VIP}/")
         assert "Couldn't connect" in out or "refused" in out.lower(), out
@@ -234,17 +234,17 @@ def test_with_no_backend_reject_answers_at_once_and_drop_stays_silent(lb):
         out = lb.host("r1").cmd(f"curl -s -m 2 -o /dev/null -w '%{{http_code}} %{{errormsg}}' http://{VIP}/")
         assert "timed out" in out.lower() or "timeout" in out.lower(), out
     finally:
-        offset = len(lb.ctl.log())
+        cursor = lb.ctl.cursor()
         for name in ("b1", "b2", "r2"):
             _restart_server(lb, name)
-        assert _wait_state(lb, ["b1", "b2", "r2"], "UP", 15, offset)
+        assert _wait_state(lb, ["b1", "b2", "r2"], "UP", 15, cursor)
 
 
 def test_a_probe_reply_spoofed_from_another_tenant_changes_nothing(lb):
-    offset = len(lb.ctl.log())
+    cursor = lb.ctl.cursor()
     lb.servers["b2"].terminate()
     try:
-        assert _wait_state(lb, ["b2"], "DOWN", 10, offset)
+        assert _wait_state(lb, ["b2"], "DOWN", 10, cursor)
         # r1 (red, same switch as c1) fires SYN-ACKs at blue's probe address
         # from blue b2's address, over the whole probe port range.
         lab.send_scapy(lb.host("r1"), [
@@ -254,12 +254,12 @@ def test_a_probe_reply_spoofed_from_another_tenant_changes_nothing(lb):
             '/TCP(sport=8080, dport=(33000, 34999), flags="SA")',
         ])
         time.sleep(1)
-        assert not re.search(r"backend b2:8080 of blue/web is UP", lb.ctl.log()[offset:])
+        assert not lb.ctl.events("backend_up", {"tenant": "blue", "service": "web", "backend": "b2:8080"}, after=cursor)
         assert {get(lb) for _ in range(10)} == {"b1"}
     finally:
-        offset = len(lb.ctl.log())
+        cursor = lb.ctl.cursor()
         _restart_server(lb, "b2")
-        assert _wait_state(lb, ["b2"], "UP", 15, offset)
+        assert _wait_state(lb, ["b2"], "UP", 15, cursor)
 
 
 _UDP_ECHO = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('', 7007))\n"
@@ -303,7 +303,7 @@ def test_http_health_checks_get_a_path_and_expect_a_status(lb):
     lb.servers["r2:8081"] = lab.serve_http(lb.host("r2"), 8081, "r2:8081")
     assert checked("api", True, "HTTP 200")
     assert lab.http_get(lb.host("r1"), "http://10.1.0.101/") == "r2:8081"
-    assert "api204 is UP" not in lb.ctl.log()
+    assert not lb.ctl.events("backend_up", {"service": "api204"})
 
 
 def test_an_out_of_window_reset_of_a_connection_still_reaches_its_backend(lb):

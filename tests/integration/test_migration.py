@@ -275,10 +275,10 @@ def test_a_stranger_claiming_a_migrating_vm_is_ignored(mig):
     rec = mig.api.post("/migrations", {"vm": "m4", "target": "leaf2"})
     wait_phase(mig, rec["id"], "data_transfer")
     m4 = mig.vm("m4")
-    offset = len(mig.ctl.log())
+    cursor = mig.ctl.cursor()
     rogue = mig.emu.plug("rogue", "leaf4", m4.mac, f"{m4.ip}/24")
     rogue.cmd(f"arping -c 2 -U -I {rogue.defaultIntf()} {m4.ip}")
-    assert mig.ctl.wait_log("VM is migrating: only its migration moves it", after=offset)
+    assert mig.ctl.wait_event("vm_claim_ignored", {"vm": "m4", "refused": "migrating"}, after=cursor)
     rec = mig.agent.wait(rec["id"], 25)
     assert rec["outcome"] == "ok" and where(mig, "m4") == "leaf2", rec
 
@@ -309,8 +309,10 @@ def test_a_vm_whose_cable_moved_is_learnt_at_its_new_port(mig):
 def test_a_silent_vm_moved_away_from_its_hypervisor_is_found_by_probing(mig):
     # m3's own hypervisor is leaf1; it sits at leaf3 and moves to leaf4 without
     # a word: only the controller's ARP probes on other switches can find it.
+    cursor = mig.ctl.cursor()
     move_unannounced(mig, "m3", "leaf4", "cable1", silent=True)
     wait_where(mig, "m3", "leaf4")
+    assert mig.ctl.events("vm_located", {"vm": "m3", "how": "probe"}, after=cursor)
     assert lab.reachable(mig.host("c1"), ip(mig, "m3"))
 
 
