@@ -97,13 +97,13 @@ class ControllerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"controller exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(f"controller exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)
-        raise TimeoutError(f"controller not listening on port {self.port}:\n{self.log()}")
+        raise TimeoutError(f"controller not listening on port {self.port}:\n{self.log_tail()}")
 
     def api(self, token: str | None = None) -> Client:
         """A client of its REST API, with its token unless told another."""
@@ -124,10 +124,10 @@ class ControllerProcess:
             proc.kill()
             return proc.wait(5)
 
-    def log(self) -> str:
-        """Its log, for people: error messages quote it; programs read events and metrics."""
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of its log, for people: error messages quote it; programs read events and metrics."""
         try:
-            return self.log_path.read_text()
+            return self.log_path.read_text()[-chars:]
         except OSError:
             return ""
 

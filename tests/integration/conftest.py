@@ -60,7 +60,7 @@ class Fabric:
         while pending and time.monotonic() < deadline:
             pending = [(t, a, b) for t, a, b in pending
                        if not lab.ping(self.host(a), str(self.vm(b).ip), wait=0.5)]
-        assert not pending, f"unreachable after {timeout}s: {pending}\n{self.ctl.log()[-3000:]}"
+        assert not pending, f"unreachable after {timeout}s: {pending}\n{self.ctl.log_tail()}"
 
     def restart_controller(self, signum=signal.SIGKILL):
         """Stop the controller with ``signum`` and start it again: a new run, whose events start afresh."""

@@ -294,7 +294,7 @@ def test_http_health_checks_get_a_path_and_expect_a_status(lb):
             time.sleep(0.2)
         return False
 
-    assert checked("api", True, "HTTP 200"), lb.ctl.log()[-2000:]
+    assert checked("api", True, "HTTP 200"), lb.ctl.log_tail(2000)
     assert checked("api204", False, "HTTP 200")         # it answers, but not what this one expects
     server = lb.servers.pop("r2:8081")
     server.terminate()

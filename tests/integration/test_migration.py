@@ -84,7 +84,7 @@ def where(fab, vm):
 
 
 def wait_where(fab, vm, switch, timeout=10):
-    assert lab.wait_for(lambda: where(fab, vm) == switch, timeout, interval=0.1), fab.ctl.log()[-3000:]
+    assert lab.wait_for(lambda: where(fab, vm) == switch, timeout, interval=0.1), fab.ctl.log_tail()
 
 
 def ovs_ports(switch):
@@ -337,7 +337,7 @@ def test_migration_records_survive_a_controller_kill_9(mig):
             after = {r["id"]: r for r in mig.api.get("/migrations")}
             break
         except (ApiError, OSError):
-            assert time.monotonic() < deadline, mig.ctl.log()[-2000:]
+            assert time.monotonic() < deadline, mig.ctl.log_tail(2000)
             time.sleep(0.2)
     assert {mid: after.get(mid) for mid in before} == before
     # The next migration gets a new id (once the restarted controller has found m3 and leaf3 again).

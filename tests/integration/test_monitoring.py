@@ -134,7 +134,7 @@ def alert_expr(name: str) -> str:
 def fires(prom, fab, alert, **labels):
     """The alert fires with these labels, and its expression returns them."""
     until(lambda: [a for a in prom.firing(alert) if labels.items() <= a.items()], 20, f"{alert} {labels} firing",
-          lambda: f"firing: {prom._get('/api/v1/alerts')}\n{fab.ctl.log()[-2000:]}")
+          lambda: f"firing: {prom._get('/api/v1/alerts')}\n{fab.ctl.log_tail(2000)}")
     assert [s for s in prom.query(alert_expr(alert)) if labels.items() <= s["metric"].items()]
 
 
