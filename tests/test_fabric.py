@@ -267,7 +267,7 @@ def test_path_nodes_follow_next_hops(name):
             path = path_nodes(g, src, dst, hops)
             assert path[0] == src and path[-1] == dst
             assert len(path) == dist[src] + 1
-            for here, there in zip(path, path[1:]):
+            for here, there in itertools.pairwise(path):
                 assert g.edges[here, there]["ports"][here] == hops[here]
 
 

@@ -35,16 +35,16 @@ def test_removing_one_backend_moves_only_its_share(n):
     before = table(weights)
     gone = "10.0.0.1:80"
     after = table({b: w for b, w in weights.items() if b != gone})
-    moved = [i for i, (x, y) in enumerate(zip(before, after)) if x != y and x != gone]
+    moved = [i for i, (x, y) in enumerate(zip(before, after, strict=True)) if x != y and x != gone]
     # Maglev promises near-minimal disruption: a few slots of others may move.
     assert len(moved) <= 0.06 * DEFAULT_SIZE, len(moved)
-    assert all(before[i] == gone for i, (x, y) in enumerate(zip(before, after)) if x != y and i not in moved)
+    assert all(before[i] == gone for i, (x, y) in enumerate(zip(before, after, strict=True)) if x != y and i not in moved)
 
 
 def test_adding_a_backend_only_hands_slots_to_the_newcomer():
     weights = {f"b{i}": 1 for i in range(4)}
     before, after = table(weights), table({**weights, "new": 1})
-    reshuffled = [i for i, (x, y) in enumerate(zip(before, after)) if x != y and y != "new"]
+    reshuffled = [i for i, (x, y) in enumerate(zip(before, after, strict=True)) if x != y and y != "new"]
     assert len(reshuffled) <= 0.06 * DEFAULT_SIZE
     assert abs(after.count("new") / DEFAULT_SIZE - 0.2) < 0.02
 

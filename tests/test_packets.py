@@ -61,7 +61,7 @@ def test_arp_reply_gives_the_sender_ip():
 
 
 def test_tagged_frame_is_marked():
-    from scapy.layers.l2 import Dot1Q, Ether
     from scapy.layers.inet import IP
+    from scapy.layers.l2 import Dot1Q, Ether
     data = bytes(Ether(src="02:00:00:00:01:01") / Dot1Q(vlan=102) / IP(src="10.1.0.11"))
     assert packets.parse_frame(data).tagged

@@ -27,8 +27,8 @@ def get_status(controller: ControllerDep, state: ConfigStateDep):
                   backends=len(backends), backends_up=sum(1 for b in backends if b["up"]))
 
 
-@router.post("/reload", response_model=Reloaded,
-             responses={status.HTTP_422_UNPROCESSABLE_CONTENT: {"model": Error, "description": "the file is invalid; nothing changed"}})
+@router.post("/reload", response_model=Reloaded, responses={
+    status.HTTP_422_UNPROCESSABLE_CONTENT: {"model": Error, "description": "the file is invalid; nothing changed"}})
 def reload(state: ConfigStateDep):
     """Re-read the config file, like SIGHUP; an invalid file changes nothing."""
     try:

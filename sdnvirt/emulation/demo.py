@@ -88,7 +88,8 @@ def _isolation(emu, cfg) -> int:
     for src, dst in itertools.permutations(sorted(cfg.tenants), 2):
         for name, seen in lab.cross_tenant_leaks(emu, cfg, src, dst).items():
             failures += bool(seen)
-            _out(f"  {src} -> {dst}/{name}: " + ("isolated, 0 frames arrived" if not seen else f"LEAKED {len(seen)} frames"))
+            verdict = "isolated, 0 frames arrived" if not seen else f"LEAKED {len(seen)} frames"
+            _out(f"  {src} -> {dst}/{name}: {verdict}")
     return failures
 
 

@@ -6,6 +6,7 @@ all three drive the real daemon and real hosts the same way.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -84,7 +85,7 @@ class ControllerProcess:
         doc["controller"]["metrics"] = {**doc["controller"].get("metrics", {}), "port": self.metrics_port}
         self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
-    def start(self) -> "ControllerProcess":
+    def start(self) -> ControllerProcess:
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sdnvirt", "controller", "--config", str(self.config_path)],
@@ -230,7 +231,7 @@ def longest_gap(times: list[float]) -> tuple[float, float, float]:
     """(gap, last reply before it, first reply after it) of the longest silence in ``times``."""
     if len(times) < 2:
         raise ValueError(f"{len(times)} replies: no gap to measure")
-    gap, i = max((b - a, i) for i, (a, b) in enumerate(zip(times, times[1:])))
+    gap, i = max((b - a, i) for i, (a, b) in enumerate(itertools.pairwise(times)))
     return gap, times[i], times[i + 1]
 
 
@@ -313,7 +314,7 @@ def cross_tenant_leaks(emu, cfg, src: str, dst: str, seconds: float = 4.0) -> di
     for name in senders:
         host = emu.host(name)
         intf = host.defaultIntf()
-        for ip, vm in zip(spare, targets.values()):
+        for ip, vm in zip(spare, targets.values(), strict=False):
             host.cmd(f"ip neigh replace {ip} lladdr {vm.mac} dev {intf} nud permanent")
             host.cmd(f"ping -n -q -c 3 -i 0.2 -W 0.3 {ip} >/dev/null 2>&1 &")
     leaks = {name: captured(proc) for name, proc in caps.items()}

@@ -184,7 +184,7 @@ class SQLiteStore:
         """Apply ops as the next revision, inside the caller's write transaction; the revision after."""
         revision = _meta(conn, "revision")
         docs = [json.dumps(op.value, sort_keys=True) if isinstance(op, Put) else None for op in ops]
-        changes = [(op, doc) for op, doc in zip(ops, docs)
+        changes = [(op, doc) for op, doc in zip(ops, docs, strict=True)
                    if isinstance(op, Put) or _current(conn, op.key) is not None]
         if not changes:
             return revision     # as etcd: a transaction that changes nothing takes no revision

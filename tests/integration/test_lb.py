@@ -211,7 +211,7 @@ def test_long_lived_connections_survive_adding_and_removing_other_backends(lb):
     try:
         _reconfigure(lb, lambda svc: svc["backends"].append({"vm": "b3", "port": 8080}))
         _reconfigure(lb, lambda svc: svc["backends"].pop(1))          # b2 leaves the pool
-        for first, client in zip(firsts, clients):
+        for first, client in zip(firsts, clients, strict=True):
             out, _ = client.communicate(timeout=30)
             if first == "b2":
                 continue        # its own backend was removed: not an "other" backend

@@ -23,7 +23,7 @@ from sdnvirt.emulation import lab
 from sdnvirt.emulation.agent import Agent
 
 from .conftest import Fabric
-from .test_lb import TENANTS    # blue/web on b1 and b2, red/web on r2 alone
+from .test_lb import TENANTS  # blue/web on b1 and b2, red/web on r2 alone
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,19 @@ from enum import IntEnum
 
 from ...model import VM, Location, Model
 from ..feature import Contribution, Feature, declare
-from ..flows import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, OFPVID_NONE, Flow, Owner, cookie_owner, flow,
-                     goto, object_id, write_metadata)
+from ..flows import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    OFPVID_NONE,
+    Flow,
+    Owner,
+    cookie_owner,
+    flow,
+    goto,
+    object_id,
+    write_metadata,
+)
 from ..owners import vm_cookie
 from ..tables import Table
 from ..tenancy import Tenant
