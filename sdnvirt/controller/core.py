@@ -90,6 +90,9 @@ class Controller:
 
     # -- switches and ports ----------------------------------------------------
     def switch_connected(self, dp: Any, dpid: int) -> None:
+        # A new connection replaces an older one of the same switch, which
+        # confirms nothing any more.
+        self.sender.switch_gone(dpid)
         session = self.sessions[dpid] = SwitchSession(dp, dpid, name=self.counters.names.get(dpid, ""))
         self.counters.names.setdefault(dpid, f"{dpid:016x}")
         self.fabric.add_switch(dpid)
