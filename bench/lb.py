@@ -273,7 +273,7 @@ def marked(ctl, vm: str, port: int, svc: str, state: str, after: int = 0):
     marks = ctl.events(f"backend_{state.lower()}", _backend(vm, port, svc), after)
     if not marks:
         return None
-    recs = ctl.events("reconciled", after=marks[0]["id"])
+    recs = ctl.events("reconciled", lambda f: f["planned_after"] >= marks[0]["id"], marks[0]["id"])
     return marks[0], (recs[0] if recs else None)
 
 
@@ -283,7 +283,8 @@ def backends_up(ctl) -> bool:
         changes = ctl.events(["backend_up", "backend_down"], _backend(vm, port, svc))
         if changes and changes[-1]["kind"] == "backend_down":
             return False
-        if changes and not ctl.events("reconciled", after=changes[-1]["id"]):
+        last = changes[-1]["id"] if changes else None
+        if last is not None and not ctl.events("reconciled", lambda f, last=last: f["planned_after"] >= last, last):
             return False
     return True
 

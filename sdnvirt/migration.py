@@ -27,12 +27,12 @@ silent, timeout, or the VM leaving its source port before it was frozen)
 rolls back: the pending target and the drain are undone, and paths already
 flipped go back, so the VM stays where it was.
 
-For the REST API and the metrics exporter: ``SdnvirtApp.migration_records()``
-(the facade method) returns every migration of the controller's lifetime,
-oldest first, finished ones included, each as ``Migration.as_dict()``
-describes (mode, outcome, reason, per-phase start/end/duration, downtime in
-seconds); under the app's lock, ``app.migrations.migs.records()`` gives the
-``Migration`` objects themselves.
+For the REST API and the metrics exporter: ``View.migration_records()`` (the
+facade method) returns every migration of the controller's lifetime, oldest
+first, finished ones included, each as ``Migration.as_dict()`` describes
+(mode, outcome, reason, per-phase start/end/duration, downtime in seconds);
+on the controller's loop, ``Migrations.records()`` gives the ``Migration``
+objects themselves.
 """
 
 from __future__ import annotations

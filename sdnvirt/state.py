@@ -80,9 +80,9 @@ class ConfigState:
                 self.reloaded(False)
                 self.events.publish(Kind.CONFIG_RELOAD_FAILED, error=str(err))
                 raise
+            self._applied(config, Source.FILE)
             self.apply(config)
             self.reloaded(True)
-            self._applied(config, Source.FILE)
             return config
 
     def change(self, edit: Callable[[overlay.Changes], None]) -> Config:
@@ -110,12 +110,14 @@ class ConfigState:
                     continue
                 self.serial, self.revision = (count + 1, revision), revision
                 self.entries, self.config = changes.entries, config
-                self.apply(config)
                 self._applied(config, Source.API)
+                self.apply(config)
                 return config
             raise Conflict([keys.CONFIG_SERIAL])
 
     def _applied(self, config: Config, source: Source) -> None:
+        # Published before the controller gets the config, so that every
+        # reconcile planned with it comes after this event (planned_after).
         self.events.publish(Kind.CONFIG_APPLIED, source=source, tenants=len(config.tenants),
                             vms=sum(len(t.vms) for t in config.tenants.values()))
 
@@ -187,6 +189,6 @@ class ConfigState:
             return
         if config != self.config:
             self.config = config
-            self.apply(config)
             self._applied(config, Source.STORE)
+            self.apply(config)
         self.reloaded(True)

@@ -1,7 +1,7 @@
 """The daemon's live state as the API shows it: plain JSON-able documents.
 
-Pure functions of the model and the fabric; the controller calls them under
-its lock (``sdnvirt.api.facade.Controller``).
+Pure functions of the model and the fabric; the controller's view calls them
+on the controller's loop (``sdnvirt.controller.view.View``).
 """
 
 from __future__ import annotations

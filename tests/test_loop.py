@@ -10,7 +10,7 @@ from fabrics import TWO_TENANTS
 from sdnvirt import config
 from sdnvirt.controller import packet_in, periodic
 from sdnvirt.controller.core import Controller
-from sdnvirt.controller.loop import Loop
+from sdnvirt.controller.loop import BATCH, Loop
 from sdnvirt.controller.sender import BARRIER_TIMEOUT, Sender
 from sdnvirt.controller.session import SwitchSession
 from sdnvirt.events import Events, Handler
@@ -82,7 +82,7 @@ def test_no_switch_gets_a_phase_before_every_switch_confirmed_the_last():
     sender = Sender(loop, lambda kind: None)
     (dp1, w1), (dp2, w2) = _work(1), _work(2)
     done = []
-    sender.push({1: w1, 2: w2}, lambda: done.append(True))
+    sender.push({1: w1, 2: w2}, lambda: done.append(True), lambda: done.append(False))
     # The adds and a barrier to each switch; no delete yet.
     assert [type(m).__name__ for m in dp1.sent] == ["OFPFlowMod", "OFPBarrierRequest"]
     sender.barrier_reply(1, dp1.sent[-1].xid)
@@ -101,7 +101,7 @@ def test_a_switch_that_never_confirms_holds_the_others_up_only_until_the_timeout
     sender = Sender(loop, lambda kind: None)
     (dp1, w1), (_, w2) = _work(1), _work(2)
     done = []
-    sender.push({1: w1, 2: w2}, lambda: done.append(True))
+    sender.push({1: w1, 2: w2}, lambda: done.append(True), lambda: done.append(False))
     sender.barrier_reply(1, dp1.sent[-1].xid)
     clock.now += BARRIER_TIMEOUT
     loop.run_due()
@@ -122,3 +122,31 @@ def test_work_that_raises_is_counted_by_where_it_ran_and_the_controller_goes_on(
     ctl.loop.post(ctl.request)
     assert ctl.loop.run_posted()
     assert failed == [Handler.PACKET_IN, Handler.OPENFLOW] and ctl.wanted == 1
+
+
+class RefusingDatapath(FakeDatapath):
+    def send_msg(self, msg):
+        if type(msg).__name__ == "OFPFlowMod":
+            raise OSError("the connection broke")
+        super().send_msg(msg)
+
+
+def test_a_push_that_cannot_be_sent_frees_the_sender_and_says_so():
+    loop = Loop(Clock())
+    sender = Sender(loop, lambda kind: None)
+    dp = RefusingDatapath()
+    session = SwitchSession(dp, 1)
+    batches = reconcile(Tables.of([flow(0, 10, {"in_port": 1}, [], 1)]), Tables.of())
+    outcome = []
+    sender.push({1: (session, batches)}, lambda: outcome.append("done"), lambda: outcome.append("failed"))
+    assert outcome == ["failed"] and not sender.busy
+
+
+def test_a_stream_of_posts_does_not_hold_up_the_timers():
+    # The loop looks at its timers again after at most BATCH posted pieces.
+    loop = Loop(Clock())
+    ran = []
+    for i in range(3 * BATCH):
+        loop.post(ran.append, i)
+    assert loop.run_posted() and ran == list(range(BATCH))
+    assert loop.run_posted() and ran == list(range(2 * BATCH))

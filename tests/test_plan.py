@@ -181,12 +181,6 @@ def test_every_flow_names_its_owner():
             assert cookie_owner(f.cookie)[0] in {int(o) for o in Owner}
 
 
-def test_reconcile_of_an_unchanged_plan_changes_nothing():
-    fab, model, _ = fabric_and_model()
-    for flows in plan(model, fab).flows.values():
-        assert not reconcile(Tables.of(flows), Tables.of(set(flows)))
-
-
 def test_diff_moves_only_what_a_vm_move_changes():
     fab, model, _ = fabric_and_model()
     before = plan(model, fab).flows

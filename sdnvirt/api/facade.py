@@ -6,7 +6,8 @@ from typing import Protocol
 
 
 class Controller(Protocol):
-    """Implemented by the os-ken app; every method is thread-safe (takes the app's lock)."""
+    """Implemented by ``sdnvirt.controller.view.View``; every method is thread-safe
+    (it runs on the controller's loop and waits for the answer)."""
 
     def snapshot(self) -> dict:
         """Switches, VMs and where they are, services with each backend's health

@@ -70,7 +70,7 @@ class SdnvirtApp(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier(self, ev):
-        self._post(self.controller.sender.barrier_reply, ev.msg.datapath.id, ev.msg.xid)
+        self._post(self.controller.barrier_reply, ev.msg.datapath, ev.msg.xid)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev):

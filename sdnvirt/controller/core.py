@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -93,7 +94,7 @@ class Controller:
         # A new connection replaces an older one of the same switch, which
         # confirms nothing any more.
         self.sender.switch_gone(dpid)
-        session = self.sessions[dpid] = SwitchSession(dp, dpid, name=self.counters.names.get(dpid, ""))
+        session = self.sessions[dpid] = SwitchSession(dp, dpid)
         self.counters.names.setdefault(dpid, f"{dpid:016x}")
         self.fabric.add_switch(dpid)
         LOG.info("switch %016x connected", dpid)
@@ -107,9 +108,11 @@ class Controller:
         if session is None:
             return
         del self.sessions[session.dpid]
-        self.sender.switch_gone(session.dpid)
         self.fabric.remove_switch(session.dpid)
+        # Rolled back before the sender stops waiting for it, which may end a
+        # push that would otherwise complete a migration onto it.
         self.migrations.switch_gone(session.dpid)
+        self.sender.switch_gone(session.dpid)
         # Its VMs stay where they are (the switch keeps forwarding if it is
         # up), but as backends they take no new connection until probes
         # reach them again.
@@ -121,6 +124,11 @@ class Controller:
         LOG.warning("switch %016x disconnected; it keeps its flows (fail-secure)", session.dpid)
         self.event_hub.publish(Kind.SWITCH_LOST, dpid=f"{session.dpid:016x}")
         self.request(topology=True)
+
+    def barrier_reply(self, dp: Any, xid: int) -> None:
+        session = self.session(dp)
+        if session is not None:
+            self.sender.barrier_reply(session.dpid, xid)
 
     def session(self, dp: Any) -> SwitchSession | None:
         """The session of a switch that finished its handshake on this connection.
@@ -268,14 +276,17 @@ class Controller:
             self.reconcile(started)
         except Exception:    # noqa: BLE001 - the daemon must outlive a bad reconcile
             LOG.exception("reconcile failed; retrying")
-            self.failed(Handler.RECONCILE)
-            self.metrics.reconciled("failure", self.clock() - started)
-            self.dirty = True
-            self.schedule(RETRY)
+            self._failed_round(started)
+
+    def _failed_round(self, started: float) -> None:
+        self.failed(Handler.RECONCILE)
+        self.metrics.reconciled("failure", self.clock() - started)
+        self.dirty = True
+        self.schedule(RETRY)
 
     def reconcile(self, started: float) -> None:
         """Make every switch hold its planned flows, groups and meters, touching only what differs."""
-        covers = self.wanted
+        covers, planned_after = self.wanted, self.event_hub.last()
         desired = plan(self.model, self.fabric)
         work: Work = {}
         planned: dict[int, tuple[Tables, int]] = {}
@@ -297,13 +308,19 @@ class Controller:
         totals = (len(desired.flows), sum(len(f) for f in desired.flows.values()))
 
         def done() -> None:
-            self._pushed(work, planned, covers, reinject, totals, held, started)
-        self.sender.push(work, done)
+            try:
+                self._pushed(work, planned, covers, reinject, totals, held, started, planned_after)
+            finally:
+                if self.dirty:
+                    self.schedule(DEBOUNCE)
+        self.sender.push(work, done, partial(self._failed_round, started))
 
     def _pushed(self, work: Work, planned: dict[int, tuple[Tables, int]], covers: int,
-                reinject: list[tuple[int, int, bytes]], totals: tuple[int, int], held: bool, started: float) -> None:
+                reinject: list[tuple[int, int, bytes]], totals: tuple[int, int], held: bool, started: float,
+                planned_after: int) -> None:
         """A reconcile's changes are in the switches; ``totals``: the switches and flows
-        planned; ``held``: some switch was held back (not read yet, or warm)."""
+        planned; ``held``: some switch was held back (not read yet, or warm);
+        ``planned_after``: the last event before it was planned."""
         for dpid, (want, generation) in planned.items():
             session = self.sessions.get(dpid)
             if session is not None and session is work.get(dpid, (None,))[0] and session.generation == generation:
@@ -334,9 +351,8 @@ class Controller:
                 LOG.info("fabric programmed: %d switches, %d flows, %d of %d VMs located", *totals, located, vms)
             self.event_hub.publish(Kind.RECONCILED, switches=len(work), ms=round(ms, 3), programmed=not held,
                                    fabric_switches=totals[0], flows=totals[1], vms_located=located, vms=vms,
+                                   planned_after=planned_after,
                                    **{f"{name}_{verb.value}": n for (name, verb), n in counts.items()})
-        if self.dirty:
-            self.schedule(DEBOUNCE)
 
     # -- sending -------------------------------------------------------------------
     def send(self, session: SwitchSession, msg: Any) -> None:

@@ -27,6 +27,7 @@ LOG = logging.getLogger("sdnvirt.controller")
 T = TypeVar("T")
 CALL_TIMEOUT = 30.0
 _IDLE = 0.5     # the longest nap while no timer is due: posts wake it anyway
+BATCH = 64      # posted pieces of work run between two looks at the timers
 
 
 class Loop:
@@ -50,7 +51,11 @@ class Loop:
             return fn(*args)
         done: Future = Future()
         self._queue.put((fn, args, done))
-        return done.result(timeout)
+        try:
+            return done.result(timeout)
+        except TimeoutError:
+            done.cancel()       # not run later for a caller that has given up
+            raise
 
     def start(self, name: str = "sdnvirt-controller") -> None:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -69,12 +74,13 @@ class Loop:
         return self._timers[0][0] - self.clock() if self._timers else None
 
     def run_posted(self, wait: float = 0.0) -> bool:
-        """Run what was posted, waiting up to ``wait`` for the first; False if nothing came."""
+        """Run what was posted, waiting up to ``wait`` for the first; False if nothing came.
+        At most BATCH pieces, so that a stream of posts never holds up the timers."""
         try:
             fn, args, done = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
         except queue.Empty:
             return False
-        while True:
+        for ran in range(1, BATCH + 1):
             if done is None:
                 self._guarded(fn, args)
             elif done.set_running_or_notify_cancel():
@@ -82,10 +88,13 @@ class Loop:
                     done.set_result(fn(*args))
                 except BaseException as err:    # noqa: BLE001 - handed to the caller
                     done.set_exception(err)
+            if ran == BATCH:
+                break
             try:
                 fn, args, done = self._queue.get_nowait()
             except queue.Empty:
-                return True
+                break
+        return True
 
     def _run(self) -> None:
         # Runs as long as the process: the daemon ends with os._exit.

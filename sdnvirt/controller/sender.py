@@ -45,6 +45,7 @@ def message(dp: Any, change: Change) -> Any:
 class _Push:
     work: dict[int, tuple[SwitchSession, dict[tuple[Phase, int], list[Change]]]]
     done: Callable[[], None]
+    failed: Callable[[], None]
     steps: list[tuple[Phase, int]]
     waiting: set[tuple[int, int]] = field(default_factory=set)     # (dpid, xid) of the barriers sent
 
@@ -67,11 +68,12 @@ class Sender:
         dp.send_msg(msg)
         self._count(ofmsg.MESSAGE_TYPES[msg.cls_msg_type])
 
-    def push(self, work: Work, done: Callable[[], None]) -> None:
-        """Send ``work``; ``done`` runs on the loop once the last phase is confirmed."""
+    def push(self, work: Work, done: Callable[[], None], failed: Callable[[], None]) -> None:
+        """Send ``work``; ``done`` runs on the loop once the last step is confirmed,
+        ``failed`` instead if a step could not be sent (the sender is free again)."""
         assert self._push is None, "one push at a time"
         steps = {dpid: (session, batches.steps()) for dpid, (session, batches) in work.items()}
-        self._push = _Push(steps, done, sorted({step for _, by_step in steps.values() for step in by_step}))
+        self._push = _Push(steps, done, failed, sorted({step for _, by_step in steps.values() for step in by_step}))
         self._next_phase()
 
     def barrier_reply(self, dpid: int, xid: int) -> None:
@@ -94,6 +96,19 @@ class Sender:
     def _next_phase(self) -> None:
         push = self._push
         assert push is not None
+        try:
+            finished = self._send_steps(push)
+        except Exception:    # noqa: BLE001 - logged; nothing would ever move this push on
+            LOG.exception("sending a reconcile's changes failed")
+            self._push = None
+            push.failed()
+            return
+        if finished:
+            self._push = None
+            push.done()
+
+    def _send_steps(self, push: _Push) -> bool:
+        """Send the next step that has changes; True once no step is left."""
         while push.steps:
             step = push.steps.pop(0)
             for dpid, (session, by_step) in sorted(push.work.items()):
@@ -104,9 +119,8 @@ class Sender:
                     push.waiting.add((dpid, self._barrier(session.dp)))
             if push.waiting:
                 self._loop.after(BARRIER_TIMEOUT, partial(self._timeout, push, set(push.waiting)))
-                return
-        self._push = None
-        push.done()
+                return False
+        return True
 
     def _timeout(self, push: _Push, waiting: set[tuple[int, int]]) -> None:
         late = waiting & push.waiting

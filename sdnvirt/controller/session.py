@@ -2,7 +2,8 @@
 
 A session is made when a switch finishes its handshake and dropped when its
 connection dies; a switch that reconnects gets a new one and is read afresh.
-Nothing else in the controller is keyed by dpid.
+What outlives a connection is kept elsewhere: the fabric's links, the VMs'
+places, the counters' running totals.
 """
 
 from __future__ import annotations

@@ -120,7 +120,8 @@ def _load_balancer(emu, ctl) -> int:
         down = ctl.wait_event("backend_down", {"tenant": "blue", "service": "www", "backend": "web3:8080"},
                               after=cursor, timeout=5)
         if down is not None:
-            ctl.wait_event("reconciled", after=down["id"], timeout=5 - (time.monotonic() - killed))
+            ctl.wait_event("reconciled", lambda f: f["planned_after"] >= down["id"], after=down["id"],
+                           timeout=5 - (time.monotonic() - killed))
         detected = time.monotonic() - killed
         after = Counter(lab.http_get(emu.host("web1"), "http://10.1.0.100/") for _ in range(20))
         _out(f"  web3's server killed: marked down and out of the switches in {detected * 1000:.0f} ms "

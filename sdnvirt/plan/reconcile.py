@@ -144,10 +144,10 @@ def reconcile(desired: Tables, installed: Tables, rank: Callable[[Flow], int] | 
     """The changes, by phase, that make a switch holding ``installed`` hold ``desired``.
 
     ``rank``: for a flow that is added or changed, how far the switch is from
-    where the flow sends its packets (0: delivered here).  Paths that move
-    are then rewritten from their new end backwards, every switch of one rank
-    before any of the next, so that a packet never meets a switch that sends
-    it back toward one already rewritten: no loop, even for a moment."""
+    where the flow sends its packets (0: delivered here).  Unicast paths that
+    move are then rewritten from their new end backwards, every switch of one
+    rank before any of the next, so that a packet never meets a switch that
+    sends it back toward one already rewritten: no loop, even for a moment."""
     flows = _keyed(desired.flows, installed.flows)
     groups = _keyed(desired.groups, installed.groups)
     meters = _keyed(desired.meters, installed.meters)
@@ -171,20 +171,23 @@ def path_ranks(desired: Mapping[int, Tables], links: Mapping[tuple[int, int], tu
                ) -> Callable[[int], Callable[[Flow], int]]:
     """``rank`` for ``reconcile``, per switch: how many switches a flow's
     packets still cross, following the desired flows with the same key on
-    the far side of each fabric port it outputs to (0: they leave the fabric
-    here).  ``links``: a fabric port -> the port at its other end."""
+    the far side of the one fabric port it outputs to (0: they leave the
+    fabric here, or the flow floods).  ``links``: a fabric port -> the port
+    at its other end."""
     memo: dict[tuple[int, tuple[Any, ...]], int] = {}
 
     def rank(dpid: int, flow: Flow, seen: frozenset[int]) -> int:
         key = (dpid, flow.key)
         if key not in memo:
             depth = 0
-            for port in _outputs(flow):
-                far = links.get((dpid, port))
-                tables = desired.get(far[0]) if far is not None else None
-                after = tables.flows.get(flow.key) if tables is not None and far is not None else None
-                if after is not None and far is not None and far[0] not in seen:
-                    depth = max(depth, 1 + rank(far[0], after, seen | {dpid}))
+            hops = [links[(dpid, port)] for port in _outputs(flow) if (dpid, port) in links]
+            # Only a path (one way on): a flood tree is reached from both of
+            # its ends, so no order by distance keeps it whole.
+            if len(hops) == 1 and hops[0][0] not in seen:
+                after_tables = desired.get(hops[0][0])
+                after = after_tables.flows.get(flow.key) if after_tables is not None else None
+                if after is not None:
+                    depth = 1 + rank(hops[0][0], after, seen | {dpid})
             memo[key] = depth
         return memo[key]
 

@@ -71,7 +71,8 @@ def _wait_state(fab, names, state, timeout, after=0):
         if mark is None:
             return False
         marks.append(mark["id"])
-    return fab.ctl.wait_event("reconciled", after=max(marks), timeout=deadline - time.monotonic()) is not None
+    return fab.ctl.wait_event("reconciled", lambda f: f["planned_after"] >= max(marks), after=max(marks),
+                              timeout=deadline - time.monotonic()) is not None
 
 
 def _backends(fab, tenant="blue", service="web"):
@@ -174,8 +175,10 @@ def _reconfigure(fab, change):
     cursor = fab.ctl.cursor()
     fab.ctl.write_config(doc)
     fab.ctl.send(signal.SIGHUP)
-    assert fab.ctl.wait_event("config_applied", after=cursor)
-    time.sleep(0.3)
+    applied = fab.ctl.wait_event("config_applied", after=cursor)
+    assert applied
+    # Its changes in the switches (a change that touches no flow is reconciled by nothing).
+    fab.ctl.wait_event("reconciled", lambda f: f["planned_after"] >= applied["id"], after=applied["id"], timeout=5)
 
 
 def _original(fab):
