@@ -14,10 +14,11 @@ def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(tmp_
     ctl = lab.ControllerProcess(doc, tmp_path / "daemon").start()
     try:
         # Path parameters fixed to an existing tenant and service, so that
-        # generated bodies reach validation and the store, not only 404s.
+        # generated bodies reach validation and the store, not only 404s; the
+        # events' long-poll held short of schemathesis' 10 s request timeout.
         settings = tmp_path / "schemathesis.toml"
         settings.write_text(f'headers = {{ Authorization = "Bearer {ctl.api().token}" }}\n'
-                            'parameters = { "path.tenant" = "blue", "path.service" = "web" }\n')
+                            'parameters = { "path.tenant" = "blue", "path.service" = "web", "query.wait" = 0.5 }\n')
         res = subprocess.run(
             [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(settings), "run",
              f"http://127.0.0.1:{ctl.api_port}/v1/openapi.json", "--max-examples", "10", "--seed", "1",
