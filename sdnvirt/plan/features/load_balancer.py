@@ -26,6 +26,7 @@ from ..flows import ETH_TYPE_IPV4, Flow, Group, Owner, apply, flow, goto, meter,
 from ..owners import service_cookie, vm_cookie
 from ..tables import MeterId, Table, packet_in_meter
 from ..tenancy import Tenant
+from ..zones import zone
 
 # ct_state bits (ovs-fields(7)): new 0x01, est 0x02, rel 0x04, rpl 0x08, inv 0x10, trk 0x20.
 CT_NEW = (0x21, 0x21)           # +trk+new
@@ -82,7 +83,7 @@ def group_for(model: Model, svc: Service, gid: int, lb_table: int, switches: Col
     if not usable:
         return None
     buckets = tuple(
-        (("ct", CT_COMMIT, svc.segment, lb_table, ("dnat", str(b.vm.ip), b.port)),)
+        (("ct", CT_COMMIT, zone(svc.segment), lb_table, ("dnat", str(b.vm.ip), b.port)),)
         for b in maglev_table(usable, MAGLEV_SLOTS))
     return Group(gid, buckets)
 
@@ -100,7 +101,8 @@ def service_flows(svc: Service, group: Group | None) -> list[Flow]:
     else:
         # No OVS action writes a TCP RST or an ICMP error: the controller does.
         new = [meter(MeterId.SERVICE), apply(to_controller())] if svc.on_empty == "reject" else []
-        entry = [flow(Table.SERVICES, Prio.LISTENER, match, [apply(("ct", 0, svc.segment, Table.LB, ("nat",)))], c),
+        track = apply(("ct", 0, zone(svc.segment), Table.LB, ("nat",)))
+        entry = [flow(Table.SERVICES, Prio.LISTENER, match, [track], c),
                  flow(Table.LB, Prio.NO_BACKEND, {**match, "ct_state": CT_NEW}, new, c)]
     return [
         *entry,
@@ -137,7 +139,7 @@ def _backend_flows(svc: Service, b: Backend) -> list[Flow]:
         flow(Table.UNNAT, Prio.BACKEND_REPLY,
              {"metadata": svc.segment, "eth_type": ETH_TYPE_IPV4, "ct_state": CT_UNTRACKED,
               "ip_proto": svc.ip_proto, "ipv4_src": str(b.vm.ip), f"{svc.protocol}_src": b.port},
-             [apply(("ct", 0, svc.segment, Table.UNNAT, ("nat",)))], c),
+             [apply(("ct", 0, zone(svc.segment), Table.UNNAT, ("nat",)))], c),
     ]
 
 
