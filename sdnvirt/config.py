@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, WithJsonSchema
+from pydantic import BeforeValidator, Field, StrictInt, ValidationError, WithJsonSchema
 
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
-Name = Annotated[str, Field(pattern=NAME_RE)]
+from .schema import Name
+from .schema import Strict as _Strict
+from .secgroups import SecurityGroupSpec, group_checks
 
 
 class ConfigError(Exception):
@@ -43,10 +44,6 @@ def _mac(value: object) -> str:
 # The pattern tells API clients (in /v1/openapi.json) what _mac accepts.
 Mac = Annotated[str, BeforeValidator(_mac),
                 WithJsonSchema({"type": "string", "pattern": "^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$"})]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class OpenFlowSettings(_Strict):
@@ -127,6 +124,9 @@ class VMSpec(_Strict):
     # Memory the VM's migration copies (MB): an emulated pre-copy takes
     # memory / migration.copy_rate seconds.
     memory: Annotated[StrictInt, Field(ge=1, le=16_777_216)] = 512
+    # Security groups (sdnvirt/secgroups.py): with the key, the VM's port
+    # allows only what the union of its groups allows; without it, all.
+    security_groups: list[Name] | None = None
 
 
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
@@ -174,6 +174,7 @@ class TenantSpec(_Strict):
     subnet: ipaddress.IPv4Network
     vms: dict[Name, VMSpec] = {}
     services: dict[Name, ServiceSpec] = {}
+    security_groups: dict[Name, SecurityGroupSpec] = {}
     # Where health probes come from: an address of the tenant no VM uses
     # (default: the subnet's last usable address).
     service_address: ipaddress.IPv4Address | None = None
@@ -259,6 +260,8 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
             if vm.mac.startswith(VIRTUAL_MAC_PREFIX):
                 problems.append((f"{path}.mac", f"MACs starting with {VIRTUAL_MAC_PREFIX} are sdnvirt's own"))
         problems += _service_checks(base, tenant, ips)
+        problems += group_checks(base, tenant.security_groups,
+                                 {vname: vm.security_groups for vname, vm in tenant.vms.items()})
     return problems
 
 

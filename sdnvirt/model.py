@@ -32,6 +32,12 @@ class VM:
     mac: str
     ip: ipaddress.IPv4Address
     host: str | None
+    # Its security groups; None: the VM is open inside its tenant.
+    groups: tuple[str, ...] | None = None
+
+    @property
+    def guarded(self) -> bool:
+        return self.groups is not None
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,8 @@ class Model:
         """Adopt a new config, keeping what was learnt about VMs that still exist unchanged."""
         self.config = config
         self._vms = {
-            vname: VM(vname, tname, tenant.segment, vm.mac, vm.ip, vm.host)
+            vname: VM(vname, tname, tenant.segment, vm.mac, vm.ip, vm.host,
+                      None if vm.security_groups is None else tuple(vm.security_groups))
             for tname, tenant in sorted(config.tenants.items())
             for vname, vm in sorted(tenant.vms.items())
         }

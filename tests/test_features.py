@@ -102,12 +102,12 @@ def forward(match=None, instructions=(), owner=VM_COOKIE, priority=100, table=Ta
 
 
 @pytest.mark.parametrize("bad, why", [
-    (forward(table=Table.FLOOD), "table 6 is not the feature's"),
-    (forward(priority=90), "priority 90 in table 5 is not the feature's"),
+    (forward(table=Table.FLOOD), "table 7 is not the feature's"),
+    (forward(priority=90), "priority 90 in table 6 is not the feature's"),
     (forward(owner=cookie(Owner.TENANT, 101, "blue")), "cookie kind 0x2 is not the feature's"),
-    (forward({"ipv4_dst": "10.1.0.11"}), "table 5 matches no ipv4_dst"),
-    (forward(instructions=[goto(Table.SERVICES)]), "table 5 does not go to table 2"),
-    (forward(instructions=[apply(("ct", 0, 101, Table.LB, ("nat",)))]), "table 5 does not recirculate to table 3"),
+    (forward({"ipv4_dst": "10.1.0.11"}), "table 6 matches no ipv4_dst"),
+    (forward(instructions=[goto(Table.SERVICES)]), "table 6 does not go to table 3"),
+    (forward(instructions=[apply(("ct", 0, 101, Table.LB, ("nat",)))]), "table 6 does not recirculate to table 4"),
     (forward(instructions=[meter(MeterId.LEARN)]), "meter 1 is not the feature's"),
 ])
 def test_a_feature_writing_outside_its_declaration_fails(bad, why):
@@ -119,7 +119,7 @@ def test_a_feature_may_add_only_its_own_meters_and_the_groups_its_flows_use():
     fails(rogue(groups=[Group(7, ())]), "group 7 that no flow of the feature uses")
     uses = forward(instructions=[apply(("group", 7))])
     fails(rogue([uses], groups=[Group(7, ((("ct", 1, 101, Table.LB, ("nat",)),),))]),
-          "group 7: table 5 does not recirculate to table 3")
+          "group 7: table 6 does not recirculate to table 4")
 
 
 def test_a_real_feature_that_strays_fails():
@@ -165,8 +165,8 @@ def test_flow_and_group_counts_of_known_fabrics():
     for name in ("two tenants", "a migration prepared"):
         fab, model = SCENARIOS[name]()
         counts[name] = {dpid: len(flows) for dpid, flows in plan(model, fab).flows.items()}
-    assert counts["two tenants"] == {0x101: 41, 0x102: 26, 0x103: 24, 0x104: 13, 0x201: 28, 0x202: 29}
-    assert counts["a migration prepared"] == {0x101: 57, 0x102: 42, 0x103: 24, 0x104: 42, 0x201: 29, 0x202: 29}
+    assert counts["two tenants"] == {0x101: 43, 0x102: 28, 0x103: 26, 0x104: 15, 0x201: 30, 0x202: 31}
+    assert counts["a migration prepared"] == {0x101: 59, 0x102: 44, 0x103: 26, 0x104: 44, 0x201: 31, 0x202: 31}
     fab, model = SCENARIOS["services"]()
     p = plan(model, fab)
     assert {dpid: len(groups) for dpid, groups in p.groups.items()} == \

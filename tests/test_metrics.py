@@ -34,7 +34,7 @@ def daemon_like():
     model = placed_model(DOC)
     fabric = leafspine()
     snap = Snapshot(model, fabric, switch_names={dpid: sw.name for dpid, sw in fabric.switches.items()},
-                    connected=set(fabric.switches) - {0x202}, table_flows={0x101: {0: 12, 5: 7}},
+                    connected=set(fabric.switches) - {0x202}, table_flows={0x101: {0: 12, 6: 7}},
                     backend_counters={("blue", "web", "web2:8080"): {
                         "connections": 3, "packets_to_backend": 10, "bytes_to_backend": 1000,
                         "packets_from_backend": 8, "bytes_from_backend": 4000}},
@@ -169,7 +169,7 @@ def test_table_names():
     metrics, snap = daemon_like()
     snap.table_flows[0x102] = {int(t): 1 for t in Table}
     tables = {dict(k)["table"] for k in scrape(metrics)[0]["sdnvirt_switch_flows"] if ("switch", "leaf2") in k}
-    assert tables == {"ingress", "arp", "services", "lb", "unnat", "forward", "flood"}
+    assert tables == {"ingress", "arp", "sg_egress", "services", "lb", "unnat", "forward", "flood", "sg_ingress"}
 
 
 def test_migrations_are_counted_from_their_records():

@@ -122,7 +122,7 @@ def test_new_connections_to_a_vip_go_to_a_maglev_group_shared_by_weight():
     share = Counter(bucket_target(b)[0] for b in group.buckets)
     assert abs(share["10.1.0.12"] / MAGLEV_SLOTS - 2 / 3) < 0.02
     for bucket in group.buckets:
-        # One action: commit with the translation; table 3 then sets the MAC.
+        # One action: commit with the translation; table 4 then sets the MAC.
         [(verb, commit, zone, table, nat)] = bucket
         assert (verb, commit, zone, table) == ("ct", 1, 101, Table.LB)
         assert nat in (("dnat", "10.1.0.12", 8080), ("dnat", "10.1.0.13", 8080))

@@ -40,6 +40,8 @@ def _action(spec: tuple):
         return parser.NXActionCT(flags=flags, zone_src="", zone_ofs_nbits=zone,
                                  recirc_table=0xFF if table is None else table, alg=0,
                                  actions=[] if nat is None else [_nat(nat)])
+    if kind == "ct_clear":
+        return parser.NXActionCTClear()
     raise ValueError(f"unknown action {spec!r}")
 
 
@@ -90,6 +92,8 @@ def _action_spec(action) -> tuple:
             nat = _nat_spec(nats[0]) if nats else None
             table = None if action.recirc_table == 0xFF else action.recirc_table
             return ("ct", action.flags, action.zone_ofs_nbits, table, nat)
+    if isinstance(action, parser.NXActionCTClear):
+        return ("ct_clear",)
     if isinstance(action, parser.NXActionRegMove):
         # OVS answers with NXM headers, which os-ken names "<field>_nxm".
         return ("move", _oxm_name(action.src_field), _oxm_name(action.dst_field), action.n_bits)

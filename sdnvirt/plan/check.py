@@ -82,7 +82,7 @@ def _flow(decl: Declaration, kinds: set[int], tables: Mapping[int, TableSpec], f
 def _actions(spec: TableSpec, actions: tuple[Action, ...], used_by: dict[int, TableSpec]) -> list[str]:
     problems = []
     for action in actions:
-        if action[0] == "ct" and action[3] not in spec.recirculate:
+        if action[0] == "ct" and action[3] is not None and action[3] not in spec.recirculate:
             problems.append(f"table {spec.table} does not recirculate to table {action[3]}")
         elif action[0] == "group":
             used_by[action[1]] = spec

@@ -14,6 +14,7 @@ What ``ct(flags, zone, table, nat)`` does to a packet (ovs-actions(7), "ct"):
   the source back to the original destination in the reply direction;
 - the ``ct_nw_*``/``ct_tp_*`` fields name the connection's original
   direction, for packets of a committed connection only;
+- ``ct_zone`` is the zone of the last ``ct`` a packet went through;
 - what is not IPv4 is ``+trk+inv``.
 
 Not modelled, because no flow of ours needs it: source NAT, address or
@@ -33,6 +34,9 @@ NEW, EST, REL, RPL, INV, TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 _FLAG_NAMES = ((TRK, "trk"), (NEW, "new"), (EST, "est"), (REL, "rel"), (RPL, "rpl"), (INV, "inv"))
 COMMIT = 1
 _PORTS = {6: "tcp", 17: "udp"}
+
+# A packet's conntrack fields, which ``ct_clear`` takes away.
+CT_FIELDS = ("ct_state", "ct_zone", "ct_nw_proto", "ct_nw_src", "ct_nw_dst", "ct_tp_src", "ct_tp_dst")
 
 FiveTuple = tuple[int, str, int, str, int]     # (ip_proto, src, sport, dst, dport)
 
@@ -82,6 +86,7 @@ class Conntrack:
     def execute(self, pkt: dict[str, Any], flags: int, zone: int, nat: tuple[Any, ...] | None) -> None:
         """Track ``pkt`` in ``zone`` (and translate it): sets its ct_state and ct fields in place."""
         t = five_tuple(pkt)
+        pkt["ct_zone"] = zone
         if t is None:
             pkt["ct_state"] = TRK | INV
             return

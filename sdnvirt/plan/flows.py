@@ -23,7 +23,9 @@ and actions are
   ("ct", flags, zone, table, nat)
                              Nicira conntrack: flags 1 commits; recirculates to
                              table; nat is None, ("nat",) to apply an existing
-                             translation, or ("dnat", ip, port) to set one up
+                             translation, or ("dnat", ip, port) to set one up;
+                             table None: no recirculation, the packet goes on
+  ("ct_clear",)              the packet goes on untracked, as it came in
 An empty instruction tuple drops the packet.
 """
 

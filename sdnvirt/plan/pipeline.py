@@ -20,13 +20,15 @@ from .features.discovery import Discovery
 from .features.load_balancer import LoadBalancer
 from .features.port_security import PortSecurity
 from .features.preinstall import MigrationPreinstall
+from .features.security_groups import SecurityGroups
 from .features.switching import TenantSwitching
 from .flows import Flow, Group, Meter
 from .tables import TABLES, Table, TableSpec
 from .tenancy import tenants
 
 FEATURES: tuple[type[Feature], ...] = (
-    Defaults, Discovery, PortSecurity, ArpAnswers, TenantSwitching, LoadBalancer, MigrationPreinstall)
+    Defaults, Discovery, PortSecurity, ArpAnswers, TenantSwitching, LoadBalancer, MigrationPreinstall,
+    SecurityGroups)
 
 
 @dataclass

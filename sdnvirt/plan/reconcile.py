@@ -128,7 +128,7 @@ def _keyed(want: Mapping[K, V], have: Mapping[K, V]) -> tuple[list[V], list[V], 
     always gets the same messages in the same order for the same change."""
     add: list[V] = []
     modify: list[V] = []
-    for key in sorted(want):
+    for key in sorted(want, key=_order):
         new, old = want[key], have.get(key)
         if old is None or (isinstance(new, Flow) and isinstance(old, Flow) and old.cookie != new.cookie):
             # OpenFlow 1.3 cannot change a flow's cookie in place: ADD
@@ -136,8 +136,17 @@ def _keyed(want: Mapping[K, V], have: Mapping[K, V]) -> tuple[list[V], list[V], 
             add.append(new)
         elif old != new:
             modify.append(new)
-    delete = [have[key] for key in sorted(have) if key not in want]
+    delete = [have[key] for key in sorted(have, key=_order) if key not in want]
     return add, modify, delete
+
+
+def _order(key: Any) -> Any:
+    """A key as it sorts: a field's masked value (a tuple) after its exact ones,
+    which Python would not compare with each other."""
+    if isinstance(key, int):
+        return key
+    table, priority, match = key
+    return (table, priority, tuple((name, isinstance(v, tuple), v) for name, v in match))
 
 
 def reconcile(desired: Tables, installed: Tables, rank: Callable[[Flow], int] | None = None) -> Batches:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..fabric import PortRef
-from .conntrack import COMMIT, Conntrack, five_tuple, state_name
+from .conntrack import COMMIT, CT_FIELDS, Conntrack, five_tuple, state_name
 from .flows import OFPP_CONTROLLER, OFPP_IN_PORT, OFPVID_NONE, Action, Flow, Group
 from .reconcile import Tables
 
@@ -36,8 +36,7 @@ ENDS = frozenset({DELIVERED, CONTROLLER, DROPPED, ERROR, LOOP})
 ENTER, FLOW, GROUP, CT, LINK = "enter", "flow", "group", "ct", "link"
 
 # The packet's pipeline state, which never leaves a switch.
-_PIPELINE_FIELDS = ("in_port", "metadata", "ct_state", "ct_nw_proto", "ct_nw_src", "ct_nw_dst",
-                    "ct_tp_src", "ct_tp_dst")
+_PIPELINE_FIELDS = ("in_port", "metadata", *CT_FIELDS)
 # Instructions run in this order whatever their order in the flow (OpenFlow 1.3, 5.9).
 _INSTRUCTION_ORDER = {"meter": 0, "apply": 1, "meta": 2, "goto": 3}
 
@@ -238,6 +237,10 @@ class _Run:
             self.group(dpid, action[1], pkt, depth, hops)
         elif kind == "ct":
             self.ct(dpid, action, dict(pkt), depth, hops)
+        elif kind == "ct_clear":
+            for name in CT_FIELDS:
+                pkt.pop(name, None)
+            pkt["ct_state"] = 0
         else:
             self.step(depth, ERROR, dpid, detail=f"the trace does not model the action {action!r}")
 

@@ -16,11 +16,13 @@ from ..tables import MISS, Table
 # tables drop what they do not know.
 _MISSES = (
     flow(Table.ARP, MISS, {}, [], FABRIC_COOKIE),
+    flow(Table.SG_EGRESS, MISS, {}, [], FABRIC_COOKIE),
     flow(Table.SERVICES, MISS, {}, [goto(Table.UNNAT)], FABRIC_COOKIE),
     flow(Table.LB, MISS, {}, [], FABRIC_COOKIE),
     flow(Table.UNNAT, MISS, {}, [goto(Table.FORWARD)], FABRIC_COOKIE),
     flow(Table.FORWARD, MISS, {}, [], FABRIC_COOKIE),
     flow(Table.FLOOD, MISS, {}, [], FABRIC_COOKIE),
+    flow(Table.SG_INGRESS, MISS, {}, [], FABRIC_COOKIE),
 )
 
 

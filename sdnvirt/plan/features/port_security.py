@@ -35,21 +35,24 @@ class Prio(IntEnum):     # both in table INGRESS
 
 
 def vm_ingress(vm: VM, loc: Location) -> list[Flow]:
-    """Only the VM's own MAC, and its own IP for IPv4 and ARP, untagged, classified as its tenant."""
+    """Only the VM's own MAC, and its own IP for IPv4 and ARP, untagged, classified as its tenant.
+
+    A VM in security groups sends IPv4 and IPv6 through its egress rules first."""
     c = vm_cookie(vm)
+    guard = vm.guarded
     ip = str(vm.ip)
     own = {"in_port": loc.port, "vlan_vid": OFPVID_NONE, "eth_src": vm.mac}
     classify = write_metadata(vm.segment)
     return [
         flow(Table.INGRESS, Prio.VM_ALLOW, {**own, "eth_type": ETH_TYPE_IPV4, "ipv4_src": ip},
-             [classify, goto(Table.SERVICES)], c),
+             [classify, goto(Table.SG_EGRESS if guard else Table.SERVICES)], c),
         flow(Table.INGRESS, Prio.VM_ALLOW,
              {**own, "eth_type": ETH_TYPE_ARP, "arp_spa": ip, "arp_sha": vm.mac},
              [classify, goto(Table.ARP)], c),
         # IPv6 addresses are not modelled: link-local ND and multicast stay
         # inside the tenant, bound to the VM's MAC.
         flow(Table.INGRESS, Prio.VM_ALLOW, {**own, "eth_type": ETH_TYPE_IPV6},
-             [classify, goto(Table.FORWARD)], c),
+             [classify, goto(Table.SG_EGRESS if guard else Table.FORWARD)], c),
         flow(Table.INGRESS, Prio.VM_PORT_DROP, {"in_port": loc.port}, [], c),
     ]
 

@@ -34,11 +34,15 @@ _MULTICAST = flow(Table.FORWARD, Prio.MULTICAST, {"eth_dst": MULTICAST}, [goto(T
 
 def forward(vm: VM, loc: Location, route: Mapping[int, Actions],
             skip: Container[int] = ()) -> Iterator[tuple[int, Flow]]:
-    """The flows toward ``vm`` at ``loc``: out of its port on its own switch,
-    on along ``route`` (Tenant.routes) elsewhere; none on the switches in ``skip``."""
+    """The flows toward ``vm`` at ``loc``: out of its port on its own switch
+    (through its ingress rules if it is in security groups), on along
+    ``route`` (Tenant.routes) elsewhere; none on the switches in ``skip``."""
     match = {"metadata": vm.segment, "eth_dst": vm.mac}
     c = vm_cookie(vm)
-    for at, actions in ((loc.dpid, (("output", loc.port),)), *route.items()):
+    if loc.dpid not in skip:
+        deliver = goto(Table.SG_INGRESS) if vm.guarded else apply(("output", loc.port))
+        yield loc.dpid, flow(Table.FORWARD, Prio.UNICAST, match, [deliver], c)
+    for at, actions in route.items():
         if at not in skip:
             yield at, flow(Table.FORWARD, Prio.UNICAST, match, [apply(*actions)], c)
 
