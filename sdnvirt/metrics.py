@@ -152,6 +152,7 @@ class Snapshot:
     backend_counters: dict[tuple, dict]        # health key -> what the switches counted
     vm_traffic: Totals                         # VM name -> rx packets, rx bytes, tx packets, tx bytes (switch side)
     spoofed: Totals                            # VM name -> packets, bytes dropped by its anti-spoofing flow
+    sg_dropped: Totals                         # (VM name, ingress/egress) -> packets its security groups dropped
     migrations: list[dict]                     # every migration record (Migration.as_dict()), finished or not
 
 
@@ -226,8 +227,14 @@ def _vm_families(s: Snapshot) -> Iterator[Metric]:
     spoofed = {unit: CounterMetricFamily(
         f"sdnvirt_antispoof_dropped_{unit}", f"{unit.capitalize()} from a VM's port dropped by port security "
         "(another MAC or IP, tagged, or not IPv4/ARP/IPv6).", labels=["tenant", "vm"]) for unit in ("packets", "bytes")}
+    groups = CounterMetricFamily(
+        "sdnvirt_security_group_dropped_packets", "Packets to (ingress) or from (egress) a VM in security groups "
+        "that no rule of its groups allowed, counted by its switch.", labels=["tenant", "vm", "direction"])
     for vm in s.model.vms():
         labels = [vm.tenant, vm.name]
+        if vm.guarded:
+            for direction in ("ingress", "egress"):
+                groups.add_metric(labels + [direction], s.sg_dropped.get((vm.name, direction))[0])
         loc = s.model.locations.get(vm.name)
         located.add_metric(labels, 0 if loc is None else 1)
         if loc is not None:
@@ -244,6 +251,7 @@ def _vm_families(s: Snapshot) -> Iterator[Metric]:
     yield where
     yield from traffic.values()
     yield from spoofed.values()
+    yield groups
 
 
 def _backend_families(s: Snapshot) -> Iterator[Metric]:

@@ -8,9 +8,11 @@ a new or replaced object (``{"spec": ...}``) or a deleted one
 kind      key                     spec
 ========  ======================  =============================================
 tenant    ``blue``                the tenant's own keys (segment, subnet,
-                                  service_address), not its VMs or services
+                                  service_address), not its VMs, services or
+                                  security groups
 vm        ``blue/web1``           ``config.VMSpec``
 service   ``blue/web``            ``config.ServiceSpec`` (backends included)
+security_group ``blue/admin``     ``secgroups.SecurityGroupSpec``
 drain     ``blue/web/web1:8080``  ``{"drained": bool}`` for one backend
 ========  ======================  =============================================
 
@@ -24,9 +26,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-KINDS = ("tenant", "vm", "service", "drain")
+KINDS = ("tenant", "vm", "service", "security_group", "drain")
 Entries = dict[tuple[str, str], dict]     # (kind, key) -> {"spec": ...} | {"deleted": True}
-_CHILDREN = {"vm": "vms", "service": "services"}
+_CHILDREN = {"vm": "vms", "service": "services", "security_group": "security_groups"}
 
 
 def backend_key(backend: dict) -> str:
@@ -155,7 +157,7 @@ class Changes:
                 self.set(kind, f"{name}/{child}", spec.get(children, {}).get(child))
 
     def delete_tenant(self, name: str) -> None:
-        for kind in ("drain", "service", "vm"):
+        for kind in ("drain", "service", "vm", "security_group"):
             self.forget(kind, f"{name}/")
         self.set("tenant", name, None)
 

@@ -17,6 +17,9 @@ DOC = copy.deepcopy(TWO_TENANTS)
 DOC["tenants"]["blue"]["services"] = {"web": {
     "vip": "10.1.0.100", "port": 80,
     "backends": [{"vm": "web2", "port": 8080}, {"vm": "web3", "port": 8080, "weight": 0}]}}
+BLUE: dict = DOC["tenants"]["blue"]
+BLUE["security_groups"] = {"open": {"rules": [{"direction": "ingress"}, {"direction": "egress"}]}}
+BLUE["vms"]["web3"]["security_groups"] = ["open"]
 
 
 def scrape(metrics):
@@ -38,7 +41,7 @@ def daemon_like():
                     backend_counters={("blue", "web", "web2:8080"): {
                         "connections": 3, "packets_to_backend": 10, "bytes_to_backend": 1000,
                         "packets_from_backend": 8, "bytes_from_backend": 4000}},
-                    vm_traffic=Totals(4), spoofed=Totals(2), migrations=[])
+                    vm_traffic=Totals(4), spoofed=Totals(2), sg_dropped=Totals(1), migrations=[])
     metrics = Metrics()
     metrics.registry.register(StateCollector(lambda read: read(), lambda: snap))
     return metrics, snap
@@ -194,7 +197,7 @@ def test_migrations_are_counted_from_their_records():
 
     metrics = Metrics()
     metrics.registry.register(StateCollector(lambda read: read(), lambda: Snapshot(
-        model, leafspine(), {}, set(), {}, {}, Totals(4), Totals(2), [m.as_dict() for m in migs.records()])))
+        model, leafspine(), {}, set(), {}, {}, Totals(4), Totals(2), Totals(1), [m.as_dict() for m in migs.records()])))
     samples, types = scrape(metrics)
     assert types["sdnvirt_migration_downtime_seconds"] == "histogram"
     assert one(samples, "sdnvirt_migrations_total", mode="live", outcome="ok") == 1

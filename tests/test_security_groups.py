@@ -3,15 +3,21 @@ remote groups and prefixes, rule changes on established connections, the load ba
 
 import copy
 import ipaddress
+from types import SimpleNamespace
 
 import pytest
-from fabrics import TWO_TENANTS, placed_model
+from fabrics import TWO_TENANTS, leafspine, placed_model
 from switches import Switches, ip
 
 from sdnvirt import config
 from sdnvirt.config import ConfigError, virtual_mac
+from sdnvirt.controller.stats import SwitchCounters
+from sdnvirt.counters import Totals
+from sdnvirt.metrics import Metrics, Snapshot, StateCollector
 from sdnvirt.model import Model
 from sdnvirt.plan.features.security_groups import port_masks
+from sdnvirt.plan.pipeline import plan
+from sdnvirt.plan.tables import Table
 from sdnvirt.plan.trace import by_hash
 from sdnvirt.plan.zones import vm_zones, zone
 
@@ -231,3 +237,26 @@ def test_a_vm_lists_its_groups_in_the_model():
     model = Model(config.parse(doc()))
     assert model.vm("web2").groups == ("web",) and model.vm("web2").guarded
     assert model.vm("web1").groups is None and not model.vm("web1").guarded
+
+
+def test_drops_are_counted_per_vm_and_direction_from_the_drop_flows_counters():
+    model = placed_model(doc())
+    fab = leafspine()
+    counters = SwitchCounters()
+    held = plan(model, fab).flows
+    for dpid, flows in held.items():
+        for table in (Table.SG_EGRESS, Table.SG_INGRESS):
+            # What a switch would answer: each flow of the table, having counted 7 packets.
+            body = [SimpleNamespace(table_id=table, priority=f.priority, match=dict(f.match), packet_count=7)
+                    for f in flows if f.table == table]
+            if body:
+                counters.flows(model, SimpleNamespace(dpid=dpid), body)
+    metrics = Metrics()
+    metrics.registry.register(StateCollector(lambda read: read(), lambda: Snapshot(
+        model, fab, {}, set(), {}, {}, Totals(4), Totals(2), counters.sg_dropped, [])))
+    samples = {(s.name, s.labels.get("vm"), s.labels.get("direction")): s.value
+               for family in metrics.registry.collect() for s in family.samples
+               if s.name == "sdnvirt_security_group_dropped_packets_total"}
+    # Two drop flows per VM and direction (IPv4 tracked, IPv6); open VMs have none.
+    assert samples == {("sdnvirt_security_group_dropped_packets_total", vm, d): 14
+                       for vm in ("web2", "web3") for d in ("ingress", "egress")}

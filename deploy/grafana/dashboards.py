@@ -134,6 +134,13 @@ DASHBOARDS = {
                     "{{tenant}}/{{vm}}")],
                   "Frames from a VM's port with another MAC or IP, tagged, or of another ethertype."),
         ]),
+        ("Security groups", [
+            Panel("timeseries", "Packets dropped by security groups", "pps", (24, 8),
+                  [(f"sum by (tenant, vm, direction) (rate(sdnvirt_security_group_dropped_packets_total{T}{RATE}))",
+                    "{{tenant}}/{{vm}} {{direction}}")],
+                  "Packets to (ingress) or from (egress) a VM in security groups that no rule of its groups "
+                  "allowed, nor a connection they allowed."),
+        ]),
     ]),
     "lb": ("sdnvirt-lb", "sdnvirt / Load balancer",
            "Services, backend health, probes and what the switches counted.", ["tenant", "service"], [

@@ -13,13 +13,14 @@ from fastapi import Depends, FastAPI
 from .. import __version__
 from ..events import Events, Handler
 from ..state import ConfigState
-from . import errors, events, migrations, services, system, tenants, topology
+from . import errors, events, migrations, security_groups, services, system, tenants, topology
 from .deps import require_token
 from .facade import Controller
 from .schemas import Error
 
 PREFIX = "/v1"
-ROUTERS = [system.router, events.router, topology.router, tenants.router, services.router, migrations.router]
+ROUTERS = [system.router, events.router, topology.router, tenants.router, services.router, security_groups.router,
+           migrations.router]
 
 
 def create_app(controller: Controller, config_state: ConfigState, token: str, hub: Events,

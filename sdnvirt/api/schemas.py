@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from ..config import Name, ServiceSpec, TenantSpec, VMSpec
 from ..events import Kind
+from ..secgroups import SecurityGroupSpec
 
 Origin = Literal["file", "api"]     # the config file's version, or one the API made
 
@@ -169,6 +170,10 @@ class NewService(ServiceSpec):
     name: Name
 
 
+class NewSecurityGroup(SecurityGroupSpec):
+    name: Name
+
+
 # -- objects as the API shows them: the config's models, plus name and origin
 
 class Tenant(TenantSpec):
@@ -188,6 +193,13 @@ class Service(ServiceSpec):
     tenant: str
     name: str
     origin: Origin
+
+
+class SecurityGroup(SecurityGroupSpec):
+    tenant: str
+    name: str
+    origin: Origin
+    members: list[str]      # the tenant's VMs that list it (set through each VM)
 
 
 class Event(BaseModel):

@@ -1,6 +1,7 @@
 """What the switches count, read every few seconds: the metrics' raw material.
 
-Per VM, its port's traffic and its anti-spoofing drops; per backend, its
+Per VM, its port's traffic, its anti-spoofing drops and its security-group
+drops (the drop flows of tables sg_egress and sg_ingress); per backend, its
 connections and traffic (from the lb and unnat tables' flows); per switch,
 the flows in each table.
 """
@@ -15,6 +16,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from ..counters import Totals
 from ..model import Model
 from ..plan.features.port_security import Prio
+from ..plan.features.security_groups import Prio as GroupPrio
 from ..plan.flows import Owner
 from ..plan.tables import Table
 from .session import SwitchSession
@@ -28,14 +30,17 @@ class SwitchCounters:
     def __init__(self) -> None:
         self.vm_traffic = Totals(4)     # VM -> rx packets, rx bytes, tx packets, tx bytes (switch side)
         self.spoofed = Totals(2)        # VM -> packets, bytes dropped by its anti-spoofing flow
+        self.sg_dropped = Totals(1)     # (VM, "ingress" or "egress") -> packets dropped by its security groups
         self.names: dict[int, str] = {}    # every switch connected since the start, for metric labels
 
     @staticmethod
     def requests(session: SwitchSession) -> list[Any]:
         dp = session.dp
         reqs = [parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY), parser.OFPTableStatsRequest(dp, 0)]
-        # Of table 0, only the VMs' flows: their port-security drops.
-        for table, cookie, mask in ((Table.LB, 0, 0), (Table.UNNAT, 0, 0), (Table.INGRESS, Owner.VM << 56, OWNER_MASK)):
+        # Of tables 0, sg_egress and sg_ingress, only the VMs' flows: their drops.
+        vm_flows = (Owner.VM << 56, OWNER_MASK)
+        for table, cookie, mask in ((Table.LB, 0, 0), (Table.UNNAT, 0, 0), (Table.INGRESS, *vm_flows),
+                                    (Table.SG_EGRESS, *vm_flows), (Table.SG_INGRESS, *vm_flows)):
             req = parser.OFPFlowStatsRequest(dp, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, parser.OFPMatch())
             session.request(req, COUNTERS)
             reqs.append(req)
@@ -46,6 +51,9 @@ class SwitchCounters:
         if not body:
             return
         table = body[0].table_id
+        if table in (Table.SG_EGRESS, Table.SG_INGRESS):
+            self._group_drops(model, session.dpid, table, body)
+            return
         if table != Table.INGRESS:
             session.flow_counters[table] = body
             return
@@ -54,6 +62,23 @@ class SwitchCounters:
             if stat.priority == Prio.VM_PORT_DROP:
                 port = stat.match.get("in_port")
                 self.spoofed.add((session.dpid, port), vms.get(port), (stat.packet_count, stat.byte_count))
+
+    def _group_drops(self, model: Model, dpid: int, table: int, body: list) -> None:
+        """The drop flows of a VM's security groups: by its port (sg_egress) or its MAC (sg_ingress)."""
+        vms = _vms_at(model, dpid)
+        direction = "egress" if table == Table.SG_EGRESS else "ingress"
+        for stat in body:
+            if stat.priority != GroupPrio.DROP:
+                continue
+            if table == Table.SG_EGRESS:
+                at = stat.match.get("in_port")
+                name = vms.get(at)
+            else:
+                at = stat.match.get("eth_dst")
+                vm = model.vm_by_mac(at or "")
+                name = vm.name if vm is not None else None
+            self.sg_dropped.add((dpid, table, at, stat.match.get("eth_type")),
+                                None if name is None else (name, direction), (stat.packet_count,))
 
     def ports(self, model: Model, session: SwitchSession, body: list) -> None:
         vms = _vms_at(model, session.dpid)
