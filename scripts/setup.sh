@@ -2,8 +2,8 @@
 # Get a Debian 12 machine ready to run sdnvirt, its demo and its tests:
 #   - the system packages (Open vSwitch, Mininet, tools), installed only if missing;
 #   - openvswitch-testcontroller stopped and disabled (it would take port 6653),
-#     and so are the prometheus and prometheus-node-exporter services that
-#     Debian starts on install (the tests run their own Prometheus);
+#     and so are the prometheus, prometheus-node-exporter and etcd services
+#     that Debian starts on install (the tests run their own Prometheus and etcd);
 #   - Open vSwitch running (the userspace datapath needs no kernel module);
 #   - a venv with sdnvirt installed in editable mode with the extras the demo
 #     and the tests need (emulation, test: see pyproject.toml), with Debian's
@@ -28,7 +28,7 @@ OVS_LOGDIR=${OVS_LOGDIR:-/var/log/openvswitch}
 PACKAGES=(
     openvswitch-switch mininet iperf3 ethtool iproute2 iputils-ping
     iputils-arping python3-venv python3-dev tcpdump procps psmisc curl
-    prometheus
+    prometheus etcd-server
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -78,7 +78,8 @@ fi
 # OpenFlow port sdnvirt uses, and would answer our switches. prometheus (and
 # prometheus-node-exporter, if something pulled it in) would scrape and store
 # forever on a test machine; the tests start their own Prometheus on a free
-# port. Stop and disable the services; a process running outside them is only
+# port. etcd would hold 2379 and keep a data directory; the tests and the lab
+# start their own cluster on loopback ports in a temporary directory. Stop and disable the services; a process running outside them is only
 # reported, never killed.
 
 disable_service() {
@@ -97,7 +98,7 @@ disable_service() {
     fi
 }
 
-for svc in openvswitch-testcontroller prometheus prometheus-node-exporter; do
+for svc in openvswitch-testcontroller prometheus prometheus-node-exporter etcd; do
     disable_service "$svc"
 done
 if pids=$(pgrep -d ' ' -f '^(/usr/bin/)?ovs-testcontroller( |$)'); then

@@ -13,7 +13,8 @@ from . import __version__
 from .config import ConfigError, load
 from .events import Kind
 from .state import ConfigState
-from .store import SQLiteStore, StoreError
+from .store import StoreError
+from .store.opening import exists, open_store, where
 
 EXIT_CONFIG = 1
 
@@ -35,21 +36,21 @@ def check_config(path: str) -> int:
     """Validate the file, and with the API's changes laid over it, as the daemon
     would at its start or a reload, when the store it names exists already."""
     cfg = _load_or_exit(path)
-    store_path = cfg.controller.store_path
+    settings = cfg.controller
     try:
-        state = ConfigState(path, cfg, SQLiteStore(store_path, readonly=True)) if store_path.exists() else None
+        state = ConfigState(path, cfg, open_store(settings, readonly=True)) if exists(settings) else None
     except (OSError, StoreError) as err:
         # The daemon could not start on it either.
-        print(f"{path}: cannot read the store {store_path} (controller.store.path): {err}", file=sys.stderr)
+        print(f"{path}: cannot read the store {where(settings)}: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except ConfigError as err:
-        print(f"{path} does not fit the changes made through the API (in {store_path}); "
+        print(f"{path} does not fit the changes made through the API (in {where(settings)}); "
               f"the daemon would refuse it:\n{err}", file=sys.stderr)
         return EXIT_CONFIG
     stored = ""
     if state is not None:
         cfg, n = state.config, len(state.entries)
-        stored = f", with {n} change{'' if n == 1 else 's'} made through the API in {store_path}"
+        stored = f", with {n} change{'' if n == 1 else 's'} made through the API in {where(settings)}"
     vms = sum(len(t.vms) for t in cfg.tenants.values())
     print(f"{path}: configuration is valid ({len(cfg.tenants)} tenants, {vms} VMs{stored})")
     return 0
@@ -264,6 +265,19 @@ def cmd_demo(args) -> int:
     return run_demo(keep_logs=args.keep_logs)
 
 
+def cmd_store_copy(args) -> int:
+    from .store import copying
+    try:
+        source = copying.open_spec(args.source, source=True)
+        target = copying.open_spec(args.target, source=False)
+        n = copying.copy(source, target)
+    except (OSError, ValueError, StoreError) as err:
+        print(f"sdnvirt store copy: {err}", file=sys.stderr)
+        return 1
+    print(f"copied {n} key{'' if n == 1 else 's'} from {source.name} to {target.name}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdnvirt", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sdnvirt {__version__}")
@@ -344,6 +358,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--after", type=int, default=0, metavar="ID", help="only events after this id")
     api_options(p, json_option=False)
     p.set_defaults(func=_client_command(cmd_events))
+
+    p = sub.add_parser("store", help="the daemon's store, with the daemons stopped")
+    store_sub = p.add_subparsers(dest="store_command", required=True)
+    p = store_sub.add_parser("copy", help="copy the state into an empty store (SQLite to etcd, or back)")
+    p.add_argument("--from", dest="source", required=True, metavar="STORE", help="sqlite:PATH or etcd:URL[,URL...]")
+    p.add_argument("--to", dest="target", required=True, metavar="STORE", help="sqlite:PATH or etcd:URL[,URL...]")
+    p.set_defaults(func=cmd_store_copy)
 
     p = sub.add_parser("demo", help="controller + leaf-spine fabric + two tenants + traffic, then clean up")
     p.add_argument("--keep-logs", action="store_true", help="keep the controller log and config")

@@ -95,12 +95,23 @@ class StoreSettings(_Strict):
     path: str | None = None
 
 
+class ClusterSettings(_Strict):
+    # Several instances sharing the desired state in etcd, each switch mastered by one of them.
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]   # unique per instance
+    etcd: Annotated[list[Annotated[str, Field(pattern=r"^http://[^/\s:]+(:\d{1,5})?/?$")]], Field(min_length=1)]
+    # Seconds: a dead instance's switches move after about this long. etcd counts
+    # leases in whole seconds, 2 at least with its default timings.
+    lease_ttl: Annotated[float, Field(ge=2.0, le=60.0)] = 2.0
+
+
 class ControllerSettings(_Strict):
     openflow: OpenFlowSettings = OpenFlowSettings()
     metrics: MetricsSettings = MetricsSettings()
     fabric: FabricSettings = FabricSettings()
     api: ApiSettings = ApiSettings()
     store: StoreSettings = StoreSettings()
+    # Set: the store is etcd's (store.path is not used), shared with the other instances.
+    cluster: ClusterSettings | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Where the daemon keeps its state: the API token and the store, unless
     # their own settings say otherwise.

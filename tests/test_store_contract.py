@@ -1,9 +1,9 @@
-"""The store contract, run against every implementation (today: SQLite).
-
-Written against the contract only, so that a store for several controllers
-(etcd) runs the same tests: it adds a parameter to the ``backend`` fixture.
+"""The store contract, run against every implementation: the embedded one
+(SQLite) and the one several controllers share (etcd, a real one-member
+cluster started for the module; each test starts on an empty key space).
 """
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sdnvirt.store import ABSENT, Compacted, Conflict, Delete, Event, Put, SQLiteStore, Store, keys
+from sdnvirt.emulation.etcdlab import EtcdLab
+from sdnvirt.store import ABSENT, Compacted, Conflict, Delete, EtcdStore, Event, Put, SQLiteStore, Store, keys
 
 WAIT = 5.0      # seconds a watch gets to report a change; it takes a poll interval
 
@@ -25,16 +26,35 @@ class Backend:
     opened: list = field(default_factory=list)
 
 
-@pytest.fixture(params=["sqlite"])
-def backend(request, tmp_path):
-    path = tmp_path / "store.db"
-    b = Backend(lambda: None, f"__import__('sdnvirt.store').store.SQLiteStore({str(path)!r})")
+@pytest.fixture(scope="module")
+def etcd():
+    if shutil.which("etcd") is None:
+        pytest.skip("needs etcd (Debian package etcd-server; scripts/setup.sh installs it)")
+    with EtcdLab(1) as cluster:
+        yield cluster.endpoints
 
-    def open_sqlite() -> Store:
-        store = SQLiteStore(path, poll=0.01)
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def backend(request, tmp_path):
+    if request.param == "sqlite":
+        path = tmp_path / "store.db"
+        b = Backend(lambda: None, f"__import__('sdnvirt.store').store.SQLiteStore({str(path)!r})")
+
+        def open_store() -> Store:
+            return SQLiteStore(path, poll=0.01)
+    else:
+        endpoints = request.getfixturevalue("etcd")
+        b = Backend(lambda: None, f"__import__('sdnvirt.store').store.EtcdStore({endpoints!r})")
+
+        def open_store() -> Store:
+            return EtcdStore(endpoints)
+        open_store().commit([Delete(key) for key in open_store().list("").items])
+
+    def opened() -> Store:
+        store = open_store()
         b.opened.append(store)
         return store
-    b.open = open_sqlite
+    b.open = opened
     yield b
     for store in b.opened:
         store.close()

@@ -17,7 +17,8 @@ from ..config import Config, ConfigError
 from ..events import Events, Handler, Kind
 from ..metrics import Metrics
 from ..state import ConfigState
-from ..store import SQLiteStore, StoreError
+from ..store import StoreError
+from ..store.opening import open_store, where
 
 LOG = logging.getLogger("sdnvirt.daemon")
 
@@ -29,9 +30,9 @@ def run(config_path: str, config: Config) -> int:
     """Serve OpenFlow and the API until SIGTERM/SIGINT; SIGHUP re-reads ``config_path``."""
     settings = config.controller
     try:
-        store = SQLiteStore(settings.store_path)
+        store = open_store(settings)
     except (OSError, StoreError) as err:
-        return _fail(f"cannot open the store {settings.store_path} (controller.store.path): {err}")
+        return _fail(f"cannot open the store {where(settings)}: {err}")
     try:
         token = ensure_token(settings.token_path)
     except OSError as err:
@@ -50,7 +51,7 @@ def run(config_path: str, config: Config) -> int:
         return _fail(f"the config file and the changes made through the API do not fit together; "
                      f"change the file:\n{err}")
     except StoreError as err:
-        return _fail(f"cannot read the store {settings.store_path} (controller.store.path): {err}")
+        return _fail(f"cannot read the store {where(settings)}: {err}")
 
     # os-ken reads its own options from a global oslo.config object; the ones
     # sdnvirt sets come from the sdnvirt config, the rest keep their defaults.

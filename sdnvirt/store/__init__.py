@@ -1,5 +1,6 @@
 """The store: JSON documents under hierarchical keys, with revisions,
-compare-and-set and watches (``contract``); embedded on SQLite (``sqlite``)."""
+compare-and-set and watches (``contract``); embedded on SQLite (``sqlite``),
+shared by several controllers on etcd (``etcd``)."""
 
 from .contract import (
     ABSENT,
@@ -10,6 +11,7 @@ from .contract import (
     Expect,
     Item,
     LeasedStore,
+    LeaseExpired,
     Listing,
     Op,
     Put,
@@ -17,7 +19,8 @@ from .contract import (
     StoreError,
     Watch,
 )
+from .etcd import EtcdStore
 from .sqlite import SQLiteStore
 
-__all__ = ["ABSENT", "Compacted", "Conflict", "Delete", "Event", "Expect", "Item", "LeasedStore", "Listing", "Op",
-           "Put", "SQLiteStore", "Store", "StoreError", "Watch"]
+__all__ = ["ABSENT", "Compacted", "Conflict", "Delete", "EtcdStore", "Event", "Expect", "Item", "LeaseExpired",
+           "LeasedStore", "Listing", "Op", "Put", "SQLiteStore", "Store", "StoreError", "Watch"]

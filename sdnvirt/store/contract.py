@@ -99,6 +99,14 @@ class Compacted(StoreError):
         super().__init__(f"the changes after revision {after} are compacted (history starts at {compacted})")
 
 
+class LeaseExpired(StoreError):
+    """The lease is gone (it was not renewed in time, or was revoked), and so are its keys."""
+
+    def __init__(self, lease: int):
+        self.lease = lease
+        super().__init__(f"lease {lease:x} has expired")
+
+
 class Watch(Protocol):
     """Batches of changes, consumed by one thread: iterating blocks until changes
     come, and ends once ``cancel()`` is called (from any thread). Each batch
@@ -161,7 +169,7 @@ class LeasedStore(Store, Protocol):
         ...
 
     def keepalive(self, lease: int) -> float:
-        """Renew the lease; its remaining ttl, or StoreError if it has expired."""
+        """Renew the lease; its remaining ttl. LeaseExpired if it has expired."""
         ...
 
     def revoke(self, lease: int) -> None: ...
