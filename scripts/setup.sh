@@ -29,6 +29,7 @@ PACKAGES=(
     openvswitch-switch mininet iperf3 ethtool iproute2 iputils-ping
     iputils-arping python3-venv python3-dev tcpdump procps psmisc curl
     prometheus etcd-server
+    qemu-system-x86 linux-image-cloud-amd64 busybox-static
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -7,10 +7,11 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from urllib.parse import quote
 
 from . import __version__
-from .config import ConfigError, load
+from .config import Config, ConfigError, load
 from .events import Kind
 from .state import ConfigState
 from .store import StoreError
@@ -259,6 +260,18 @@ def cmd_events(args) -> int:
         return 0
 
 
+def cmd_image(args) -> int:
+    from .emulation.guest import ImageError, build
+    cfg = _load_or_exit(args.config) if args.config else Config()
+    try:
+        image = build(Path(cfg.controller.state_dir) / "images")
+    except (ImageError, OSError) as err:
+        print(f"sdnvirt image build: {err}", file=sys.stderr)
+        return 1
+    print(f"kernel {image.kernel}\ninitrd {image.initrd}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     _logging(args.log_level or "warning")
     from .emulation.demo import run_demo
@@ -365,6 +378,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", required=True, metavar="STORE", help="sqlite:PATH or etcd:URL[,URL...]")
     p.add_argument("--to", dest="target", required=True, metavar="STORE", help="sqlite:PATH or etcd:URL[,URL...]")
     p.set_defaults(func=cmd_store_copy)
+
+    p = sub.add_parser("image", help="the QEMU guests' boot image")
+    p.add_argument("action", choices=["build"], help="build it into <state_dir>/images unless it is there")
+    p.add_argument("--config", metavar="FILE", help="whose controller.state_dir (default /var/lib/sdnvirt)")
+    p.set_defaults(func=cmd_image)
 
     p = sub.add_parser("demo", help="controller + leaf-spine fabric + two tenants + traffic, then clean up")
     p.add_argument("--keep-logs", action="store_true", help="keep the controller log and config")

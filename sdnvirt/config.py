@@ -133,11 +133,16 @@ class VMSpec(_Strict):
     # The controller does not trust it: it learns where the VM really is.
     host: Name | None = None
     # Memory the VM's migration copies (MB): an emulated pre-copy takes
-    # memory / migration.copy_rate seconds.
+    # memory / migration.copy_rate seconds; a qemu VM's RAM.
     memory: Annotated[StrictInt, Field(ge=1, le=16_777_216)] = 512
     # Security groups (sdnvirt/secgroups.py): with the key, the VM's port
     # allows only what the union of its groups allows; without it, all.
     security_groups: list[Name] | None = None
+    # netns: a network namespace (a Mininet host); qemu: a QEMU guest on a tap,
+    # live-migrated by QEMU itself (sdnvirt/emulation/qemu.py).
+    kind: Literal["netns", "qemu"] = "netns"
+    # qemu only: MiB a second the guest rewrites, so that pre-copy has work.
+    dirty: Annotated[StrictInt, Field(ge=0, le=1024)] = 0
 
 
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
@@ -199,6 +204,9 @@ class EmulationSettings(_Strict):
     # 'user' is the OVS userspace datapath (netdev); 'kernel' needs the
     # openvswitch kernel module.
     datapath: Literal["user", "kernel"] = "user"
+    # How QEMU guests run: tcg (emulated, works everywhere) or kvm (needs a
+    # usable /dev/kvm; nested virtualisation often has none that works).
+    accel: Literal["tcg", "kvm"] = "tcg"
 
 
 class MigrationSettings(_Strict):
@@ -268,6 +276,8 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
             if vm.ip in ips:
                 problems.append((f"{path}.ip", f"{vm.ip} is already used by VM {ips[vm.ip]} of this tenant"))
             ips.setdefault(vm.ip, vname)
+            if vm.dirty and vm.kind != "qemu":
+                problems.append((f"{path}.dirty", "applies to kind qemu only"))
             if vm.mac.startswith(VIRTUAL_MAC_PREFIX):
                 problems.append((f"{path}.mac", f"MACs starting with {VIRTUAL_MAC_PREFIX} are sdnvirt's own"))
         problems += _service_checks(base, tenant, ips)

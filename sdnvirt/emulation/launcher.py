@@ -33,6 +33,7 @@ from ..api.token import TokenError, read_token
 from ..config import Config
 from .agent import Agent
 from .lock import fabric_lock
+from .qemu import QemuVM, start_guests
 from .topologies import fattree, leafspine, single
 
 # Importing mininet.log makes MininetLogger the class of every logger
@@ -155,6 +156,7 @@ class Emulation:
         self.topo: Topo | None = None
         self.placement: dict[str, str] = {}
         self.net: Mininet | None = None
+        self.guests: dict[str, QemuVM] = {}     # the qemu VMs, by name
         self._lock = ExitStack()
 
     # -- building (no root) --------------------------------------------------
@@ -167,6 +169,8 @@ class Emulation:
         placement = place_vms(self.config, topo)
         for _, tenant in sorted(self.config.tenants.items()):
             for vname, vm in sorted(tenant.vms.items()):
+                if vm.kind != "netns":
+                    continue    # started by start() once the switches are
                 topo.addHost(vname, mac=vm.mac, ip=f"{vm.ip}/{tenant.subnet.prefixlen}")
                 topo.addLink(vname, placement[vname])
         self.topo, self.placement = topo, placement
@@ -196,6 +200,7 @@ class Emulation:
             self.net.start()
             for host in self.net.hosts:
                 _boot(host)
+            self.guests = start_guests(self.config, self.placement)
         except BaseException:
             self.stop()
             raise
@@ -220,6 +225,9 @@ class Emulation:
     def stop(self) -> None:
         net, self.net = self.net, None
         try:
+            guests, self.guests = self.guests, {}
+            for guest in guests.values():
+                guest.stop()
             if net is not None:
                 log.info("stopping topology %s", self.topo_name)
                 for node in net.values():

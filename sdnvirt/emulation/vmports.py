@@ -21,7 +21,7 @@ from pyroute2 import IPRoute, netns
 
 # Moves into one switch at once (concurrent migrations) must not both take
 # the same free interface name.
-_NAMING = threading.Lock()
+NAMING = threading.Lock()
 
 
 class VMPorts:
@@ -46,8 +46,8 @@ class VMPorts:
 
     def plug(self, switch: str, inside: str) -> Port:
         """A new port for the VM on ``switch``: the VM's end (named ``inside``) in its namespace, down."""
-        with _NAMING:
-            outside = _free_name(self.ipr, switch)
+        with NAMING:
+            outside = free_port_name(self.ipr, switch)
             self.ipr.link("add", ifname=outside, kind="veth", peer={"ifname": inside})
         self.plugged.add(outside)
         self.ipr.link("set", index=self.ipr.link_lookup(ifname=inside)[0], net_ns_pid=self.host.pid)
@@ -57,7 +57,7 @@ class VMPorts:
         # TCP over the userspace datapath needs checksums computed in software.
         self._in_vm(["ethtool", "-K", inside, "tx", "off"])
         subprocess.run(["ethtool", "-K", outside, "tx", "off"], capture_output=True, timeout=5)
-        return Port(switch, outside, inside, _ofport(outside))
+        return Port(switch, outside, inside, ofport_of(outside))
 
     def unplug(self, port: Port) -> None:
         subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-port", port.switch, port.outside],
@@ -134,7 +134,7 @@ def _netlink_in(pid: int) -> IPRoute:
         os.close(home)
 
 
-def _free_name(ipr: IPRoute, switch: str) -> str:
+def free_port_name(ipr: IPRoute, switch: str) -> str:
     """The next ``<switch>-ethN`` no interface uses, like Mininet names a switch's ports.
 
     Nor a port of the bridge: a moved VM's old port stays on it for a moment
@@ -154,7 +154,7 @@ def _peer_name(ipr: IPRoute, link) -> str | None:
     return found[0].get_attr("IFLA_IFNAME") if found else None
 
 
-def _ofport(name: str, timeout: float = 5.0) -> int:
+def ofport_of(name: str, timeout: float = 5.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = subprocess.run(["ovs-vsctl", "--timeout=5", "get", "Interface", name, "ofport"],
