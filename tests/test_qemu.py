@@ -30,7 +30,8 @@ def fake_system(root: Path, releases=("6.1.0-9-cloud-amd64", "6.1.0-57-cloud-amd
 
 def cpio_names(initrd: Path) -> dict[str, bytes]:
     """Name -> data of each entry of a gzip'd newc archive."""
-    data, entries, at = gzip.decompress(initrd.read_bytes()), {}, 0
+    data, at = gzip.decompress(initrd.read_bytes()), 0
+    entries: dict[str, bytes] = {}
     while True:
         assert data[at:at + 6] == b"070701"
         fields = [int(data[at + 6 + 8 * i: at + 14 + 8 * i], 16) for i in range(13)]
