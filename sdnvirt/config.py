@@ -15,9 +15,12 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BeforeValidator, Field, StrictInt, ValidationError, WithJsonSchema
 
+from . import segments
 from .schema import Name
 from .schema import Strict as _Strict
 from .secgroups import SecurityGroupSpec, group_checks
+
+MAX_VNI = (1 << 24) - 1
 
 
 class ConfigError(Exception):
@@ -75,8 +78,13 @@ class FabricSettings(_Strict):
     # as fabric ports; the excess is dropped in the switch.
     packet_in_rate: Annotated[StrictInt, Field(ge=10, le=1_000_000)] = 1000
     # How a tenant's frames cross between switches (sdnvirt/plan/encap.py):
-    # vlan, the segment as an 802.1Q tag on fabric links the controller owns.
-    encapsulation: Literal["vlan"] = "vlan"
+    # vlan, the segment as an 802.1Q tag on fabric links the controller owns;
+    # vxlan, the segment as a VNI in tunnels between the hypervisors' VTEPs
+    # over an IP underlay the controller does not touch.
+    encapsulation: Literal["vlan", "vxlan"] = "vlan"
+    # vxlan: the name of each hypervisor bridge's flow-based VXLAN port
+    # (options:remote_ip=flow options:key=flow).
+    tunnel_port: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")] = "vxlan0"
 
 
 class ApiSettings(_Strict):
@@ -186,7 +194,8 @@ class ServiceSpec(_Strict):
 
 
 class TenantSpec(_Strict):
-    segment: Annotated[StrictInt, Field(ge=1, le=4094)]
+    # vlan mode: the 802.1Q VLAN id (1..4094); vxlan mode: the VNI.
+    segment: Annotated[StrictInt, Field(ge=1, le=MAX_VNI)]
     subnet: ipaddress.IPv4Network
     vms: dict[Name, VMSpec] = {}
     services: dict[Name, ServiceSpec] = {}
@@ -226,8 +235,10 @@ class MigrationSettings(_Strict):
 
 class HypervisorSpec(_Strict):
     # Migrations into this hypervisor are refused once it holds (or is
-    # receiving) this many VMs.
-    max_vms: Annotated[StrictInt, Field(ge=0, le=100_000)]
+    # receiving) this many VMs. Default: migration.max_vms.
+    max_vms: Annotated[StrictInt, Field(ge=0, le=100_000)] | None = None
+    # vxlan mode: the hypervisor's tunnel endpoint address on the underlay.
+    vtep: ipaddress.IPv4Address | None = None
 
 
 class Config(_Strict):
@@ -241,7 +252,7 @@ class Config(_Strict):
     def capacity(self, hypervisor: str) -> int:
         """How many VMs the hypervisor may hold."""
         spec = self.hypervisors.get(hypervisor)
-        return self.migration.max_vms if spec is None else spec.max_vms
+        return self.migration.max_vms if spec is None or spec.max_vms is None else spec.max_vms
 
 
 def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
@@ -251,15 +262,11 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
     if fabric.link_timeout <= fabric.lldp_interval:
         problems.append(("controller.fabric.link_timeout",
                          f"must be longer than lldp_interval ({fabric.lldp_interval})"))
-    segments: dict[int, str] = {}
+    problems += segments.checks(cfg)
     macs: dict[str, str] = {}
     vm_names: dict[str, str] = {}
     for tname, tenant in cfg.tenants.items():
         base = f"tenants.{tname}"
-        if tenant.segment in segments:
-            problems.append((f"{base}.segment",
-                             f"segment {tenant.segment} is already used by tenant {segments[tenant.segment]}"))
-        segments.setdefault(tenant.segment, tname)
         ips: dict[ipaddress.IPv4Address, str] = {}
         for vname, vm in tenant.vms.items():
             path = f"{base}.vms.{vname}"

@@ -60,6 +60,7 @@ class Claim(StrEnum):
     PORT_TAKEN = "port_taken"
     MIGRATING = "migrating"
     STILL_UP = "still_up"
+    NO_OVERLAY = "no_overlay"   # vxlan mode: its switch is no hypervisor with a VTEP
 
 
 class Cause(StrEnum):

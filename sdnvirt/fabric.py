@@ -19,6 +19,11 @@ class Switch:
     dpid: int
     name: str = ""
     ports: dict[int, bool] = field(default_factory=dict)   # port number -> up
+    port_names: dict[int, str] = field(default_factory=dict)
+
+    def port_named(self, name: str) -> int | None:
+        """The number of the port called ``name`` (a tunnel port is known by its name)."""
+        return next((p for p, n in sorted(self.port_names.items()) if n == name), None)
 
 
 class Fabric:
@@ -38,15 +43,19 @@ class Fabric:
             del self.links[a]
         return bool(gone)
 
-    def set_port(self, dpid: int, port: int, up: bool) -> bool:
+    def set_port(self, dpid: int, port: int, up: bool, name: str = "") -> bool:
         """Record a port's state; True if links went away because it is down."""
-        self.add_switch(dpid).ports[port] = up
+        sw = self.add_switch(dpid)
+        sw.ports[port] = up
+        if name:
+            sw.port_names[port] = name
         return False if up else self.remove_links_at((dpid, port))
 
     def remove_port(self, dpid: int, port: int) -> bool:
         sw = self.switches.get(dpid)
         if sw:
             sw.ports.pop(port, None)
+            sw.port_names.pop(port, None)
         return self.remove_links_at((dpid, port))
 
     def add_link(self, src: PortRef, dst: PortRef) -> bool:

@@ -49,3 +49,25 @@ def placed_model(doc=TWO_TENANTS, spines=2) -> Model:
         next_port[dpid] = port + 1
         model.bind(vm.name, Location(dpid, port))
     return model
+
+
+TUNNEL_PORT = 50     # each leaf's VXLAN port in vxlan_fabric
+
+
+def vtep(leaf: int) -> str:
+    return f"192.168.254.{leaf}"
+
+
+def vxlan_doc(doc=TWO_TENANTS, leaves=4) -> dict:
+    """``doc`` in vxlan mode: every leaf a hypervisor with a VTEP."""
+    return {**doc, "controller": {"fabric": {"encapsulation": "vxlan"}},
+            "hypervisors": {f"leaf{i}": {"vtep": vtep(i)} for i in range(1, leaves + 1)}}
+
+
+def vxlan_fabric(spines=2, leaves=4, vm_ports=3) -> Fabric:
+    """``leafspine`` with a VXLAN port (``TUNNEL_PORT``, named vxlan0) on every leaf:
+    the spines are then a mere underlay."""
+    fab = leafspine(spines, leaves, vm_ports)
+    for i in range(1, leaves + 1):
+        fab.set_port(0x100 + i, TUNNEL_PORT, True, "vxlan0")
+    return fab

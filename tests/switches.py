@@ -4,6 +4,7 @@ from fabrics import leafspine
 
 from sdnvirt.controller.fakeswitch import FakeSwitch
 from sdnvirt.model import Location, Model
+from sdnvirt.plan.encap import vteps
 from sdnvirt.plan.flows import OFPP_CONTROLLER
 from sdnvirt.plan.pipeline import plan
 from sdnvirt.plan.reconcile import Tables, reconcile, reconcile_fabric
@@ -11,13 +12,15 @@ from sdnvirt.plan.trace import FakeFabric
 
 
 class Switches:
-    """Fake switches on a leaf-spine fabric, programmed from a model."""
+    """Fake switches on a fabric (by default a leaf-spine), programmed from a model,
+    joined by the fabric's links and, in vxlan mode, by tunnels between its VTEPs."""
 
     def __init__(self, model: Model, fab=None):
         self.model = model
         self.fab = fab or leafspine()
         self.held = {dpid: FakeSwitch(dpid) for dpid in self.fab.switches}
-        self.fake = FakeFabric({dpid: sw.tables for dpid, sw in self.held.items()}, self.fab.links)
+        self.fake = FakeFabric({dpid: sw.tables for dpid, sw in self.held.items()}, self.fab.links,
+                               vteps(self.fab, model.config))
 
     def reconcile(self, after_each_batch=lambda phase, dpid, whole: None) -> int:
         """Make the switches hold the model's plan; the number of batches it took.
@@ -27,7 +30,7 @@ class Switches:
         desired = plan(self.model, self.fab)
         wants = {dpid: Tables.of(desired.flows[dpid], desired.groups[dpid], desired.meters[dpid])
                  for dpid in self.held}
-        work = reconcile_fabric(wants, {dpid: sw.tables for dpid, sw in self.held.items()}, self.fab.links)
+        work = reconcile_fabric(wants, {dpid: sw.tables for dpid, sw in self.held.items()}, desired.wires)
         batches = 0
         steps = {dpid: changes.steps() for dpid, changes in work.items()}
         for step in sorted({step for by_step in steps.values() for step in by_step}):

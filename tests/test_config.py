@@ -111,7 +111,8 @@ def test_unknown_key_is_rejected_with_its_path(where, path):
 
 @pytest.mark.parametrize("segment, reason", [
     (0, "greater than or equal to 1"),
-    (4095, "less than or equal to 4094"),
+    (4095, "is not a VLAN id (1..4094)"),
+    (1 << 24, "less than or equal to 16777215"),
     ("101", "valid integer"),
 ])
 def test_bad_segment_is_rejected(segment, reason):

@@ -206,7 +206,7 @@ class Direct(Encap):
         return {at: tuple(a for other in sorted(members - {at})
                           for a in (("set", "tunnel_id", segment), ("output", 1000 + other))) for at in members}
 
-    def ingress(self, segment, dpid):
+    def ingress(self, segment, dpid, members):
         return [({"in_port": 999, "tunnel_id": segment}, ())]
 
 

@@ -168,7 +168,7 @@ class Controller:
 
     def _port_changed(self, dpid: int, port: Any) -> None:
         up = not (port.config & ofp.OFPPC_PORT_DOWN) and not (port.state & ofp.OFPPS_LINK_DOWN)
-        if self.fabric.set_port(dpid, port.port_no, up):
+        if self.fabric.set_port(dpid, port.port_no, up, port.name.decode(errors="replace")):
             self.link_down(dpid, port.port_no, LinkDown.PORT_DOWN)
         if up:
             self.migrations.port_up(Location(dpid, port.port_no))
@@ -297,7 +297,7 @@ class Controller:
                                  desired.meters.get(dpid, {})) for dpid in ready}
         for session in ready.values():
             session.warm = False
-        changed = reconcile_fabric(wants, {dpid: s.tables() for dpid, s in ready.items()}, self.fabric.links)
+        changed = reconcile_fabric(wants, {dpid: s.tables() for dpid, s in ready.items()}, desired.wires)
         for dpid, batches in changed.items():
             work[dpid] = (ready[dpid], batches)
             planned[dpid] = (wants[dpid], ready[dpid].generation)

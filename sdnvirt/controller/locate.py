@@ -26,8 +26,11 @@ def probes(model: Model, fabric: Fabric, dpid: int, ports: list[int] | None = No
     sw = fabric.switches.get(dpid)
     if sw is None or not sw.name:
         return []
+    settings = model.config.controller.fabric
+    # A flow-based tunnel port sends nothing that has no tunnel destination.
+    tunnel = sw.port_named(settings.tunnel_port) if settings.encapsulation == "vxlan" else None
     free = [p for p in fabric.edge_ports(dpid)
-            if model.vm_at(Location(dpid, p)) is None and (ports is None or p in ports)]
+            if p != tunnel and model.vm_at(Location(dpid, p)) is None and (ports is None or p in ports)]
     # A VM is looked for at its own hypervisor. One that left its port (moved
     # without a migration, or its migration failed) is looked for on any
     # switch where a port or the switch itself has just come up, since a

@@ -12,8 +12,9 @@ import time
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from ..events import Found, Kind
-from ..model import Location
+from ..events import Claim, Found, Kind
+from ..model import Location, Observation
+from ..plan.encap import overlay_end
 from ..plan.flows import ETH_TYPE_LLDP, Owner, cookie_owner
 from . import ofmsg, packets, probes
 
@@ -77,8 +78,11 @@ def _learn(ctl: Controller, dpid: int, in_port: int, data: bytes) -> None:
         raise packets.BadFrame(f"tagged frame on access port {in_port} dropped")
     if ctl.fabric.is_fabric_port(dpid, in_port):
         return
-    seen = ctl.model.observe(frame.src, frame.sender_ip, Location(dpid, in_port),
-                             lambda loc: ctl.fabric.port_live(loc.dpid, loc.port))
+    if overlay_end(ctl.fabric, ctl.model.config, dpid):
+        seen = ctl.model.observe(frame.src, frame.sender_ip, Location(dpid, in_port),
+                                 lambda loc: ctl.fabric.port_live(loc.dpid, loc.port))
+    else:
+        seen = Observation(ctl.model.vm_by_mac(frame.src), False, None, "the switch has no VTEP", Claim.NO_OVERLAY)
     if seen.vm is None or not seen.bound or seen.reason == "already there":
         if seen.vm is not None and not seen.bound:
             LOG.warning("frame claiming VM %s on %016x port %d ignored: %s", seen.vm.name, dpid, in_port, seen.reason)

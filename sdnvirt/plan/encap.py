@@ -7,13 +7,9 @@ switch is recognised and unwrapped (fabric ingress).  Which switches a frame
 crosses is the encapsulation's business too: VLAN mode walks the fabric hop
 by hop, an overlay goes straight to the destination's hypervisor.
 
-A VXLAN overlay (DESIGN.md) is one more subclass and its name in
-``controller.fabric.encapsulation``: ``toward`` gives every source switch
-``set_field tunnel_id=segment, set_field tun_ipv4_dst=<the destination's
-tunnel endpoint>, output <tunnel port>``; ``flood`` gives every member the
-same for each other member (head-end replication); ``ingress`` matches
-``in_port=<tunnel port>, tunnel_id=segment`` and needs no action (the
-tunnel port strips the header), with ``ingress_fields`` naming those fields.
+Each is named in ``controller.fabric.encapsulation``: ``VlanEncap`` tags
+frames on the fabric links the controller owns, ``VxlanEncap`` tunnels them
+between the hypervisors over an IP underlay it does not.
 """
 
 from __future__ import annotations
@@ -21,12 +17,43 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..fabric import Fabric, flood_tree, next_hops, path_nodes
+from ..config import Config
+from ..fabric import Fabric, PortRef, flood_tree, next_hops, path_nodes
 from .flows import OFPVID_PRESENT, Action, Match
 
 Actions = tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class Vtep:
+    address: str             # on the underlay
+    port: int | None         # the switch's tunnel port, None while it has none that is up
+
+
+@dataclass(frozen=True)
+class Wires:
+    """Where a frame sent out of a switch's port arrives: across a fabric
+    link, or through the switch's tunnel port to the switch whose VTEP it
+    was sent to (the underlay between them is no switch of the fabric)."""
+
+    links: Mapping[PortRef, PortRef]
+    vteps: Mapping[int, Vtep] = field(default_factory=dict)
+
+    def beyond(self, dpid: int, actions: Iterable[Action]) -> list[int]:
+        """The switch each output of ``actions`` at ``dpid`` reaches (none for a VM's port)."""
+        tunnel = self.vteps[dpid].port if dpid in self.vteps else None
+        out, dst = [], None
+        for action in actions:
+            if action[:2] == ("set", "tun_ipv4_dst"):
+                dst = action[2]
+            elif action[0] == "output" and (dpid, action[1]) in self.links:
+                out.append(self.links[dpid, action[1]][0])
+            elif action[0] == "output" and action[1] == tunnel:
+                out += [peer for peer, v in self.vteps.items() if v.address == dst and v.port is not None]
+        return out
 
 
 class Encap(ABC):
@@ -36,8 +63,21 @@ class Encap(ABC):
     # The match fields of its fabric-ingress flows, allowed in table INGRESS.
     ingress_fields: ClassVar[frozenset[str]]
 
-    def __init__(self, fabric: Fabric) -> None:
+    def __init__(self, fabric: Fabric, config: Config) -> None:
         self.fabric = fabric
+
+    def ends(self) -> set[int]:
+        """The switches that may hold a tenant's VMs and its flows."""
+        return set(self.fabric.switches)
+
+    def wires(self) -> Wires:
+        """Where the switches' outputs lead."""
+        return Wires(self.fabric.links)
+
+    def closed_ports(self, dpid: int) -> list[int]:
+        """Ports of ``dpid`` that take in nothing but what ``ingress`` recognises
+        (and that discovery does not close already as fabric ports)."""
+        return []
 
     @abstractmethod
     def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Actions]:
@@ -51,9 +91,10 @@ class Encap(ABC):
         be none); delivering it to the switch's own ports is the caller's job."""
 
     @abstractmethod
-    def ingress(self, segment: int, dpid: int) -> list[tuple[Match, Actions]]:
+    def ingress(self, segment: int, dpid: int, members: set[int]) -> list[tuple[Match, Actions]]:
         """How a frame of ``segment`` from another switch is recognised at
-        ``dpid`` (one match per way in), and the actions that unwrap it."""
+        ``dpid`` (one match per way in), and the actions that unwrap it;
+        ``members``: the switches holding the segment's VMs."""
 
 
 class VlanEncap(Encap):
@@ -66,8 +107,8 @@ class VlanEncap(Encap):
     name = "vlan"
     ingress_fields = frozenset({"in_port", "vlan_vid"})
 
-    def __init__(self, fabric: Fabric) -> None:
-        super().__init__(fabric)
+    def __init__(self, fabric: Fabric, config: Config) -> None:
+        super().__init__(fabric, config)
         self.graph = fabric.graph()
         # Both are asked for again and again in one plan: once per
         # destination switch and once per switch is enough.
@@ -99,9 +140,85 @@ class VlanEncap(Encap):
             out[at] = (*tag, *(("output", p) for p in uplinks)) if uplinks else ()
         return out
 
-    def ingress(self, segment: int, dpid: int) -> list[tuple[Match, Actions]]:
+    def ingress(self, segment: int, dpid: int, members: set[int]) -> list[tuple[Match, Actions]]:
         return [({"in_port": port, "vlan_vid": OFPVID_PRESENT | segment}, (("pop_vlan",),))
                 for port in self._fabric_ports.get(dpid, ())]
 
 
-ENCAPS: Mapping[str, type[Encap]] = {cls.name: cls for cls in (VlanEncap,)}
+
+
+class VxlanEncap(Encap):
+    """The segment as the VNI of VXLAN tunnels straight from one hypervisor to another.
+
+    Each hypervisor has one flow-based tunnel port (``remote_ip=flow,
+    key=flow``): a frame goes out with ``tunnel_id`` = the segment and
+    ``tun_ipv4_dst`` = the destination's VTEP, a broadcast once per other
+    hypervisor of the tenant (head-end replication, as OVN does without
+    multicast underlays).  A tunnelled frame is taken in only with the VNI of
+    a tenant the hypervisor serves and from a VTEP that hosts the tenant too;
+    anything else from the tunnel port is dropped (``closed_ports``).  The
+    underlay's switches, OpenFlow or not, get no tenant flow.
+    """
+
+    name = "vxlan"
+    ingress_fields = frozenset({"in_port", "tunnel_id", "tun_ipv4_src"})
+
+    def __init__(self, fabric: Fabric, config: Config) -> None:
+        super().__init__(fabric, config)
+        self.vteps = vteps(fabric, config)
+
+    def ends(self) -> set[int]:
+        return set(self.vteps)
+
+    def wires(self) -> Wires:
+        return Wires(self.fabric.links, self.vteps)
+
+    def closed_ports(self, dpid: int) -> list[int]:
+        vtep = self.vteps.get(dpid)
+        return [] if vtep is None or vtep.port is None else [vtep.port]
+
+    def _to(self, at: int, segment: int, dsts: Iterable[int]) -> Actions:
+        """From ``at`` into the tunnels to each of ``dsts``; nothing if ``at`` has no tunnel port."""
+        port = self.vteps[at].port if at in self.vteps else None
+        hops = [a for dst in sorted(dsts) if dst != at and dst in self.vteps
+                for a in (("set", "tun_ipv4_dst", self.vteps[dst].address), ("output", port))]
+        return (("set", "tunnel_id", segment), *hops) if port is not None and hops else ()
+
+    def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Actions]:
+        routes = {src: self._to(src, segment, (dst,)) for src in sources if src != dst}
+        return {src: actions for src, actions in routes.items() if actions}
+
+    def flood(self, segment: int, members: set[int]) -> dict[int, Actions]:
+        return {at: self._to(at, segment, members) for at in members}
+
+    def ingress(self, segment: int, dpid: int, members: set[int]) -> list[tuple[Match, Actions]]:
+        port = self.vteps[dpid].port if dpid in self.vteps else None
+        if port is None:
+            return []
+        return [({"in_port": port, "tunnel_id": segment, "tun_ipv4_src": self.vteps[peer].address}, ())
+                for peer in sorted(members) if peer != dpid and peer in self.vteps]
+
+
+def vteps(fabric: Fabric, config: Config) -> dict[int, Vtep]:
+    """The tunnel endpoints of the switches the fabric knows, by dpid: the
+    hypervisors (by bridge name) that the config gives a VTEP address."""
+    name = config.controller.fabric.tunnel_port
+    out = {}
+    for dpid, sw in fabric.switches.items():
+        spec = config.hypervisors.get(sw.name)
+        if spec is not None and spec.vtep is not None:
+            port = sw.port_named(name)
+            out[dpid] = Vtep(str(spec.vtep), port if port is not None and sw.ports.get(port) else None)
+    return out
+
+
+def overlay_end(fabric: Fabric, config: Config, dpid: int) -> bool:
+    """Whether switch ``dpid`` may hold tenants' VMs: any switch in vlan mode, a VTEP in vxlan mode."""
+    if config.controller.fabric.encapsulation != VxlanEncap.name:
+        return True
+    sw = fabric.switches.get(dpid)
+    spec = config.hypervisors.get(sw.name) if sw is not None else None
+    return spec is not None and spec.vtep is not None
+
+
+ENCAPS: Mapping[str, type[Encap]] = {cls.name: cls for cls in (VlanEncap, VxlanEncap)}

@@ -71,13 +71,13 @@ def object_id(name: str) -> int:
 
 
 def cookie(owner: Owner, segment: int = 0, name: str = "") -> int:
-    """owner (8 bits) | segment (16 bits) | crc32 of the owner's name (32 bits)."""
+    """owner (8 bits) | segment (24 bits: a VNI) | crc32 of the owner's name (32 bits)."""
     return (int(owner) << 56) | (segment << 32) | (object_id(name) if name else 0)
 
 
 def cookie_owner(value: int) -> tuple[int, int, int]:
     """(owner kind, segment, object id) of a cookie; owner 0 for flows sdnvirt did not write."""
-    return value >> 56, (value >> 32) & 0xFFFF, value & 0xFFFFFFFF
+    return value >> 56, (value >> 32) & 0xFFFFFF, value & 0xFFFFFFFF
 
 
 def is_ours(value: int) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from ..fabric import Fabric
 from ..model import Model
 from .check import check, distinct_keys
-from .encap import ENCAPS, Encap
+from .encap import ENCAPS, Encap, Wires
 from .feature import Context, Contribution, Feature
 from .features.arp import ArpAnswers
 from .features.defaults import Defaults
@@ -36,6 +36,7 @@ class Plan:
     flows: dict[int, set[Flow]]
     groups: dict[int, dict[int, Group]]
     meters: dict[int, dict[int, Meter]]
+    wires: Wires         # where the switches' outputs lead, to order a reconcile's changes
 
 
 def plan(model: Model, fabric: Fabric, checked: bool = False,
@@ -47,11 +48,11 @@ def plan(model: Model, fabric: Fabric, checked: bool = False,
     plan so; the controller does not, because checking costs as much again
     as planning.
     """
-    encap = ENCAPS[model.config.controller.fabric.encapsulation](fabric)
+    encap = ENCAPS[model.config.controller.fabric.encapsulation](fabric, model.config)
     ctx = Context(model, fabric, encap)
-    scopes = tenants(model, encap, fabric.switches)
+    scopes = tenants(model, encap, encap.ends())
     result = Plan({dpid: set() for dpid in fabric.switches}, {dpid: {} for dpid in fabric.switches},
-                  {dpid: {} for dpid in fabric.switches})
+                  {dpid: {} for dpid in fabric.switches}, encap.wires())
     specs = tables_with(encap)
     for cls in features:
         feature = cls(ctx)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any, TypeVar
 
+from .encap import Wires
 from .flows import Flow, Group, Meter
 
 Entry = Flow | Group | Meter
@@ -176,41 +177,34 @@ def reconcile(desired: Tables, installed: Tables, rank: Callable[[Flow], int] | 
     return out
 
 
-def path_ranks(desired: Mapping[int, Tables], links: Mapping[tuple[int, int], tuple[int, int]]
-               ) -> Callable[[int], Callable[[Flow], int]]:
+def path_ranks(desired: Mapping[int, Tables], wires: Wires) -> Callable[[int], Callable[[Flow], int]]:
     """``rank`` for ``reconcile``, per switch: how many switches a flow's
     packets still cross, following the desired flows with the same key on
-    the far side of the one fabric port it outputs to (0: they leave the
-    fabric here, or the flow floods).  ``links``: a fabric port -> the port
-    at its other end."""
+    the switch its one output reaches, by a fabric link or a tunnel (0: they
+    leave the fabric here, or the flow floods)."""
     memo: dict[tuple[int, tuple[Any, ...]], int] = {}
 
     def rank(dpid: int, flow: Flow, seen: frozenset[int]) -> int:
         key = (dpid, flow.key)
         if key not in memo:
             depth = 0
-            hops = [links[(dpid, port)] for port in _outputs(flow) if (dpid, port) in links]
+            hops = wires.beyond(dpid, (a for inst in flow.instructions if inst[0] == "apply" for a in inst[1]))
             # Only a path (one way on): a flood tree is reached from both of
             # its ends, so no order by distance keeps it whole.
-            if len(hops) == 1 and hops[0][0] not in seen:
-                after_tables = desired.get(hops[0][0])
+            if len(hops) == 1 and hops[0] not in seen:
+                after_tables = desired.get(hops[0])
                 after = after_tables.flows.get(flow.key) if after_tables is not None else None
                 if after is not None:
-                    depth = 1 + rank(hops[0][0], after, seen | {dpid})
+                    depth = 1 + rank(hops[0], after, seen | {dpid})
             memo[key] = depth
         return memo[key]
 
     return lambda dpid: lambda flow: rank(dpid, flow, frozenset())
 
 
-def _outputs(flow: Flow) -> list[int]:
-    return [action[1] for inst in flow.instructions if inst[0] == "apply"
-            for action in inst[1] if action[0] == "output"]
-
-
 def reconcile_fabric(desired: Mapping[int, Tables], installed: Mapping[int, Tables],
-                     links: Mapping[tuple[int, int], tuple[int, int]]) -> dict[int, Batches]:
+                     wires: Wires) -> dict[int, Batches]:
     """``reconcile`` for every switch of ``installed`` that needs a change, paths ranked."""
-    ranks = path_ranks(desired, links)
+    ranks = path_ranks(desired, wires)
     out = {dpid: reconcile(desired[dpid], have, ranks(dpid)) for dpid, have in installed.items()}
     return {dpid: batches for dpid, batches in out.items() if batches}

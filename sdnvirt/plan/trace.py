@@ -7,6 +7,11 @@ can explain the flows the switches hold.  It implements exactly the
 OpenFlow subset that ``flows.py`` documents: select groups (every bucket,
 or one chosen as a switch would hash it) and conntrack (``conntrack.py``).
 
+A frame sent into a switch's tunnel port (``encap.VxlanEncap``) comes out
+of the tunnel port of the switch whose VTEP is its ``tun_ipv4_dst``, with
+its ``tunnel_id`` and the sender's VTEP as ``tun_ipv4_src``: the underlay
+delivers it whatever lies between.
+
 Pure: the switches' tables are ``reconcile.Tables``, however they were
 filled (a plan, or ``controller.fakeswitch`` fed the real messages).
 """
@@ -21,6 +26,7 @@ from typing import Any
 
 from ..fabric import PortRef
 from .conntrack import COMMIT, CT_FIELDS, Conntrack, five_tuple, state_name
+from .encap import Vtep
 from .flows import OFPP_CONTROLLER, OFPP_IN_PORT, OFPVID_NONE, Action, Flow, Group
 from .reconcile import Tables
 
@@ -33,10 +39,11 @@ Chooser = Callable[[Group, Packet], int]
 DELIVERED, CONTROLLER, DROPPED, ERROR, LOOP = "delivered", "controller", "dropped", "error", "loop"
 ENDS = frozenset({DELIVERED, CONTROLLER, DROPPED, ERROR, LOOP})
 # The steps on the way.
-ENTER, FLOW, GROUP, CT, LINK = "enter", "flow", "group", "ct", "link"
+ENTER, FLOW, GROUP, CT, LINK, TUNNEL = "enter", "flow", "group", "ct", "link", "tunnel"
 
-# The packet's pipeline state, which never leaves a switch.
-_PIPELINE_FIELDS = ("in_port", "metadata", *CT_FIELDS)
+# The packet's pipeline state, which never leaves a switch (a tunnel's
+# fields only as the tunnel's header, see _Run.tunnel).
+_PIPELINE_FIELDS = ("in_port", "metadata", *CT_FIELDS, "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst")
 # Instructions run in this order whatever their order in the flow (OpenFlow 1.3, 5.9).
 _INSTRUCTION_ORDER = {"meter": 0, "apply": 1, "meta": 2, "goto": 3}
 
@@ -126,20 +133,25 @@ def _emits(action: Action) -> bool:
 
 
 class FakeFabric:
-    """Switches (their tables, read whenever a packet is sent) joined by links, and their conntrack."""
+    """Switches (their tables, read whenever a packet is sent) joined by links and
+    tunnels (``vteps``: ``encap.vteps``), and their conntrack."""
 
-    def __init__(self, switches: Mapping[int, Tables], links: Mapping[PortRef, PortRef]):
+    def __init__(self, switches: Mapping[int, Tables], links: Mapping[PortRef, PortRef],
+                 vteps: Mapping[int, Vtep] | None = None):
         self.switches = switches
         self.peer = dict(links)
         self.peer.update({b: a for a, b in links.items()})
+        self.vteps = {dpid: v for dpid, v in (vteps or {}).items() if v.port is not None}
+        self.vtep_at = {v.address: dpid for dpid, v in self.vteps.items()}
         self.conntrack: dict[int, Conntrack] = {}
 
     @classmethod
     def of(cls, flows: Mapping[int, Iterable[Flow]], links: Mapping[PortRef, PortRef],
-           groups: Mapping[int, Mapping[int, Group]] | None = None) -> FakeFabric:
+           groups: Mapping[int, Mapping[int, Group]] | None = None,
+           vteps: Mapping[int, Vtep] | None = None) -> FakeFabric:
         """Switches holding these flows and groups (a plan's, say)."""
         groups = groups or {}
-        return cls({dpid: Tables.of(f, groups.get(dpid, {})) for dpid, f in flows.items()}, links)
+        return cls({dpid: Tables.of(f, groups.get(dpid, {})) for dpid, f in flows.items()}, links, vteps)
 
     def send(self, dpid: int, in_port: int, packet: Packet, bucket: Chooser | None = None) -> list[Delivery]:
         """Where the packet ends up outside the fabric (see ``trace``)."""
@@ -246,12 +258,27 @@ class _Run:
 
     def output(self, dpid: int, port: int, pkt: Packet, depth: int, hops: int) -> None:
         sent = {k: v for k, v in pkt.items() if k not in _PIPELINE_FIELDS}
+        vtep = self.fabric.vteps.get(dpid)
+        if vtep is not None and port == vtep.port:
+            self.tunnel(dpid, vtep, pkt, sent, depth, hops)
+            return
         peer = self.fabric.peer.get((dpid, port))
         if peer is None:
             self.step(depth, DELIVERED, dpid, port=port, packet=_frozen(sent))
             return
         self.step(depth, LINK, dpid, port=port, detail=f"to {peer[0]:#x} port {peer[1]}")
         self.enter(peer[0], peer[1], sent, depth, hops + 1)
+
+    def tunnel(self, dpid: int, vtep: Vtep, pkt: Packet, sent: Packet, depth: int, hops: int) -> None:
+        """Out of a flow-based VXLAN port: to the switch whose VTEP the packet was sent to."""
+        dst, vni = pkt.get("tun_ipv4_dst"), pkt.get("tunnel_id", 0)
+        peer = self.fabric.vtep_at.get(str(dst))
+        if peer is None:
+            self.step(depth, DROPPED, dpid, port=vtep.port, detail=f"no tunnel endpoint {dst} on the underlay")
+            return
+        self.step(depth, TUNNEL, dpid, port=vtep.port, detail=f"VNI {vni} to {dst} ({peer:#x})")
+        tunnelled = {**sent, "tunnel_id": vni, "tun_ipv4_src": vtep.address}
+        self.enter(peer, self.fabric.vteps[peer].port or 0, tunnelled, depth, hops + 1)
 
     def group(self, dpid: int, gid: int, pkt: Packet, depth: int, hops: int) -> None:
         held = self.fabric.switches.get(dpid)

@@ -1,4 +1,4 @@
-"""Discovery: LLDP to the controller (links), frames from free ports to it (VMs), fabric ports closed.
+"""Discovery: LLDP to the controller (links), frames from free ports to it (VMs), fabric and tunnel ports closed.
 
 Both kinds of packet-in are metered, so that a host on a free port can cost
 the controller no more than ``controller.fabric.packet_in_rate`` each; LLDP
@@ -18,6 +18,7 @@ from ..tables import MISS, MeterId, Table, packet_in_meter
 
 class Prio(IntEnum):          # all in table INGRESS
     FABRIC_LLDP = 160         # LLDP on a known fabric port, unmetered
+    CLOSED_PORT_DROP = 155    # anything else on a tunnel port (above DISCOVERY: no LLDP from it either)
     DISCOVERY = 150           # LLDP on ports that hold no VM
     FABRIC_PORT_DROP = 100    # anything else on a fabric port
     LEARN = MISS              # a frame on a port that holds no VM yet: learnt from
@@ -41,6 +42,8 @@ class Discovery(Feature):
                     flow(Table.INGRESS, Prio.FABRIC_PORT_DROP, {"in_port": port}, [], FABRIC_COOKIE),
                     flow(Table.INGRESS, Prio.FABRIC_LLDP, {"in_port": port, "eth_type": ETH_TYPE_LLDP},
                          [apply(to_controller())], FABRIC_COOKIE))
+        for port in self.ctx.encap.closed_ports(dpid):
+            out.add(dpid, flow(Table.INGRESS, Prio.CLOSED_PORT_DROP, {"in_port": port}, [], FABRIC_COOKIE))
         settings = self.ctx.model.config.controller.fabric
         for meter_id in (MeterId.LEARN, MeterId.DISCOVERY):
             out.meter(dpid, packet_in_meter(meter_id, settings))

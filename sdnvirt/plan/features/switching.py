@@ -73,7 +73,7 @@ class TenantSwitching(Feature):
         # edge: it skips ARP, services and lb (a VIP is translated at the
         # client's edge), but not unnat (a reply is translated back there).
         for at in tenant.carriers:
-            for match, unwrap in self.ctx.encap.ingress(segment, at):
+            for match, unwrap in self.ctx.encap.ingress(segment, at, tenant.members):
                 out.add(at, flow(Table.INGRESS, Prio.TENANT_FABRIC, match,
                                  [*([apply(*unwrap)] if unwrap else []), write_metadata(segment),
                                   goto(Table.UNNAT)], c))
