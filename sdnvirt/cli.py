@@ -218,14 +218,22 @@ def cmd_migrations(args) -> int:
     def ms(rec, phase):
         p = rec["phases"].get(phase)
         return None if p is None or p["duration"] is None else round(p["duration"] * 1000)
+
+    def qemu(rec, key, scale=1000.0):
+        # A QEMU live migration's own figures (seconds, bytes); none for a namespace VM.
+        value = (rec.get("qemu") or {}).get(key)
+        return None if value is None else round(value * scale, 1)
     print(_table([[r["id"], r["vm"], r["mode"], r["source"], r["target"],
                    dt.datetime.fromtimestamp(r["requested_at"], dt.UTC).strftime("%H:%M:%S"),
                    r["phase"], r["outcome"] or "running",
                    None if r["downtime"] is None else round(r["downtime"] * 1000, 1),
-                   ms(r, "preparation"), ms(r, "data_transfer"), ms(r, "restoration"), r["reason"] or None]
+                   ms(r, "preparation"), ms(r, "data_transfer"), ms(r, "restoration"),
+                   qemu(r, "total_time"), qemu(r, "downtime"), qemu(r, "stop_to_resume"),
+                   qemu(r, "ram_transferred", 1 / 2**20), qemu(r, "dirty_passes", 1), r["reason"] or None]
                   for r in records],
                  ["ID", "VM", "MODE", "FROM", "TO", "REQUESTED (UTC)", "PHASE", "OUTCOME", "DOWNTIME MS",
-                  "PREPARATION MS", "DATA TRANSFER MS", "RESTORATION MS", "REASON"]))
+                  "PREPARATION MS", "DATA TRANSFER MS", "RESTORATION MS", "QEMU TOTAL MS", "QEMU DOWNTIME MS",
+                  "STOP-RESUME MS", "RAM MIB", "PASSES", "REASON"]))
     return 0
 
 

@@ -27,12 +27,9 @@ silent, timeout, or the VM leaving its source port before it was frozen)
 rolls back: the pending target and the drain are undone, and paths already
 flipped go back, so the VM stays where it was.
 
-For the REST API and the metrics exporter: ``View.migration_records()`` (the
-facade method) returns every migration of the controller's lifetime, oldest
-first, finished ones included, each as ``Migration.as_dict()`` describes
-(mode, outcome, reason, per-phase start/end/duration, downtime in seconds);
-on the controller's loop, ``Migrations.records()`` gives the ``Migration``
-objects themselves.
+For the REST API and the metrics exporter: ``View.migration_records()`` gives every
+migration of the controller's lifetime, oldest first, each as ``Migration.as_dict()``
+describes; on the controller's loop, ``Migrations.records()`` gives the objects.
 """
 
 from __future__ import annotations
@@ -93,6 +90,7 @@ class Migration:
     frozen_at: float | None = None   # agent: the VM stopped answering (stop-and-copy began)
     thawed_at: float | None = None   # agent: the VM runs again at the target
     flipped_at: float | None = None  # controller: the switches confirmed the paths to the target
+    qemu: dict[str, Any] | None = None  # agent: QEMU's own figures of a QEMU live migration
     downtime: float | None = None
     outcome: Outcome | None = None
     reason: str = ""
@@ -134,13 +132,12 @@ class Migration:
           phases: {phase: {"start": t, "end": t | None, "duration": s | None}}
           for the phases entered, wall-clock seconds (time.time());
           requested_at, frozen_at, thawed_at, flipped_at: wall clock or None;
-          downtime: seconds the VM could not exchange traffic, from the
-          agent freezing it to whichever came last of its thaw and the
-          switches confirming the paths to the target; None unless outcome ok;
+          downtime: seconds the VM could not exchange traffic, from the agent freezing it to
+          whichever came last of its thaw and the switches confirming the paths to the target;
+          None unless outcome ok; qemu: QEMU's figures (sdnvirt/emulation/qemu_migration.py) or None;
           outcome: None while running, else "ok" | "rolled_back" | "failed";
-          reason: why it ended that way ("" while running);
-          drained: services ("tenant/service") that stopped giving it new
-          connections during the migration;
+          reason: why it ended that way ("" while running); drained: services
+          ("tenant/service") that stopped giving it new connections during the migration;
           state: the captured network state {tenant, segment, mac, ip,
           services: [{service, port, weight}], flows: [str], counters: {...}}.
         """
@@ -154,7 +151,7 @@ class Migration:
                        for name, (start, end) in self.phases.items()},
             "requested_at": self.requested_at, "frozen_at": self.frozen_at,
             "thawed_at": self.thawed_at, "flipped_at": self.flipped_at,
-            "downtime": self.downtime,
+            "downtime": self.downtime, "qemu": self.qemu,
             "outcome": None if self.outcome is None else self.outcome.value, "reason": self.reason,
             "drained": list(self.drained), "state": self.state,
         }
@@ -271,8 +268,9 @@ class Migrations:
         return mig
 
     # -- data transfer -------------------------------------------------------------
-    def heard(self, mid: int, frozen_at: float | None = None, thawed_at: float | None = None) -> Migration:
-        """A word from the agent (a heartbeat, or when it froze / thawed the VM)."""
+    def heard(self, mid: int, frozen_at: float | None = None, thawed_at: float | None = None,
+              qemu: dict[str, Any] | None = None) -> Migration:
+        """A word from the agent (a heartbeat, or when it froze / thawed the VM, with QEMU's figures)."""
         mig = self._get(mid)
         if not mig.active:
             return mig
@@ -281,6 +279,8 @@ class Migrations:
             mig.frozen_at = frozen_at
         if thawed_at is not None:
             mig.thawed_at = thawed_at
+        if qemu is not None:
+            mig.qemu = qemu
         return mig
 
     # -- restoration -------------------------------------------------------------

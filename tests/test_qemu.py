@@ -109,3 +109,129 @@ def test_config_kinds():
     with pytest.raises(config.ConfigError, match="kind"):
         config.parse({"tenants": {"t": {"segment": 1, "subnet": "10.0.0.0/24", "vms": {
             "a": {"mac": "02:00:00:00:00:01", "ip": "10.0.0.1", "kind": "xen"}}}}})
+
+
+# -- QEMU's migration as the agent drives it, with fake QEMUs -------------------------------------
+
+class FakeGuest:
+    """A QemuVM without QEMU: answers QMP commands from ``answers``; the source's
+    ``migrate`` plays ``script`` (guest role, event name, data, time) as QMP events."""
+
+    script: list = []
+    made: list = []
+
+    def __init__(self, spec, image, switch, accel="tcg", incoming=None):
+        self.spec, self.image, self.switch, self.accel, self.incoming = spec, image, switch, accel, incoming
+        self.on_event, self.ofport, self.commands, self.running, self.stopped = None, 7, [], True, False
+        self.answers = {"query-migrate": {"status": "completed", "total-time": 640, "downtime": 19,
+                                          "setup-time": 3, "ram": {"transferred": 5_000_000, "total": 134_000_000,
+                                                                   "dirty-sync-count": 3}}}
+        FakeGuest.made.append(self)
+
+    def start(self):
+        return self
+
+    def alive(self):
+        return not self.stopped
+
+    def stop(self):
+        self.stopped = True
+
+    def execute(self, cmd, args=None, timeout=10.0):
+        self.commands.append((cmd, args))
+        if cmd == "query-status":
+            return {"status": "running" if self.running else "paused"}
+        if cmd in ("stop", "cont"):
+            self.running = cmd == "cont"
+        if cmd == "cont" and self.incoming:     # a destination told to run: QEMU says RESUME
+            self.on_event(self, {"event": "RESUME", "data": {}, "timestamp": {"seconds": 101, "microseconds": 0}})
+        if cmd == "migrate":
+            dest = FakeGuest.made[-1]
+            for role, name, data, at in FakeGuest.script:
+                guest = self if role == "source" else dest
+                guest.on_event(guest, {"event": name, "data": data,
+                                       "timestamp": {"seconds": int(at), "microseconds": round(at % 1 * 1e6)}})
+        return self.answers.get(cmd, {})
+
+
+class FakeAgent:
+    def __init__(self, source):
+        self.emu = type("Emu", (), {})()
+        self.emu.guests, self.emu.placement = {"q1": source}, {"q1": "leaf2"}
+        self.settings = config.MigrationSettings(timeout=5.0)
+        self.reports = []
+
+    def _report(self, mid, event, **fields):
+        self.reports.append((event, fields))
+        return {"phase": "data_transfer"}
+
+
+LIVE = [("source", "MIGRATION", {"status": "active"}, 100.0), ("source", "STOP", {}, 100.5),
+        ("source", "MIGRATION", {"status": "completed"}, 100.52), ("dest", "RESUME", {}, 100.56),
+        ("dest", "MIGRATION", {"status": "completed"}, 100.57)]
+
+
+@pytest.fixture
+def fake_qemu(monkeypatch):
+    from sdnvirt.emulation import qemu_migration
+    monkeypatch.setattr(qemu_migration, "QemuVM", FakeGuest)
+    monkeypatch.setattr(qemu_migration, "TIDY_AFTER", 0)
+    FakeGuest.made = []
+    source = FakeGuest(SPEC, None, "leaf2")
+    agent = FakeAgent(source)
+    return qemu_migration, source, agent
+
+
+def test_live_migration_reports_the_stop_as_frozen_and_the_resume_as_thawed(fake_qemu):
+    qemu_migration, source, agent = fake_qemu
+    FakeGuest.script = LIVE
+    move = qemu_migration.QemuMove(agent, {"id": 4, "vm": "q1", "mode": "live", "target": "leaf1"})
+    move.run()
+    move.close()
+    dest = FakeGuest.made[-1]
+    assert dest.switch == "leaf1" and dest.spec == SPEC and dest.incoming.startswith("tcp:127.0.0.1:")
+    events = [e for e, _ in agent.reports if e != "heartbeat"]
+    assert events == ["plugged", "frozen", "thawed"]
+    assert agent.reports[0][1] == {"port": 7}
+    frozen = dict(agent.reports)["frozen"]
+    thawed = dict(agent.reports)["thawed"]
+    assert frozen == {"frozen_at": 100.5}
+    assert thawed["frozen_at"] == 100.5 and thawed["thawed_at"] == 100.56
+    assert thawed["qemu"] == {"status": "completed", "total_time": 0.64, "downtime": 0.019, "setup_time": 0.003,
+                              "ram_transferred": 5_000_000, "ram_total": 134_000_000, "dirty_passes": 3,
+                              "stop": 100.5, "resume": 100.56, "stop_to_resume": 0.06}
+    cmds = [c for c, _ in source.commands]
+    assert cmds.index("migrate-set-capabilities") < cmds.index("migrate") and "stop" not in cmds
+    assert dict(source.commands)["migrate"] == {"uri": dest.incoming}
+    assert agent.emu.guests["q1"] is dest and agent.emu.placement["q1"] == "leaf1"
+    assert source.stopped and not dest.stopped
+
+
+def test_a_failed_migration_after_the_stop_resumes_the_guest_at_its_source(fake_qemu):
+    qemu_migration, source, agent = fake_qemu
+    FakeGuest.script = [("source", "STOP", {}, 100.5), ("source", "MIGRATION", {"status": "failed"}, 100.6)]
+    source.answers["query-migrate"] = {"status": "failed"}
+    move = qemu_migration.QemuMove(agent, {"id": 5, "vm": "q1", "mode": "cold", "target": "leaf1"})
+    with pytest.raises(qemu_migration.GuestError, match="failed"):
+        move.run()
+    move.undo()
+    move.close()
+    dest = FakeGuest.made[-1]
+    assert [e for e, _ in agent.reports if e != "heartbeat"] == ["plugged", "frozen"]
+    cmds = [c for c, _ in source.commands]
+    # Cold: stopped before the migration; QEMU had ended it, so it is not cancelled, and the guest goes on.
+    assert cmds.index("stop") < cmds.index("migrate") and "migrate_cancel" not in cmds
+    assert cmds[-1] == "cont" and source.running and not source.stopped
+    assert dest.stopped and agent.emu.guests["q1"] is source
+
+
+def test_cold_migration_starts_the_guest_at_the_destination(fake_qemu):
+    qemu_migration, source, agent = fake_qemu
+    FakeGuest.script = [("source", "STOP", {}, 100.0), ("source", "MIGRATION", {"status": "completed"}, 100.7),
+                        ("dest", "MIGRATION", {"status": "completed"}, 100.75)]
+    move = qemu_migration.QemuMove(agent, {"id": 6, "vm": "q1", "mode": "cold", "target": "leaf1"})
+    move.run()
+    dest = FakeGuest.made[-1]
+    assert ("cont", None) in dest.commands
+    thawed = dict(agent.reports)["thawed"]
+    assert thawed["frozen_at"] == 100.0 and thawed["thawed_at"] == 101.0

@@ -30,6 +30,8 @@ class AgentEvent(BaseModel):
     port: int | None = Field(None, ge=1)          # plugged: the VM's OpenFlow port on the target
     frozen_at: float | None = None                # frozen, thawed: wall-clock seconds
     thawed_at: float | None = None                # thawed
+    # thawed, a QEMU live migration: QEMU's figures (sdnvirt/emulation/qemu_migration.py)
+    qemu: dict | None = None
     reason: str | None = None                     # aborted
 
 
@@ -57,6 +59,7 @@ class Migration(BaseModel):
     thawed_at: float | None
     flipped_at: float | None
     downtime: float | None
+    qemu: dict | None = None
     outcome: str | None
     reason: str
     drained: list[str]

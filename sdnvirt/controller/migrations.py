@@ -31,7 +31,7 @@ ANNOUNCE_AT = (0.0, 0.05, 0.2, 0.45, 0.8)
 
 # What the agent may report, with the fields each event takes.
 EVENTS = {"plugged": {"port"}, "heartbeat": set(), "frozen": {"frozen_at"},
-          "thawed": {"frozen_at", "thawed_at"}, "aborted": {"reason"}}
+          "thawed": {"frozen_at", "thawed_at", "qemu"}, "aborted": {"reason"}}
 
 
 class Network(Protocol):
@@ -118,7 +118,7 @@ class Coordinator:
         if event not in EVENTS or set(fields) - EVENTS[event]:
             raise ValueError(f"unknown event {event!r} or fields {sorted(fields)}; events: "
                              + ", ".join(f"{e} {sorted(f)}" for e, f in EVENTS.items()))
-        mig = self.migs.heard(mid, fields.get("frozen_at"), fields.get("thawed_at"))
+        mig = self.migs.heard(mid, fields.get("frozen_at"), fields.get("thawed_at"), fields.get("qemu"))
         if not mig.active:
             return mig.as_dict()
         if event == "plugged":

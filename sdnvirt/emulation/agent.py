@@ -130,9 +130,11 @@ class Agent:
 
     # -- one migration -----------------------------------------------------------
     def _run(self, rec: dict) -> None:
-        move = None
+        # Imported here: qemu_migration builds on this module.
+        from .qemu_migration import QemuMove
+        move: Move | QemuMove | None = None
         try:
-            move = Move(self, rec)
+            move = QemuMove(self, rec) if rec["vm"] in self.emu.guests else Move(self, rec)
             move.run()
         except Aborted as why:
             LOG.warning("migration %d of %s: %s", rec["id"], rec["vm"], why)
@@ -241,7 +243,12 @@ class Move:
         time.sleep(max(0.0, end - time.monotonic()))
 
     def _wait_phase(self, phase: str) -> None:
-        while self.agent._report(self.mid, "heartbeat")["phase"] != phase:
-            if time.monotonic() > self.deadline:
-                raise Aborted(f"the controller did not reach {phase} in time")
-            time.sleep(POLL)
+        wait_phase(self.agent, self.mid, phase, self.deadline)
+
+
+def wait_phase(agent: Agent, mid: int, phase: str, deadline: float) -> None:
+    """Heartbeats until the controller has taken migration ``mid`` to ``phase``."""
+    while agent._report(mid, "heartbeat")["phase"] != phase:
+        if time.monotonic() > deadline:
+            raise Aborted(f"the controller did not reach {phase} in time")
+        time.sleep(POLL)

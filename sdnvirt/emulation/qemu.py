@@ -100,7 +100,8 @@ class Monitor:
         if self.loop.is_running():
             try:
                 self._run(self.client.disconnect(), 5.0)
-            except (QMPError, FutureTimeout, OSError) as err:
+            except (QMPError, FutureTimeout, OSError, EOFError) as err:
+                # EOFError: QEMU is gone (killed, or quit), which is what closing is for.
                 LOG.debug("QMP disconnect: %s", err)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5.0)
@@ -147,7 +148,7 @@ class QemuVM:
 
     def start(self) -> QemuVM:
         try:
-            self._plug()
+            self._make_tap()
             assert self.tap is not None
             qmp = self.dir / "qmp.sock"
             cmd = command_line(self.spec, self.image, self.tap, qmp, self.console, self.accel, self.incoming)
@@ -159,6 +160,13 @@ class QemuVM:
                     raise GuestError(f"QEMU for {self.spec.name} did not start: {self._log_tail()}")
                 time.sleep(0.02)
             self.monitor = Monitor(qmp, self.spec.name, self._event)
+            # Onto the bridge only now, its carrier up since QEMU holds it: the
+            # switch reports the port once, up. (The controller takes a migration's
+            # target port coming up for the VM's arrival.)
+            subprocess.run(["ovs-vsctl", "--timeout=5", "add-port", self.switch, self.tap], check=True,
+                           capture_output=True, timeout=10)
+            self.ofport = ofport_of(self.tap)
+            _wait_link_up(self.tap)
         except BaseException:
             self.stop()
             raise
@@ -208,16 +216,13 @@ class QemuVM:
                     ipr.link("del", index=index)
             self.tap = None
 
-    def _plug(self) -> None:
+    def _make_tap(self) -> None:
         with IPRoute() as ipr:
             with NAMING:
                 self.tap = free_port_name(ipr, self.switch)
                 subprocess.run(["ip", "tuntap", "add", "dev", self.tap, "mode", "tap"], check=True,
                                capture_output=True, timeout=10)
             ipr.link("set", index=ipr.link_lookup(ifname=self.tap)[0], state="up")
-        subprocess.run(["ovs-vsctl", "--timeout=5", "add-port", self.switch, self.tap], check=True,
-                       capture_output=True, timeout=10)
-        self.ofport = ofport_of(self.tap)
 
     def _event(self, event: dict) -> None:
         if self.on_event is not None:
@@ -229,6 +234,15 @@ class QemuVM:
         except OSError:
             return "(no log)"
 
+
+
+def _wait_link_up(name: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while subprocess.run(["ovs-vsctl", "--timeout=5", "get", "Interface", name, "link_state"], capture_output=True,
+                         text=True, timeout=10).stdout.strip() != "up":
+        if time.monotonic() > deadline:
+            raise GuestError(f"{name}'s link did not come up in {timeout:g} s")
+        time.sleep(0.02)
 
 
 def guest_specs(config: Config) -> dict[str, GuestSpec]:

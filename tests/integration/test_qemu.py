@@ -4,12 +4,17 @@ One leaf-spine fabric for the module, with namespace VMs beside the guests;
 the tests run in file order.
 """
 
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from sdnvirt.emulation import lab
+from sdnvirt.emulation.agent import Agent
 
 from .conftest import Fabric
 
@@ -36,11 +41,32 @@ class GuestFabric(Fabric):
 
 @pytest.fixture(scope="module")
 def fab(tmp_path_factory):
-    fab = GuestFabric(tmp_path_factory.mktemp("qemu"), TENANTS, "leafspine", {"spines": 1, "leaves": 2})
+    fab = GuestFabric(tmp_path_factory.mktemp("qemu"), TENANTS, "leafspine", {"spines": 1, "leaves": 2},
+                      {"migration": {"timeout": 20.0}})
+    fab.agent = None
     try:
-        yield fab.start()
+        fab.start()
+        fab.api = fab.ctl.api()
+        fab.agent = Agent(fab.emu, fab.api, fab.cfg).start()
+        yield fab
     finally:
+        if fab.agent is not None:
+            fab.agent.stop()
         fab.stop()
+
+
+def migrate(fab, vm, target, mode="live"):
+    rec = fab.api.post("/migrations", {"vm": vm, "target": target, "mode": mode})
+    return fab.agent.wait(rec["id"], timeout=30)
+
+
+def ping_stream_result(proc):
+    """(reply times, echo requests sent, replies) of a lab.ping_stream once it has ended."""
+    proc.wait(timeout=60)
+    proc.output.seek(0)
+    text = proc.output.read()
+    times = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", text, re.M)]
+    return (times, *lab.ping_stats(text))
 
 
 def test_guest_boots_on_its_hypervisor_and_reaches_its_tenant_only(fab):
@@ -68,6 +94,81 @@ def test_http_and_tcp_to_the_guest(fab):
     echo = n1.popen([sys.executable, "-c", ECHO, "10.1.0.12", "7", "200000"], stdout=subprocess.PIPE, text=True)
     assert echo.communicate(timeout=20)[0].strip() == "200000"
 
+
+
+def test_live_migration_under_a_ping_stream_and_a_tcp_connection(fab):
+    n1 = fab.host("n1")
+    talk = n1.popen([sys.executable, "-c", TALK, "10.1.0.12", "7", "6"], stdout=subprocess.PIPE, text=True)
+    stream = lab.ping_stream(n1, "10.1.0.12", seconds=5)
+    time.sleep(1.0)
+    rec = migrate(fab, "q1", "leaf1")
+    times, sent, received = ping_stream_result(stream)
+    assert rec["outcome"] == "ok", rec
+    assert fab.emu.guests["q1"].switch == "leaf1" and fab.emu.guests["q1"].alive()
+    qemu = rec["qemu"]
+    assert qemu["status"] == "completed" and qemu["ram_transferred"] > 0 and qemu["dirty_passes"] >= 1
+    assert rec["frozen_at"] == qemu["stop"] and rec["thawed_at"] == qemu["resume"]
+    # The guest was silent from QEMU's STOP to its RESUME, and the paths flipped at the
+    # STOP: the stream's longest gap is that window, plus what the flip and the first
+    # replies after it take on two loaded cores.
+    gap, before, after = lab.longest_gap(times)
+    assert gap <= qemu["stop_to_resume"] + 0.1, (gap, rec)
+    assert before <= qemu["resume"] and after >= qemu["stop"], (before, after, rec)
+    assert sent - received <= 20, (sent, received, rec)
+    # One TCP connection to the guest, talking every 10 ms throughout, never broke.
+    out = talk.communicate(timeout=30)[0].split()
+    assert out[0] == "ok" and int(out[1]) > 100, out
+    assert lab.http_get(n1, "http://10.1.0.12/", timeout=5) == "q1"
+
+
+def test_a_migration_whose_destination_dies_rolls_back(fab):
+    cursor = fab.ctl.cursor()
+    rec = fab.api.post("/migrations", {"vm": "q1", "target": "leaf2"})
+    plugged = fab.ctl.wait_event("migration", {"id": rec["id"], "step": "plugged"}, after=cursor, timeout=15)
+    assert plugged is not None, fab.ctl.log_tail()
+    # The destination: the other QEMU of q1 waiting for a migration (the running one came by one too).
+    running = fab.emu.guests["q1"].proc.pid
+    dest = lab.wait_for(lambda: [int(pid) for pid in subprocess.run(
+        ["pgrep", "-f", "guest=q1 .*-incoming"], capture_output=True, text=True).stdout.split()
+        if int(pid) != running], timeout=5)
+    assert dest and len(dest) == 1, dest
+    os.kill(dest[0], signal.SIGKILL)
+    rec = fab.agent.wait(rec["id"], timeout=30)
+    assert rec["outcome"] == "rolled_back", rec
+    guest = fab.emu.guests["q1"]
+    assert guest.switch == "leaf1" and guest.execute("query-status")["status"] == "running"
+    assert lab.reachable(fab.host("n1"), "10.1.0.12")
+
+
+def test_cold_migration(fab):
+    rec = migrate(fab, "q1", "leaf2", mode="cold")
+    assert rec["outcome"] == "ok", rec
+    assert rec["qemu"]["status"] == "completed"
+    assert fab.emu.guests["q1"].switch == "leaf2"
+    assert lab.reachable(fab.host("n1"), "10.1.0.12")
+    assert lab.http_get(fab.host("n1"), "http://10.1.0.12/", timeout=5) == "q1"
+
+
+# One TCP connection to HOST:PORT (an echo) for SECONDS: a line every 10 ms, each
+# echoed before the next; prints "ok LINES", or "FAIL ..." at the first error.
+TALK = r"""
+import socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+lines, end = 0, time.monotonic() + seconds
+try:
+    with socket.create_connection((host, port), timeout=5) as s:
+        f = s.makefile("rwb")
+        while time.monotonic() < end:
+            f.write(b"line %d\n" % lines)
+            f.flush()
+            if f.readline() != b"line %d\n" % lines:
+                raise RuntimeError("wrong echo")
+            lines += 1
+            time.sleep(0.01)
+    print("ok", lines)
+except Exception as err:
+    print("FAIL", type(err).__name__, err, lines)
+"""
 
 # Sends N bytes to HOST:PORT, prints how many came back.
 ECHO = r"""
