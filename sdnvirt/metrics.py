@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
+from typing import cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -154,6 +155,8 @@ class Snapshot:
     spoofed: Totals                            # VM name -> packets, bytes dropped by its anti-spoofing flow
     sg_dropped: Totals                         # (VM name, ingress/egress) -> packets its security groups dropped
     migrations: list[dict]                     # every migration record (Migration.as_dict()), finished or not
+    # (switch name, remote VTEP, tx/rx) -> packets, bytes through its tunnels (vxlan mode)
+    tunnels: Totals = field(default_factory=lambda: Totals(2))
 
 
 class StateCollector:
@@ -208,6 +211,7 @@ def state_families(s: Snapshot) -> Iterator[Metric]:
         vms.add_metric([tname], len(tenant.vms))
     yield vms
     yield from _vm_families(s)
+    yield from _tunnel_families(s)
     yield from _backend_families(s)
     yield from migration_families(s.migrations)
 
@@ -252,6 +256,19 @@ def _vm_families(s: Snapshot) -> Iterator[Metric]:
     yield from traffic.values()
     yield from spoofed.values()
     yield groups
+
+
+def _tunnel_families(s: Snapshot) -> Iterator[Metric]:
+    """Labels bounded by the hypervisors: one series per hypervisor, peer VTEP and direction."""
+    families = {unit: CounterMetricFamily(
+        f"sdnvirt_tunnel_{unit}", f"vxlan mode: {unit} a hypervisor sent into its tunnels to (tx) or took in from "
+        "(rx) a remote VTEP, counted by its flows; tx of one end against rx of the other shows loss.",
+        labels=["switch", "remote_vtep", "direction"]) for unit in ("packets", "bytes")}
+    for owner, values in sorted(s.tunnels.totals.items()):
+        labels = list(cast(tuple[str, str, str], owner))     # SwitchCounters.tunnels' owners
+        for unit, value in zip(("packets", "bytes"), values, strict=True):
+            families[unit].add_metric(labels, value)
+    yield from families.values()
 
 
 def _backend_families(s: Snapshot) -> Iterator[Metric]:

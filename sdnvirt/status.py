@@ -10,6 +10,7 @@ from . import __version__
 from .fabric import Fabric
 from .model import Location, Model
 from .plan.documents import tables_doc
+from .plan.encap import VxlanEncap, vteps
 from .plan.flows import Owner, is_ours
 from .plan.owners import FABRIC_COOKIE, service_cookie, tenant_cookie, vm_cookie
 from .plan.reconcile import Tables
@@ -69,6 +70,7 @@ def tables(model: Model, fabric: Fabric, held: dict[int, Tables | None]) -> dict
     with its cookie's owner named, with the links and where each VM is: what
     ``sdnvirt trace`` traces a packet through."""
     names = {dpid: sw.name or f"{dpid:016x}" for dpid, sw in fabric.switches.items()}
+    tunnels = vteps(fabric, model.config) if model.config.controller.fabric.encapsulation == VxlanEncap.name else {}
     owners = _owners(model)
     switches = []
     for dpid, t in sorted(held.items()):
@@ -77,8 +79,9 @@ def tables(model: Model, fabric: Fabric, held: dict[int, Tables | None]) -> dict
             c = int(f["cookie"], 16)
             f["owner"] = owners.get(c) or (f"{Owner(c >> 56).name.lower()} (no such object)" if is_ours(c)
                                            else "not sdnvirt's")
+        vtep = tunnels.get(dpid)
         switches.append({"dpid": f"{dpid:016x}", "name": names.get(dpid, f"{dpid:016x}"), "read": t is not None,
-                         **doc})
+                         "vtep": None if vtep is None else {"address": vtep.address, "port": vtep.port}, **doc})
     return {
         "switches": switches,
         "links": [{"a": {"dpid": f"{a[0]:016x}", "port": a[1]}, "b": {"dpid": f"{b[0]:016x}", "port": b[1]}}

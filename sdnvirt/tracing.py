@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .plan.documents import flow_doc, tables_of
+from .plan.encap import Vtep
 from .plan.flows import ETH_TYPE_ARP, ETH_TYPE_IPV4, OFPP_IN_PORT
 from .plan.trace import (
     CONTROLLER,
@@ -31,6 +32,7 @@ from .plan.trace import (
     FLOW,
     GROUP,
     LINK,
+    TUNNEL,
     FakeFabric,
     Step,
     Trace,
@@ -103,7 +105,8 @@ def trace(doc: dict, tenant: str, vm_name: str, dst: Destination, mac: str | Non
         raise TraceError(f"the tables of VM {vm_name}'s switch {vm['switch']} have not been read yet")
     links = {(int(link["a"]["dpid"], 16), link["a"]["port"]): (int(link["b"]["dpid"], 16), link["b"]["port"])
              for link in doc["links"]}
-    fabric = FakeFabric({dpid: tables_of(sw) for dpid, sw in switches.items()}, links)
+    tunnels = {dpid: Vtep(sw["vtep"]["address"], sw["vtep"]["port"]) for dpid, sw in switches.items() if sw.get("vtep")}
+    fabric = FakeFabric({dpid: tables_of(sw) for dpid, sw in switches.items()}, links, tunnels)
     out: dict[str, Any] = {"from": vm, "to": str(dst), "arp": None}
     if mac is None:
         arp = fabric.trace(*at, _arp_request(vm, dst.ip))
@@ -197,6 +200,8 @@ def _line(s: dict) -> str:
         return f"{pad}  conntrack {s['detail']}; now to {to}, recirculated to table {s['table']}"
     if what == LINK:
         return f"{pad}  out of port {s['port']} to {s['peer']['switch']} port {s['peer']['port']}"
+    if what == TUNNEL:
+        return f"{pad}  out of tunnel port {s['port']}: {s['detail']}"
     return f"{pad}  => {_end(s)}"
 
 

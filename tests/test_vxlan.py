@@ -1,21 +1,31 @@
 """VXLAN mode: the config's rules, the tunnel flows, and isolation proved on fake switches joined by tunnels."""
 
 import copy
+import json
+from types import SimpleNamespace
 
 import pytest
 from fabrics import TUNNEL_PORT, TWO_TENANTS, placed_model, vtep, vxlan_doc, vxlan_fabric
 from switches import Switches, ip
+from test_loop import Clock, FakeDatapath
 from test_services import doc_with
 
-from sdnvirt import config
+from sdnvirt import config, status
 from sdnvirt.config import ConfigError
+from sdnvirt.controller import ofmsg, packet_in, packets
+from sdnvirt.controller.core import Controller
+from sdnvirt.controller.stats import SwitchCounters
+from sdnvirt.counters import Totals
+from sdnvirt.events import Claim, Events, Kind
+from sdnvirt.metrics import Metrics, Snapshot, StateCollector
 from sdnvirt.migration import Migrations
 from sdnvirt.model import Location, Model
 from sdnvirt.plan.encap import overlay_end, vteps
-from sdnvirt.plan.flows import Owner, apply, cookie, cookie_owner, flow, goto, write_metadata
+from sdnvirt.plan.flows import OFPP_LOCAL, Owner, apply, cookie, cookie_owner, flow, goto, write_metadata
 from sdnvirt.plan.pipeline import plan
 from sdnvirt.plan.tables import Table
 from sdnvirt.plan.trace import DELIVERED, DROPPED, by_hash
+from sdnvirt.tracing import describe, destination, trace
 
 BLUE_VNI, RED_VNI = 70001, 70002
 
@@ -184,6 +194,29 @@ def test_a_vm_on_a_switch_without_vtep_gets_no_flows():
     assert not [f for f in flows[0x102] if f.match_dict.get("eth_dst") == model.vm("web1").mac]
 
 
+def test_a_frame_from_a_vm_on_a_switch_without_vtep_is_not_learnt_and_says_why():
+    d = vni_doc()
+    d["hypervisors"].pop("leaf4")
+    events = Events()
+    ctl = Controller(config.parse(d), Metrics(), events, lambda handler: None, clock=Clock())
+    dps = {}
+    for dpid, name in ((0x104, "leaf4"), (0x101, "leaf1")):
+        dp = dps[dpid] = FakeDatapath()
+        dp.id = dpid
+        ctl.switch_connected(dp, dpid)
+        ctl.ports_described(dp, [SimpleNamespace(port_no=p, name=n.encode(), config=0, state=0)
+                                 for p, n in ((OFPP_LOCAL, name), (3, f"{name}-eth3"), (TUNNEL_PORT, "vxlan0"))])
+    web1 = ctl.model.vm("web1")
+    announce = packets.gratuitous_arp(web1.mac, str(web1.ip))
+    for dpid in (0x104, 0x101):
+        packet_in.handle(ctl, SimpleNamespace(datapath=dps[dpid], match={"in_port": 3}, cookie=cookie(Owner.FABRIC),
+                                              reason=0, data=announce))
+    assert ctl.model.locations == {"web1": Location(0x101, 3)}
+    [ignored] = events.since(0, [Kind.VM_CLAIM_IGNORED]).events
+    assert ignored.fields == {"vm": "web1", "tenant": "blue", "dpid": f"{0x104:016x}", "port": 3,
+                              "refused": Claim.NO_OVERLAY}
+
+
 def test_the_load_balancer_translates_at_the_clients_hypervisor_and_tunnels_to_the_backend():
     sw = vxlan_switches(vni_doc(doc_with()))           # blue/web: web2:8080 (leaf2), web3:8080 (leaf1)
     m = sw.model
@@ -240,3 +273,40 @@ def test_a_fabric_flipped_from_vlan_to_vxlan_keeps_every_path_whole_after_every_
     m.set_config(config.parse(vxlan_doc(copy.deepcopy(TWO_TENANTS))))
     sw.reconcile(whole)
     assert all({f.cookie for f in sw.held[s].tables.flows.values()} == {cookie(Owner.FABRIC)} for s in (0x201, 0x202))
+
+
+def test_sdnvirt_trace_follows_a_packet_through_the_tunnel_from_the_apis_document():
+    sw = vxlan_switches()
+    doc = json.loads(json.dumps(status.tables(sw.model, sw.fab, {d: s.tables for d, s in sw.held.items()})))
+    result = trace(doc, "blue", "web1", destination("10.1.0.12:22"))
+    assert [(e["what"], e["vm"]) for e in result["ends"]] == [(DELIVERED, "blue/web2")]
+    assert f"out of tunnel port {TUNNEL_PORT}: VNI {BLUE_VNI} to {vtep(2)}" in describe(result)
+
+
+# -- metrics ------------------------------------------------------------------------
+
+def test_tunnel_traffic_is_counted_per_hypervisor_and_remote_vtep_from_the_flows():
+    model = placed_model(vni_doc())
+    fab = vxlan_fabric()
+    counters = SwitchCounters()
+    counters.names = {dpid: sw.name for dpid, sw in fab.switches.items()}
+    for dpid, flows in plan(model, fab).flows.items():
+        for table in (Table.INGRESS, Table.FORWARD, Table.FLOOD):
+            # What a switch would answer: each flow of the table, having counted 7 packets of 100 bytes.
+            mods = [(f, ofmsg.flow_mod(None, f, 0)) for f in flows if f.table == table]
+            body = [SimpleNamespace(table_id=table, priority=f.priority, match=m.match, instructions=m.instructions,
+                                    cookie=f.cookie, packet_count=7, byte_count=700) for f, m in mods]
+            if body:
+                counters.flows(model, SimpleNamespace(dpid=dpid), body)
+    metrics = Metrics()
+    metrics.registry.register(StateCollector(lambda read: read(), lambda: Snapshot(
+        model, fab, {}, set(), {}, {}, Totals(4), Totals(2), Totals(1), [], counters.tunnels)))
+    samples = {(s.labels["switch"], s.labels["remote_vtep"], s.labels["direction"]): s.value
+               for family in metrics.registry.collect() for s in family.samples
+               if s.name == "sdnvirt_tunnel_packets_total"}
+    # Into the tunnel: a flow per remote VM (leaf1 to web2 and db2, leaf2 to web1 and web3,
+    # leaf3 to db1) and a tenant's broadcasts; out of it, one flow per tenant and peer.
+    assert samples == {("leaf1", vtep(2), "tx"): 14, ("leaf1", vtep(3), "tx"): 14,
+                       ("leaf2", vtep(1), "tx"): 21, ("leaf3", vtep(1), "tx"): 14,
+                       ("leaf1", vtep(2), "rx"): 7, ("leaf1", vtep(3), "rx"): 7,
+                       ("leaf2", vtep(1), "rx"): 7, ("leaf3", vtep(1), "rx"): 7}

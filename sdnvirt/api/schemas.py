@@ -105,10 +105,16 @@ class MeterEntry(BaseModel):
     burst: int
 
 
+class Vtep(BaseModel):
+    address: str                # on the underlay
+    port: int | None            # the switch's tunnel port; None while it has none that is up
+
+
 class SwitchTables(BaseModel):
     dpid: str
     name: str
     read: bool                  # False until the controller has read what it holds
+    vtep: Vtep | None = None    # vxlan mode: the hypervisor's tunnel endpoint
     flows: list[FlowEntry]
     groups: list[GroupEntry]
     meters: list[MeterEntry]

@@ -36,7 +36,7 @@ def tick(ctl: Controller) -> None:
     if now >= ctl.next_stats:
         ctl.next_stats = now + stats.INTERVAL
         for s in sessions:
-            for req in ctl.counters.requests(s):
+            for req in ctl.counters.requests(s, settings.encapsulation == "vxlan"):
                 ctl.send(s, req)
     gone = ctl.discovery.expire(ctl.fabric, now, settings.link_timeout)
     for src in gone:

@@ -3,7 +3,9 @@
 Per VM, its port's traffic, its anti-spoofing drops and its security-group
 drops (the drop flows of tables sg_egress and sg_ingress); per backend, its
 connections and traffic (from the lb and unnat tables' flows); per switch,
-the flows in each table.
+the flows in each table; in vxlan mode, per hypervisor and remote VTEP, the
+tunnels' traffic each way (from the flows that send into a tunnel and those
+that take frames in from one).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..plan.features.port_security import Prio
 from ..plan.features.security_groups import Prio as GroupPrio
 from ..plan.flows import Owner
 from ..plan.tables import Table
+from . import ofmsg
 from .session import SwitchSession
 
 INTERVAL = 5.0
@@ -31,16 +34,21 @@ class SwitchCounters:
         self.vm_traffic = Totals(4)     # VM -> rx packets, rx bytes, tx packets, tx bytes (switch side)
         self.spoofed = Totals(2)        # VM -> packets, bytes dropped by its anti-spoofing flow
         self.sg_dropped = Totals(1)     # (VM, "ingress" or "egress") -> packets dropped by its security groups
+        self.tunnels = Totals(2)        # (switch name, remote VTEP, "tx" or "rx") -> packets, bytes
         self.names: dict[int, str] = {}    # every switch connected since the start, for metric labels
 
     @staticmethod
-    def requests(session: SwitchSession) -> list[Any]:
+    def requests(session: SwitchSession, tunnels: bool = False) -> list[Any]:
+        """``tunnels``: vxlan mode, the flows into and out of tunnels too."""
         dp = session.dp
         reqs = [parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY), parser.OFPTableStatsRequest(dp, 0)]
         # Of tables 0, sg_egress and sg_ingress, only the VMs' flows: their drops.
         vm_flows = (Owner.VM << 56, OWNER_MASK)
+        tenant_flows = (Owner.TENANT << 56, OWNER_MASK)
+        tunnel_flows = ((Table.INGRESS, *tenant_flows), (Table.FORWARD, *vm_flows), (Table.FLOOD, *tenant_flows))
         for table, cookie, mask in ((Table.LB, 0, 0), (Table.UNNAT, 0, 0), (Table.INGRESS, *vm_flows),
-                                    (Table.SG_EGRESS, *vm_flows), (Table.SG_INGRESS, *vm_flows)):
+                                    (Table.SG_EGRESS, *vm_flows), (Table.SG_INGRESS, *vm_flows),
+                                    *(tunnel_flows if tunnels else ())):
             req = parser.OFPFlowStatsRequest(dp, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, parser.OFPMatch())
             session.request(req, COUNTERS)
             reqs.append(req)
@@ -51,6 +59,10 @@ class SwitchCounters:
         if not body:
             return
         table = body[0].table_id
+        if table in (Table.INGRESS, Table.FORWARD, Table.FLOOD):
+            self._tunnels(session, body)
+        if table in (Table.FORWARD, Table.FLOOD):
+            return
         if table in (Table.SG_EGRESS, Table.SG_INGRESS):
             self._group_drops(model, session.dpid, table, body)
             return
@@ -62,6 +74,23 @@ class SwitchCounters:
             if stat.priority == Prio.VM_PORT_DROP:
                 port = stat.match.get("in_port")
                 self.spoofed.add((session.dpid, port), vms.get(port), (stat.packet_count, stat.byte_count))
+
+    def _tunnels(self, session: SwitchSession, body: list) -> None:
+        """Frames taken in from a peer's VTEP (rx, table ingress), and sent into the tunnel
+        to one (tx, forward and flood): a broadcast's flow sends a copy to each VTEP it names."""
+        name = self.names.get(session.dpid, "")
+        for stat in body:
+            counts = (stat.packet_count, stat.byte_count)
+            if stat.table_id == Table.INGRESS:
+                if "tun_ipv4_src" in stat.match:
+                    peer = stat.match["tun_ipv4_src"]
+                    self.tunnels.add((session.dpid, stat.priority, peer, stat.match["tunnel_id"]),
+                                     (name, peer, "rx"), counts)
+                continue
+            spec = ofmsg.installed_flow(stat)
+            for peer in (a[2] for i in spec.instructions if i[0] == "apply" for a in i[1]
+                         if a[:2] == ("set", "tun_ipv4_dst")):
+                self.tunnels.add((session.dpid, spec.key, peer), (name, peer, "tx"), counts)
 
     def _group_drops(self, model: Model, dpid: int, table: int, body: list) -> None:
         """The drop flows of a VM's security groups: by its port (sg_egress) or its MAC (sg_ingress)."""

@@ -61,4 +61,4 @@ class View:
         return Snapshot(ctl.model, ctl.fabric, ctl.counters.names, set(ctl.sessions),
                         {dpid: s.table_flows for dpid, s in ctl.sessions.items()},
                         ctl.backend_counters(), ctl.counters.vm_traffic, ctl.counters.spoofed,
-                        ctl.counters.sg_dropped, ctl.migrations.records())
+                        ctl.counters.sg_dropped, ctl.migrations.records(), ctl.counters.tunnels)
