@@ -6,8 +6,8 @@ import signal
 
 import pytest
 from fabrics import TWO_TENANTS
+from test_api import refused
 
-from sdnvirt.api.client import ApiError
 from sdnvirt.emulation import lab
 
 BASE = "/tenants/blue/security-groups"
@@ -25,12 +25,6 @@ def daemon(tmp_path_factory):
         yield ctl
     finally:
         ctl.stop()
-
-
-def refused(call, *args):
-    with pytest.raises(ApiError) as err:
-        call(*args)
-    return err.value
 
 
 def test_a_group_is_created_joined_through_its_vms_replaced_and_deleted(daemon):

@@ -151,6 +151,16 @@ def test_neighbour_discovery_and_arp_are_never_filtered_other_ipv6_is(net):
     assert [d.port for d in net.send("web2", arp)] == [net.model.locations["web2"].port]
 
 
+def test_ipv4_broadcast_skips_vms_in_groups_ipv6_multicast_does_not(net):
+    web1 = vm(net, "web1")
+    bcast = {"eth_src": web1.mac, "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0800, "ip_proto": 17,
+             "ipv4_src": str(web1.ip), "ipv4_dst": "10.1.0.255", "udp_src": 68, "udp_dst": 67}
+    assert gets(net, "web1", bcast) == ["web4"]                   # not web2 nor web3 (in groups)
+    solicit = {"eth_src": web1.mac, "eth_dst": "33:33:ff:00:00:12", "eth_type": 0x86DD, "ip_proto": 58,
+               "icmpv6_type": 135}
+    assert gets(net, "web1", solicit) == ["web2", "web3", "web4"]
+
+
 SERVICE = {"vip": "10.1.0.100", "port": 80, "backends": [{"vm": "web2", "port": 8080}]}
 
 

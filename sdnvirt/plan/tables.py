@@ -66,7 +66,7 @@ TABLES: Mapping[int, TableSpec] = {spec.table: spec for spec in (
     _spec(Table.UNNAT, "metadata eth_type ct_state ct_nw_proto ct_nw_dst ct_tp_dst ip_proto ipv4_src tcp_src udp_src",
           goto=(Table.FORWARD,), recirculate=(Table.UNNAT,)),
     _spec(Table.FORWARD, "metadata eth_dst", goto=(Table.FLOOD, Table.SG_INGRESS)),
-    _spec(Table.FLOOD, "metadata"),
+    _spec(Table.FLOOD, "metadata eth_type"),
     _spec(Table.SG_INGRESS, f"eth_dst {_SG_FIELDS} ipv4_src", recirculate=(Table.SG_INGRESS,)),
 )}
 

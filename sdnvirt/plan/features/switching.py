@@ -16,7 +16,7 @@ from enum import IntEnum
 from ...model import VM, Location
 from ..encap import Actions
 from ..feature import Contribution, Feature, declare
-from ..flows import MULTICAST, Flow, Owner, apply, flow, goto, write_metadata
+from ..flows import ETH_TYPE_IPV4, MULTICAST, Flow, Owner, apply, flow, goto, write_metadata
 from ..owners import FABRIC_COOKIE, vm_cookie
 from ..tables import Table
 from ..tenancy import Tenant
@@ -26,6 +26,7 @@ class Prio(IntEnum):
     TENANT_FABRIC = 200   # INGRESS: a frame of the tenant from another switch
     UNICAST = 100         # FORWARD: to one VM
     MULTICAST = 10        # FORWARD: broadcast and multicast go to FLOOD
+    FLOOD_IPV4 = 110      # FLOOD: IPv4, where a VM in security groups must not get it
     FLOOD = 100           # FLOOD
 
 
@@ -51,7 +52,7 @@ class TenantSwitching(Feature):
     declaration = declare(
         "tenant switching",
         {Table.INGRESS: {Prio.TENANT_FABRIC}, Table.FORWARD: {Prio.UNICAST, Prio.MULTICAST},
-         Table.FLOOD: {Prio.FLOOD}},
+         Table.FLOOD: {Prio.FLOOD, Prio.FLOOD_IPV4}},
         {Owner.FABRIC, Owner.TENANT, Owner.VM})
 
     def switch(self, dpid: int, out: Contribution) -> None:
@@ -62,13 +63,20 @@ class TenantSwitching(Feature):
             for at, f in forward(vm, loc, tenant.routes[vm]):
                 out.add(at, f)
         segment, c = tenant.segment, tenant.cookie
-        local: defaultdict[int, list[int]] = defaultdict(list)
-        for loc in tenant.bound.values():
-            local[loc.dpid].append(loc.port)
+        local: defaultdict[int, list[tuple[int, bool]]] = defaultdict(list)
+        for vm, loc in tenant.bound.items():
+            local[loc.dpid].append((loc.port, vm.guarded))
         for at, onward in tenant.flood.items():
             # This switch's VMs first: the encapsulation's actions change the frame.
-            actions = (*(("output", p) for p in sorted(local[at])), *onward)
+            ports = sorted(local[at])
+            actions = (*(("output", p) for p, _ in ports), *onward)
             out.add(at, flow(Table.FLOOD, Prio.FLOOD, {"metadata": segment}, [apply(*actions)], c))
+            if any(guarded for _, guarded in ports):
+                # Security groups filter unicast only: IPv4 broadcast and
+                # multicast never reach a VM in groups (IPv6 does: ND).
+                open_ = (*(("output", p) for p, guarded in ports if not guarded), *onward)
+                out.add(at, flow(Table.FLOOD, Prio.FLOOD_IPV4, {"metadata": segment, "eth_type": ETH_TYPE_IPV4},
+                                 [apply(*open_)] if open_ else [], c))
         # A frame from another switch already passed port security at its
         # edge: it skips ARP, services and lb (a VIP is translated at the
         # client's edge), but not unnat (a reply is translated back there).
