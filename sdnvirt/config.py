@@ -96,6 +96,8 @@ class ApiSettings(_Strict):
     token_file: str | None = None
     # GET /v1/events serves the last events_kept events (a few hundred bytes each).
     events_kept: Annotated[StrictInt, Field(ge=100, le=1_000_000)] = 10_000
+    # GET /v1/audit keeps the last audit_kept changes asked of the API, in the store.
+    audit_kept: Annotated[StrictInt, Field(ge=100, le=1_000_000)] = 10_000
 
 
 class StoreSettings(_Strict):

@@ -160,26 +160,27 @@ class Events:
         with self._cond:
             return self._next - 1
 
-    def since(self, after: int = 0, kinds: Iterable[Kind | str] | None = None, timeout: float = 0.0) -> Page:
-        """Events newer than ``after`` (of ``kinds`` if given), oldest first; if there
-        are none yet, wait up to ``timeout`` seconds for one."""
+    def since(self, after: int = 0, kinds: Iterable[Kind | str] | None = None, timeout: float = 0.0,
+              where: Callable[[Event], bool] | None = None) -> Page:
+        """Events newer than ``after`` (of ``kinds`` if given, for which ``where`` holds
+        if given), oldest first; if there are none yet, wait up to ``timeout`` seconds for one."""
         wanted = None if kinds is None else {Kind(k) for k in kinds}
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                page = self._page(after, wanted)
+                page = self._page(after, wanted, where)
                 left = deadline - time.monotonic()
                 if page.events or left <= 0:
                     return page
                 self._cond.wait(left)
 
-    def _page(self, after: int, wanted: set[Kind] | None) -> Page:
+    def _page(self, after: int, wanted: set[Kind] | None, where: Callable[[Event], bool] | None) -> Page:
         last = self._next - 1
         oldest = self._ring[0].id if self._ring else self._next
         if after > last:
             after = 0       # a cursor from a run whose clock was ahead of this one's
         kept = islice(self._ring, max(0, after - oldest + 1), None)
-        events = [e for e in kept if wanted is None or e.kind in wanted]
+        events = [e for e in kept if (wanted is None or e.kind in wanted) and (where is None or where(e))]
         return Page(events, oldest, last)
 
 

@@ -109,3 +109,20 @@ def test_docs_events_md_names_every_kind_and_every_word_a_field_may_take():
     for enum in (Found, Claim, Cause, LinkDown, Step, Handler, Source):
         for word in enum:
             assert f"`{word.value}`" in text, word
+
+
+def test_a_reader_may_see_only_the_events_it_is_shown():
+    """A tenant token's view (api/events.py): a long poll waits for one of its own events."""
+    hub = Events(clock=Clock())
+    hub.publish(Kind.VM_LOCATED, vm="db1", tenant="red", dpid="1", port=3, how=Found.LEARNT)
+
+    def blue(event) -> bool:
+        return event.fields.get("tenant") == "blue"
+    page = hub.since(0, None, 0.0, blue)
+    assert page.events == [] and page.last == hub.last()
+    timer = threading.Timer(0.05, lambda: (hub.publish(Kind.CONFIG_APPLIED, source=Source.API, tenants=2, vms=5),
+                                           hub.publish(Kind.VM_LOST, vm="web1", tenant="blue", migration=1)))
+    timer.start()
+    page = hub.since(page.last, None, 10.0, blue)
+    timer.join()
+    assert [e.fields["vm"] for e in page.events] == ["web1"]

@@ -10,20 +10,25 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ..events import Events
 from ..state import ConfigState
 from ..store import Store
-from . import token as tokens
+from .credentials import Principal, identify
 from .facade import Controller
 
-_bearer = HTTPBearer(auto_error=False, description="the token in controller.api.token_file")
+_bearer = HTTPBearer(auto_error=False, description="the admin token in controller.api.token_file, "
+                     "or a tenant token (`sdnvirt token create`)")
 
 
-def require_token(request: Request,
-                  creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+def _principal(request: Request,
+               creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     if creds is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing 'Authorization: Bearer <token>' header",
                             headers={"WWW-Authenticate": "Bearer"})
-    if not tokens.same(creds.credentials, request.app.state.token):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong token",
+    who = identify(creds.credentials, request.app.state.token, request.app.state.config_state.store)
+    if who is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong token, or a revoked one",
                             headers={"WWW-Authenticate": "Bearer"})
+    # For the audit trail, which sees the request once it is answered.
+    request.state.principal = who
+    return who
 
 
 def _controller(request: Request) -> Controller:
@@ -42,6 +47,7 @@ def _store(request: Request) -> Store:
     return request.app.state.config_state.store
 
 
+PrincipalDep = Annotated[Principal, Depends(_principal)]
 ControllerDep = Annotated[Controller, Depends(_controller)]
 ConfigStateDep = Annotated[ConfigState, Depends(_config_state)]
 StoreDep = Annotated[Store, Depends(_store)]

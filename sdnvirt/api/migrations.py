@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import Name
 from ..migration import Refused
-from .deps import ControllerDep
+from .access import forbidden
+from .deps import ControllerDep, PrincipalDep
 from .schemas import Error
 
 router = APIRouter(tags=["migrations"])
@@ -80,16 +81,21 @@ def create_migration(body: MigrationRequest, controller: ControllerDep):
 
 
 @router.get("/migrations", response_model=list[Migration])
-def list_migrations(controller: ControllerDep):
-    """Every migration since the controller started, oldest first, running ones included."""
-    return controller.migration_records()
+def list_migrations(controller: ControllerDep, who: PrincipalDep):
+    """Every migration since the controller started (a tenant token's: of its VMs), oldest first,
+    running ones included."""
+    return [r for r in controller.migration_records() if who.tenant in (None, r["tenant"])]
 
 
 @router.get("/migrations/{mid}", response_model=Migration, responses=_NOT_FOUND)
-def get_migration(mid: int, controller: ControllerDep):
+def get_migration(mid: int, controller: ControllerDep, who: PrincipalDep):
+    """Another tenant's migration is refused to a tenant token (403): ids are not names, and the
+    operator moves VMs."""
     record = controller.migration_record(mid)
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no migration {mid}")
+    if who.tenant not in (None, record["tenant"]):
+        raise forbidden(who, "GET", f"/v1/migrations/{mid}")
     return record
 
 

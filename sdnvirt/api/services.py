@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response, status
 from ..config import BackendSpec, Config, ServiceSpec
 from ..overlay import Changes, backend_key
 from ..state import ConfigState
-from .deps import ConfigStateDep, ControllerDep
+from .deps import ConfigStateDep, ControllerDep, PrincipalDep
 from .errors import apply_change, conflict, not_found
 from .schemas import BackendHealth, NewService, Service
 from .tenants import REFUSALS, tenant_of
@@ -47,9 +47,11 @@ def _current(changes: Changes, tenant: str, service: str) -> dict:
 # -- services ------------------------------------------------------------------------
 
 @router.get("/services", response_model=list[Service])
-def list_all_services(state: ConfigStateDep):
+def list_all_services(state: ConfigStateDep, who: PrincipalDep):
+    """Every service of every tenant; a tenant token's own only."""
     config = state.config
-    return [_service(state, config, t, s) for t in sorted(config.tenants) for s in sorted(config.tenants[t].services)]
+    return [_service(state, config, t, s) for t in sorted(config.tenants) if who.tenant in (None, t)
+            for s in sorted(config.tenants[t].services)]
 
 
 @router.get("/tenants/{tenant}/services", response_model=list[Service], responses=REFUSALS)
@@ -175,6 +177,6 @@ def undrain(tenant: str, service: str, backend: str, state: ConfigStateDep, cont
 
 
 @router.get("/health", response_model=list[BackendHealth], tags=["fabric"])
-def get_health(controller: ControllerDep):
-    """Every backend of every service: health, last check, latency, counters."""
-    return _health(controller)
+def get_health(controller: ControllerDep, who: PrincipalDep):
+    """Every backend of every service (a tenant token's: of its own): health, last check, latency, counters."""
+    return _health(controller, who.tenant)

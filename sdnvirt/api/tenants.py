@@ -11,7 +11,7 @@ from fastapi import APIRouter, Response, status
 from ..config import Config, TenantSpec, VMSpec
 from ..overlay import Changes
 from ..state import ConfigState
-from .deps import ConfigStateDep, ControllerDep
+from .deps import ConfigStateDep, ControllerDep, PrincipalDep
 from .errors import apply_change, conflict, not_found
 from .schemas import VM, Error, NewTenant, NewVM, Tenant
 
@@ -57,9 +57,10 @@ def _exists(changes: Changes, tenant: str, kind: str = "", name: str = "") -> bo
 # -- tenants -------------------------------------------------------------------------
 
 @router.get("/tenants", response_model=list[Tenant])
-def list_tenants(state: ConfigStateDep):
+def list_tenants(state: ConfigStateDep, who: PrincipalDep):
+    """Every tenant; a tenant token's own only."""
     config = state.config
-    return [_tenant(state, config, name) for name in sorted(config.tenants)]
+    return [_tenant(state, config, name) for name in sorted(config.tenants) if who.tenant in (None, name)]
 
 
 @router.get("/tenants/{tenant}", response_model=Tenant, responses=REFUSALS)
@@ -99,9 +100,9 @@ def delete_tenant(tenant: str, state: ConfigStateDep):
 # -- VMs -------------------------------------------------------------------------------
 
 @router.get("/vms", response_model=list[VM])
-def list_all_vms(state: ConfigStateDep, controller: ControllerDep):
-    """Every VM of every tenant, and where it is."""
-    return _vms(state, controller, state.config)
+def list_all_vms(state: ConfigStateDep, controller: ControllerDep, who: PrincipalDep):
+    """Every VM of every tenant (a tenant token's: of its own), and where it is."""
+    return _vms(state, controller, state.config, who.tenant)
 
 
 @router.get("/tenants/{tenant}/vms", response_model=list[VM], responses=REFUSALS)

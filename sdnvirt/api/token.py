@@ -1,8 +1,7 @@
-"""The API's bearer token: made once, kept in a file only its owner can read."""
+"""The API's admin token: made once, kept in a file only its owner can read."""
 
 from __future__ import annotations
 
-import hmac
 import os
 import secrets
 import stat
@@ -52,7 +51,3 @@ def read_token(path: str | Path) -> str:
     if not token:
         raise TokenError(f"{path} is empty: remove it for a new token")
     return token
-
-
-def same(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode(), token.encode())

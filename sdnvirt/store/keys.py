@@ -9,6 +9,11 @@ key                                    value
                                        change compares and bumps it
 ``/sdnvirt/migrations/<id:010d>``      a migration's record
 ``/sdnvirt/ids/migration``             the last migration id handed out
+``/sdnvirt/tokens/<id>``               a tenant token of the API: its tenant and a
+                                       SHA-256 of its secret, never the secret
+``/sdnvirt/audit/<id:016d>``           a change asked of the API: who, what, when,
+                                       the answer's status
+``/sdnvirt/ids/audit``                 the last audit record id handed out
 =====================================  ===========================================
 
 The effective config is validated as a whole, so two changes made at once
@@ -20,12 +25,17 @@ many compares one transaction may hold).
 
 from __future__ import annotations
 
-from .contract import ABSENT, Conflict, Store
+from collections.abc import Callable, Sequence
+
+from .contract import ABSENT, Conflict, Op, Put, Store
 
 CONFIG = "/sdnvirt/config/"
 CONFIG_SERIAL = CONFIG + "serial"
 MIGRATIONS = "/sdnvirt/migrations/"
 MIGRATION_ID = "/sdnvirt/ids/migration"
+TOKENS = "/sdnvirt/tokens/"
+AUDIT = "/sdnvirt/audit/"
+AUDIT_ID = "/sdnvirt/ids/audit"
 
 
 def config_key(kind: str, key: str) -> str:
@@ -42,8 +52,17 @@ def migration_key(mid: int) -> str:
     return f"{MIGRATIONS}{mid:010d}"
 
 
-def next_id(store: Store, key: str, attempts: int = 100) -> int:
-    """The next id of the counter at ``key``, never given to anyone else, even by another process.
+def token_key(tid: str) -> str:
+    return f"{TOKENS}{tid}"
+
+
+def audit_key(aid: int) -> str:
+    return f"{AUDIT}{aid:016d}"
+
+
+def next_id(store: Store, key: str, attempts: int = 100, ops: Callable[[int], Sequence[Op]] | None = None) -> int:
+    """The next id of the counter at ``key``, never given to anyone else, even by another process;
+    ``ops(id)``: writes that take the id, committed with it, all or none.
 
     A lost compare-and-set means another writer took an id meanwhile: try
     again with the one after it. ``attempts`` only bounds a store that keeps
@@ -52,7 +71,7 @@ def next_id(store: Store, key: str, attempts: int = 100) -> int:
         item = store.get(key)
         mid = (item.value if item else 0) + 1
         try:
-            store.put(key, mid, expect=item.revision if item else ABSENT)
+            store.commit([Put(key, mid, item.revision if item else ABSENT), *(ops(mid) if ops else ())])
             return mid
         except Conflict:
             continue
