@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from . import __version__
+from .cli_access import add_parsers
 from .config import Config, ConfigError, load
 from .events import Kind
 from .state import ConfigState
@@ -160,9 +161,8 @@ def cmd_drain(args) -> int:
 
 
 def _api(args):
-    """A client of the daemon's REST API. Where it is and its token: --api and
-    --token-file, else what --config says, else $SDNVIRT_API_URL and
-    $SDNVIRT_API_TOKEN_FILE, else the defaults (127.0.0.1:9303, /var/lib/sdnvirt/api-token)."""
+    """A client of the daemon's REST API: --api and --token-file (the admin's or a tenant's token), else --config,
+    else $SDNVIRT_API_URL and $SDNVIRT_API_TOKEN_FILE, else 127.0.0.1:9303 and /var/lib/sdnvirt/api-token."""
     from .api.client import Client
     from .api.token import TokenError, read_token
     from .config import ControllerSettings
@@ -187,7 +187,7 @@ def _client_command(func):
         try:
             return func(args)
         except ApiError as err:
-            hint = " (a token that is not the running daemon's: see --config/--token-file)" if err.status == 401 else ""
+            hint = " (not a token of this daemon, or a revoked one: see --token-file)" if err.status == 401 else ""
             print(f"sdnvirt {args.command}: {err}{hint}", file=sys.stderr)
             return 1
     return run
@@ -391,6 +391,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["build"], help="build it into <state_dir>/images unless it is there")
     p.add_argument("--config", metavar="FILE", help="whose controller.state_dir (default /var/lib/sdnvirt)")
     p.set_defaults(func=cmd_image)
+    add_parsers(sub, api_options, _client_command)      # token, audit
 
     p = sub.add_parser("demo", help="controller + leaf-spine fabric + two tenants + traffic, then clean up")
     p.add_argument("--keep-logs", action="store_true", help="keep the controller log and config")

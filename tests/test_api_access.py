@@ -9,6 +9,7 @@ from urllib.parse import quote
 import pytest
 from fastapi import HTTPException
 from test_api import tenants_doc
+from test_cli import sdnvirt
 
 from sdnvirt.api import audit
 from sdnvirt.api.access import ELSEWHERE, FILTERED, OPERATOR_ONLY
@@ -20,7 +21,7 @@ from sdnvirt.store import SQLiteStore
 
 # Path parameters of the walk: objects of tenant blue that exist, so that a
 # refusal cannot hide behind a 404 of the object itself.
-EXISTING = {"tenant": "blue", "vm": "web1", "service": "web", "backend": "web2:8080", "mid": "1",
+EXISTING = {"tenant": "blue", "vm": "web1", "service": "web", "backend": "web2:8080", "group": "web", "mid": "1",
             "token_id": "0123456789ab"}
 BLUE = ("blue", "web1", "web2", "web3", '"web"')
 RED = ("red", "db1", "db2")
@@ -70,7 +71,7 @@ def path_of(template: str, gone: bool = False) -> str:
 def test_every_route_answers_each_kind_of_token_by_the_rule(daemon):
     admin, blue, red = daemon.api(), daemon.api(issue(daemon, "blue")), daemon.api(issue(daemon, "red"))
     nobody = daemon.api("")
-    blue_before = admin.get("/tenants/blue")
+    admin.post("/tenants/blue/security-groups", {"name": "web", "rules": [{"direction": "egress"}]})
     walked = set()
     for method, template, name, has_body in routes(daemon):
         walked.add(name)
@@ -82,7 +83,9 @@ def test_every_route_answers_each_kind_of_token_by_the_rule(daemon):
         assert call(nobody, method, path, body)[0] == 401, where
 
         # Another tenant's token: blue's objects do not exist for it, the fabric is not its.
+        blue_before = admin.get("/tenants/blue")
         code, answer = call(red, method, path, body)
+        assert admin.get("/tenants/blue") == blue_before, where
         if "{tenant}" in template:
             assert (code, answer) == (404, {"detail": "no tenant blue"}), where
         elif name in FILTERED:
@@ -103,7 +106,6 @@ def test_every_route_answers_each_kind_of_token_by_the_rule(daemon):
         code, answer = call(admin, method, gone, body)
         assert code not in (401, 403), (where, code, answer)
     assert {"get_vm", "create_service", "drain", "get_topology", "reload", "create_token", "list_events"} <= walked
-    assert admin.get("/tenants/blue") == blue_before
 
 
 def test_another_tenant_is_answered_as_one_that_does_not_exist(daemon):
@@ -205,3 +207,23 @@ def test_the_trail_keeps_the_last_records_only(tmp_path):
     audit.prune(store, 2)
     assert [r["id"] for r in audit.records(store, None, 100)] == [6, 7]
 
+
+def test_the_operator_issues_lists_and_revokes_tokens_with_the_cli(daemon, tmp_path):
+    where = ["--api", f"http://127.0.0.1:{daemon.api_port}"]
+    admin = [*where, "--token-file", str(daemon.workdir / "api-token")]
+    made = sdnvirt("token", "create", "--tenant", "red", "--description", "team red", *admin)
+    assert made.returncode == 0 and "shown this once" in made.stderr, made.stderr
+    token_file = tmp_path / "red.token"
+    token_file.write_text(made.stdout)
+    token_file.chmod(0o600)
+    tid = made.stdout.strip().partition(".")[0]
+    assert tid in sdnvirt("token", "list", *admin).stdout
+    tenants = sdnvirt("tenants", "--json", *where, "--token-file", str(token_file))
+    assert [t["name"] for t in json.loads(tenants.stdout)] == ["red"], tenants.stderr
+    refused = sdnvirt("token", "list", *where, "--token-file", str(token_file))
+    assert refused.returncode == 1 and "HTTP 403" in refused.stderr
+    assert sdnvirt("token", "revoke", tid, *admin).returncode == 0
+    assert sdnvirt("tenants", *where, "--token-file", str(token_file)).returncode == 1
+    trail = json.loads(sdnvirt("audit", "--json", "--limit", "2", *admin).stdout)
+    assert [(r["method"], r["path"], r["status"]) for r in trail] == [
+        ("POST", "/v1/tokens", 201), ("DELETE", f"/v1/tokens/{tid}", 204)]
