@@ -40,6 +40,7 @@ from .events import Handler
 from .fabric import Fabric
 from .migration import ORDER, Mode, Outcome, Phase
 from .model import Model
+from .plan.encap import VxlanEncap, vteps
 from .plan.tables import Table
 
 DOWNTIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -212,6 +213,7 @@ def state_families(s: Snapshot) -> Iterator[Metric]:
     yield vms
     yield from _vm_families(s)
     yield from _tunnel_families(s)
+    yield from _vtep_family(s)
     yield from _backend_families(s)
     yield from migration_families(s.migrations)
 
@@ -269,6 +271,20 @@ def _tunnel_families(s: Snapshot) -> Iterator[Metric]:
         for unit, value in zip(("packets", "bytes"), values, strict=True):
             families[unit].add_metric(labels, value)
     yield from families.values()
+
+
+def _vtep_family(s: Snapshot) -> Iterator[Metric]:
+    config = s.model.config
+    if config.controller.fabric.encapsulation != VxlanEncap.name:
+        return
+    up = GaugeMetricFamily("sdnvirt_vtep_up", "vxlan mode: 1 while the hypervisor is connected with its tunnel port "
+                           "up; 0 while its VMs are cut off from the other hypervisors.", labels=["switch", "vtep"])
+    ends = vteps(s.fabric, config)
+    usable = {s.fabric.switches[dpid].name for dpid, v in ends.items() if dpid in s.connected and v.port is not None}
+    for name, spec in sorted(config.hypervisors.items()):
+        if spec.vtep is not None:
+            up.add_metric([name, str(spec.vtep)], 1 if name in usable else 0)
+    yield up
 
 
 def _backend_families(s: Snapshot) -> Iterator[Metric]:

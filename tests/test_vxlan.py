@@ -12,8 +12,10 @@ from test_services import doc_with
 
 from sdnvirt import config, status
 from sdnvirt.config import ConfigError
-from sdnvirt.controller import ofmsg, packet_in, packets
+from sdnvirt.controller import ofmsg, packet_in, packets, tunnels
 from sdnvirt.controller.core import Controller
+from sdnvirt.controller.discovery import Discovery
+from sdnvirt.controller.locate import probes
 from sdnvirt.controller.stats import SwitchCounters
 from sdnvirt.counters import Totals
 from sdnvirt.events import Claim, Events, Kind
@@ -194,18 +196,25 @@ def test_a_vm_on_a_switch_without_vtep_gets_no_flows():
     assert not [f for f in flows[0x102] if f.match_dict.get("eth_dst") == model.vm("web1").mac]
 
 
-def test_a_frame_from_a_vm_on_a_switch_without_vtep_is_not_learnt_and_says_why():
-    d = vni_doc()
-    d["hypervisors"].pop("leaf4")
+def controller(doc, ports):
+    """A controller whose switches (dpid -> bridge name, and its ports' names) have connected."""
     events = Events()
-    ctl = Controller(config.parse(d), Metrics(), events, lambda handler: None, clock=Clock())
+    ctl = Controller(config.parse(doc), Metrics(), events, lambda handler: None, clock=Clock())
     dps = {}
-    for dpid, name in ((0x104, "leaf4"), (0x101, "leaf1")):
+    for dpid, (name, names) in ports.items():
         dp = dps[dpid] = FakeDatapath()
         dp.id = dpid
         ctl.switch_connected(dp, dpid)
         ctl.ports_described(dp, [SimpleNamespace(port_no=p, name=n.encode(), config=0, state=0)
-                                 for p, n in ((OFPP_LOCAL, name), (3, f"{name}-eth3"), (TUNNEL_PORT, "vxlan0"))])
+                                 for p, n in ((OFPP_LOCAL, name), *names.items())])
+    return ctl, dps, events
+
+
+def test_a_frame_from_a_vm_on_a_switch_without_vtep_is_not_learnt_and_says_why():
+    d = vni_doc()
+    d["hypervisors"].pop("leaf4")
+    ctl, dps, events = controller(d, {dpid: (name, {3: f"{name}-eth3", TUNNEL_PORT: "vxlan0"})
+                                      for dpid, name in ((0x104, "leaf4"), (0x101, "leaf1"))})
     web1 = ctl.model.vm("web1")
     announce = packets.gratuitous_arp(web1.mac, str(web1.ip))
     for dpid in (0x104, 0x101):
@@ -215,6 +224,43 @@ def test_a_frame_from_a_vm_on_a_switch_without_vtep_is_not_learnt_and_says_why()
     [ignored] = events.since(0, [Kind.VM_CLAIM_IGNORED]).events
     assert ignored.fields == {"vm": "web1", "tenant": "blue", "dpid": f"{0x104:016x}", "port": 3,
                               "refused": Claim.NO_OVERLAY}
+
+
+def test_a_hypervisor_without_its_tunnel_port_is_logged_once_and_in_the_metrics(caplog):
+    ctl, dps, _ = controller(vni_doc(), {0x101: ("leaf1", {3: "leaf1-eth3", TUNNEL_PORT: "vxlan0"}),
+                                         0x102: ("leaf2", {3: "leaf2-eth3"})})
+
+    def vtep_up():
+        snap = Snapshot(ctl.model, ctl.fabric, {}, set(ctl.sessions), {}, {}, Totals(4), Totals(2), Totals(1), [])
+        metrics = Metrics()
+        metrics.registry.register(StateCollector(lambda read: read(), lambda: snap))
+        return {s.labels["switch"]: s.value for family in metrics.registry.collect() for s in family.samples
+                if s.name == "sdnvirt_vtep_up"}
+    with caplog.at_level("INFO", logger="sdnvirt.controller"):
+        caplog.clear()
+        tunnels.check(ctl)
+        tunnels.check(ctl)
+        assert [r.getMessage() for r in caplog.records] == [
+            f"hypervisor leaf2 ({0x102:016x}): VTEP {vtep(2)} unusable, no port vxlan0 up on its bridge: its VMs are "
+            "cut off from the other hypervisors"]
+        # leaf3 and leaf4 have not connected.
+        assert vtep_up() == {"leaf1": 1, "leaf2": 0, "leaf3": 0, "leaf4": 0}
+        caplog.clear()
+        ctl.port_status(dps[0x102], SimpleNamespace(port_no=TUNNEL_PORT, name=b"vxlan0", config=0, state=0), False)
+        tunnels.check(ctl)
+        assert [r.getMessage() for r in caplog.records if "VTEP" in r.getMessage()] == [
+            f"hypervisor leaf2 ({0x102:016x}): VTEP {vtep(2)} usable again (tunnel port {TUNNEL_PORT} up)"]
+        assert vtep_up()["leaf2"] == 1
+
+
+def test_neither_lldp_nor_arp_probes_go_out_of_a_tunnel_port():
+    model = Model(config.parse(vni_doc()))
+    fab = vxlan_fabric()
+    settings = model.config.controller.fabric
+    assert {p for _, p, _ in Discovery(lambda: settings).frames(fab, 0x101)} == {1, 2, 3, 4, 5}
+    assert {p for _, p, _ in probes(model, fab, 0x101)} == {3, 4, 5}
+    # In vlan mode a port of that name is a port like any other.
+    assert TUNNEL_PORT in {p for _, p, _ in Discovery().frames(fab, 0x101)}
 
 
 def test_the_load_balancer_translates_at_the_clients_hypervisor_and_tunnels_to_the_backend():

@@ -53,7 +53,7 @@ class Controller:
         self.model = Model(config)
         self.fabric = Fabric()
         self.sessions: dict[int, SwitchSession] = {}
-        self.discovery = Discovery()
+        self.discovery = Discovery(lambda: self.settings)
         self.counters = stats.SwitchCounters()
         self.metrics = metrics
         self.metrics.errors_known(ofmsg.ERROR_TYPES.values())

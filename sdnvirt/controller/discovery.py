@@ -1,17 +1,22 @@
-"""Fabric discovery: signed LLDP out of every live port, links from what comes back."""
+"""Fabric discovery: signed LLDP out of every live port (but a tunnel port), links from what comes back."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
+from ..config import FabricSettings
 from ..fabric import Fabric, PortRef
+from ..plan.encap import tunnel_port
 from . import packets
 
 Frame = tuple[int, int, bytes]      # (dpid, port, frame) to send out of that port
 
 
 class Discovery:
-    def __init__(self) -> None:
+    def __init__(self, settings: Callable[[], FabricSettings] = FabricSettings) -> None:
+        """``settings``: the fabric settings of the moment (the tunnel port is never probed)."""
+        self.settings = settings
         self.secret = os.urandom(16)
         self.link_seen: dict[PortRef, float] = {}   # a link's source end -> when its LLDP last came
 
@@ -19,8 +24,9 @@ class Discovery:
         sw = fabric.switches.get(dpid)
         if sw is None:
             return []
+        tunnel = tunnel_port(sw, self.settings())
         return [(dpid, p, packets.lldp_frame(dpid, p, self.secret))
-                for p in (ports or sw.ports) if sw.ports.get(p)]
+                for p in (ports or sw.ports) if sw.ports.get(p) and p != tunnel]
 
     def heard(self, fabric: Fabric, dpid: int, in_port: int, data: bytes, max_age: float,
               now: float) -> PortRef | None:

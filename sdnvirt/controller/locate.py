@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..fabric import Fabric
 from ..model import Location, Model
+from ..plan.encap import tunnel_port
 from . import packets
 from .session import SwitchSession
 
@@ -26,9 +27,7 @@ def probes(model: Model, fabric: Fabric, dpid: int, ports: list[int] | None = No
     sw = fabric.switches.get(dpid)
     if sw is None or not sw.name:
         return []
-    settings = model.config.controller.fabric
-    # A flow-based tunnel port sends nothing that has no tunnel destination.
-    tunnel = sw.port_named(settings.tunnel_port) if settings.encapsulation == "vxlan" else None
+    tunnel = tunnel_port(sw, model.config.controller.fabric)
     free = [p for p in fabric.edge_ports(dpid)
             if p != tunnel and model.vm_at(Location(dpid, p)) is None and (ports is None or p in ports)]
     # A VM is looked for at its own hypervisor. One that left its port (moved

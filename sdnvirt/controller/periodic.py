@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..events import LinkDown
-from . import locate, stats
+from . import locate, stats, tunnels
 
 if TYPE_CHECKING:
     from .core import Controller
@@ -49,3 +49,4 @@ def tick(ctl: Controller) -> None:
         ctl.dirty = True
         ctl.schedule(0)
     ctl.migrations.tick()
+    tunnels.check(ctl)

@@ -52,6 +52,8 @@ class SwitchSession:
     unannounced: bool = True
     last_resync: float = float("-inf")
     locate_due: tuple[float, float] | None = None     # (next probes, step)
+    # vxlan mode, a hypervisor: whether its tunnel port was up at the last look (None: not looked yet).
+    tunnel_up: bool | None = None
     # Multipart replies being assembled, by request xid: (what, parts so far).
     multipart: dict[int, tuple[str, list]] = field(default_factory=dict)
     # What the switch counted, from the periodic stats replies.

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..config import Config
-from ..fabric import Fabric, PortRef, flood_tree, next_hops, path_nodes
+from ..config import Config, FabricSettings
+from ..fabric import Fabric, PortRef, Switch, flood_tree, next_hops, path_nodes
 from .flows import OFPVID_PRESENT, Action, Match
 
 Actions = tuple[Action, ...]
@@ -210,6 +210,12 @@ def vteps(fabric: Fabric, config: Config) -> dict[int, Vtep]:
             port = sw.port_named(name)
             out[dpid] = Vtep(str(spec.vtep), port if port is not None and sw.ports.get(port) else None)
     return out
+
+
+def tunnel_port(sw: Switch, settings: FabricSettings) -> int | None:
+    """In vxlan mode, the number of the switch's tunnel port: a port that sends
+    nothing without a tunnel destination, so no LLDP and no ARP probe goes out of it."""
+    return sw.port_named(settings.tunnel_port) if settings.encapsulation == VxlanEncap.name else None
 
 
 def overlay_end(fabric: Fabric, config: Config, dpid: int) -> bool:
