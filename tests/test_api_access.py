@@ -185,6 +185,7 @@ def test_every_change_is_audited_with_the_tokens_id_never_the_token(daemon):
     blue.post("/tenants/blue/services/web/backends/web3:8080/undrain")
     call(blue, "POST", "/reload")
     call(daemon.api("wrong"), "DELETE", "/tenants/blue")
+    call(admin, "POST", "/migrations/1/events", {"event": "heartbeat"})
     blue.get("/tenants/blue")
     trail = admin.get(f"/audit?after={cursor}")
     assert [(r["token"], r["tenant"], r["method"], r["path"], r["status"]) for r in trail] == [

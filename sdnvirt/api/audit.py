@@ -5,7 +5,11 @@ valid token is recorded in the store once it is answered, before the
 client gets the answer: the token's id (never the token), its tenant, the
 method and path, the status, the time. A refused call is recorded too: an
 attempt is what an auditor looks for. A call without a valid token is not:
-it has no one to name, and anyone could flood the trail with them.
+it has no one to name, and anyone could flood the trail with them. Nor
+are the hypervisor agent's reports of a migration's steps (UNAUDITED): the
+migration was audited when asked for, its steps are migration events, and
+the agent's heartbeats, several a second, would push the operators'
+changes out of the trail.
 
 The store keeps the last ``controller.api.audit_kept`` records: each record
 deletes the one that many before it, in its own transaction, so every
@@ -30,6 +34,7 @@ from .deps import StoreDep
 
 LOG = logging.getLogger("sdnvirt.api")
 CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+UNAUDITED = frozenset({"report_event"})
 MAX_LIMIT = 1000
 
 router = APIRouter(tags=["access"])
@@ -95,7 +100,8 @@ class Middleware:
             status = next(m["status"] for m in held if m["type"] == "http.response.start")
         finally:
             who = state.get("principal")
-            if who is not None:
+            route = scope.get("route")
+            if who is not None and getattr(route, "name", None) not in UNAUDITED:
                 try:
                     await run_in_threadpool(record, self.store, self.kept, who, scope["method"], scope["path"],
                                             status)
