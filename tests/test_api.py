@@ -29,14 +29,19 @@ def tenants_doc():
     return doc
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
+def started(tmp_path_factory, name: str):
+    """A daemon of tenants_doc() for a module's tests, stopped after them: a fixture's body."""
     doc = {"controller": {"openflow": {"address": "127.0.0.1", "port": lab.free_port()}}, **tenants_doc()}
-    ctl = lab.ControllerProcess(doc, tmp_path_factory.mktemp("api")).start()
+    ctl = lab.ControllerProcess(doc, tmp_path_factory.mktemp(name)).start()
     try:
         yield ctl
     finally:
         ctl.stop()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    yield from started(tmp_path_factory, "api")
 
 
 def test_every_call_needs_the_token(daemon):

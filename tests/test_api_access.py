@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 from fastapi import HTTPException
-from test_api import tenants_doc
+from test_api import started
 from test_cli import sdnvirt
 
 from sdnvirt.api import audit
@@ -16,7 +16,6 @@ from sdnvirt.api.access import ELSEWHERE, FILTERED, OPERATOR_ONLY
 from sdnvirt.api.client import ApiError
 from sdnvirt.api.credentials import ADMIN, Principal
 from sdnvirt.api.migrations import get_migration, list_migrations
-from sdnvirt.emulation import lab
 from sdnvirt.store import SQLiteStore
 
 # Path parameters of the walk: objects of tenant blue that exist, so that a
@@ -29,12 +28,7 @@ RED = ("red", "db1", "db2")
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    doc = {"controller": {"openflow": {"address": "127.0.0.1", "port": lab.free_port()}}, **tenants_doc()}
-    ctl = lab.ControllerProcess(doc, tmp_path_factory.mktemp("api-access")).start()
-    try:
-        yield ctl
-    finally:
-        ctl.stop()
+    yield from started(tmp_path_factory, "api-access")
 
 
 def issue(daemon, tenant: str) -> str:

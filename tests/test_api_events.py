@@ -7,20 +7,14 @@ import threading
 import time
 
 import pytest
-from test_api import tenants_doc
+from test_api import started
 
 from sdnvirt.api.client import ApiError
-from sdnvirt.emulation import lab
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    doc = {"controller": {"openflow": {"address": "127.0.0.1", "port": lab.free_port()}}, **tenants_doc()}
-    ctl = lab.ControllerProcess(doc, tmp_path_factory.mktemp("api-events")).start()
-    try:
-        yield ctl
-    finally:
-        ctl.stop()
+    yield from started(tmp_path_factory, "api-events")
 
 
 def test_config_changes_are_events_after_the_cursor(daemon):
