@@ -26,32 +26,14 @@ import time
 from common import RESULTS_DIR, fmt, machine, out, print_table
 
 from sdnvirt import config
-from sdnvirt.fabric import Fabric
+from sdnvirt.fabric import Fabric, leaf_spine
 from sdnvirt.model import Location, Model
 from sdnvirt.plan.flows import Owner
 from sdnvirt.plan.pipeline import plan
 
 TUNNEL_PORT = 0xFF00     # above any access port the leaves get here
+LEAF, SPINE = 1, 2       # leaf_spine's dpids: 0x100 + i, 0x200 + j
 VNI_BASE = 5000          # vxlan segments above the VLAN range, distinct in their low 16 bits
-
-
-def fabric(spines: int, leaves: int, access: int) -> Fabric:
-    """Leaf i (dpid 0x10000 + i) links to every spine j (dpid 0x20000 + j) by its port j."""
-    fab = Fabric()
-    for i in range(1, leaves + 1):
-        leaf = fab.add_switch(0x10000 + i)
-        leaf.name = f"leaf{i}"
-        for p in range(1, spines + access + 1):
-            fab.set_port(leaf.dpid, p, True)
-        fab.set_port(leaf.dpid, TUNNEL_PORT, True, "vxlan0")
-    for j in range(1, spines + 1):
-        spine = fab.add_switch(0x20000 + j)
-        spine.name = f"spine{j}"
-        for i in range(1, leaves + 1):
-            fab.set_port(spine.dpid, i, True)
-            fab.add_link((0x10000 + i, j), (0x20000 + j, i))
-            fab.add_link((0x20000 + j, i), (0x10000 + i, j))
-    return fab
 
 
 def placement(tenant: int, vm: int, leaves: int) -> int:
@@ -77,7 +59,7 @@ def model_of(mode: str, spines: int, leaves: int, tenants: int, vms: int) -> Mod
     used: dict[str, int] = {}
     for vm in model.vms():
         port = used[vm.host] = used.get(vm.host, spines) + 1
-        model.bind(vm.name, Location(0x10000 + int(vm.host.removeprefix("leaf")), port))
+        model.bind(vm.name, Location((LEAF << 8) + int(vm.host.removeprefix("leaf")), port))
     return model
 
 
@@ -87,10 +69,10 @@ def measure(model: Model, fab: Fabric) -> dict:
     took = time.perf_counter() - started
 
     def busiest(kind: int) -> dict:
-        dpid = max((d for d in flows if d >> 16 == kind), key=lambda d: len(flows[d]))
+        dpid = max((d for d in flows if d >> 8 == kind), key=lambda d: len(flows[d]))
         tenant = sum(1 for f in flows[dpid] if f.cookie >> 56 != Owner.FABRIC)
         return {"switch": fab.switches[dpid].name, "flows": len(flows[dpid]), "tenant_flows": tenant}
-    return {"plan_s": took, "spine": busiest(2), "hypervisor": busiest(1),
+    return {"plan_s": took, "spine": busiest(SPINE), "hypervisor": busiest(LEAF),
             "total_flows": sum(len(f) for f in flows.values())}
 
 
@@ -103,7 +85,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     access = -(-args.tenants * args.vms // args.leaves) + args.vms
-    fab = fabric(args.spines, args.leaves, access)
+    fab = leaf_spine(args.spines, args.leaves, access, (TUNNEL_PORT, "vxlan0"))
     models = {mode: model_of(mode, args.spines, args.leaves, args.tenants, args.vms) for mode in ("vlan", "vxlan")}
     out(f"leaf-spine {args.spines}x{args.leaves}, {args.tenants} tenants x {args.vms} VMs, "
         f"{args.rounds} interleaved rounds")

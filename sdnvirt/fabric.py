@@ -118,6 +118,33 @@ class Fabric:
         return g
 
 
+def leaf_spine(spines: int = 2, leaves: int = 4, vm_ports: int = 3,
+               tunnel_port: tuple[int, str] | None = None) -> Fabric:
+    """A leaf-spine as discovery finds it, to plan without switches (the tests, bench/planner.py).
+
+    Leaf i has dpid 0x100+i, spine j 0x200+j; leaf port j links to spine j,
+    ports spines+1.. are access ports; spine port i links to leaf i.
+    ``tunnel_port``: (number, name) of a VXLAN port every leaf has too."""
+    if not (0 < spines < 0x100 and 0 < leaves < 0x100):
+        raise ValueError(f"a leaf-spine of {spines} spines and {leaves} leaves: 1 to 255 of each")
+    fab = Fabric()
+    for i in range(1, leaves + 1):
+        leaf = fab.add_switch(0x100 + i)
+        leaf.name = f"leaf{i}"
+        for p in range(1, spines + vm_ports + 1):
+            fab.set_port(leaf.dpid, p, True)
+        if tunnel_port is not None:
+            fab.set_port(leaf.dpid, tunnel_port[0], True, tunnel_port[1])
+    for j in range(1, spines + 1):
+        spine = fab.add_switch(0x200 + j)
+        spine.name = f"spine{j}"
+        for i in range(1, leaves + 1):
+            fab.set_port(spine.dpid, i, True)
+            fab.add_link((0x100 + i, j), (0x200 + j, i))
+            fab.add_link((0x200 + j, i), (0x100 + i, j))
+    return fab
+
+
 def next_hops(g: nx.Graph[int], dst: int) -> dict[int, int]:
     """For every switch that can reach ``dst``: the port it sends out of toward ``dst``.
 

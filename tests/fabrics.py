@@ -1,27 +1,11 @@
 """Fabrics and configs built in memory for the unit tests."""
 
 from sdnvirt import config
-from sdnvirt.fabric import Fabric
+from sdnvirt.fabric import Fabric, leaf_spine
 from sdnvirt.model import Location, Model
 
-
-def leafspine(spines=2, leaves=4, vm_ports=3) -> Fabric:
-    """Leaf i has dpid 0x100+i, spine j 0x200+j; leaf port j links to spine j,
-    ports spines+1.. are access ports; spine port i links to leaf i."""
-    fab = Fabric()
-    for i in range(1, leaves + 1):
-        leaf = fab.add_switch(0x100 + i)
-        leaf.name = f"leaf{i}"
-        for p in range(1, spines + vm_ports + 1):
-            fab.set_port(leaf.dpid, p, True)
-    for j in range(1, spines + 1):
-        spine = fab.add_switch(0x200 + j)
-        spine.name = f"spine{j}"
-        for i in range(1, leaves + 1):
-            fab.set_port(spine.dpid, i, True)
-            fab.add_link((0x100 + i, j), (0x200 + j, i))
-            fab.add_link((0x200 + j, i), (0x100 + i, j))
-    return fab
+# Leaf i is dpid 0x100+i, spine j 0x200+j; leaf port j links to spine j, ports spines+1.. are access ports.
+leafspine = leaf_spine
 
 
 TWO_TENANTS = {
@@ -67,7 +51,4 @@ def vxlan_doc(doc=TWO_TENANTS, leaves=4) -> dict:
 def vxlan_fabric(spines=2, leaves=4, vm_ports=3) -> Fabric:
     """``leafspine`` with a VXLAN port (``TUNNEL_PORT``, named vxlan0) on every leaf:
     the spines are then a mere underlay."""
-    fab = leafspine(spines, leaves, vm_ports)
-    for i in range(1, leaves + 1):
-        fab.set_port(0x100 + i, TUNNEL_PORT, True, "vxlan0")
-    return fab
+    return leaf_spine(spines, leaves, vm_ports, (TUNNEL_PORT, "vxlan0"))

@@ -10,7 +10,8 @@ moment, none is lost or leaks.
 import copy
 import itertools
 
-from fabrics import TWO_TENANTS, placed_model
+import pytest
+from fabrics import TWO_TENANTS, placed_model, vxlan_doc, vxlan_fabric
 from switches import Switches, ip
 from test_services import doc_with
 
@@ -133,9 +134,14 @@ def _at(model, name):
 
 # -- (c) a warm restart ------------------------------------------------------------------
 
-def test_a_restarted_controller_finds_its_vms_in_the_switches_and_changes_nothing():
-    before = placed_model(doc_with())
-    sw = Switches(before)
+@pytest.mark.parametrize("vxlan", [False, True])
+def test_a_restarted_controller_finds_its_vms_in_the_switches_and_changes_nothing(vxlan):
+    doc = doc_with()
+    if vxlan:
+        doc = vxlan_doc(doc)
+        doc["tenants"]["blue"]["segment"] = 70001      # a VNI: wider than 16 bits
+    before = placed_model(doc)
+    sw = Switches(before, vxlan_fabric() if vxlan else None)
     sw.reconcile()
     # A new controller: the config, no locations; the switches as read back.
     after = Model(before.config)

@@ -133,6 +133,21 @@ def test_unicast_goes_into_the_tunnel_to_the_destinations_vtep_and_only_the_hype
         assert {f.cookie for f in flows[dpid]} == {cookie(Owner.FABRIC)}, hex(dpid)
 
 
+def test_a_thousand_tenants_with_vnis_above_4094_validate_and_plan():
+    tenants = {f"t{t}": {"segment": 5000 + t, "subnet": "10.0.0.0/24", "vms": {
+        f"t{t}v{v}": {"mac": f"02:00:00:{t >> 8:02x}:{t & 0xFF:02x}:{v:02x}", "ip": f"10.0.0.{v + 10}",
+                      "host": f"leaf{(t + v) % 4 + 1}"} for v in range(2)}} for t in range(1000)}
+    model = Model(config.parse(vxlan_doc({"tenants": tenants})))
+    fab = vxlan_fabric(vm_ports=500)
+    for i, vm in enumerate(model.vms()):
+        model.bind(vm.name, Location(0x100 + int(vm.host.removeprefix("leaf")), 3 + i // 4))
+    flows = plan(model, fab).flows
+    assert {f.cookie for dpid in (0x201, 0x202) for f in flows[dpid]} == {cookie(Owner.FABRIC)}
+    # leaf1 holds the VMs of every tenant t with t % 4 in (0, 3), each with one peer on another leaf.
+    ingress = [f for f in flows[0x101] if f.table == Table.INGRESS and f.priority == 200]
+    assert sorted(f.match_dict["tunnel_id"] for f in ingress) == [5000 + t for t in range(1000) if t % 4 in (0, 3)]
+
+
 def test_a_hypervisor_without_its_tunnel_port_keeps_its_own_vms_but_sends_nothing_away():
     model = placed_model(vni_doc())
     fab = vxlan_fabric()
@@ -181,6 +196,9 @@ def test_a_vm_cannot_send_into_the_tunnel_or_with_another_tenants_vni():
     # Tunnel fields on a VM's frame are a VM's lie: its port security classifies it as blue.
     spoofed = {**ip(web1, db2.mac, str(db2.ip)), "tunnel_id": RED_VNI}
     assert sw.send("web1", spoofed) == []
+    # Nor can it reach the underlay: to a VTEP's address a frame goes nowhere, or as a broadcast, to its tenant only.
+    for mac in ("ff:ff:ff:ff:ff:ff", "02:00:00:00:fe:02"):
+        assert sw.where(sw.send("web1", ip(web1, mac, vtep(2), proto=17))) == (["web2", "web3"] if mac[0] == "f" else [])
 
 
 def test_a_vm_on_a_switch_without_vtep_gets_no_flows():
