@@ -28,6 +28,8 @@ connections reset), writes bench/results/migration-<UTC time>[-quick].json
 and a plot of one live migration's stream, migration-stream-<UTC time>.png.
 
     python bench/migration.py [--quick] [--rounds N] [--memory MB] [--pause S] [--wait-others S]
+
+With ``--qemu``, the same for real QEMU guests migrated by QEMU itself: bench/migration_qemu.py.
 """
 
 from __future__ import annotations
@@ -163,7 +165,8 @@ def plot_stream(mv: dict, png: Path) -> None:
     for name, p in rec["phases"].items():
         if name in colors and p["end"] is not None:
             ax.axvspan(p["start"] - t0, p["end"] - t0, color=colors[name], alpha=0.15, label=name.replace("_", " "))
-    ax.axvspan(rec["frozen_at"] - t0, rec["thawed_at"] - t0, color="red", alpha=0.3, label="VM frozen (stop-and-copy)")
+    frozen = "QMP: source STOP to destination RESUME" if rec.get("qemu") else "VM frozen (stop-and-copy)"
+    ax.axvspan(rec["frozen_at"] - t0, rec["thawed_at"] - t0, color="red", alpha=0.3, label=frozen)
     ax.axvline(rec["flipped_at"] - t0, color="black", linestyle="--", label="paths flipped (switches confirmed)")
     ax.set_xlabel(f"seconds after the request (migration {rec['id']}: {rec['vm']} {rec['source']} -> "
                   f"{rec['target']}, longest gap {mv['gap_s'] * 1000:.1f} ms, "
@@ -211,6 +214,10 @@ def table(results: dict, args) -> list[list[str]]:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--qemu" in argv:
+        from migration_qemu import main as qemu_main
+        return qemu_main([a for a in argv if a != "--qemu"])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one round of each kind")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of live, cold, uncoordinated and silent moves (default 3)")

@@ -220,11 +220,17 @@ def ping_stream(host, ip: str, seconds: int, interval: float = 0.001) -> subproc
 
 def reply_times(proc: subprocess.Popen, timeout: float = 60.0) -> list[float]:
     """When each echo reply of a ping_stream() arrived (wall clock), once it has ended."""
+    return stream_result(proc, timeout)[0]
+
+
+def stream_result(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[list[float], int, int]:
+    """(reply times, echo requests sent, replies) of a ping_stream() once it has ended."""
     proc.wait(timeout=timeout)
     proc.output.seek(0)
     text = proc.output.read()
     proc.output.close()
-    return [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", text, re.M)]
+    times = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", text, re.M)]
+    return (times, *ping_stats(text))
 
 
 def longest_gap(times: list[float]) -> tuple[float, float, float]:

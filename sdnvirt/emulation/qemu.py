@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
-from qemu.qmp import EventListener, QMPClient, QMPError
+from qemu.qmp import ConnectError, EventListener, QMPClient, QMPError
 
 from ..config import Config
 from .guest import Image, build
@@ -154,12 +154,7 @@ class QemuVM:
             cmd = command_line(self.spec, self.image, self.tap, qmp, self.console, self.accel, self.incoming)
             with open(self.dir / "qemu.log", "wb") as out:
                 self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + BOOT_TIMEOUT
-            while not qmp.exists():
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise GuestError(f"QEMU for {self.spec.name} did not start: {self._log_tail()}")
-                time.sleep(0.02)
-            self.monitor = Monitor(qmp, self.spec.name, self._event)
+            self.monitor = self._connect(qmp)
             # Onto the bridge only now, its carrier up since QEMU holds it: the
             # switch reports the port once, up. (The controller takes a migration's
             # target port coming up for the VM's arrival.)
@@ -173,6 +168,20 @@ class QemuVM:
         LOG.info("guest %s: QEMU pid %d, tap %s (port %d) on %s%s", self.spec.name, self.proc.pid, self.tap,
                  self.ofport, self.switch, " awaiting migration" if self.incoming else "")
         return self
+
+    def _connect(self, qmp: Path) -> Monitor:
+        """QMP, once QEMU listens: its socket file exists from bind(), before listen()."""
+        assert self.proc is not None
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise GuestError(f"QEMU for {self.spec.name} did not start: {self._log_tail()}")
+            if qmp.exists():
+                try:
+                    return Monitor(qmp, self.spec.name, self._event)
+                except ConnectError as err:
+                    LOG.debug("QMP of %s not ready: %s", self.spec.name, err)
+            time.sleep(0.02)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

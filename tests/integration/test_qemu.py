@@ -5,7 +5,6 @@ the tests run in file order.
 """
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from sdnvirt.emulation import lab
+from sdnvirt.emulation import echo, lab
 from sdnvirt.emulation.agent import Agent
 
 from .conftest import Fabric
@@ -60,15 +59,6 @@ def migrate(fab, vm, target, mode="live"):
     return fab.agent.wait(rec["id"], timeout=30)
 
 
-def ping_stream_result(proc):
-    """(reply times, echo requests sent, replies) of a lab.ping_stream once it has ended."""
-    proc.wait(timeout=60)
-    proc.output.seek(0)
-    text = proc.output.read()
-    times = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", text, re.M)]
-    return (times, *lab.ping_stats(text))
-
-
 def test_guest_boots_on_its_hypervisor_and_reaches_its_tenant_only(fab):
     guest = fab.emu.guests["q1"]
     assert guest.alive() and guest.switch == "leaf2"
@@ -78,13 +68,14 @@ def test_guest_boots_on_its_hypervisor_and_reaches_its_tenant_only(fab):
     assert int(located["fields"]["dpid"], 16) == int(fab.emu.net.get("leaf2").dpid, 16)
     n1, r1 = fab.host("n1"), fab.host("r1")
     assert lab.reachable(n1, "10.1.0.12")
-    # r1 and r2 of red share blue's addresses: r1 reaches its own 10.1.0.12, and
-    # never the guest, whose MAC it is pointed at directly.
+    # r1 and r2 of red share blue's addresses: r1 never reaches the guest, even
+    # pointed at its MAC directly, and reaches its own 10.1.0.12 (r2).
     r1.cmd("ip neigh replace 10.1.0.12 lladdr 02:00:00:00:01:02 dev r1-eth0 nud permanent")
     try:
         assert lab.ping(r1, "10.1.0.12", count=3, interval=0.2, wait=0.5) == 0
     finally:
         r1.cmd("ip neigh flush nud permanent dev r1-eth0")
+    assert lab.reachable(r1, "10.1.0.12")
 
 
 def test_http_and_tcp_to_the_guest(fab):
@@ -98,11 +89,11 @@ def test_http_and_tcp_to_the_guest(fab):
 
 def test_live_migration_under_a_ping_stream_and_a_tcp_connection(fab):
     n1 = fab.host("n1")
-    talk = n1.popen([sys.executable, "-c", TALK, "10.1.0.12", "7", "6"], stdout=subprocess.PIPE, text=True)
+    talk = echo.talk(n1, "10.1.0.12", seconds=6)
     stream = lab.ping_stream(n1, "10.1.0.12", seconds=5)
     time.sleep(1.0)
     rec = migrate(fab, "q1", "leaf1")
-    times, sent, received = ping_stream_result(stream)
+    times, sent, received = lab.stream_result(stream)
     assert rec["outcome"] == "ok", rec
     assert fab.emu.guests["q1"].switch == "leaf1" and fab.emu.guests["q1"].alive()
     qemu = rec["qemu"]
@@ -116,8 +107,8 @@ def test_live_migration_under_a_ping_stream_and_a_tcp_connection(fab):
     assert before <= qemu["resume"] and after >= qemu["stop"], (before, after, rec)
     assert sent - received <= 20, (sent, received, rec)
     # One TCP connection to the guest, talking every 10 ms throughout, never broke.
-    out = talk.communicate(timeout=30)[0].split()
-    assert out[0] == "ok" and int(out[1]) > 100, out
+    lines, broke = echo.talked(talk)
+    assert broke is None and lines > 100, (lines, broke)
     assert lab.http_get(n1, "http://10.1.0.12/", timeout=5) == "q1"
 
 
@@ -148,27 +139,6 @@ def test_cold_migration(fab):
     assert lab.reachable(fab.host("n1"), "10.1.0.12")
     assert lab.http_get(fab.host("n1"), "http://10.1.0.12/", timeout=5) == "q1"
 
-
-# One TCP connection to HOST:PORT (an echo) for SECONDS: a line every 10 ms, each
-# echoed before the next; prints "ok LINES", or "FAIL ..." at the first error.
-TALK = r"""
-import socket, sys, time
-host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-lines, end = 0, time.monotonic() + seconds
-try:
-    with socket.create_connection((host, port), timeout=5) as s:
-        f = s.makefile("rwb")
-        while time.monotonic() < end:
-            f.write(b"line %d\n" % lines)
-            f.flush()
-            if f.readline() != b"line %d\n" % lines:
-                raise RuntimeError("wrong echo")
-            lines += 1
-            time.sleep(0.01)
-    print("ok", lines)
-except Exception as err:
-    print("FAIL", type(err).__name__, err, lines)
-"""
 
 # Sends N bytes to HOST:PORT, prints how many came back.
 ECHO = r"""
