@@ -277,12 +277,12 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def send_scapy(host, frames: list[str], count: int = 1, inter: float = 0.01) -> str:
-    """Send raw frames from ``host``'s interface; each frame is a scapy expression."""
+def send_scapy(host, frames: list[str], count: int = 1, inter: float = 0.01, iface: str | None = None) -> str:
+    """Send raw frames from ``host``'s interface (or its ``iface``); each frame is a scapy expression."""
     code = ("from scapy.all import *\n"
             "conf.verb = 0\n"
             f"frames = [{', '.join(frames)}]\n"
-            f"sendp(frames, iface={str(host.defaultIntf())!r}, count={count}, inter={inter})\n")
+            f"sendp(frames, iface={iface or str(host.defaultIntf())!r}, count={count}, inter={inter})\n")
     return host.cmd(f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} 2>&1")
 
 

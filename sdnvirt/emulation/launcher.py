@@ -31,10 +31,12 @@ from mininet.topo import Topo
 from ..api.client import Client
 from ..api.token import TokenError, read_token
 from ..config import Config
+from . import privateovs
 from .agent import Agent
 from .lock import fabric_lock
 from .qemu import QemuVM, start_guests
 from .topologies import fattree, leafspine, single
+from .underlay import Hypervisor, UnderlayBridge, vxlan_topo
 
 # Importing mininet.log makes MininetLogger the class of every logger
 # created afterwards in the process: each would get its own newline-less
@@ -173,6 +175,8 @@ class Emulation:
                     continue    # started by start() once the switches are
                 topo.addHost(vname, mac=vm.mac, ip=f"{vm.ip}/{tenant.subnet.prefixlen}")
                 topo.addLink(vname, placement[vname])
+        if self.config.controller.fabric.encapsulation == "vxlan":
+            vxlan_topo(topo, self.config)
         self.topo, self.placement = topo, placement
         return topo
 
@@ -192,6 +196,8 @@ class Emulation:
                  self.controller_ip, self.controller_port)
         self._lock.enter_context(fabric_lock())
         try:
+            for name in privateovs.sweep():
+                log.warning("removed the Open vSwitch of hypervisor %s left by an earlier run", name)
             # build=False then build(): same as build=True, but self.net is
             # set first so that a failure half-way through is still cleaned up.
             self.net = Mininet(topo, switch=switch, controller=controller,
@@ -278,11 +284,13 @@ def _boot(host) -> None:
     host.cmd(f"arping -c 1 -U -I {host.defaultIntf()} {host.IP()} >/dev/null 2>&1 &")
 
 
-def _flow_count(switch: str) -> int | None:
-    """Number of flows in a bridge, or None if ovs-ofctl cannot tell."""
+def _flow_count(switch) -> int | None:
+    """Number of flows in a switch's bridge, or None if ovs-ofctl cannot tell."""
+    # A VXLAN mode hypervisor's bridge is in its own Open vSwitch.
+    env = switch.ovs.env if isinstance(switch, Hypervisor) and switch.ovs else None
     try:
-        res = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch],
-                             capture_output=True, text=True, timeout=5)
+        res = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch.name],
+                             capture_output=True, text=True, timeout=5, env=env)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if res.returncode != 0:
@@ -299,7 +307,7 @@ def wait_connected(net: Mininet, timeout: float = 20.0, interval: float = 0.2,
     Returns early, without error, once ``cancel`` is set.
     """
     deadline = time.monotonic() + timeout
-    waiting = [sw.name for sw in net.switches]
+    waiting = [sw for sw in net.switches if not isinstance(sw, UnderlayBridge)]
     while True:
         waiting = [sw for sw in waiting if not _flow_count(sw)]
         if not waiting or (cancel is not None and cancel.is_set()):
@@ -307,7 +315,7 @@ def wait_connected(net: Mininet, timeout: float = 20.0, interval: float = 0.2,
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"no flows after {timeout:g}s (controller not connected?) "
-                               f"on: {', '.join(waiting)}")
+                               f"on: {', '.join(sw.name for sw in waiting)}")
         time.sleep(min(interval, left))
 
 

@@ -34,8 +34,10 @@ from collections.abc import Callable, Iterable
 from functools import partial
 
 from mininet.node import Switch
+from mininet.topo import Topo
 from mininet.util import quietRun
 
+from ..config import Config
 from .privateovs import PrivateOVS
 
 UNDERLAY_MTU = 1600
@@ -44,6 +46,9 @@ MGMT_NET = ipaddress.IPv4Network("198.18.0.0/15")
 # but a bridge takes the root's timers and the Linux bridges win the root.
 STP_FORWARD_DELAY_CS = 200
 STP_ROOT_PRIORITY = 0
+# The underlay carries nothing but the VTEPs' traffic: not the router
+# solicitations and MLD reports Linux sends from every interface that comes up.
+NO_IPV6 = "sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
 
 
 def mgmt_addresses(index: int) -> tuple[ipaddress.IPv4Interface, ipaddress.IPv4Interface]:
@@ -102,8 +107,7 @@ class Hypervisor(Switch):
         return f"{self.name}-mgmt"
 
     def start(self, controllers) -> None:
-        self._shell("sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-                    "ip link set lo up")
+        self._shell(NO_IPV6, "ip link set lo up")
         self._mgmt()
         self.ovs = ovs = PrivateOVS(self.name, self.pid).start()
         uplinks: list[tuple[str, int]] = []
@@ -181,7 +185,7 @@ class UnderlayBridge(Switch):
     def start(self, controllers) -> None:
         stp = (f" stp_state 1 forward_delay {STP_FORWARD_DELAY_CS} priority {STP_ROOT_PRIORITY}"
                if self.stp else "")
-        cmds = [f"ip link add name br0 type bridge{stp}"]
+        cmds = [NO_IPV6, f"ip link add name br0 type bridge{stp}"]
         for intf in self.intfList():
             if intf.name != "lo":
                 cmds += [f"ip link set dev {intf} mtu {UNDERLAY_MTU} master br0 up"]
@@ -199,3 +203,32 @@ def _sh(where: str, run: Callable[[str], str], cmds: Iterable[str]) -> None:
         out = run(f"{cmd} || echo FAILED")
         if "FAILED" in out:
             raise RuntimeError(f"{where}: {cmd}: {out.replace('FAILED', '').strip()}")
+
+
+def vtep_plan(hypervisors: Iterable[str]) -> dict[str, dict[str, str]]:
+    """A VTEP address for each hypervisor, as a config's ``hypervisors:`` section
+    (192.168.254.N, in the order given): for the demo and the tests."""
+    names = list(hypervisors)
+    if len(names) > 254:
+        raise ValueError(f"at most 254 hypervisors get a VTEP of 192.168.254.0/24, not {len(names)}")
+    return {name: {"vtep": f"192.168.254.{i}"} for i, name in enumerate(names, start=1)}
+
+
+def vxlan_topo(topo: Topo, config: Config) -> None:
+    """Make ``topo`` VXLAN mode's: its hypervisors ``Hypervisor`` nodes with the
+    config's VTEPs, its other switches ``UnderlayBridge`` nodes.  Plain Python;
+    raises ValueError naming a hypervisor without a VTEP."""
+    hypervisors = list(topo.hypervisors())
+    vteps = {h: spec.vtep for h, spec in config.hypervisors.items() if spec.vtep is not None}
+    missing = [h for h in hypervisors if h not in vteps]
+    if missing:
+        raise ValueError(f"vxlan mode: no VTEP for hypervisor(s) {', '.join(missing)} "
+                         f"(hypervisors.NAME.vtep in the config)")
+    net = vtep_network(vteps[h] for h in hypervisors)
+    switches = set(topo.switches())
+    stp = has_loops(switches, [(a, b) for a, b in topo.links() if a in switches and b in switches])
+    for index, name in enumerate(hypervisors):
+        topo.nodeInfo(name).update(cls=Hypervisor, vtep=ipaddress.IPv4Interface(f"{vteps[name]}/{net.prefixlen}"),
+                                   mgmt_index=index, tunnel_port=config.controller.fabric.tunnel_port, stp=stp)
+    for name in switches.difference(hypervisors):
+        topo.nodeInfo(name).update(cls=UnderlayBridge, stp=stp)

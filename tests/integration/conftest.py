@@ -9,7 +9,8 @@ from fabrics import TWO_TENANTS
 
 from sdnvirt import config
 from sdnvirt.emulation import lab
-from sdnvirt.emulation.launcher import Emulation, wait_connected
+from sdnvirt.emulation.launcher import Emulation, build_topo, wait_connected
+from sdnvirt.emulation.underlay import vtep_plan
 
 # The unit tests' two tenants on one subnet (web1/db1 and web2/db2 share
 # their addresses), with one more red VM on leaf4.
@@ -20,11 +21,16 @@ TENANTS["red"]["vms"]["db3"] = {"mac": "02:00:00:00:02:03", "ip": "10.1.0.14", "
 class Fabric:
     """Controller process + emulation, with the config they share."""
 
-    def __init__(self, tmp_path, tenants, topo, params, extra=None):
+    def __init__(self, tmp_path, tenants, topo, params, extra=None, encap="vlan"):
         lab.ensure_ovs()
         self.doc = {"controller": {"openflow": {"port": lab.free_port()},
                                    "fabric": {"settle": 1.0, "packet_in_rate": 100}},
                     "tenants": copy.deepcopy(tenants), **copy.deepcopy(extra or {})}
+        if encap == "vxlan":
+            # Hypervisors with their own Open vSwitch over a Linux-bridge underlay, VTEPs 192.168.254.N.
+            self.doc["controller"]["fabric"]["encapsulation"] = "vxlan"
+            for name, spec in vtep_plan(build_topo(topo, params).hypervisors()).items():
+                self.doc.setdefault("hypervisors", {}).setdefault(name, {}).update(spec)
         self.cfg = config.parse(self.doc)
         self.ctl = lab.ControllerProcess(self.doc, tmp_path)
         self.emu = Emulation(self.cfg, topo, params, controller_port=self.ctl.port)
