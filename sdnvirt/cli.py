@@ -283,7 +283,7 @@ def cmd_image(args) -> int:
 def cmd_demo(args) -> int:
     _logging(args.log_level or "warning")
     from .emulation.demo import run_demo
-    return run_demo(keep_logs=args.keep_logs)
+    return run_demo(keep_logs=args.keep_logs, encap=args.encap)
 
 
 def cmd_store_copy(args) -> int:
@@ -395,6 +395,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="controller + leaf-spine fabric + two tenants + traffic, then clean up")
     p.add_argument("--keep-logs", action="store_true", help="keep the controller log and config")
+    p.add_argument("--encap", choices=["vlan", "vxlan"], default="vlan", help="tenants as VLANs or VXLAN tunnels")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -14,7 +14,8 @@ from collections import Counter
 
 from .. import config
 from . import lab
-from .launcher import Emulation, wait_connected
+from .launcher import Emulation, build_topo, wait_connected
+from .underlay import vtep_plan
 
 # Two tenants on the same subnet; web1/db1 and web2/db2 even share addresses.
 DEMO_TENANTS = {
@@ -38,15 +39,19 @@ def _out(line: str = "") -> None:
     print(line, flush=True)
 
 
-def run_demo(keep_logs: bool = False) -> int:
+def run_demo(keep_logs: bool = False, encap: str = "vlan") -> int:
     if not lab.is_root():
         _out("sdnvirt demo needs root (it creates Open vSwitch bridges and network namespaces)")
         return 2
     lab.ensure_ovs()
-    doc = {"controller": {"openflow": {"port": lab.free_port()}}, "tenants": DEMO_TENANTS}
+    topo = ("leafspine", {"spines": 2, "leaves": 4})
+    doc: dict = {"controller": {"openflow": {"port": lab.free_port()}, "fabric": {"encapsulation": encap}},
+                 "tenants": DEMO_TENANTS}
+    if encap == "vxlan":
+        doc["hypervisors"] = vtep_plan(build_topo(*topo).hypervisors())
     cfg = config.parse(doc, "demo")
     ctl = lab.ControllerProcess(doc)
-    emu = Emulation(cfg, "leafspine", {"spines": 2, "leaves": 4}, controller_port=ctl.port)
+    emu = Emulation(cfg, *topo, controller_port=ctl.port)
     failures = 0
     try:
         _out("sdnvirt demo: controller + 2 spines x 4 leaves + tenants blue and red, both on 10.1.0.0/24")
@@ -56,6 +61,13 @@ def run_demo(keep_logs: bool = False) -> int:
         wait_connected(emu.net)
         _out(f"  fabric up and programmed in {time.monotonic() - started:.1f} s "
              f"(OpenFlow 1.3, userspace datapath, fail-mode secure)")
+        if encap == "vxlan":
+            _out("  VXLAN mode: each leaf is a hypervisor with its own Open vSwitch and a VTEP "
+                 "(192.168.254.1-4); the spines are Linux bridges, no OpenFlow, no tenant state")
+            # The underlay's spanning tree opens its ports after two forward delays.
+            lab.wait_for(lambda: all(lab.reachable(emu.host(a), str(t.vms[b].ip))
+                                     for t in cfg.tenants.values() for a, b in itertools.pairwise(sorted(t.vms))),
+                         timeout=60, interval=1)
         failures += _reachability(emu, cfg)
         failures += _isolation(emu, cfg)
         failures += _throughput(emu, cfg)

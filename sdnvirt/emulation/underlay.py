@@ -121,7 +121,7 @@ class Hypervisor(Switch):
                "fail_mode=standalone", "other_config:disable-in-band=true",
                "--", "set", "interface", "br-phy", f"mtu_request={UNDERLAY_MTU}"]
         if self.stp:
-            phy += ["--", "set", "bridge", "br-phy", "stp_enable=true"]
+            phy += ["--", "set", "bridge", "br-phy", "stp_enable=true", "other_config:stp-forward-delay=4"]
         for name, _ in uplinks:
             self._shell(f"ip link set dev {name} mtu {UNDERLAY_MTU} up")
             phy += ["--", "add-port", "br-phy", name]
