@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .config import Config, HealthCheck, TenantSpec, virtual_mac
@@ -34,6 +34,15 @@ class VM:
     host: str | None
     # Its security groups; None: the VM is open inside its tenant.
     groups: tuple[str, ...] | None = None
+    # VMs key the plan's dicts, ten thousand of them per plan: hashed once.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.name, self.tenant, self.segment, self.mac, self.ip, self.host,
+                                                 self.groups)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def guarded(self) -> bool:

@@ -24,15 +24,14 @@ from ..events import Cause, Events, Found, Handler, Kind, LinkDown
 from ..fabric import Fabric
 from ..metrics import Metrics
 from ..model import Backend, Location, Model, Service
+from ..plan.engine import Engine
 from ..plan.features.port_security import recover_locations
-from ..plan.flows import Flow, Group, Meter, is_ours
-from ..plan.pipeline import plan
-from ..plan.reconcile import Tables, Verb, reconcile_fabric
+from ..plan.flows import Flow, is_ours
 from ..store import Store
-from . import locate, migrations, ofmsg, packet_in, periodic, probes, stats
+from . import locate, migrations, ofmsg, packet_in, periodic, probes, rounds, stats
 from .discovery import Discovery
 from .loop import Loop
-from .sender import Sender, Work
+from .sender import Sender
 from .session import SwitchSession
 
 LOG = logging.getLogger("sdnvirt.controller")
@@ -52,6 +51,7 @@ class Controller:
         self.settings = config.controller.fabric
         self.model = Model(config)
         self.fabric = Fabric()
+        self.engine = Engine()
         self.sessions: dict[int, SwitchSession] = {}
         self.discovery = Discovery(lambda: self.settings)
         self.counters = stats.SwitchCounters()
@@ -286,73 +286,11 @@ class Controller:
 
     def reconcile(self, started: float) -> None:
         """Make every switch hold its planned flows, groups and meters, touching only what differs."""
-        covers, planned_after = self.wanted, self.event_hub.last()
-        desired = plan(self.model, self.fabric)
-        work: Work = {}
-        planned: dict[int, tuple[Tables, int]] = {}
-        # Not read yet, or warm and the fabric not settled: held back.
-        ready = {dpid: s for dpid, s in self.sessions.items() if s.ready and not (s.warm and not self.settled())}
-        held = len(ready) < len(self.sessions)
-        wants = {dpid: Tables.of(desired.flows.get(dpid, ()), desired.groups.get(dpid, {}),
-                                 desired.meters.get(dpid, {})) for dpid in ready}
-        for session in ready.values():
-            session.warm = False
-        changed = reconcile_fabric(wants, {dpid: s.tables() for dpid, s in ready.items()}, desired.wires)
-        for dpid, batches in changed.items():
-            work[dpid] = (ready[dpid], batches)
-            planned[dpid] = (wants[dpid], ready[dpid].generation)
-            if LOG.isEnabledFor(logging.DEBUG):
-                for change in (c for b in batches.phases.values() for c in b):
-                    LOG.debug("%016x %s %s", dpid, change.verb.value, change.entry)
-        reinject, self.reinject = self.reinject, []
-        totals = (len(desired.flows), sum(len(f) for f in desired.flows.values()))
 
         def done() -> None:
-            try:
-                self._pushed(work, planned, covers, reinject, totals, held, started, planned_after)
-            finally:
-                if self.dirty:
-                    self.schedule(DEBOUNCE)
-        self.sender.push(work, done, partial(self._failed_round, started))
-
-    def _pushed(self, work: Work, planned: dict[int, tuple[Tables, int]], covers: int,
-                reinject: list[tuple[int, int, bytes]], totals: tuple[int, int], held: bool, started: float,
-                planned_after: int) -> None:
-        """A reconcile's changes are in the switches; ``totals``: the switches and flows
-        planned; ``held``: some switch was held back (not read yet, or warm);
-        ``planned_after``: the last event before it was planned."""
-        for dpid, (want, generation) in planned.items():
-            session = self.sessions.get(dpid)
-            if session is not None and session is work.get(dpid, (None,))[0] and session.generation == generation:
-                session.installed(want)
-        counts = {(name, verb): sum(b.count(kind)[verb] for _, b in work.values())
-                  for kind, name in ((Flow, "flow"), (Group, "group"), (Meter, "meter")) for verb in Verb}
-        for name in ("flow", "group", "meter"):
-            self.metrics.changed(name, **{verb.value: counts[name, verb] for verb in Verb})
-        for dpid, port, data in reinject:
-            self.packet_out(dpid, data, port, in_port=port, to_table=True)
-        self.migrations.reconciled(covers)
-        fresh = [s for s in (self.sessions.get(d) for d in work) if s is not None and s.unannounced]
-        # A switch without flows dropped its neighbours' LLDP and its VMs'
-        # answers to probes; now that it has them, ask again instead of
-        # waiting for the next rounds.
-        for session in self.sessions.values() if fresh else ():
-            self.send_frames(self.discovery.frames(self.fabric, session.dpid))
-        for session in fresh:
-            session.unannounced = False
-            self._locate(session)
-        self.metrics.reconciled("success", self.clock() - started)
-        if work:
-            ms = (self.clock() - started) * 1000
-            located, vms = len(self.model.locations), sum(1 for _ in self.model.vms())
-            LOG.info("reconciled %d switches, %d flow, %d group and %d meter changes in %.1f ms", len(work),
-                     *(sum(counts[name, v] for v in Verb) for name in ("flow", "group", "meter")), ms)
-            if not held:
-                LOG.info("fabric programmed: %d switches, %d flows, %d of %d VMs located", *totals, located, vms)
-            self.event_hub.publish(Kind.RECONCILED, switches=len(work), ms=round(ms, 3), programmed=not held,
-                                   fabric_switches=totals[0], flows=totals[1], vms_located=located, vms=vms,
-                                   planned_after=planned_after,
-                                   **{f"{name}_{verb.value}": n for (name, verb), n in counts.items()})
+            if self.dirty:
+                self.schedule(DEBOUNCE)
+        rounds.reconcile(self, started, done, partial(self._failed_round, started))
 
     # -- sending -------------------------------------------------------------------
     def send(self, session: SwitchSession, msg: Any) -> None:

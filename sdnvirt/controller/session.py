@@ -16,7 +16,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from ..plan.flows import Flow, Group, Meter
-from ..plan.reconcile import Tables
+from ..plan.reconcile import Batches, Tables
 from . import ofmsg
 
 # What is read of a switch to know what it holds.
@@ -45,6 +45,9 @@ class SwitchSession:
     # Bumped on every re-read of the flows: a reconcile planned against an
     # older read does not overwrite what the newer read found.
     generation: int = 0
+    # What it holds was the desired state at the end of its last round:
+    # the next round diffs only the keys the engine says changed since.
+    synced: bool = False
     # Came back holding our flows: left as it is until the fabric settles.
     warm: bool = False
     # LLDP and probes sent to or through it may have been dropped for lack of
@@ -70,14 +73,24 @@ class SwitchSession:
         assert flows is not None and groups is not None and meters is not None, "read the switch first"
         return Tables(dict(flows), dict(groups), dict(meters))
 
-    def installed(self, tables: Tables) -> None:
-        self.installed_flows, self.installed_groups, self.installed_meters = tables.flows, tables.groups, tables.meters
+    def live(self) -> Tables:
+        """What it holds, not copied: read it, do not change it (``apply`` does)."""
+        flows, groups, meters = self.installed_flows, self.installed_groups, self.installed_meters
+        assert flows is not None and groups is not None and meters is not None, "read the switch first"
+        return Tables(flows, groups, meters)
+
+    def apply(self, batches: Batches) -> None:
+        """The switch has done ``batches``: it holds their entries, the very objects."""
+        held = self.live()
+        for batch in batches.phases.values():
+            held.apply(batch)
 
     def read_requests(self) -> list[Any]:
         """Requests for everything the switch holds; a newer read replaces an unfinished one."""
         self.multipart = {x: e for x, e in self.multipart.items() if e[0] not in READS}
         self.installed_meters = self.installed_groups = self.installed_flows = None
         self.generation += 1
+        self.synced = False
         dp = self.dp
         reqs = [parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL), parser.OFPGroupDescStatsRequest(dp, 0),
                 parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())]

@@ -5,12 +5,32 @@ answers, ...) declares the tables and priorities it writes, the cookie kinds
 its flows carry and the meters it adds, and contributes flows, groups and
 meters switch by switch.  ``pipeline.plan`` is the union of the features;
 ``check`` holds each contribution to its declaration.
+
+Incremental planning (``engine.Engine``) caches every contribution with the
+inputs it was computed from and computes it again only when they change.  A
+feature says what its contributions read through three hooks:
+
+- ``switch_inputs(dpid)``: what ``switch`` reads for ``dpid``;
+- ``tenant_inputs(tenant)``: what ``tenant`` reads beyond the ``Tenant``
+  footprint itself (which the engine compares on its own): while neither
+  changes, the tenant's contribution is not looked at;
+- ``parts(tenant)`` (optional): the tenant's contribution split into parts
+  that are computed apart (``part``), each with everything it reads, of the
+  footprint and of the rest, so that one VM learnt recomputes that VM's
+  flows only.
+
+A hook returns a value compared with ``==`` to the one of the last plan
+(cheap to build: objects the model keeps, not flows).  ``None``, the default,
+means "not declared": the contribution is computed again on every plan --
+correct, only slow, so a new feature is right before it is fast.  Whatever
+the hooks return, every contribution is computed again when the fabric (its
+switches and links) or the config changes.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -75,3 +95,22 @@ class Feature:
 
     def tenant(self, tenant: Tenant, out: Contribution) -> None:
         """What the feature puts on the switches ``tenant`` uses."""
+        parts = self.parts(tenant)
+        for key in parts or ():
+            self.part(tenant, key, out)
+
+    def switch_inputs(self, dpid: int) -> Hashable | None:
+        """What ``switch(dpid)`` reads; None: not declared, computed on every plan."""
+        return None
+
+    def tenant_inputs(self, tenant: Tenant) -> Hashable | None:
+        """What ``tenant(tenant)`` reads beyond ``tenant``; None: not declared."""
+        return None
+
+    def parts(self, tenant: Tenant) -> Mapping[Hashable, object] | None:
+        """The parts of ``tenant``'s contribution, each with everything it reads
+        (a part is computed again when that changes); None: one part, ``tenant``."""
+        return None
+
+    def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
+        """One of ``parts(tenant)``."""

@@ -32,7 +32,7 @@ An empty instruction tuple drops the packet.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -91,6 +91,14 @@ class Flow:
     match: tuple[tuple[str, Any], ...]
     instructions: tuple[Instruction, ...]
     cookie: int
+    # Flows are hashed over and over (sets, counts, diffs of a million flows): once is enough.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.table, self.priority, self.match, self.instructions, self.cookie)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def key(self) -> tuple[int, int, tuple[tuple[str, Any], ...]]:

@@ -86,6 +86,15 @@ class Tables:
 
 
 @dataclass
+class Keys:
+    """Which entries of a switch's tables may differ: flows by key, groups and meters by id."""
+
+    flows: set[tuple[Any, ...]] = field(default_factory=set)
+    groups: set[int] = field(default_factory=set)
+    meters: set[int] = field(default_factory=set)
+
+
+@dataclass
 class Batches:
     """One switch's changes, by phase; empty phases are left out."""
 
@@ -124,9 +133,15 @@ K = TypeVar("K", tuple[Any, ...], int)    # a flow's strict key, a group's or me
 V = TypeVar("V", Flow, Group, Meter)
 
 
-def _keyed(want: Mapping[K, V], have: Mapping[K, V]) -> tuple[list[V], list[V], list[V]]:
+def _keyed(want: Mapping[K, V], have: Mapping[K, V], only: Iterable[K] | None = None
+           ) -> tuple[list[V], list[V], list[V]]:
     """(added, modified, deleted) entries, each in key order so that a switch
-    always gets the same messages in the same order for the same change."""
+    always gets the same messages in the same order for the same change;
+    ``only``: the keys that may differ, the others are not looked at."""
+    if only is not None:
+        keys = sorted(only, key=_order)
+        want = {k: want[k] for k in keys if k in want}
+        have = {k: have[k] for k in keys if k in have}
     add: list[V] = []
     modify: list[V] = []
     for key in sorted(want, key=_order):
@@ -150,17 +165,21 @@ def _order(key: Any) -> Any:
     return (table, priority, tuple((name, isinstance(v, tuple), v) for name, v in match))
 
 
-def reconcile(desired: Tables, installed: Tables, rank: Callable[[Flow], int] | None = None) -> Batches:
+def reconcile(desired: Tables, installed: Tables, rank: Callable[[Flow], int] | None = None,
+              only: Keys | None = None) -> Batches:
     """The changes, by phase, that make a switch holding ``installed`` hold ``desired``.
 
     ``rank``: for a flow that is added or changed, how far the switch is from
     where the flow sends its packets (0: delivered here).  Unicast paths that
     move are then rewritten from their new end backwards, every switch of one
     rank before any of the next, so that a packet never meets a switch that
-    sends it back toward one already rewritten: no loop, even for a moment."""
-    flows = _keyed(desired.flows, installed.flows)
-    groups = _keyed(desired.groups, installed.groups)
-    meters = _keyed(desired.meters, installed.meters)
+    sends it back toward one already rewritten: no loop, even for a moment.
+
+    ``only``: the entries that may differ (``engine.Engine.take_changes``);
+    None: any may."""
+    flows = _keyed(desired.flows, installed.flows, None if only is None else only.flows)
+    groups = _keyed(desired.groups, installed.groups, None if only is None else only.groups)
+    meters = _keyed(desired.meters, installed.meters, None if only is None else only.meters)
     out = Batches()
     phases: list[tuple[Phase, list[tuple[Verb, list[Flow] | list[Group] | list[Meter]]]]] = [
             (Phase.MAKE_REFERENCED, [(Verb.ADD, meters[0]), (Verb.MODIFY, meters[1]),
@@ -203,8 +222,12 @@ def path_ranks(desired: Mapping[int, Tables], wires: Wires) -> Callable[[int], C
 
 
 def reconcile_fabric(desired: Mapping[int, Tables], installed: Mapping[int, Tables],
-                     wires: Wires) -> dict[int, Batches]:
-    """``reconcile`` for every switch of ``installed`` that needs a change, paths ranked."""
+                     wires: Wires, only: Mapping[int, Keys | None] | None = None) -> dict[int, Batches]:
+    """``reconcile`` for every switch of ``installed`` that needs a change, paths ranked;
+    ``only``: per switch, the entries that may differ (None or missing: any)."""
     ranks = path_ranks(desired, wires)
-    out = {dpid: reconcile(desired[dpid], have, ranks(dpid)) for dpid, have in installed.items()}
+    only = only or {}
+    empty = Tables()
+    out = {dpid: reconcile(desired.get(dpid, empty), have, ranks(dpid), only.get(dpid))
+           for dpid, have in installed.items()}
     return {dpid: batches for dpid, batches in out.items() if batches}

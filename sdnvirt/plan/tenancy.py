@@ -37,29 +37,58 @@ class Tenant:
 
 def tenants(model: Model, encap: Encap, switches: Container[int]) -> list[Tenant]:
     """The tenants with at least one VM bound or pending on one of ``switches``, by name."""
+    vms_of, services_of = by_tenant(model)
+    out = []
+    for name, vms in sorted(vms_of.items()):
+        tenant = footprint(model, encap, switches, name, vms, services_of[name])
+        if tenant is not None:
+            out.append(tenant)
+    return out
+
+
+def by_tenant(model: Model) -> tuple[dict[str, list[VM]], defaultdict[str, list[Service]]]:
+    """The model's VMs and services, by tenant."""
     vms_of: defaultdict[str, list[VM]] = defaultdict(list)
     for vm in model.vms():
         vms_of[vm.tenant].append(vm)
     services_of: defaultdict[str, list[Service]] = defaultdict(list)
     for svc in model.services():
         services_of[svc.tenant].append(svc)
-    out = []
-    for name, vms in sorted(vms_of.items()):
-        bound = _at(vms, model.locations, switches)
-        pending = _at(vms, model.pending, switches)
-        members = {loc.dpid for loc in (*bound.values(), *pending.values())}
-        if not members:
-            continue
-        segment = vms[0].segment
-        routes = {vm: encap.toward(segment, loc.dpid, members) for vm, loc in bound.items()}
-        pending_routes = {vm: encap.toward(segment, loc.dpid, members) for vm, loc in pending.items()}
-        flood = encap.flood(segment, members)
-        carriers = members | flood.keys()
-        for route in (*routes.values(), *pending_routes.values()):
-            carriers |= route.keys()
-        out.append(Tenant(name, segment, tenant_cookie(segment, name), vms, services_of[name], bound, pending,
-                          members, routes, pending_routes, flood, carriers))
-    return out
+    return vms_of, services_of
+
+
+def footprint(model: Model, encap: Encap, switches: Container[int], name: str, vms: list[VM],
+              services: list[Service], before: Tenant | None = None) -> Tenant | None:
+    """One tenant's footprint; None if none of its VMs is on one of ``switches``.
+
+    ``before``: its footprint in an earlier plan on the same fabric, returned
+    as it is if nothing changed, its paths reused where they still hold."""
+    bound = _at(vms, model.locations, switches)
+    pending = _at(vms, model.pending, switches)
+    if before is not None and before.bound == bound and before.pending == pending and before.vms == vms \
+            and before.services == services:
+        return before
+    members = {loc.dpid for loc in (*bound.values(), *pending.values())}
+    if not members:
+        return None
+    segment = vms[0].segment
+    kept = before if before is not None and before.members == members and before.segment == segment else None
+    routes = _routes(encap, segment, members, bound, kept.bound if kept else {}, kept.routes if kept else {})
+    pending_routes = _routes(encap, segment, members, pending, kept.pending if kept else {},
+                             kept.pending_routes if kept else {})
+    flood = kept.flood if kept is not None else encap.flood(segment, members)
+    carriers = members | flood.keys()
+    for r in (*routes.values(), *pending_routes.values()):
+        carriers |= r.keys()
+    return Tenant(name, segment, tenant_cookie(segment, name), vms, services, bound, pending,
+                  members, routes, pending_routes, flood, carriers)
+
+
+def _routes(encap: Encap, segment: int, members: set[int], at: dict[VM, Location], old_at: dict[VM, Location],
+            old_routes: dict[VM, dict[int, Actions]]) -> dict[VM, dict[int, Actions]]:
+    """The paths to the VMs ``at`` their places; a VM's old path where it has not moved."""
+    return {vm: old_routes[vm] if old_at.get(vm) == loc else encap.toward(segment, loc.dpid, members)
+            for vm, loc in at.items()}
 
 
 def _at(vms: list[VM], where: dict[str, Location], switches: Container[int]) -> dict[VM, Location]:

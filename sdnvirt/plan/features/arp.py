@@ -7,12 +7,13 @@ yet is answered for too, so that its peers can resolve it.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from enum import IntEnum
 from ipaddress import IPv4Address
 
 from ...config import virtual_mac
 from ...model import Service
-from ..feature import Contribution, Feature, declare
+from ..feature import Context, Contribution, Feature, declare
 from ..flows import ETH_TYPE_ARP, OFPP_IN_PORT, Flow, Owner, apply, flow
 from ..owners import service_cookie, vm_cookie
 from ..tables import Table
@@ -42,7 +43,25 @@ def arp_answer(segment: int, mac: str, ip: str, owner_cookie: int) -> Flow:
 class ArpAnswers(Feature):
     declaration = declare("ARP answers", {Table.ARP: set(Prio)}, {Owner.VM, Owner.TENANT, Owner.SERVICE})
 
-    def tenant(self, tenant: Tenant, out: Contribution) -> None:
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self._answers: dict[str, list[Flow]] = {}     # one list per tenant, for all its switches
+
+    def tenant_inputs(self, tenant: Tenant) -> tuple[()]:
+        return ()
+
+    def parts(self, tenant: Tenant) -> dict[Hashable, object]:
+        # One part per switch: a VM on a new switch adds that switch's answers only.
+        return dict.fromkeys(tenant.members, (tenant.vms, tenant.services))
+
+    def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
+        answers = self._answers.get(tenant.name)
+        if answers is None:
+            answers = self._answers[tenant.name] = self._answers_of(tenant)
+        assert isinstance(key, int)
+        out.add(key, *answers)
+
+    def _answers_of(self, tenant: Tenant) -> list[Flow]:
         segment = tenant.segment
         answers = [arp_answer(segment, vm.mac, str(vm.ip), vm_cookie(vm)) for vm in tenant.vms]
         if tenant.services:
@@ -54,5 +73,4 @@ class ArpAnswers(Feature):
             for svc in tenant.services:
                 vips.setdefault(svc.vip, svc)
             answers += (arp_answer(segment, svc.vip_mac, str(vip), service_cookie(svc)) for vip, svc in vips.items())
-        for at in tenant.members:
-            out.add(at, *answers)
+        return answers

@@ -29,5 +29,8 @@ _MISSES = (
 class Defaults(Feature):
     declaration = declare("defaults", {f.table: {MISS} for f in _MISSES}, {Owner.FABRIC})
 
+    def switch_inputs(self, dpid: int) -> tuple[()]:
+        return ()
+
     def switch(self, dpid: int, out: Contribution) -> None:
         out.add(dpid, *_MISSES)

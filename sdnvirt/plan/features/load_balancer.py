@@ -14,7 +14,7 @@ conntrack table each (a real deployment) or share one (an emulation).
 from __future__ import annotations
 
 import zlib
-from collections.abc import Collection
+from collections.abc import Collection, Hashable
 from enum import IntEnum
 from typing import Any
 
@@ -46,6 +46,9 @@ MAGLEV_SLOTS = 251              # prime; above 64 so that OVS hashes the 5-tuple
 _GROUP_SPACE = 0xFFFFFF00
 
 
+_PROBE = "health probe replies"     # the tenant-wide part, beside one part per service
+
+
 class Prio(IntEnum):
     LISTENER = 100        # SERVICES: a packet to a VIP
     NO_BACKEND = 100      # LB: a new connection to a service with no usable backend
@@ -74,17 +77,22 @@ def listener(svc: Service) -> dict[str, Any]:
             "ipv4_dst": str(svc.vip), f"{svc.protocol}_dst": svc.port}
 
 
+def usable(model: Model, svc: Service, switches: Collection[int]) -> tuple[Backend, ...]:
+    """The backends that may take new connections; ``switches``: the connected
+    ones, a backend on any other takes none."""
+    return tuple(b for b in svc.backends if model.usable(svc, b) and model.locations[b.vm.name].dpid in switches)
+
+
 def group_for(model: Model, svc: Service, gid: int, lb_table: int, switches: Collection[int]) -> Group | None:
     """The Maglev table as buckets; None when no backend may take new connections.
 
     ``switches``: the connected ones; a backend on any other takes none."""
-    usable = {b: b.weight for b in svc.backends
-              if model.usable(svc, b) and model.locations[b.vm.name].dpid in switches}
-    if not usable:
+    usable_backends = {b: b.weight for b in usable(model, svc, switches)}
+    if not usable_backends:
         return None
     buckets = tuple(
         (("ct", CT_COMMIT, zone(svc.segment), lb_table, ("dnat", str(b.vm.ip), b.port)),)
-        for b in maglev_table(usable, MAGLEV_SLOTS))
+        for b in maglev_table(usable_backends, MAGLEV_SLOTS))
     return Group(gid, buckets)
 
 
@@ -155,24 +163,40 @@ class LoadBalancer(Feature):
         self.gids = group_ids(ctx.model.services())
         self.meter = packet_in_meter(MeterId.SERVICE, ctx.model.config.controller.fabric)
 
+    def switch_inputs(self, dpid: int) -> tuple[()]:
+        return ()     # the config's meter
+
     def switch(self, dpid: int, out: Contribution) -> None:
         out.meter(dpid, self.meter)
 
-    def tenant(self, tenant: Tenant, out: Contribution) -> None:
+    def tenant_inputs(self, tenant: Tenant) -> Hashable:
+        # The backends' health and drains are not in the footprint.
+        return tuple(usable(self.ctx.model, svc, self.ctx.fabric.switches) for svc in tenant.services)
+
+    def parts(self, tenant: Tenant) -> dict[Hashable, object]:
+        # One part per service: a backend down recomputes its service only.
         if not tenant.services:
-            return
-        # A backend's answer to a health probe, captured at its own edge switch.
-        probe_mac = virtual_mac(self.ctx.model.tenant(tenant.name).probe_ip)
-        flows = [flow(Table.FORWARD, Prio.PROBE_REPLY, {"metadata": tenant.segment, "eth_dst": probe_mac},
-                      [meter(MeterId.SERVICE), apply(to_controller())], tenant.cookie)]
-        groups = []
+            return {}
+        parts: dict[Hashable, object] = {_PROBE: (tenant.segment, tenant.cookie, tenant.members)}
         for svc in tenant.services:
-            gid = self.gids[(svc.tenant, svc.name)]
-            group = group_for(self.ctx.model, svc, gid, Table.LB, self.ctx.fabric.switches)
-            flows += service_flows(svc, group) + backend_flows(svc)
-            if group is not None:
-                groups.append(group)
+            parts["service", svc.name] = (svc, self.gids[(svc.tenant, svc.name)],
+                                          usable(self.ctx.model, svc, self.ctx.fabric.switches), tenant.members)
+        return parts
+
+    def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
+        if key == _PROBE:
+            # A backend's answer to a health probe, captured at its own edge switch.
+            probe_mac = virtual_mac(self.ctx.model.tenant(tenant.name).probe_ip)
+            probe = flow(Table.FORWARD, Prio.PROBE_REPLY, {"metadata": tenant.segment, "eth_dst": probe_mac},
+                         [meter(MeterId.SERVICE), apply(to_controller())], tenant.cookie)
+            for at in tenant.members:
+                out.add(at, probe)
+            return
+        assert isinstance(key, tuple)
+        svc = next(s for s in tenant.services if s.name == key[1])
+        group = group_for(self.ctx.model, svc, self.gids[(svc.tenant, svc.name)], Table.LB, self.ctx.fabric.switches)
+        flows = service_flows(svc, group) + backend_flows(svc)
         for at in tenant.members:
             out.add(at, *flows)
-            for group in groups:
+            if group is not None:
                 out.group(at, group)

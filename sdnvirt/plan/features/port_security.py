@@ -6,7 +6,7 @@ Its flows also tell a restarted controller where the VMs are
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from enum import IntEnum
 
 from ...model import VM, Location, Model
@@ -60,9 +60,16 @@ def vm_ingress(vm: VM, loc: Location) -> list[Flow]:
 class PortSecurity(Feature):
     declaration = declare("port security", {Table.INGRESS: set(Prio)}, {Owner.VM})
 
-    def tenant(self, tenant: Tenant, out: Contribution) -> None:
-        for vm, loc in tenant.bound.items():
-            out.add(loc.dpid, *vm_ingress(vm, loc))
+    def tenant_inputs(self, tenant: Tenant) -> tuple[()]:
+        return ()
+
+    def parts(self, tenant: Tenant) -> dict[Hashable, object]:
+        return {vm: loc for vm, loc in tenant.bound.items()}  # noqa: C416 - a dict of Hashable keys, for mypy
+
+    def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
+        assert isinstance(key, VM)
+        loc = tenant.bound[key]
+        out.add(loc.dpid, *vm_ingress(key, loc))
 
 
 def recover_locations(model: Model, dpid: int, installed: Iterable[Flow]) -> dict[str, Location]:

@@ -10,6 +10,9 @@ place and the source's removed.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
+from ...model import VM
 from ..feature import Contribution, Feature, declare
 from ..flows import Owner
 from ..tables import Table
@@ -24,11 +27,19 @@ class MigrationPreinstall(Feature):
     declaration = declare("migration pre-install",
                           {Table.INGRESS: set(SecurityPrio), Table.FORWARD: {SwitchingPrio.UNICAST}}, {Owner.VM})
 
-    def tenant(self, tenant: Tenant, out: Contribution) -> None:
-        for vm, loc in tenant.pending.items():
-            out.add(loc.dpid, *vm_ingress(vm, loc))
-            # Switches on the current paths keep theirs, toward the source.
-            current = tenant.bound.get(vm)
-            skip = set(tenant.routes[vm]) | {current.dpid} if current else set()
-            for at, f in forward(vm, loc, tenant.pending_routes[vm], skip):
-                out.add(at, f)
+    def tenant_inputs(self, tenant: Tenant) -> tuple[()]:
+        return ()
+
+    def parts(self, tenant: Tenant) -> dict[Hashable, object]:
+        return {vm: (loc, tenant.pending_routes[vm], tenant.bound.get(vm), tenant.routes.get(vm))
+                for vm, loc in tenant.pending.items()}
+
+    def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
+        assert isinstance(key, VM)
+        vm, loc = key, tenant.pending[key]
+        out.add(loc.dpid, *vm_ingress(vm, loc))
+        # Switches on the current paths keep theirs, toward the source.
+        current = tenant.bound.get(vm)
+        skip = set(tenant.routes[vm]) | {current.dpid} if current else set()
+        for at, f in forward(vm, loc, tenant.pending_routes[vm], skip):
+            out.add(at, f)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from enum import IntEnum
 from typing import Any
 
@@ -144,19 +144,26 @@ class SecurityGroups(Feature):
         config = ctx.model.config
         self.zones = vm_zones((vm.name for vm in ctx.model.vms() if vm.guarded),
                               {zone(t.segment) for t in config.tenants.values()})
+        # The addresses of each security group's members, per tenant.
+        self._addresses: dict[str, defaultdict[str, list[ipaddress.IPv4Address]]] = {}
 
-    def tenant(self, tenant: Tenant, out: Contribution) -> None:
-        guarded = [vm for vm in tenant.vms if vm.guarded]
-        if not guarded:
-            return
+    def tenant_inputs(self, tenant: Tenant) -> tuple[()]:
+        return ()     # rules, groups and zones are the config's
+
+    def parts(self, tenant: Tenant) -> dict[Hashable, object]:
+        return {vm: (tenant.bound.get(vm), tenant.pending.get(vm)) for vm in tenant.vms if vm.guarded}
+
+    def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
+        assert isinstance(key, VM)
         spec = self.ctx.model.tenant(tenant.name)
-        addresses: defaultdict[str, list[ipaddress.IPv4Address]] = defaultdict(list)
-        for vm in tenant.vms:
-            for g in vm.groups or ():
-                addresses[g].append(vm.ip)
+        addresses = self._addresses.get(tenant.name)
+        if addresses is None:
+            addresses = self._addresses[tenant.name] = defaultdict(list)
+            for vm in tenant.vms:
+                for g in vm.groups or ():
+                    addresses[g].append(vm.ip)
         probe_ip = str(spec.probe_ip) if tenant.services else None
-        for vm in guarded:
-            rules = resolve(spec.security_groups, addresses, vm.groups or ())
-            for loc in (tenant.bound.get(vm), tenant.pending.get(vm)):
-                if loc is not None:
-                    out.add(loc.dpid, *guard(vm, loc, rules, self.zones[vm.name], probe_ip))
+        rules = resolve(spec.security_groups, addresses, key.groups or ())
+        for loc in (tenant.bound.get(key), tenant.pending.get(key)):
+            if loc is not None:
+                out.add(loc.dpid, *guard(key, loc, rules, self.zones[key.name], probe_ip))

@@ -10,7 +10,7 @@ another switch is the encapsulation's (``Encap``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Container, Hashable, Iterator, Mapping
 from enum import IntEnum
 
 from ...model import VM, Location
@@ -30,6 +30,7 @@ class Prio(IntEnum):
     FLOOD = 100           # FLOOD
 
 
+_FLOOD, _INGRESS = "flood", "fabric ingress"     # the tenant-wide parts, beside one part per VM
 _MULTICAST = flow(Table.FORWARD, Prio.MULTICAST, {"eth_dst": MULTICAST}, [goto(Table.FLOOD)], FABRIC_COOKIE)
 
 
@@ -55,13 +56,33 @@ class TenantSwitching(Feature):
          Table.FLOOD: {Prio.FLOOD, Prio.FLOOD_IPV4}},
         {Owner.FABRIC, Owner.TENANT, Owner.VM})
 
+    def switch_inputs(self, dpid: int) -> tuple[()]:
+        return ()
+
     def switch(self, dpid: int, out: Contribution) -> None:
         out.add(dpid, _MULTICAST)
 
-    def tenant(self, tenant: Tenant, out: Contribution) -> None:
-        for vm, loc in tenant.bound.items():
-            for at, f in forward(vm, loc, tenant.routes[vm]):
+    def tenant_inputs(self, tenant: Tenant) -> tuple[()]:
+        return ()
+
+    def parts(self, tenant: Tenant) -> dict[Hashable, object]:
+        # Per VM its paths; the flood tree and the fabric ingress per tenant.
+        parts: dict[Hashable, object] = {vm: (loc, tenant.routes[vm]) for vm, loc in tenant.bound.items()}
+        parts[_FLOOD] = (tenant.segment, tenant.cookie, tenant.flood, tenant.bound)
+        parts[_INGRESS] = (tenant.segment, tenant.cookie, tenant.carriers, tenant.members)
+        return parts
+
+    def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
+        if key == _FLOOD:
+            self._flood(tenant, out)
+        elif key == _INGRESS:
+            self._ingress(tenant, out)
+        else:
+            assert isinstance(key, VM)
+            for at, f in forward(key, tenant.bound[key], tenant.routes[key]):
                 out.add(at, f)
+
+    def _flood(self, tenant: Tenant, out: Contribution) -> None:
         segment, c = tenant.segment, tenant.cookie
         local: defaultdict[int, list[tuple[int, bool]]] = defaultdict(list)
         for vm, loc in tenant.bound.items():
@@ -77,6 +98,9 @@ class TenantSwitching(Feature):
                 open_ = (*(("output", p) for p, guarded in ports if not guarded), *onward)
                 out.add(at, flow(Table.FLOOD, Prio.FLOOD_IPV4, {"metadata": segment, "eth_type": ETH_TYPE_IPV4},
                                  [apply(*open_)] if open_ else [], c))
+
+    def _ingress(self, tenant: Tenant, out: Contribution) -> None:
+        segment, c = tenant.segment, tenant.cookie
         # A frame from another switch already passed port security at its
         # edge: it skips ARP, services and lb (a VIP is translated at the
         # client's edge), but not unnat (a reply is translated back there).

@@ -1,0 +1,245 @@
+"""Incremental planning: the cost of a change follows the change.
+
+``pipeline.plan`` computes every feature's contribution for every switch and
+tenant; the engine (OVN northd's incremental processing, in small) keeps
+each contribution from the last plan with the inputs it was computed from,
+and on the next plan computes again only those whose inputs changed
+(``feature.Feature``'s hooks say what a contribution reads).  The desired
+state of a switch is the counted union of the contributions (a flow two
+contributions want stays until neither does), and the engine remembers
+which keys of which switch changed, so the reconciler diffs only those
+(``take_changes``).
+
+Scopes: one contribution per (feature, switch) and per (feature, tenant,
+part).  A tenant's footprint (``tenancy.Tenant``) is itself kept and reused
+while its VMs, places and services stay the same, its paths per VM while the
+VM stays where it is.  A change of the fabric (switches, links) or of the
+config starts the contributions afresh -- still diffed, only the changed keys
+reported.  ``pipeline.plan`` stays the fallback and the oracle: the tests
+check, after random sequences of changes, that the engine's state equals it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ..fabric import Fabric
+from ..model import Model
+from .encap import ENCAPS, Encap, VxlanEncap, Wires, vteps
+from .feature import Context, Contribution, Feature
+from .flows import Flow, Group, Meter
+from .pipeline import FEATURES
+from .reconcile import Keys, Tables
+from .tenancy import Tenant, by_tenant, footprint
+
+# A contribution's place in the cache: (feature, "switch", dpid) or
+# (feature, "tenant", tenant name, part key).
+Scope = tuple[Any, ...]
+_WHOLE = ("whole",)      # the one part of a feature that does not split its tenants
+
+
+class Engine:
+    """The desired state of every switch, kept up to date change by change."""
+
+    def __init__(self, features: Sequence[type[Feature]] = FEATURES) -> None:
+        self.features = tuple(features)
+        self.desired: dict[int, Tables] = {}
+        self._basis: tuple[Any, ...] | None = None       # what every contribution depends on
+        self._encap: Encap | None = None
+        self._ends: set[int] = set()
+        self.wires = Wires({})      # where the switches' outputs lead, to order a round's changes
+        self._tenants: dict[str, Tenant] = {}
+        self._tenant_inputs: dict[tuple[type[Feature], str], Hashable] = {}
+        self._parts: dict[Scope, tuple[object, Contribution]] = {}
+        self._scopes_of: defaultdict[tuple[type[Feature], str], set[Hashable]] = defaultdict(set)
+        self._count: defaultdict[int, dict[Flow | Group | Meter, int]] = defaultdict(dict)
+        self._changed: defaultdict[int, Keys] = defaultdict(Keys)
+        self.recomputed = 0     # contributions computed in the last update: what a change cost
+
+    def update(self, model: Model, fabric: Fabric) -> None:
+        """Bring ``desired`` up to date with the model and the fabric."""
+        self.recomputed = 0
+        encapsulation = model.config.controller.fabric.encapsulation
+        basis = (model.config, encapsulation, tuple(fabric.switches), tuple(fabric.confirmed_links()),
+                 vteps(fabric, model.config) if encapsulation == VxlanEncap.name else None)
+        if basis != self._basis or self._encap is None:
+            self._restart(model, fabric, basis)
+        assert self._encap is not None
+        ctx = Context(model, fabric, self._encap)
+        features = [cls(ctx) for cls in self.features]
+        for feature in features:
+            if _overrides(feature, "switch"):
+                for dpid in fabric.switches:
+                    self._switch(feature, dpid)
+        features = [f for f in features if _overrides(f, "tenant") or _overrides(f, "part")]
+        vms_of, services_of = by_tenant(model)
+        for name in sorted(self._tenants.keys() - vms_of.keys()):
+            self._tenant_gone(name)
+        for name, vms in vms_of.items():
+            before = self._tenants.get(name)
+            tenant = footprint(model, self._encap, self._ends, name, vms, services_of[name], before)
+            if tenant is None:
+                self._tenant_gone(name)
+                continue
+            self._tenants[name] = tenant
+            for feature in features:
+                self._tenant(feature, tenant, tenant is before)
+
+    def take_changes(self) -> dict[int, Keys]:
+        """The keys of every switch whose desired entry changed since the last call."""
+        changed, self._changed = dict(self._changed), defaultdict(Keys)
+        return changed
+
+    # -- contributions -----------------------------------------------------------
+    def _restart(self, model: Model, fabric: Fabric, basis: tuple[Any, ...]) -> None:
+        """Forget every contribution's inputs (not the contributions: they are diffed)."""
+        self._basis = basis
+        self._encap = ENCAPS[model.config.controller.fabric.encapsulation](fabric, model.config)
+        self._ends = self._encap.ends()
+        self.wires = self._encap.wires()
+        self._tenants.clear()
+        self._tenant_inputs.clear()
+        self._parts = {scope: (_FORGOTTEN, part) for scope, (_, part) in self._parts.items()}
+        for dpid in list(self.desired):
+            if dpid not in fabric.switches:
+                self._drop_switch(dpid)
+
+    def _switch(self, feature: Feature, dpid: int) -> None:
+        scope = (type(feature), "switch", dpid)
+        inputs = feature.switch_inputs(dpid)
+        old = self._parts.get(scope)
+        if inputs is not None and old is not None and old[0] == inputs:
+            return
+        out = Contribution()
+        feature.switch(dpid, out)
+        self._replace(scope, inputs, out)
+
+    def _tenant(self, feature: Feature, tenant: Tenant, same: bool) -> None:
+        cls = type(feature)
+        inputs = feature.tenant_inputs(tenant)
+        if inputs is not None and same and self._tenant_inputs.get((cls, tenant.name), _FORGOTTEN) == inputs:
+            return
+        if inputs is None:
+            self._tenant_inputs.pop((cls, tenant.name), None)
+        else:
+            self._tenant_inputs[cls, tenant.name] = inputs
+        parts = feature.parts(tenant) if inputs is not None else None
+        wanted: Mapping[Hashable, object] = {_WHOLE: None} if parts is None else parts
+        for key in self._scopes_of[cls, tenant.name] - wanted.keys():
+            self._replace((cls, "tenant", tenant.name, key), None, None)
+        for key, part_inputs in wanted.items():
+            scope = (cls, "tenant", tenant.name, key)
+            old = self._parts.get(scope)
+            if parts is not None and old is not None and old[0] == part_inputs:
+                continue
+            out = Contribution()
+            if parts is None:
+                feature.tenant(tenant, out)
+            else:
+                feature.part(tenant, key, out)
+            self._replace(scope, part_inputs, out)
+        self._scopes_of[cls, tenant.name] = set(wanted)
+
+    def _tenant_gone(self, name: str) -> None:
+        self._tenants.pop(name, None)
+        for cls in self.features:
+            self._tenant_inputs.pop((cls, name), None)
+            for key in self._scopes_of.pop((cls, name), ()):
+                self._replace((cls, "tenant", name, key), None, None)
+
+    def _drop_switch(self, dpid: int) -> None:
+        for cls in self.features:
+            self._parts.pop((cls, "switch", dpid), None)
+        for _, part in self._parts.values():
+            for entries in (part.flows, part.groups, part.meters):
+                entries.pop(dpid, None)
+        self.desired.pop(dpid, None)
+        self._count.pop(dpid, None)
+        self._changed.pop(dpid, None)
+
+    def _replace(self, scope: Scope, inputs: object, new: Contribution | None) -> None:
+        """Put ``new`` in the place of the contribution at ``scope``: only what differs is counted."""
+        self.recomputed += new is not None
+        old = self._parts.pop(scope, None)
+        before = old[1] if old is not None else Contribution()
+        after = new if new is not None else Contribution()
+        if new is not None:
+            self._parts[scope] = (inputs, new)
+        for dpid in before.flows.keys() | after.flows.keys():
+            was, now = before.flows.get(dpid, set()), after.flows.get(dpid, set())
+            if was != now:
+                self._count_flows(dpid, was - now, now - was)
+        for dpid in before.groups.keys() | after.groups.keys():
+            self._count_ids(dpid, before.groups.get(dpid, {}), after.groups.get(dpid, {}), "groups")
+        for dpid in before.meters.keys() | after.meters.keys():
+            self._count_ids(dpid, before.meters.get(dpid, {}), after.meters.get(dpid, {}), "meters")
+
+    def _tables(self, dpid: int) -> Tables:
+        tables = self.desired.get(dpid)
+        if tables is None:
+            tables = self.desired[dpid] = Tables()
+        return tables
+
+    def _count_flows(self, dpid: int, gone: Iterable[Flow], added: Iterable[Flow]) -> None:
+        count, held, keys = self._count[dpid], self._tables(dpid).flows, self._changed[dpid].flows
+        for f in gone:
+            n = count[f] - 1
+            if n:
+                count[f] = n
+                continue
+            del count[f]
+            # Another contribution may already have put a flow with the same key in its place.
+            if held.get(f.key) == f:
+                del held[f.key]
+                keys.add(f.key)
+        for f in added:
+            n = count.get(f, 0)
+            count[f] = n + 1
+            if not n:
+                held[f.key] = f
+                keys.add(f.key)
+
+    def _count_ids(self, dpid: int, was: Mapping[int, Any], now: Mapping[int, Any], kind: str) -> None:
+        if was == now:
+            return
+        count = self._count[dpid]
+        held: dict[int, Any] = getattr(self._tables(dpid), kind)
+        keys: set[int] = getattr(self._changed[dpid], kind)
+        for eid, entry in was.items():
+            if now.get(eid) == entry:
+                continue
+            n = count[entry] - 1
+            if n:
+                count[entry] = n
+                continue
+            del count[entry]
+            if held.get(eid) == entry:
+                del held[eid]
+                keys.add(eid)
+        for eid, entry in now.items():
+            if was.get(eid) == entry:
+                continue
+            n = count.get(entry, 0)
+            count[entry] = n + 1
+            if not n:
+                held[eid] = entry
+                keys.add(eid)
+
+
+def _overrides(feature: Feature, hook: str) -> bool:
+    """The feature has a hook of its own: the base's contributes nothing."""
+    return getattr(type(feature), hook) is not getattr(Feature, hook)
+
+
+class _Forgotten:
+    """Inputs equal to nothing: the contribution is computed again."""
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_FORGOTTEN = _Forgotten()
