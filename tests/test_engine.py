@@ -69,7 +69,7 @@ class World:
     def do(self, change):
         kind, i, j = change
         model = self.model
-        if kind == "flap":
+        if kind == "flap" and model.health:
             keys = sorted(model.health)
             health = model.health[keys[i % len(keys)]]
             health.up = not health.up
@@ -94,7 +94,7 @@ class World:
             else:
                 self.fab.add_link(a, b)
                 self.fab.add_link(b, a)
-        else:   # config: tenants and services added and removed, a backend drained, through the overlay
+        elif kind == "config":: tenants and services added and removed, a backend drained, through the overlay
             model.set_config(config.parse(doc(bool(i % 2), bool(j % 2), bool(i % 3 == 0))))
             model.moves.targets = {n: loc for n, loc in model.moves.targets.items() if model.vm(n)}
 
