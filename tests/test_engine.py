@@ -94,7 +94,7 @@ class World:
             else:
                 self.fab.add_link(a, b)
                 self.fab.add_link(b, a)
-        elif kind == "config":: tenants and services added and removed, a backend drained, through the overlay
+        elif kind == "config":     # tenants and services added and removed, a backend drained, through the overlay
             model.set_config(config.parse(doc(bool(i % 2), bool(j % 2), bool(i % 3 == 0))))
             model.moves.targets = {n: loc for n, loc in model.moves.targets.items() if model.vm(n)}
 
