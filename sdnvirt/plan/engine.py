@@ -13,10 +13,12 @@ which keys of which switch changed, so the reconciler diffs only those
 Scopes: one contribution per (feature, switch) and per (feature, tenant,
 part).  A tenant's footprint (``tenancy.Tenant``) is itself kept and reused
 while its VMs, places and services stay the same, its paths per VM while the
-VM stays where it is.  A change of the fabric (switches, links) or of the
-config starts the contributions afresh -- still diffed, only the changed keys
-reported.  ``pipeline.plan`` stays the fallback and the oracle: the tests
-check, after random sequences of changes, that the engine's state equals it.
+VM stays where it is.  A change of the fabric (switches, links), of the
+controller's settings or of the hypervisors starts the contributions afresh
+-- still diffed, only the changed keys reported; a change to a tenant's
+config does not (the footprints and the hooks' inputs see it).
+``pipeline.plan`` stays the fallback and the oracle: the tests check, after
+random sequences of changes, that the engine's state equals it.
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ class Engine:
         """Bring ``desired`` up to date with the model and the fabric."""
         self.recomputed = 0
         encapsulation = model.config.controller.fabric.encapsulation
-        basis = (model.config, encapsulation, tuple(fabric.switches), tuple(fabric.confirmed_links()),
+        # Not the tenants' config: an API change to one tenant recomputes that tenant.
+        basis = (model.config.controller, model.config.hypervisors, tuple(fabric.switches),
+                 tuple(fabric.confirmed_links()),
                  vteps(fabric, model.config) if encapsulation == VxlanEncap.name else None)
         if basis != self._basis or self._encap is None:
             self._restart(model, fabric, basis)

@@ -24,7 +24,9 @@ A hook returns a value compared with ``==`` to the one of the last plan
 means "not declared": the contribution is computed again on every plan --
 correct, only slow, so a new feature is right before it is fast.  Whatever
 the hooks return, every contribution is computed again when the fabric (its
-switches and links) or the config changes.
+switches and links), the controller's settings or the hypervisors change; a
+tenant's config (its VMs, services, security groups, addresses) is an input
+to declare like any other.
 """
 
 from __future__ import annotations

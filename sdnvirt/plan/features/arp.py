@@ -47,12 +47,12 @@ class ArpAnswers(Feature):
         super().__init__(ctx)
         self._answers: dict[str, list[Flow]] = {}     # one list per tenant, for all its switches
 
-    def tenant_inputs(self, tenant: Tenant) -> tuple[()]:
-        return ()
+    def tenant_inputs(self, tenant: Tenant) -> Hashable:
+        return self.ctx.model.tenant(tenant.name).probe_ip
 
     def parts(self, tenant: Tenant) -> dict[Hashable, object]:
         # One part per switch: a VM on a new switch adds that switch's answers only.
-        return dict.fromkeys(tenant.members, (tenant.vms, tenant.services))
+        return dict.fromkeys(tenant.members, (tenant.vms, tenant.services, self.tenant_inputs(tenant)))
 
     def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
         answers = self._answers.get(tenant.name)

@@ -170,14 +170,18 @@ class LoadBalancer(Feature):
         out.meter(dpid, self.meter)
 
     def tenant_inputs(self, tenant: Tenant) -> Hashable:
-        # The backends' health and drains are not in the footprint.
-        return tuple(usable(self.ctx.model, svc, self.ctx.fabric.switches) for svc in tenant.services)
+        # The backends' health and drains are not in the footprint, nor are
+        # the group ids (all services') and the probe address (the config's).
+        return (self.ctx.model.tenant(tenant.name).probe_ip,
+                *((self.gids[(svc.tenant, svc.name)], usable(self.ctx.model, svc, self.ctx.fabric.switches))
+                  for svc in tenant.services))
 
     def parts(self, tenant: Tenant) -> dict[Hashable, object]:
         # One part per service: a backend down recomputes its service only.
         if not tenant.services:
             return {}
-        parts: dict[Hashable, object] = {_PROBE: (tenant.segment, tenant.cookie, tenant.members)}
+        probe_ip = self.ctx.model.tenant(tenant.name).probe_ip
+        parts: dict[Hashable, object] = {_PROBE: (tenant.segment, tenant.cookie, tenant.members, probe_ip)}
         for svc in tenant.services:
             parts["service", svc.name] = (svc, self.gids[(svc.tenant, svc.name)],
                                           usable(self.ctx.model, svc, self.ctx.fabric.switches), tenant.members)

@@ -136,6 +136,9 @@ def guard(vm: VM, loc: Location, rules: list[Rule], vm_zone: int, probe_ip: str 
     return out
 
 
+_Guard = tuple[Location | None, Location | None, int, str | None, list[Rule]]   # bound, pending, zone, probe, rules
+
+
 class SecurityGroups(Feature):
     declaration = declare("security groups", {Table.SG_EGRESS: set(Prio), Table.SG_INGRESS: set(Prio)}, {Owner.VM})
 
@@ -144,26 +147,36 @@ class SecurityGroups(Feature):
         config = ctx.model.config
         self.zones = vm_zones((vm.name for vm in ctx.model.vms() if vm.guarded),
                               {zone(t.segment) for t in config.tenants.values()})
-        # The addresses of each security group's members, per tenant.
-        self._addresses: dict[str, defaultdict[str, list[ipaddress.IPv4Address]]] = {}
+        self._inputs: dict[str, dict[VM, _Guard]] = {}     # per tenant, for its parts
 
-    def tenant_inputs(self, tenant: Tenant) -> tuple[()]:
-        return ()     # rules, groups and zones are the config's
-
-    def parts(self, tenant: Tenant) -> dict[Hashable, object]:
-        return {vm: (tenant.bound.get(vm), tenant.pending.get(vm)) for vm in tenant.vms if vm.guarded}
-
-    def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
-        assert isinstance(key, VM)
-        spec = self.ctx.model.tenant(tenant.name)
-        addresses = self._addresses.get(tenant.name)
-        if addresses is None:
-            addresses = self._addresses[tenant.name] = defaultdict(list)
+    def _guarded(self, tenant: Tenant) -> dict[VM, _Guard]:
+        """What each of the tenant's VMs in security groups is guarded with, and where."""
+        inputs = self._inputs.get(tenant.name)
+        if inputs is None:
+            spec = self.ctx.model.tenant(tenant.name)
+            addresses: defaultdict[str, list[ipaddress.IPv4Address]] = defaultdict(list)
             for vm in tenant.vms:
                 for g in vm.groups or ():
                     addresses[g].append(vm.ip)
-        probe_ip = str(spec.probe_ip) if tenant.services else None
-        rules = resolve(spec.security_groups, addresses, key.groups or ())
+            probe_ip = str(spec.probe_ip) if tenant.services else None
+            inputs = self._inputs[tenant.name] = {
+                vm: (tenant.bound.get(vm), tenant.pending.get(vm), self.zones[vm.name], probe_ip,
+                     resolve(spec.security_groups, addresses, vm.groups or ()))
+                for vm in tenant.vms if vm.guarded}
+        return inputs
+
+    def tenant_inputs(self, tenant: Tenant) -> Hashable:
+        spec = self.ctx.model.tenant(tenant.name)
+        # Zones are numbered across tenants: one tenant's new VM may renumber another's.
+        return (spec.security_groups, spec.probe_ip,
+                *(self.zones[vm.name] for vm in tenant.vms if vm.guarded))
+
+    def parts(self, tenant: Tenant) -> dict[Hashable, object]:
+        return {vm: inputs for vm, inputs in self._guarded(tenant).items()}  # noqa: C416 - Hashable keys, for mypy
+
+    def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
+        assert isinstance(key, VM)
+        _, _, vm_zone, probe_ip, rules = self._guarded(tenant)[key]
         for loc in (tenant.bound.get(key), tenant.pending.get(key)):
             if loc is not None:
-                out.add(loc.dpid, *guard(key, loc, rules, self.zones[key.name], probe_ip))
+                out.add(loc.dpid, *guard(key, loc, rules, vm_zone, probe_ip))
