@@ -7,6 +7,7 @@ daemon killed, a migration whose hypervisor agent never answers); the bytes
 counted for a VM match a known iperf3 transfer; a VM migrates.
 """
 
+import copy
 import json
 import shutil
 import signal
@@ -23,9 +24,16 @@ from sdnvirt.emulation import lab
 from sdnvirt.emulation.agent import Agent
 
 from .conftest import Fabric
-from .test_lb import TENANTS  # blue/web on b1 and b2, red/web on r2 alone
+from .test_lb import TENANTS as LB_TENANTS  # blue/web on b1 and b2, red/web on r2 alone
 
 pytestmark = pytest.mark.integration
+
+# g1's port allows pings only: the UDP sent to it shows in the security-group panel.
+TENANTS: dict = copy.deepcopy(LB_TENANTS)
+TENANTS["blue"]["vms"]["g1"] = {"mac": "02:00:00:00:01:05", "ip": "10.1.0.15", "host": "leaf2",
+                                "security_groups": ["ping"]}
+TENANTS["blue"]["security_groups"] = {"ping": {"rules": [{"direction": d, "protocol": "icmp"}
+                                                         for d in ("ingress", "egress")]}}
 
 # A silent hypervisor agent is given up on after a second.
 EXTRA = {"migration": {"stop_and_copy": 0.1, "agent_timeout": 1.0, "timeout": 20.0}}
@@ -164,6 +172,11 @@ def test_dashboards_and_alerts_against_the_real_daemon(watched):
     assert abs(counted - wire) <= 0.05 * wire, (counted, wire)
     assert prom.value('sdnvirt_vm_receive_bytes_total{tenant="blue",vm="b2"}') >= 0.95 * wire
     assert prom.value('sdnvirt_antispoof_dropped_packets_total{tenant="blue",vm="c1"}') == 20
+    lab.send_scapy(fab.host("c1"), ['Ether(src="02:00:00:00:01:01", dst="02:00:00:00:01:05")'
+                                    '/IP(src="10.1.0.11", dst="10.1.0.15")/UDP(dport=9)'], count=20)
+    until(lambda: prom.query('sdnvirt_security_group_dropped_packets_total'
+                             '{tenant="blue",vm="g1",direction="ingress"} == 20'), 20, "g1's drops counted",
+          lambda: str(prom.query('sdnvirt_security_group_dropped_packets_total')))
 
     # A backend dies; a service loses its only backend.
     fab.servers["b1"].terminate()
