@@ -74,11 +74,19 @@ def cmd_topo(args) -> int:
     try:
         run_topo(cfg, args.name, topo_params(args.name, args),
                  controller_port=args.controller_port or cfg.controller.openflow.port,
-                 controller_ip=args.controller_ip, cli=not args.no_cli)
+                 controller_ip=args.controller_ip, cli=not args.no_cli,
+                 controllers=[_host_port(c) for c in args.controller])
     except (ValueError, PermissionError) as err:
         print(f"sdnvirt topo: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--controller is HOST:PORT, not {text!r}")
+    return host, int(port)
 
 
 def _table(rows: list[list], header: list[str]) -> str:
@@ -103,7 +111,13 @@ def cmd_status(args) -> int:
     print(f"sdnvirt {status['version']}, up {status['uptime_s']:.0f} s, config {status['config_file']}\n"
           f"switches {status['switches']}, links {status['links']}, "
           f"VMs located {status['vms_located']}/{status['vms']}, services {status['services']}, "
-          f"backends up {status['backends_up']}/{status['backends']}\n")
+          f"backends up {status['backends_up']}/{status['backends']}")
+    cluster = status.get("cluster")
+    if cluster:
+        print(f"cluster: this instance {cluster['name']}, members {', '.join(cluster['members'])}, "
+              f"leader {cluster['leader']}{', FENCED (writing to no switch)' if cluster['fenced'] else ''}; "
+              "masters: " + ", ".join(f"{d} {m['master']}" for d, m in cluster['switches'].items()))
+    print()
     return _show(args, None, [[s["name"], s["dpid"], sum(p["up"] for p in s["ports"]),
                                sum(p["peer"] is not None for p in s["ports"]), s["flows"]] for s in topo["switches"]],
                  ["SWITCH", "DPID", "PORTS UP", "FABRIC PORTS", "FLOWS"])
@@ -319,6 +333,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cli", action="store_true", help="no Mininet CLI: run until SIGTERM, then clean up")
     p.add_argument("--controller-ip", default="127.0.0.1")
     p.add_argument("--controller-port", type=int, help="default: controller.openflow.port of the config")
+    p.add_argument("--controller", action="append", default=[], metavar="HOST:PORT",
+                   help="every instance of a cluster, each switch connecting to all (repeatable; "
+                   "replaces --controller-ip/--controller-port)")
     p.add_argument("--spines", type=int, default=2, metavar="N", help="leafspine: spine switches (default 2)")
     p.add_argument("--leaves", type=int, default=4, metavar="N", help="leafspine: leaf switches (default 4)")
     p.add_argument("--k", type=int, default=4, metavar="K", help="fattree: switch radix, even (default 4)")

@@ -43,6 +43,8 @@ class Kind(StrEnum):
     CONFIG_APPLIED = "config_applied"
     CONFIG_RELOAD_FAILED = "config_reload_failed"
     HANDLER_ERROR = "handler_error"             # an exception the daemon caught and survived
+    ROLE_CHANGED = "role_changed"               # this instance became master or slave of a switch
+    CLUSTER_CHANGED = "cluster_changed"         # the members, the leader, or this instance fenced itself
 
 
 class Found(StrEnum):

@@ -62,6 +62,9 @@ class Metrics:
         self.openflow_sent = Counter(
             "sdnvirt_openflow_messages_sent", "OpenFlow messages sent to switches, by message type.",
             ["type"], registry=r)
+        self.openflow_withheld = Counter(
+            "sdnvirt_openflow_messages_withheld", "OpenFlow writes (flow, group, meter mods, packet-outs) not sent "
+            "because another instance of the cluster is the switch's master, by message type.", ["type"], registry=r)
         self.openflow_errors = Counter(
             "sdnvirt_openflow_errors", "OFPT_ERROR messages received: a switch refused a message, by error type "
             "(the log names the switch).", ["type"], registry=r)
@@ -106,6 +109,12 @@ class Metrics:
         self.config_load_error.set(0)
         for handler in Handler:
             self.handler_errors.labels(handler.value)
+
+    def sent(self, kind: str) -> None:
+        self.openflow_sent.labels(kind).inc()
+
+    def withheld(self, kind: str) -> None:
+        self.openflow_withheld.labels(kind).inc()
 
     def packet_in(self, reason: str, purpose: str, seconds: float) -> None:
         self.packet_ins.labels(reason, purpose).inc()

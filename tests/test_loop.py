@@ -79,7 +79,7 @@ def _work(dpid: int):
 
 def test_no_switch_gets_a_phase_before_every_switch_confirmed_the_last():
     loop = Loop(Clock())
-    sender = Sender(loop, lambda kind: None)
+    sender = Sender(loop, lambda kind: None, lambda kind: None)
     (dp1, w1), (dp2, w2) = _work(1), _work(2)
     done = []
     sender.push({1: w1, 2: w2}, lambda: done.append(True), lambda: done.append(False))
@@ -98,7 +98,7 @@ def test_no_switch_gets_a_phase_before_every_switch_confirmed_the_last():
 def test_a_switch_that_never_confirms_holds_the_others_up_only_until_the_timeout():
     clock = Clock()
     loop = Loop(clock)
-    sender = Sender(loop, lambda kind: None)
+    sender = Sender(loop, lambda kind: None, lambda kind: None)
     (dp1, w1), (_, w2) = _work(1), _work(2)
     done = []
     sender.push({1: w1, 2: w2}, lambda: done.append(True), lambda: done.append(False))
@@ -133,7 +133,7 @@ class RefusingDatapath(FakeDatapath):
 
 def test_a_push_that_cannot_be_sent_frees_the_sender_and_says_so():
     loop = Loop(Clock())
-    sender = Sender(loop, lambda kind: None)
+    sender = Sender(loop, lambda kind: None, lambda kind: None)
     dp = RefusingDatapath()
     session = SwitchSession(dp, 1)
     batches = reconcile(Tables.of([flow(0, 10, {"in_port": 1}, [], 1)]), Tables.of())

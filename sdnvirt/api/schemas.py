@@ -25,6 +25,20 @@ class Error(BaseModel):
     detail: str | list[Problem]
 
 
+class SwitchMaster(BaseModel):
+    master: str             # the instance whose claim it is
+    generation_id: int      # the claim's etcd revision, sent with the master's role request
+
+
+class ClusterStatus(BaseModel):
+    name: str               # this instance
+    members: list[str]      # live instances
+    leader: str | None
+    fenced: bool            # this instance writes to no switch: its etcd lease may have expired
+    switches: dict[str, SwitchMaster]       # by dpid: every claimed switch
+    roles: dict[str, str]   # by dpid: this instance's role at each switch connected to it
+
+
 class Status(BaseModel):
     version: str
     uptime_s: float
@@ -37,6 +51,7 @@ class Status(BaseModel):
     services: int
     backends: int
     backends_up: int
+    cluster: ClusterStatus | None = None    # none: one instance, the embedded store
 
 
 class Reloaded(BaseModel):

@@ -24,7 +24,7 @@ def get_status(controller: ControllerDep, state: ConfigStateDep):
                   config_file=state.path, store=state.store.name,
                   switches=len(doc["switches"]), links=doc["links"], vms=len(doc["vms"]),
                   vms_located=sum(1 for vm in doc["vms"] if vm["switch"]), services=len(doc["services"]),
-                  backends=len(backends), backends_up=sum(1 for b in backends if b["up"]))
+                  backends=len(backends), backends_up=sum(1 for b in backends if b["up"]), cluster=doc.get("cluster"))
 
 
 @router.post("/reload", response_model=Reloaded, responses={

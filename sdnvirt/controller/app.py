@@ -15,22 +15,26 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
+from ..cluster.member import Member
 from ..config import Config
 from ..events import Events, Handler
 from ..metrics import Metrics
 from ..store import Store
 from . import packet_in
 from .core import Controller
+from .roles import Roles
 
 
 class SdnvirtApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofp.OFP_VERSION]
 
     def __init__(self, *args: Any, sdnvirt_config: Config, sdnvirt_metrics: Metrics, sdnvirt_events: Events,
-                 sdnvirt_failed: Callable[[Handler], None], sdnvirt_store: Store | None = None, **kwargs: Any):
+                 sdnvirt_failed: Callable[[Handler], None], sdnvirt_store: Store | None = None,
+                 sdnvirt_member: Member | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.name = "sdnvirt"
         self.controller = Controller(sdnvirt_config, sdnvirt_metrics, sdnvirt_events, sdnvirt_failed, sdnvirt_store)
+        self.roles = Roles(self.controller, sdnvirt_member)
         self._post = self.controller.loop.post
 
     def start(self):
@@ -44,11 +48,15 @@ class SdnvirtApp(app_manager.OSKenApp):
         # os-ken's own handler, on another thread, sets dp.id from this same
         # message; it may not have run yet.
         dp.id = ev.msg.datapath_id
-        self._post(self.controller.switch_connected, dp, dp.id)
+        self._post(self.roles.switch_connected, dp, dp.id)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def _switch_gone(self, ev):
-        self._post(self.controller.switch_gone, ev.datapath)
+        self._post(self.roles.switch_gone, ev.datapath)
+
+    @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
+    def _role_reply(self, ev):
+        self._post(self.roles.role_reply, ev.msg.datapath, ev.msg.role, ev.msg.generation_id)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev):
@@ -66,6 +74,8 @@ class SdnvirtApp(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, ev):
+        if ev.msg.type == ofp.OFPET_ROLE_REQUEST_FAILED:
+            self._post(self.roles.refused, ev.msg.datapath, ev.msg.code)
         self._post(self.controller.error, ev.msg.datapath, ev.msg.type, ev.msg.code)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)

@@ -57,7 +57,7 @@ class Controller:
         self.counters = stats.SwitchCounters()
         self.metrics = metrics
         self.metrics.errors_known(ofmsg.ERROR_TYPES.values())
-        self.sender = Sender(self.loop, lambda kind: self.metrics.openflow_sent.labels(kind).inc())
+        self.sender = Sender(self.loop, self.metrics.sent, self.metrics.withheld)
         self.prober = probes.Prober(self.model, self.send_frame, self.request, self.metrics.probe_latency, events)
         self.reinject: list[tuple[int, int, bytes]] = []
         now = self.clock()

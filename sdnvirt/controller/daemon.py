@@ -13,6 +13,7 @@ from .. import __version__
 from ..api import server
 from ..api.app import create_app
 from ..api.token import TokenError, ensure_token
+from ..cluster.member import Member
 from ..config import Config, ConfigError
 from ..events import Events, Handler, Kind
 from ..metrics import Metrics
@@ -33,6 +34,12 @@ def run(config_path: str, config: Config) -> int:
         store = open_store(settings)
     except (OSError, StoreError) as err:
         return _fail(f"cannot open the store {where(settings)}: {err}")
+    member = None
+    if settings.cluster is not None:
+        try:
+            member = Member(settings.cluster.name, settings.cluster.etcd, settings.cluster.lease_ttl)
+        except StoreError as err:
+            return _fail(f"cannot join the cluster on {where(settings)}: {err}")
     try:
         token = ensure_token(settings.token_path)
     except OSError as err:
@@ -90,8 +97,15 @@ def run(config_path: str, config: Config) -> int:
     manager.load_apps(["sdnvirt.controller.app"])
     contexts = manager.create_contexts()
     manager.instantiate_apps(sdnvirt_config=state.config, sdnvirt_metrics=metrics, sdnvirt_events=events,
-                             sdnvirt_failed=failed, sdnvirt_store=store, **contexts)
-    controller = View(manager.applications["sdnvirt"].controller)
+                             sdnvirt_failed=failed, sdnvirt_store=store, sdnvirt_member=member, **contexts)
+    app = manager.applications["sdnvirt"]
+    controller = View(app.controller, app.roles)
+    if member is not None:
+        try:
+            member.start()
+        except StoreError as err:
+            # os-ken's threads are running: leave without waiting for them.
+            os._exit(_fail(f"cannot join the cluster on {where(settings)}: {err}"))
     state.apply = controller.reload
     # The API's changes committed by another process (or instance) reach this
     # one through the store: watched from the revision the state was read at.
@@ -109,6 +123,8 @@ def run(config_path: str, config: Config) -> int:
             threading.Thread(target=_reload, args=(state,), name="sdnvirt-reload", daemon=True).start()
             continue
         LOG.info("%s: stopping; switches keep their flows (fail-secure)", signal.Signals(signum).name)
+        if member is not None:
+            member.stop()       # first: the other instances take the switches over at once
         state.stop()
         follower.join(STOP_TIMEOUT)
         logging.shutdown()

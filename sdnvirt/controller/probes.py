@@ -22,6 +22,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
@@ -63,6 +64,9 @@ class Prober:
         self.due: dict[tuple[str, str, str], float] = {}
         self.outstanding: dict[int, Outstanding] = {}
         self._ports = itertools.cycle(PROBE_PORTS)
+        # Whether probes can go out of this switch: in a cluster only its master's
+        # can, and a probe that never left must not count as unanswered.
+        self.may_probe: Callable[[int], bool] = lambda dpid: True
 
     # -- sending -----------------------------------------------------------
     def tick(self, now: float) -> list[tuple[int, int, bytes]]:
@@ -85,8 +89,8 @@ class Prober:
                 key = svc.health_key(backend)
                 live.add(key)
                 loc = self.model.locations.get(backend.vm.name)
-                if loc is None:
-                    continue        # unplugged: down already (Model.unbind), or not found yet
+                if loc is None or not self.may_probe(loc.dpid):
+                    continue        # unplugged: down already (Model.unbind), or not found yet; another's to probe
                 if now < self.due.get(key, 0) or any(o.key == key for o in self.outstanding.values()):
                     continue
                 self.due[key] = now + svc.health_check.interval

@@ -34,8 +34,8 @@ def reconcile(ctl: Controller, started: float, done: Callable[[], None], failed:
     changes = engine.take_changes()
     # Not read yet, or warm and the fabric not settled: held back, and diffed
     # in full when their turn comes.
-    ready = {dpid: s for dpid, s in ctl.sessions.items() if s.ready and not (s.warm and not ctl.settled())}
-    held = len(ready) < len(ctl.sessions)
+    ready = {dpid: s for dpid, s in ctl.sessions.items() if s.reconcilable(ctl.settled())}
+    held = any(s.writable and dpid not in ready for dpid, s in ctl.sessions.items())
     for dpid, session in ctl.sessions.items():
         if dpid not in ready:
             session.synced = False

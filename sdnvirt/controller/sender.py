@@ -55,18 +55,25 @@ class Sender:
     step (a phase, or a rank within it): every switch confirms a step with a
     barrier reply before any switch gets the next.  The pushing never blocks the loop: barrier replies move it on."""
 
-    def __init__(self, loop: Loop, count: Callable[[str], None]):
+    def __init__(self, loop: Loop, count: Callable[[str], None], withheld: Callable[[str], None]):
         self._loop = loop
-        self._count = count
+        self._count, self._withheld = count, withheld
         self._push: _Push | None = None
+        # Whether a message may go to a switch: in a cluster, writes go only
+        # where this instance is master (``roles``).
+        self.may_write: Callable[[Any, Any], bool] = lambda dp, msg: True
 
     @property
     def busy(self) -> bool:
         return self._push is not None
 
     def send(self, dp: Any, msg: Any) -> None:
+        kind = ofmsg.MESSAGE_TYPES[msg.cls_msg_type]
+        if not self.may_write(dp, msg):
+            self._withheld(kind)
+            return
         dp.send_msg(msg)
-        self._count(ofmsg.MESSAGE_TYPES[msg.cls_msg_type])
+        self._count(kind)
 
     def push(self, work: Work, done: Callable[[], None], failed: Callable[[], None]) -> None:
         """Send ``work``; ``done`` runs on the loop once the last step is confirmed,

@@ -24,7 +24,9 @@ READS = ("meters", "groups", "flows")
 
 
 class Role(Enum):
-    """The controller's OpenFlow role at this switch (one controller: always master)."""
+    """The controller's OpenFlow role at this switch: EQUAL without a cluster
+    (OpenFlow's default, full access); in a cluster SLAVE until the switch
+    answers this instance's MASTER request (``roles``)."""
 
     EQUAL = "equal"
     MASTER = "master"
@@ -67,6 +69,14 @@ class SwitchSession:
     def ready(self) -> bool:
         """Its flows, groups and meters have been read: it can be reconciled."""
         return None not in (self.installed_flows, self.installed_groups, self.installed_meters)
+
+    @property
+    def writable(self) -> bool:
+        return self.role is not Role.SLAVE
+
+    def reconcilable(self, settled: bool) -> bool:
+        """Read, ours to write, and not a warm switch while the fabric settles."""
+        return self.ready and self.writable and not (self.warm and not settled)
 
     def tables(self) -> Tables:
         flows, groups, meters = self.installed_flows, self.installed_groups, self.installed_meters

@@ -12,11 +12,12 @@ from .. import status
 from ..config import Config
 from ..metrics import Snapshot, StateCollector
 from .core import Controller
+from .roles import Roles
 
 
 class View:
-    def __init__(self, ctl: Controller):
-        self._ctl = ctl
+    def __init__(self, ctl: Controller, roles: Roles | None = None):
+        self._ctl, self._roles = ctl, roles
         self._call = ctl.loop.call
         ctl.metrics.registry.register(StateCollector(self._call, self._metrics_snapshot))
 
@@ -25,7 +26,9 @@ class View:
 
     def snapshot(self) -> dict:
         ctl = self._ctl
-        return self._call(lambda: status.snapshot(ctl.model, ctl.fabric, self._flow_counts(), ctl.backend_counters()))
+        cluster = self._roles.status if self._roles else lambda: None
+        return self._call(lambda: {**status.snapshot(ctl.model, ctl.fabric, self._flow_counts(),
+                                                     ctl.backend_counters()), "cluster": cluster()})
 
     def topology(self) -> dict:
         ctl = self._ctl

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from functools import partial
 from typing import Any, NamedTuple
@@ -149,12 +149,15 @@ class Emulation:
     """
 
     def __init__(self, config: Config, topo_name: str, topo_params: Mapping[str, Any] | None = None,
-                 controller_port: int = 6653, controller_ip: str = "127.0.0.1"):
+                 controller_port: int = 6653, controller_ip: str = "127.0.0.1",
+                 controllers: Sequence[tuple[str, int]] = ()):
+        """``controllers``: (ip, port) of every instance of a cluster, which each
+        switch connects to; without them, the one at controller_ip:controller_port."""
         self.config = config
         self.topo_name = topo_name
         self.topo_params = dict(topo_params or {})
-        self.controller_port = controller_port
-        self.controller_ip = controller_ip
+        self.controllers = list(controllers) or [(controller_ip, controller_port)]
+        self.controller_ip, self.controller_port = self.controllers[0]
         self.topo: Topo | None = None
         self.placement: dict[str, str] = {}
         self.net: Mininet | None = None
@@ -190,18 +193,18 @@ class Emulation:
             raise PermissionError("the emulation needs root (Mininet creates namespaces and OVS bridges)")
         datapath = "user" if self.config.emulation.datapath == "user" else "kernel"
         switch = partial(OVSSwitch, datapath=datapath, protocols="OpenFlow13", failMode="secure")
-        controller = partial(_Controller, ip=self.controller_ip, port=self.controller_port)
-        log.info("starting topology %s %s (%s datapath) with %d VMs, controller %s:%d",
+        log.info("starting topology %s %s (%s datapath) with %d VMs, controllers %s",
                  self.topo_name, self.topo_params, datapath, len(self.placement),
-                 self.controller_ip, self.controller_port)
+                 " ".join(f"{ip}:{port}" for ip, port in self.controllers))
         self._lock.enter_context(fabric_lock())
         try:
             for name in privateovs.sweep():
                 log.warning("removed the Open vSwitch of hypervisor %s left by an earlier run", name)
             # build=False then build(): same as build=True, but self.net is
             # set first so that a failure half-way through is still cleaned up.
-            self.net = Mininet(topo, switch=switch, controller=controller,
-                               autoSetMacs=False, build=False)
+            self.net = Mininet(topo, switch=switch, controller=None, autoSetMacs=False, build=False)
+            for i, (ip, port) in enumerate(self.controllers):
+                self.net.addController(f"c{i}", controller=_Controller, ip=ip, port=port)
             self.net.build()
             self.net.start()
             for host in self.net.hosts:
@@ -330,14 +333,14 @@ def api_client(config: Config, controller_ip: str) -> Client:
 
 def run_topo(config: Config, topo_name: str, topo_params: Mapping[str, Any] | None,
              controller_port: int = 6653, cli: bool = False, controller_ip: str = "127.0.0.1",
-             connect_timeout: float = 20.0) -> None:
+             connect_timeout: float = 20.0, controllers: Sequence[tuple[str, int]] = ()) -> None:
     """``sdnvirt topo``: run the fabric in the foreground until the Mininet
     CLI exits (cli=True) or SIGTERM/SIGINT arrives (cli=False); always stop it."""
     # Mininet logs through its own stderr handler; do not repeat its lines
     # through the root logger's.
     logging.getLogger("mininet").propagate = False
     emu = Emulation(config, topo_name, topo_params, controller_port=controller_port,
-                    controller_ip=controller_ip)
+                    controller_ip=controller_ip, controllers=controllers)
     stopping = threading.Event()
     previous: dict[signal.Signals, Any] = {}
     if not cli:

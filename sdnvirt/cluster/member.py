@@ -1,0 +1,206 @@
+"""One instance's membership of the cluster: its lease, its record, its claims,
+the leader key, and the fencing that stops it writing before its lease can
+be taken by another.
+
+Two threads: ``_follow`` watches the cluster's keys into the view; ``_run``
+keeps the lease alive and acts on the view (``claims.moves``). Whoever
+embeds it (the controller) is told the claims and whether this instance is
+fenced, through ``changed``, from the agent's thread, and tells it which
+switches it is connected to with ``set_switches``.
+
+Fencing: the lease lives ``ttl`` seconds after the last renewal etcd
+received, which is after the renewal was sent. An instance that has had no
+renewal answered for ``ttl - margin`` seconds since it sent the last good
+one stops writing at once (``fenced``), so it is silent before any other
+instance can claim its switches; it writes again once a renewal is answered,
+or, with a new lease if the old one expired, once it claims switches anew.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..store import ABSENT, Compacted, Conflict, EtcdStore, LeaseExpired, StoreError, Watch
+from . import claims
+from .claims import Claim, View
+
+LOG = logging.getLogger("sdnvirt.cluster")
+
+
+@dataclass(frozen=True)
+class State:
+    """What the embedding controller acts on."""
+
+    me: str
+    claims: dict[int, Claim]
+    members: list[str]
+    leader: str | None
+    fenced: bool
+
+    def mine(self, dpid: int) -> Claim | None:
+        claim = self.claims.get(dpid)
+        return claim if claim is not None and claim.owner == self.me and not self.fenced else None
+
+
+class Member:
+    def __init__(self, name: str, endpoints: list[str], ttl: float,
+                 changed: Callable[[State], None] = lambda state: None,
+                 clock: Callable[[], float] = time.monotonic):
+        """Raises StoreError if etcd cannot be reached."""
+        self.name, self.ttl = name, ttl
+        # Cluster requests must finish well inside a lease: a slow one is an
+        # error, and the next member is tried.
+        self.store = EtcdStore(endpoints, timeout=ttl / 4, idle=max(1.0, ttl))
+        self.changed = changed
+        self.clock = clock
+        self.margin = ttl / 4
+        self.view = View()
+        self._lock = threading.Condition()
+        self._switches: frozenset[int] = frozenset()
+        self._stop = threading.Event()
+        self._watch: Watch | None = None
+        self._registered: frozenset[int] | None = None
+        self.lease = 0
+        self.renewed = float("-inf")    # when the last renewal that etcd answered was sent
+        self.fenced = True
+        self.lldp_secret = self._shared_secret()
+        self._last: State | None = None
+
+    def _shared_secret(self) -> bytes:
+        """The LLDP signing key every instance uses: one instance's LLDP is heard by all."""
+        try:
+            self.store.put(claims.LLDP_SECRET, os.urandom(16).hex(), expect=ABSENT)
+        except Conflict:
+            pass    # another instance made it first: use that one
+        item = self.store.get(claims.LLDP_SECRET)
+        assert item is not None, "written or found just now"
+        return bytes.fromhex(item.value)
+
+    # -- the controller's side ---------------------------------------------------
+    def start(self) -> None:
+        self._join()
+        threading.Thread(target=self._follow, name="cluster-watch", daemon=True).start()
+        threading.Thread(target=self._run, name="cluster", daemon=True).start()
+
+    def set_switches(self, dpids: frozenset[int]) -> None:
+        with self._lock:
+            self._switches = dpids
+            self._lock.notify_all()
+
+    def stop(self) -> None:
+        """Leave at once: the lease revoked, its record, claims and leadership go with it."""
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        if self._watch is not None:
+            self._watch.cancel()
+        try:
+            self.store.revoke(self.lease)
+        except StoreError as err:
+            LOG.warning("cannot revoke the cluster lease (its switches move when it expires): %s", err)
+
+    # -- the agent -----------------------------------------------------------------
+    def _join(self) -> None:
+        self.lease = self.store.grant(self.ttl)
+        self.renewed = self.clock()
+        self._register(self._switches)
+        self._reread()
+        self.fenced = False
+        LOG.info("cluster member %s joined (lease %x, %.0f s)", self.name, self.lease, self.ttl)
+
+    def _reread(self) -> None:
+        listing = self.store.list(claims.PREFIX)
+        with self._lock:
+            self.view = View()
+            for key, item in listing.items.items():
+                self.view.apply(key, item.value, item.revision)
+            self.view.revision = listing.revision
+            self._lock.notify_all()
+
+    def _register(self, switches: frozenset[int]) -> None:
+        self.store.put_leased(claims.member_key(self.name),
+                              {"name": self.name, "switches": [f"{d:016x}" for d in sorted(switches)]}, self.lease)
+        self._registered = switches
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except StoreError as err:
+                LOG.warning("cluster: %s", err)
+            with self._lock:
+                self._lock.wait(self.ttl / 8)
+
+    def step(self) -> None:
+        """Renew the lease when due, fence if it may be lost, act on the view."""
+        now = self.clock()
+        if now - self.renewed >= self.ttl / 4:
+            try:
+                self.store.keepalive(self.lease)
+                self.renewed = now
+            except LeaseExpired:
+                LOG.error("cluster lease expired: this instance's switches have moved; joining again")
+                self._fence(True)
+                self._join()
+            except StoreError:
+                self._fence(self.clock() - self.renewed >= self.ttl - self.margin)
+                self._tell()
+                raise
+        self._fence(self.clock() - self.renewed >= self.ttl - self.margin)
+        if self.fenced:
+            self._tell()
+            return
+        with self._lock:
+            switches, view = self._switches, self.view
+            moves = claims.moves(self.name, view, switches)
+        if switches != self._registered:
+            self._register(switches)
+        for dpid in moves.take:
+            try:
+                self.store.put_leased(claims.switch_key(dpid), {"owner": self.name}, self.lease, expect=ABSENT)
+            except Conflict:
+                pass    # someone else's now: the watch says whose
+        for dpid, revision in moves.release:
+            try:
+                self.store.delete(claims.switch_key(dpid), expect=revision)
+            except Conflict:
+                pass
+        if view.leader is None:
+            try:
+                self.store.put_leased(claims.LEADER, {"name": self.name}, self.lease, expect=ABSENT)
+            except Conflict:
+                pass
+        self._tell()
+
+    def _fence(self, fenced: bool) -> None:
+        if fenced and not self.fenced:
+            LOG.error("cluster: no lease renewal for %.1f s: writing to no switch until etcd answers",
+                      self.clock() - self.renewed)
+        self.fenced = fenced
+
+    def _tell(self) -> None:
+        with self._lock:
+            state = State(self.name, dict(self.view.claims), sorted(self.view.members), self.view.leader, self.fenced)
+        if state != self._last:
+            self._last = state
+            self.changed(state)
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._watch = watch = self.store.watch(claims.PREFIX, self.view.revision)
+                for events in watch:
+                    with self._lock:
+                        for event in events:
+                            self.view.apply(event.key, None if event.deleted else event.value, event.revision)
+                        self._lock.notify_all()
+            except Compacted:
+                self._reread()
+            except StoreError as err:
+                LOG.warning("cluster watch: %s; watching again", err)
+                self._stop.wait(self.ttl / 8)

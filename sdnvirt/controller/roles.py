@@ -1,0 +1,196 @@
+"""OpenFlow roles of an instance of a cluster (``sdnvirt.cluster``): MASTER of
+the switches it has claimed, SLAVE of the others.
+
+Until a switch answers a MASTER request, the session is SLAVE here and the
+sender withholds every write to it (flow, group and meter mods, packet-outs:
+counted as withheld). The request carries the claim's etcd revision as its
+generation_id, so the switch refuses a request of an older claim (a paused
+old master): OVS answers it with an error and the old master's writes with
+IS_SLAVE. A switch answering MASTER is read again and reconciled: the flows
+that are right are left alone. Slaves get packet-ins and port status too
+(asynchronous config), so every instance learns links and VM places, and
+signs LLDP with the cluster's shared key.
+
+Without a cluster nothing here acts: sessions stay EQUAL and every write goes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ..cluster.member import Member, State
+from ..events import Kind
+from ..metrics import dpid_label
+from .core import Controller
+from .session import Role, SwitchSession
+
+LOG = logging.getLogger("sdnvirt.controller")
+
+WRITES = frozenset({ofp.OFPT_FLOW_MOD, ofp.OFPT_GROUP_MOD, ofp.OFPT_METER_MOD, ofp.OFPT_PACKET_OUT})
+_ALL_REASONS = (1 << ofp.OFPR_NO_MATCH) | (1 << ofp.OFPR_ACTION) | (1 << ofp.OFPR_INVALID_TTL)
+_ALL_PORT_CHANGES = (1 << ofp.OFPPR_ADD) | (1 << ofp.OFPPR_DELETE) | (1 << ofp.OFPPR_MODIFY)
+_WIRE = {Role.MASTER: ofp.OFPCR_ROLE_MASTER, Role.SLAVE: ofp.OFPCR_ROLE_SLAVE}
+
+
+class Roles:
+    def __init__(self, ctl: Controller, member: Member | None):
+        self.ctl, self.member = ctl, member
+        self.state: State | None = None
+        self.asked: dict[int, tuple[Role, int]] = {}     # the last role request sent to each switch
+        if member is not None:
+            ctl.discovery.secret = member.lldp_secret
+            ctl.sender.may_write = self.may_write
+            ctl.prober.may_probe = self.masters
+            member.changed = lambda state: ctl.loop.post(self.apply, state)
+            ctl.metrics.registry.register(_ClusterCollector(self))
+
+    # -- the os-ken shim's events, on the loop ---------------------------------------
+    def switch_connected(self, dp: Any, dpid: int) -> None:
+        if self.member is None:
+            self.ctl.switch_connected(dp, dpid)
+            return
+        self.asked.pop(dpid, None)
+        # SLAVE before anything is planned for it: nothing is written until the switch says MASTER.
+        self.ctl.switch_connected(dp, dpid)
+        session = self.ctl.sessions[dpid]
+        session.role = Role.SLAVE
+        self.ctl.send(session, parser.OFPSetAsync(dp, [_ALL_REASONS, _ALL_REASONS],
+                                                  [_ALL_PORT_CHANGES, _ALL_PORT_CHANGES], [0, 0]))
+        self._connected_changed()
+        self._update(session)
+
+    def switch_gone(self, dp: Any) -> None:
+        session = self.ctl.session(dp)
+        self.ctl.switch_gone(dp)
+        if self.member is not None and session is not None:
+            self.asked.pop(session.dpid, None)
+            self._connected_changed()
+
+    def role_reply(self, dp: Any, role: int, generation_id: int) -> None:
+        session = self.ctl.session(dp)
+        if session is None or self.state is None:
+            return
+        mine = self.state.mine(session.dpid)
+        if role == ofp.OFPCR_ROLE_MASTER and mine is not None and mine.revision == generation_id:
+            self._set(session, Role.MASTER)
+        elif role != ofp.OFPCR_ROLE_MASTER:
+            self._set(session, Role.SLAVE)
+
+    def refused(self, dp: Any, code: int) -> None:
+        """The switch refused a role request (a stale generation_id: another master's is newer)."""
+        session = self.ctl.session(dp)
+        if session is not None:
+            LOG.warning("switch %016x refused a role request (code %d): another instance's claim is newer",
+                        session.dpid, code)
+            self.asked.pop(session.dpid, None)
+            self._set(session, Role.SLAVE)
+
+    # -- the cluster's word, on the loop -------------------------------------------
+    def apply(self, state: State) -> None:
+        before = self.state
+        self.state = state
+        if before is None or (before.members, before.leader, before.fenced) != (state.members, state.leader,
+                                                                                state.fenced):
+            LOG.info("cluster: members %s, leader %s%s", ", ".join(state.members), state.leader,
+                     "; FENCED: writing to no switch" if state.fenced else "")
+            self.ctl.event_hub.publish(Kind.CLUSTER_CHANGED, members=",".join(state.members), leader=state.leader,
+                                       fenced=state.fenced)
+        for session in list(self.ctl.sessions.values()):
+            self._update(session)
+
+    def _update(self, session: SwitchSession) -> None:
+        state = self.state
+        if state is None:
+            return
+        mine = state.mine(session.dpid)
+        claim = state.claims.get(session.dpid)
+        if mine is None and session.role is Role.MASTER:
+            self._set(session, Role.SLAVE)      # at once: the claim is gone or another's
+        if mine is not None:
+            self._ask(session, Role.MASTER, mine.revision)
+        elif claim is not None and not state.fenced:
+            self._ask(session, Role.SLAVE, claim.revision)
+
+    def _ask(self, session: SwitchSession, role: Role, generation_id: int) -> None:
+        if self.asked.get(session.dpid) == (role, generation_id):
+            return
+        self.asked[session.dpid] = (role, generation_id)
+        self.ctl.send(session, parser.OFPRoleRequest(session.dp, _WIRE[role], generation_id))
+
+    def _set(self, session: SwitchSession, role: Role) -> None:
+        if session.role is role:
+            return
+        session.role = role
+        LOG.info("switch %016x: %s", session.dpid, role.value.upper())
+        self.ctl.event_hub.publish(Kind.ROLE_CHANGED, dpid=f"{session.dpid:016x}", role=role.value)
+        if role is Role.MASTER:
+            # The previous master may have changed the switch since it was last
+            # read here: read it again, then fix only what differs. Before the
+            # fabric has settled (this instance just started), it is held back
+            # like a warm restart's.
+            session.warm = not self.ctl.settled()
+            session.unannounced = True
+            for req in session.read_requests():
+                self.ctl.send(session, req)
+            self.ctl.request()
+
+    def _connected_changed(self) -> None:
+        if self.member is not None:
+            self.member.set_switches(frozenset(self.ctl.sessions))
+
+    # -- the sender's gate ---------------------------------------------------------
+    def may_write(self, dp: Any, msg: Any) -> bool:
+        if msg.cls_msg_type not in WRITES:
+            return True
+        session = self.ctl.session(dp)
+        return session is not None and session.role is Role.MASTER
+
+    def masters(self, dpid: int) -> bool:
+        session = self.ctl.sessions.get(dpid)
+        return session is not None and session.role is Role.MASTER
+
+    def status(self) -> dict[str, Any] | None:
+        """This instance's view of the cluster, for ``GET /v1/status``."""
+        if self.member is None or self.state is None:
+            return None
+        state = self.state
+        return {"name": state.me, "members": state.members, "leader": state.leader, "fenced": state.fenced,
+                "switches": {f"{dpid:016x}": {"master": claim.owner, "generation_id": claim.revision}
+                             for dpid, claim in sorted(state.claims.items())},
+                "roles": {f"{dpid:016x}": s.role.value for dpid, s in sorted(self.ctl.sessions.items())}}
+
+
+class _ClusterCollector(Collector):
+    """Read at scrape time, on the loop."""
+
+    def __init__(self, roles: Roles):
+        self.roles = roles
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        return iter(self.roles.ctl.loop.call(self._families))
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        state = self.roles.state
+        members = GaugeMetricFamily("sdnvirt_cluster_members", "Live instances of the cluster, as this one sees them.")
+        leader = GaugeMetricFamily("sdnvirt_cluster_leader", "1 if this instance is the cluster's leader.")
+        fenced = GaugeMetricFamily("sdnvirt_cluster_fenced", "1 while this instance writes to no switch because "
+                                   "its etcd lease may have expired.")
+        unowned = GaugeMetricFamily("sdnvirt_cluster_switches_without_master",
+                                    "Connected switches that no instance has claimed.")
+        role = GaugeMetricFamily("sdnvirt_switch_master", "1 if this instance is the master of the switch.",
+                                 labels=["dpid"])
+        sessions = self.roles.ctl.sessions
+        members.add_metric([], len(state.members) if state else 0)
+        leader.add_metric([], 1 if state and state.leader == state.me else 0)
+        fenced.add_metric([], 1 if state is None or state.fenced else 0)
+        unowned.add_metric([], sum(1 for d in sessions if state is None or d not in state.claims))
+        for dpid, session in sorted(sessions.items()):
+            role.add_metric([dpid_label(dpid)], 1 if session.role is Role.MASTER else 0)
+        return [members, leader, fenced, unowned, role]

@@ -1,0 +1,83 @@
+"""Several controller processes on one etcd driving one Mininet fabric, every
+switch connected to all of them: what the cluster's integration tests and
+``bench/ha.py`` share."""
+
+from __future__ import annotations
+
+import copy
+import signal
+from pathlib import Path
+
+from .. import config
+from .etcdlab import EtcdLab
+from .lab import ControllerProcess, free_port, wait_for
+from .launcher import Emulation, wait_connected
+
+
+class ClusterLab:
+    def __init__(self, workdir: str | Path, doc: dict, topo: str, params: dict, size: int = 3,
+                 lease_ttl: float = 2.0):
+        """``doc``: the config every instance shares; each gets its name, its own
+        ports and the etcd endpoints added."""
+        self.workdir = Path(workdir)
+        self.etcd = EtcdLab(3, self.workdir / "etcd")
+        (self.workdir / "etcd").mkdir(parents=True, exist_ok=True)
+        self.names = [f"ctl{i}" for i in range(size)]
+        self.docs = []
+        for name in self.names:
+            d = copy.deepcopy(doc)
+            ctl = d.setdefault("controller", {})
+            ctl["openflow"] = {**ctl.get("openflow", {}), "port": free_port()}
+            ctl["cluster"] = {"name": name, "etcd": self.etcd.endpoints, "lease_ttl": lease_ttl}
+            self.docs.append(d)
+        self.ctls = {name: ControllerProcess(d, self.workdir / name) for name, d in zip(self.names, self.docs,
+                                                                                        strict=True)}
+        self.cfg = config.parse(self.docs[0])
+        self.emu = Emulation(self.cfg, topo, params,
+                             controllers=[("127.0.0.1", c.port) for c in self.ctls.values()])
+
+    def start(self, timeout: float = 30.0) -> ClusterLab:
+        self.etcd.start()
+        for ctl in self.ctls.values():
+            ctl.start()
+        self.emu.start()
+        assert self.emu.net is not None
+        wait_connected(self.emu.net, timeout=timeout)
+        if not wait_for(self.settled, timeout, 0.2):
+            raise TimeoutError(f"switches without exactly one master: {self.masters()}")
+        return self
+
+    def stop(self) -> None:
+        self.emu.stop()
+        for ctl in self.ctls.values():
+            ctl.stop(signal.SIGKILL)
+        self.etcd.close()
+
+    def alive(self) -> list[str]:
+        return [n for n, c in self.ctls.items() if c.proc is not None and c.proc.poll() is None]
+
+    def status(self, name: str) -> dict:
+        cluster: dict = self.ctls[name].api().get("/status")["cluster"]
+        return cluster
+
+    def masters(self) -> dict[str, list[str]]:
+        """By dpid: the live instances that hold MASTER at the switch, as each says."""
+        found: dict[str, list[str]] = {}
+        for name in self.alive():
+            for dpid, role in self.status(name)["roles"].items():
+                found.setdefault(dpid, [])
+                if role == "master":
+                    found[dpid].append(name)
+        return found
+
+    def settled(self) -> bool:
+        """Every switch has exactly one master, and every live instance is connected to all."""
+        assert self.emu.net is not None
+        masters = self.masters()
+        return len(masters) == len(self.emu.net.switches) and all(len(m) == 1 for m in masters.values())
+
+    def master_of(self, switch: str) -> str:
+        assert self.emu.net is not None
+        dpid = self.emu.net.get(switch).dpid
+        (name,) = self.masters()[dpid]
+        return name

@@ -1,0 +1,149 @@
+"""Switch mastership and fencing: the pure decisions over a view, then one
+instance's agent on a real etcd with a fake clock (no sleeping for leases)."""
+
+import shutil
+
+import pytest
+
+from sdnvirt.cluster import claims
+from sdnvirt.cluster.claims import Claim, View, moves, owner
+from sdnvirt.cluster.member import Member
+from sdnvirt.emulation.etcdlab import EtcdLab
+from sdnvirt.emulation.lab import wait_for
+from sdnvirt.store import Delete, EtcdStore, StoreError
+
+SWITCHES = range(1, 41)
+
+
+def test_every_instance_computes_the_same_owner_and_a_join_moves_only_its_share():
+    two = {"a": set(SWITCHES), "b": set(SWITCHES)}
+    three = {**two, "c": set(SWITCHES)}
+    before = {d: owner(d, two) for d in SWITCHES}
+    after = {d: owner(d, three) for d in SWITCHES}
+    assert {d: owner(d, dict(reversed(list(two.items())))) for d in SWITCHES} == before
+    moved = {d for d in SWITCHES if before[d] != after[d]}
+    assert moved and all(after[d] == "c" for d in moved)        # only to the newcomer
+    assert 5 <= len(moved) <= 25                                # about a third of 40
+    assert {after[d] for d in SWITCHES} == {"a", "b", "c"}
+    # Leaving: only the leaver's switches move.
+    gone = {d: owner(d, {"a": set(SWITCHES), "c": set(SWITCHES)}) for d in SWITCHES}
+    assert all(gone[d] == after[d] for d in SWITCHES if after[d] != "b")
+
+
+def test_only_instances_connected_to_a_switch_may_own_it():
+    assert owner(7, {"a": {1}, "b": {7}}) == "b"
+    assert owner(7, {"a": {1}}) is None
+
+
+def test_moves_claim_what_is_free_and_mine_and_release_what_another_connected_instance_should_own():
+    view = View(members={"a": frozenset(SWITCHES)})
+    mine_alone = moves("b", view, [1, 2])
+    assert mine_alone.release == [] and set(mine_alone.take) == {d for d in (1, 2) if owner(d, {"a": SWITCHES,
+                                                                                                 "b": {1, 2}}) == "b"}
+    # b holds every switch it reaches; a is connected to all of them: b gives a its share.
+    view = View(members={"a": frozenset(SWITCHES), "b": frozenset(SWITCHES)},
+                claims={d: Claim("b", 100 + d) for d in SWITCHES})
+    result = moves("b", view, SWITCHES)
+    assert result.take == []
+    assert result.release == [(d, 100 + d) for d in SWITCHES if owner(d, view.members) == "a"]
+    # A claim held by another is never taken, even if b should own it.
+    view = View(members={"a": frozenset(SWITCHES), "b": frozenset(SWITCHES)},
+                claims={d: Claim("a", 1) for d in SWITCHES})
+    assert moves("b", view, SWITCHES).take == []
+
+
+def test_the_view_follows_the_keys():
+    view = View()
+    view.apply(claims.member_key("a"), {"name": "a", "switches": ["000000000000000a"]}, 5)
+    view.apply(claims.switch_key(10), {"owner": "a"}, 6)
+    view.apply(claims.LEADER, {"name": "a"}, 7)
+    assert view.members == {"a": frozenset({10})} and view.claims == {10: Claim("a", 6)} and view.leader == "a"
+    view.apply(claims.switch_key(10), None, 8)
+    view.apply(claims.member_key("a"), None, 8)
+    assert view.claims == {} and view.members == {} and view.revision == 8
+
+
+@pytest.fixture(scope="module")
+def etcd():
+    if shutil.which("etcd") is None:
+        pytest.skip("needs etcd (Debian package etcd-server; scripts/setup.sh installs it)")
+    with EtcdLab(1) as lab:
+        yield lab.endpoints
+
+
+@pytest.fixture
+def store(etcd):
+    store = EtcdStore(etcd)
+    store.commit([Delete(key) for key in store.list("").items])
+    return store
+
+
+class CutOff:
+    """A store this instance cannot reach while ``cut``."""
+
+    def __init__(self, store):
+        self.store, self.cut = store, True
+
+    def __getattr__(self, name):
+        if self.cut:
+            raise StoreError("etcd unreachable (cut off by the test)")
+        return getattr(self.store, name)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_two_instances_share_the_switches_and_the_survivor_takes_a_revoked_ones_over(etcd, store):
+    states = {}
+    a = Member("a", etcd, 2.0, lambda s: states.__setitem__("a", s))
+    b = Member("b", etcd, 2.0, lambda s: states.__setitem__("b", s))
+    assert a.lldp_secret == b.lldp_secret
+    for m in (a, b):
+        m.set_switches(frozenset(SWITCHES))
+        m.start()
+    try:
+        # Whoever started first claimed everything, then gave the other its share.
+        shared = {d: owner(d, {"a": SWITCHES, "b": SWITCHES}) for d in SWITCHES}
+        assert set(shared.values()) == {"a", "b"}
+        assert wait_for(lambda: all(m in states and {d: c.owner for d, c in states[m].claims.items()} == shared
+                                    for m in "ab"), 10)
+        assert states["a"].leader in ("a", "b")
+        b.stop()
+        assert wait_for(lambda: all(c.owner == "a" for c in states["a"].claims.values())
+                        and len(states["a"].claims) == len(SWITCHES) and states["a"].members == ["a"], 5)
+        # generation ids only grow: each new claim is a later revision.
+        assert all(states["a"].claims[d].revision > 0 for d in SWITCHES)
+    finally:
+        a.stop()
+
+
+def test_an_instance_without_renewals_fences_itself_before_its_lease_can_expire(etcd, store):
+    clock = Clock()
+    member = Member("a", etcd, 2.0, clock=clock)
+    member.set_switches(frozenset({1}))
+    member._join()
+    member.step()
+    member.step()
+    assert not member.fenced
+    # etcd unreachable from here on: renewals fail.
+    cut = CutOff(member.store)
+    member.store = cut
+    clock.now += 1.0
+    with pytest.raises(StoreError):
+        member.step()
+    assert not member.fenced                       # 1 s of 2: still safe
+    clock.now += 0.6                               # ttl - margin = 1.5 s since the last renewal
+    with pytest.raises(StoreError):
+        member.step()
+    assert member.fenced
+    # etcd back before the lease expired: renewed, writing again.
+    cut.cut = False
+    clock.now += 0.1
+    member.step()
+    assert not member.fenced
+    member.stop()
