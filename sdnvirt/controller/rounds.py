@@ -33,7 +33,7 @@ def reconcile(ctl: Controller, started: float, done: Callable[[], None], failed:
     engine.update(ctl.model, ctl.fabric)
     changes = engine.take_changes()
     # Not read yet, or warm and the fabric not settled: held back, and diffed
-    # in full when their turn comes.
+    # in full when their turn comes (another instance's switch: when this one becomes its master).
     ready = {dpid: s for dpid, s in ctl.sessions.items() if s.reconcilable(ctl.settled())}
     held = any(s.writable and dpid not in ready for dpid, s in ctl.sessions.items())
     for dpid, session in ctl.sessions.items():
