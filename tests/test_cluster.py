@@ -8,8 +8,10 @@ import pytest
 from sdnvirt.cluster import claims
 from sdnvirt.cluster.claims import Claim, View, moves, owner
 from sdnvirt.cluster.member import Member
+from sdnvirt.controller.discovery import Discovery
 from sdnvirt.emulation.etcdlab import EtcdLab
 from sdnvirt.emulation.lab import wait_for
+from sdnvirt.fabric import leaf_spine
 from sdnvirt.store import Delete, EtcdStore, StoreError
 
 SWITCHES = range(1, 41)
@@ -147,3 +149,17 @@ def test_an_instance_without_renewals_fences_itself_before_its_lease_can_expire(
     member.step()
     assert not member.fenced
     member.stop()
+
+
+def test_links_out_of_a_switch_taken_over_age_from_the_takeover_not_from_its_old_masters_last_lldp():
+    fab = leaf_spine(spines=1, leaves=1)
+    disc = Discovery()
+    # Each end's LLDP heard at the other at 0 s.
+    for (_, _, frame), dst in zip(disc.frames(fab, 0x101, [1]) + disc.frames(fab, 0x201, [1]),
+                                        [(0x201, 1), (0x101, 1)], strict=True):
+        disc.heard(fab, *dst, frame, max_age=1.0, now=0.0)
+    # leaf1's master dies at 0.5 s; another instance claims leaf1 at 3.0 s.
+    disc.new_master(0x101, 3.0)
+    assert disc.expire(fab, 4.0, timeout=3.5) == [(0x201, 1)]       # spine1 still had a master: its LLDP stopped
+    assert (0x101, 1) in fab.links
+    assert disc.expire(fab, 6.6, timeout=3.5) == [(0x101, 1)]       # nothing from leaf1 since its takeover

@@ -52,5 +52,13 @@ class Discovery:
                 gone.append(src)
         return gone
 
+    def new_master(self, dpid: int, now: float) -> None:
+        """A switch has a new master (another instance took it over): the links out of
+        it age from now, not from the LLDP its old master last sent, since none
+        could be sent out of it between the two."""
+        for src, seen in self.link_seen.items():
+            if src[0] == dpid:
+                self.link_seen[src] = max(seen, now)
+
     def switch_gone(self, dpid: int) -> None:
         self.link_seen = {k: v for k, v in self.link_seen.items() if k[0] != dpid}

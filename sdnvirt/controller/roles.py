@@ -102,6 +102,10 @@ class Roles:
                      "; FENCED: writing to no switch" if state.fenced else "")
             self.ctl.event_hub.publish(Kind.CLUSTER_CHANGED, members=",".join(state.members), leader=state.leader,
                                        fenced=state.fenced)
+        now = self.ctl.clock()
+        for dpid, claim in state.claims.items():
+            if before is None or before.claims.get(dpid) != claim:
+                self.ctl.discovery.new_master(dpid, now)
         for session in list(self.ctl.sessions.values()):
             self._update(session)
 
@@ -137,6 +141,8 @@ class Roles:
             # like a warm restart's.
             session.warm = not self.ctl.settled()
             session.unannounced = True
+            # Its links' LLDP stopped with the old master: send it now, not at the next round.
+            self.ctl.send_frames(self.ctl.discovery.frames(self.ctl.fabric, session.dpid))
             for req in session.read_requests():
                 self.ctl.send(session, req)
             self.ctl.request()
