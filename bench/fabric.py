@@ -104,7 +104,8 @@ def bridge_flows(switches: list[str]) -> dict[str, list[str]]:
 # -- a) and b): one fabric, either setup ----------------------------------------------
 
 def path_measurements(a, b, ip_b: str, port_names: set[str], iterations: int,
-                      iperf_seconds: float, iperf_reps: int) -> dict:
+                      iperf_seconds: float, iperf_reps: int, flush=flush_datapath, count=dp_flow_count) -> dict:
+    """``flush`` and ``count``: the datapath's, the machine's one by default (bench/vxlan.py: the hypervisors')."""
     res: dict = {}
     # Warm-up: learning done, both ARP caches filled.
     if not lab.reachable(a, ip_b, tries=5):
@@ -114,11 +115,11 @@ def path_measurements(a, b, ip_b: str, port_names: set[str], iterations: int,
     for _ in range(iterations):
         for h in (a, b):
             h.cmd(f"ip neigh flush dev {h.defaultIntf()}")
-        flush_datapath()
-        left.append(dp_flow_count(port_names))
+        flush()
+        left.append(count(port_names))
         time.sleep(0.2)
         got = parse_rtts(a.cmd(f"ping -n -c 1 -W 2 {ip_b}"))
-        installed.append(dp_flow_count(port_names))
+        installed.append(count(port_names))
         if got:
             rtts.append(got[0])
         else:
