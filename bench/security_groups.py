@@ -15,7 +15,8 @@ reconfigured (SIGHUP) between interleaved settings:
 Each setting measures, as bench/fabric.py and bench/lb.py do: a) first-packet
 RTT a -> b (ARP caches and datapath flows flushed before each ping), b) new
 TCP connections per second (ab -c 20, a new connection per request, a ->
-b:80), c) iperf3 a -> b.  Prints the medians, and the median (and range) of the ratios to "none"
+b:80; with the datapath's packets and recirculations per connection), c) iperf3
+a -> b.  Prints the medians, and the median (and range) of the ratios to "none"
 round by round, with the issue's targets
 (200 rules: throughput and connections/s >= 0.9x, first packet <= 1.1x); writes
 bench/results/security-groups-<UTC time>[-quick].json.
@@ -38,7 +39,7 @@ from common import (  # noqa: E402  (bench/common.py)
     attempts, begin, fabric_programmed, fmt, machine, measured, median, our_port_names, out, ratio, report,
     sdnvirt_fabric, wait_reconcile_quiet)
 from fabric import PATH_TENANTS, PATH_TOPO, path_measurements  # noqa: E402  (the same path, the same figures)
-from lb import ab  # noqa: E402  (ab's figures, parsed the same way)
+from lb import ab, pmd_delta, pmd_stats  # noqa: E402  (ab's figures and the datapath's, read the same way)
 
 HTTP_PORT = 80
 EXTRA = (0, 10, 200)
@@ -102,7 +103,10 @@ def measure(args, workdir: Path) -> dict:
                     res = {"setting": setting, "round": i, "leaf2_group_flows": flows}
                     res.update(path_measurements(a, b, ip_b, our_port_names(emu.net), args.iterations,
                                                  args.iperf_seconds, 1))
+                    before = pmd_stats()
                     res["ab"] = ab(a, f"http://{ip_b}:{HTTP_PORT}/", args.ab_n)
+                    # What the datapath did per connection: load-independent, unlike the rates.
+                    res["ab_datapath"] = pmd_delta(before, pmd_stats(), res["ab"]["complete"] or 0)
                     out(f"   round {i + 1} {setting:10s}: first packet {fmt(res['first_packet_median_ms'], ' ms')}, "
                         f"{fmt(res['ab']['rps'], ' conn/s', 0)}, iperf3 {fmt(res['iperf3_median_bps'] / 1e9, ' Gb/s')}"
                         f" ({flows} flows in leaf2's tables 2 and 8)")
@@ -163,6 +167,15 @@ def table(results: dict) -> list[list[str]]:
                 if got[f"{key}_ratios"] else "n/a"
             rows.append([f"{label}, b in groups with {setting}", mine, theirs, f"{fmt(r, '', 2)} ({spread})",
                          target if last else "-", ("yes" if r is not None and ok(r) else "NO") if last else "-"])
+    dp = {setting: [r["ab_datapath"]["per_request"] for r in results.get("runs", [])
+                    if r["setting"] == setting and r.get("ab_datapath", {}).get("per_request")]
+          for setting in SETTINGS}
+    if dp["none"] and dp[SETTINGS[-1]]:
+        per = {k: median([d["packet recirculations"] for d in v]) for k, v in dp.items() if v}
+        pk = {k: median([d["packets received"] for d in v]) for k, v in dp.items() if v}
+        rows.append([f"datapath per connection, {SETTINGS[-1]}: packets / recirculations",
+                     f"{fmt(pk[SETTINGS[-1]], '', 1)} / {fmt(per[SETTINGS[-1]], '', 1)}",
+                     f"{fmt(pk['none'], '', 1)} / {fmt(per['none'], '', 1)}", "-", "-", "-"])
     return rows
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -98,40 +99,56 @@ def rule_matches(rule: Rule, remote_field: str, mirrored: bool) -> Iterator[dict
             yield {"eth_type": ETH_TYPE_IPV4, **proto, **where, **port}
 
 
+@dataclass(frozen=True)
+class _Side:
+    """One of a VM's two tables, and what it does with a packet it lets through."""
+
+    table: Table
+    direction: str                      # the rules it checks as such; the others' replies it checks mirrored
+    remote_field: str                   # where the other end's address is
+    mine: dict[str, Any]                # the VM's packets in this table
+    allowed: list[Instruction]          # a packet of a connection already tracked
+    new: list[Instruction]              # the first of a connection: commit it, and the same
+    nd: list[Instruction]               # neighbour discovery
+
+
+def _sides(vm: VM, loc: Location, vm_zone: int) -> tuple[_Side, _Side]:
+    commit = ("ct", COMMIT, vm_zone, None, None)
+    out_port = ("output", loc.port)
+    # Past the egress side the packet must look as it came from the port: untracked.
+    return (_Side(Table.SG_EGRESS, "egress", "ipv4_dst", {"in_port": loc.port},
+                  [apply(("ct_clear",)), goto(Table.SERVICES)], [apply(commit, ("ct_clear",)), goto(Table.SERVICES)],
+                  [goto(Table.FORWARD)]),
+            _Side(Table.SG_INGRESS, "ingress", "ipv4_src", {"eth_dst": vm.mac},
+                  [apply(out_port)], [apply(commit, out_port)], [apply(out_port)]))
+
+
 def guard(vm: VM, loc: Location, rules: list[Rule], vm_zone: int, probe_ip: str | None) -> list[Flow]:
     """The flows of one VM in security groups at ``loc``, both tables."""
     c = vm_cookie(vm)
-    deliver = apply(("output", loc.port))
     out = []
-    for table, own, remote_field, mine, after in (
-            (Table.SG_EGRESS, "egress", "ipv4_dst", {"in_port": loc.port}, goto(Table.SERVICES)),
-            (Table.SG_INGRESS, "ingress", "ipv4_src", {"eth_dst": vm.mac}, deliver)):
-        # Past the egress side the packet must look as it came: untracked.
-        onward: list[Instruction] = [apply(("ct_clear",)), after] if table == Table.SG_EGRESS else [after]
-        commit: list[Instruction] = (
-            [apply(("ct", COMMIT, vm_zone, None, None), ("ct_clear",)), after] if table == Table.SG_EGRESS
-            else [apply(("ct", COMMIT, vm_zone, None, None), ("output", loc.port))])
-        tracked = {**mine, "eth_type": ETH_TYPE_IPV4, "ct_zone": vm_zone}
-        nd_onward = goto(Table.FORWARD) if table == Table.SG_EGRESS else deliver
+    for side in _sides(vm, loc, vm_zone):
+        table, mine = side.table, side.mine
         out += [flow(table, Prio.PASS, {**mine, "eth_type": ETH_TYPE_IPV6, "ip_proto": ICMPV6, "icmpv6_type": t},
-                     [nd_onward], c) for t in NEIGHBOUR_DISCOVERY]
+                     side.nd, c) for t in NEIGHBOUR_DISCOVERY]
         if probe_ip is not None and table == Table.SG_EGRESS:
-            out.append(flow(table, Prio.PASS, {**mine, "eth_type": ETH_TYPE_IPV4, "ipv4_dst": probe_ip}, [after], c))
+            out.append(flow(table, Prio.PASS, {**mine, "eth_type": ETH_TYPE_IPV4, "ipv4_dst": probe_ip},
+                            [goto(Table.SERVICES)], c))
         for rule in rules:
-            mirrored = rule.direction != own
-            for match in rule_matches(rule, remote_field, mirrored):
+            mirrored = rule.direction != side.direction
+            for match in rule_matches(rule, side.remote_field, mirrored):
                 m = {**mine, **match, "ct_zone": vm_zone}
                 if mirrored:
-                    out.append(flow(table, Prio.ALLOW, {**m, "ct_state": REPLY}, onward, c))
+                    out.append(flow(table, Prio.ALLOW, {**m, "ct_state": REPLY}, side.allowed, c))
                 else:
-                    out.append(flow(table, Prio.ALLOW, {**m, "ct_state": NEW_ORIGINAL}, commit, c))
-                    out.append(flow(table, Prio.ALLOW, {**m, "ct_state": ESTABLISHED_ORIGINAL}, onward, c))
+                    out.append(flow(table, Prio.ALLOW, {**m, "ct_state": NEW_ORIGINAL}, side.new, c))
+                    out.append(flow(table, Prio.ALLOW, {**m, "ct_state": ESTABLISHED_ORIGINAL}, side.allowed, c))
+        tracked = {**mine, "eth_type": ETH_TYPE_IPV4, "ct_zone": vm_zone}
         out += [
-            flow(table, Prio.ALLOW, {**tracked, "ct_state": RELATED}, onward, c),
+            flow(table, Prio.ALLOW, {**tracked, "ct_state": RELATED}, side.allowed, c),
             flow(table, Prio.DROP, tracked, [], c),
             flow(table, Prio.DROP, {**mine, "eth_type": ETH_TYPE_IPV6}, [], c),
-            flow(table, Prio.TRACK, {**mine, "eth_type": ETH_TYPE_IPV4},
-                 [apply(("ct", 0, vm_zone, table, None))], c),
+            flow(table, Prio.TRACK, {**mine, "eth_type": ETH_TYPE_IPV4}, [apply(("ct", 0, vm_zone, table, None))], c),
         ]
     return out
 
