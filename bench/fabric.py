@@ -471,26 +471,35 @@ def table(results: dict) -> list[list[str]]:
     return rows
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def path_arguments(ap: argparse.ArgumentParser, rounds_of: str) -> None:
+    """The path measurements' options (bench/vxlan.py measures the same path)."""
     ap.add_argument("--quick", action="store_true", help="10 first-packet iterations, iperf3 2 s x 1")
-    ap.add_argument("--only", choices=["path", "programming"], help="run one part only")
-    ap.add_argument("--rounds", type=int, metavar="N",
-                    help="interleaved sdnvirt/standalone rounds for a) and b) (3; --quick: 1)")
+    ap.add_argument("--rounds", type=int, metavar="N", help=f"interleaved rounds of {rounds_of} (3; --quick: 1)")
     ap.add_argument("--wait-others", type=float, default=900, metavar="S",
                     help="wait at most S s for other Mininet runs to end before each part (900)")
-    args = ap.parse_args(argv)
+
+
+def path_params(args: argparse.Namespace) -> dict:
+    """The parsed path options completed with their defaults, as a result file records them."""
     args.iterations = 10 if args.quick else 30
     args.iperf_seconds, args.iperf_reps = (2.0, 1) if args.quick else (5.0, 3)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
+    return {"first_packet_iterations": args.iterations, "rounds": args.rounds,
+            "iperf3_seconds": args.iperf_seconds, "iperf3_reps": args.iperf_reps}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    path_arguments(ap, "sdnvirt and standalone OVS for a) and b)")
+    ap.add_argument("--only", choices=["path", "programming"], help="run one part only")
+    args = ap.parse_args(argv)
+    params = path_params(args)
     started = begin("bench/fabric.py", "sdnvirt-bench")
     if started is None:
         return 2
     stamp, workdir = started
-    results: dict = {"started_utc": stamp, "quick": args.quick, "machine": machine(),
-                     "params": {"first_packet_iterations": args.iterations, "rounds": args.rounds,
-                                "iperf3_seconds": args.iperf_seconds, "iperf3_reps": args.iperf_reps}}
+    results: dict = {"started_utc": stamp, "quick": args.quick, "machine": machine(), "params": params}
     out(f"sdnvirt fabric benchmark {'(quick) ' if args.quick else ''}- logs in {workdir}")
 
     def parts():

@@ -127,22 +127,14 @@ def table(results: dict) -> list[list[str]]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="10 first-packet iterations, iperf3 2 s x 1 per setup")
-    ap.add_argument("--rounds", type=int, metavar="N", help="interleaved rounds of the three setups (3; --quick: 1)")
-    ap.add_argument("--wait-others", type=float, default=900, metavar="S",
-                    help="wait at most S s for other Mininet runs to end before each setup (900)")
+    path.path_arguments(ap, "the three setups")
     args = ap.parse_args(argv)
-    args.iterations = 10 if args.quick else 30
-    args.iperf_seconds, args.iperf_reps = (2.0, 1) if args.quick else (5.0, 3)
-    if args.rounds is None:
-        args.rounds = 1 if args.quick else 3
+    params = path.path_params(args)
     started = begin("bench/vxlan.py", "sdnvirt-bench")
     if started is None:
         return 2
     stamp, workdir = started
-    results: dict = {"started_utc": stamp, "quick": args.quick, "machine": machine(),
-                     "params": {"first_packet_iterations": args.iterations, "rounds": args.rounds,
-                                "iperf3_seconds": args.iperf_seconds, "iperf3_reps": args.iperf_reps}}
+    results: dict = {"started_utc": stamp, "quick": args.quick, "machine": machine(), "params": params}
     out(f"sdnvirt VXLAN benchmark {'(quick) ' if args.quick else ''}- logs in {workdir}")
 
     def parts():
