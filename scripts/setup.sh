@@ -90,7 +90,10 @@ disable_service() {
     if [[ -d /run/systemd/system ]]; then       # systemd is PID 1
         systemctl disable --now "$svc" >/dev/null 2>&1 || true
     else
-        if [[ -x /etc/init.d/$svc ]]; then
+        # Only if the service itself runs (its pidfile): etcd's script, Debian's
+        # generic init-d-script, would otherwise kill every etcd process on the
+        # machine, the clusters the tests and benchmarks started too.
+        if [[ -x /etc/init.d/$svc ]] && /etc/init.d/$svc status >/dev/null 2>&1; then
             /etc/init.d/$svc stop >/dev/null 2>&1 || true
         fi
         # Disable it for the next boot, whichever init system that will be.
