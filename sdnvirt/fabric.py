@@ -145,6 +145,53 @@ def leaf_spine(spines: int = 2, leaves: int = 4, vm_ports: int = 3,
     return fab
 
 
+FAT_TREE_DPIDS = (0x300, 0x400, 0x500)   # core, aggregation, edge: as sdnvirt/emulation/topologies/fattree.py
+
+
+def fat_tree(k: int = 4, vm_ports: int | None = None, reverse: bool = False) -> Fabric:
+    """A k-ary fat tree as discovery finds it, wired like sdnvirt/emulation/topologies/fattree.py.
+
+    Every switch numbers its ports from 1 in the order its links are made;
+    edge switches (the hypervisors) then get ``vm_ports`` access ports (k/2
+    unless said).  Both directions of every link are reported, as LLDP would;
+    ``reverse`` reports them in the opposite order."""
+    if k < 2 or k % 2 or (k // 2) ** 2 > 0xFF or k * k // 2 > 0xFF:
+        raise ValueError(f"a fat tree of radix {k}: an even k from 2 to 22")
+    core_base, agg_base, edge_base = FAT_TREE_DPIDS
+    half = k // 2
+    fab = Fabric()
+    next_port: dict[int, int] = {}
+    wires = []
+
+    def port(dpid: int) -> int:
+        p = next_port[dpid] = next_port.get(dpid, 0) + 1
+        fab.set_port(dpid, p, True)
+        return p
+
+    cores = [core_base + i for i in range(1, half * half + 1)]
+    for dpid in cores:
+        fab.add_switch(dpid)
+    edges = []
+    for pod in range(k):
+        aggs = [agg_base + pod * half + j + 1 for j in range(half)]
+        for j, agg in enumerate(aggs):
+            wires += [((agg, port(agg)), (core, port(core))) for core in cores[j * half:(j + 1) * half]]
+        for j in range(half):
+            edge = edge_base + pod * half + j + 1
+            edges.append(edge)
+            wires += [((edge, port(edge)), (agg, port(agg))) for agg in aggs]
+    for edge in edges:
+        for _ in range(half if vm_ports is None else vm_ports):
+            port(edge)
+    for a, b in (reversed(wires) if reverse else wires):
+        fab.add_link(a, b)
+        fab.add_link(b, a)
+    for dpid, sw in fab.switches.items():
+        kind = ("core", "agg", "edge")[dpid // 0x100 - 3]
+        sw.name = f"{kind}{dpid & 0xFF}"
+    return fab
+
+
 def next_hops(g: nx.Graph[int], dst: int) -> dict[int, int]:
     """For every switch that can reach ``dst``: the port it sends out of toward ``dst``.
 

@@ -2,59 +2,14 @@
 
 import itertools
 import random
-from collections import defaultdict
 
 import networkx as nx
 import pytest
 from fabrics import leafspine
 
-from sdnvirt.fabric import Fabric, flood_tree, next_hops, path_nodes
+from sdnvirt.fabric import FAT_TREE_DPIDS, Fabric, fat_tree, flood_tree, next_hops, path_nodes
 
-CORE, AGG, EDGE = 0x300, 0x400, 0x500   # as in sdnvirt/emulation/topologies/fattree.py
-
-
-def fat_tree(k: int = 4, reverse: bool = False) -> Fabric:
-    """A k-ary fat tree in memory, wired like sdnvirt/emulation/topologies/fattree.py.
-
-    Every switch numbers its ports from 1 in the order its links are made;
-    edge switches then get k/2 access ports.  Both directions of every link
-    are reported, as LLDP would; ``reverse`` reports them in the opposite order.
-    """
-    half = k // 2
-    fab = Fabric()
-    next_port: dict[int, int] = defaultdict(lambda: 1)
-    wires = []
-
-    def port(dpid):
-        p = next_port[dpid]
-        next_port[dpid] += 1
-        fab.set_port(dpid, p, True)
-        return p
-
-    def link(a, b):
-        wires.append(((a, port(a)), (b, port(b))))
-
-    cores = [CORE + i for i in range(1, half * half + 1)]
-    for dpid in cores:
-        fab.add_switch(dpid)
-    edges = []
-    for pod in range(k):
-        aggs = [AGG + pod * half + j + 1 for j in range(half)]
-        for j, agg in enumerate(aggs):
-            for core in cores[j * half:(j + 1) * half]:
-                link(agg, core)
-        for j in range(half):
-            edge = EDGE + pod * half + j + 1
-            edges.append(edge)
-            for agg in aggs:
-                link(edge, agg)
-    for edge in edges:
-        for _ in range(half):
-            port(edge)
-    for a, b in (reversed(wires) if reverse else wires):
-        fab.add_link(a, b)
-        fab.add_link(b, a)
-    return fab
+CORE, AGG, EDGE = FAT_TREE_DPIDS
 
 
 def two_switches(*ports) -> Fabric:
