@@ -98,6 +98,14 @@ class Metrics:
             "sdnvirt_probe_latency_seconds", "Round trip of answered health probes, from packet-out to packet-in.",
             ["tenant", "service"], registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))
+        self.etcd_requests = Counter(
+            "sdnvirt_etcd_requests", "Requests to etcd (several controllers), by operation and result: ok, refused "
+            "(etcd answered with an error), unreachable (no member answered; the log names each one's error).",
+            ["operation", "result"], registry=r)
+        self.etcd_seconds = Histogram(
+            "sdnvirt_etcd_request_duration_seconds", "Duration of one request to etcd, the members tried included, "
+            "by operation.", ["operation"], registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
         # Series that exist from the start, so that dashboards and alerts see
         # zeros rather than nothing.
         for result in ("success", "failure"):
@@ -128,6 +136,10 @@ class Metrics:
         """Flows, groups or meters written, by operation (add, modify, delete)."""
         for op, n in counts.items():
             self.reconcile_changes.labels(obj, op).inc(n)
+
+    def etcd_request(self, operation: str, seconds: float, result: str) -> None:
+        self.etcd_requests.labels(operation, result).inc()
+        self.etcd_seconds.labels(operation).observe(seconds)
 
     def errors_known(self, types) -> None:
         """Start every OpenFlow error type at zero (dashboards then show 0, not nothing)."""

@@ -2,13 +2,15 @@
 instance's agent on a real etcd with a fake clock (no sleeping for leases)."""
 
 import shutil
+from types import SimpleNamespace
 
 import pytest
 
 from sdnvirt.cluster import claims
 from sdnvirt.cluster.claims import Claim, View, moves, owner
-from sdnvirt.cluster.member import Member
+from sdnvirt.cluster.member import Member, State
 from sdnvirt.controller.discovery import Discovery
+from sdnvirt.controller.roles import RECONNECT_GRACE, Roles
 from sdnvirt.emulation.etcdlab import EtcdLab
 from sdnvirt.emulation.lab import wait_for
 from sdnvirt.fabric import leaf_spine
@@ -115,6 +117,7 @@ def test_two_instances_share_the_switches_and_the_survivor_takes_a_revoked_ones_
         assert wait_for(lambda: all(m in states and {d: c.owner for d, c in states[m].claims.items()} == shared
                                     for m in "ab"), 10)
         assert states["a"].leader in ("a", "b")
+        assert states["a"].reached == states["b"].reached == frozenset(SWITCHES)     # what the other reaches
         b.stop()
         assert wait_for(lambda: all(c.owner == "a" for c in states["a"].claims.values())
                         and len(states["a"].claims) == len(SWITCHES) and states["a"].members == ["a"], 5)
@@ -122,6 +125,20 @@ def test_two_instances_share_the_switches_and_the_survivor_takes_a_revoked_ones_
         assert all(states["a"].claims[d].revision > 0 for d in SWITCHES)
     finally:
         a.stop()
+
+
+def test_a_joining_instance_plans_nothing_until_it_reaches_the_switches_the_others_reach_or_its_grace_ends():
+    clock = Clock()
+    ctl = SimpleNamespace(clock=clock, started=clock(), sessions={1: None})
+    roles = Roles(ctl, None)
+    assert roles.incomplete()       # not told the cluster's state yet
+    roles.state = State("a", {}, ["a", "b"], "b", False, reached=frozenset({1, 2}))
+    assert roles.incomplete()
+    ctl.sessions[2] = None
+    assert not roles.incomplete()
+    del ctl.sessions[2]
+    clock.now += RECONNECT_GRACE    # a switch the others reach and this instance cannot: it plans anyway
+    assert not roles.incomplete()
 
 
 def test_an_instance_without_renewals_fences_itself_before_its_lease_can_expire(etcd, store):

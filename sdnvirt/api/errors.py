@@ -40,7 +40,8 @@ def apply_change(state: ConfigState, edit: Callable[[Changes], None]) -> Config:
     except Conflict as err:
         raise HTTPException(status.HTTP_409_CONFLICT, f"{err}; try again") from None
     except StoreError as err:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"the store cannot take the change: {err}") from None
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the store cannot take the change (reads are "
+                            f"answered; try again once it is back): {err}") from None
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

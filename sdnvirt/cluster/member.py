@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..store import ABSENT, Compacted, Conflict, EtcdStore, LeaseExpired, StoreError, Watch
+from ..store import ABSENT, Compacted, Conflict, EtcdStore, LeaseExpired, Observe, StoreError, Watch
 from . import claims
 from .claims import Claim, View
 
@@ -41,6 +41,7 @@ class State:
     members: list[str]
     leader: str | None
     fenced: bool
+    reached: frozenset[int] = frozenset()     # the switches the other instances are connected to
 
     def mine(self, dpid: int) -> Claim | None:
         claim = self.claims.get(dpid)
@@ -50,12 +51,12 @@ class State:
 class Member:
     def __init__(self, name: str, endpoints: list[str], ttl: float,
                  changed: Callable[[State], None] = lambda state: None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, observe: Observe | None = None):
         """Raises StoreError if etcd cannot be reached."""
         self.name, self.ttl = name, ttl
         # Cluster requests must finish well inside a lease: a slow one is an
         # error, and the next member is tried.
-        self.store = EtcdStore(endpoints, timeout=ttl / 4, idle=max(1.0, ttl))
+        self.store = EtcdStore(endpoints, timeout=ttl / 4, idle=max(1.0, ttl), observe=observe)
         self.changed = changed
         self.clock = clock
         self.margin = ttl / 4
@@ -185,7 +186,9 @@ class Member:
 
     def _tell(self) -> None:
         with self._lock:
-            state = State(self.name, dict(self.view.claims), sorted(self.view.members), self.view.leader, self.fenced)
+            others = [dpids for name, dpids in self.view.members.items() if name != self.name]
+            state = State(self.name, dict(self.view.claims), sorted(self.view.members), self.view.leader, self.fenced,
+                          frozenset().union(*others))
         if state != self._last:
             self._last = state
             self.changed(state)

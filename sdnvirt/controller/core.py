@@ -60,9 +60,8 @@ class Controller:
         self.sender = Sender(self.loop, self.metrics.sent, self.metrics.withheld)
         self.prober = probes.Prober(self.model, self.send_frame, self.request, self.metrics.probe_latency, events)
         self.reinject: list[tuple[int, int, bytes]] = []
-        now = self.clock()
-        self.started = now
-        self.last_topology_change = now
+        self.started = self.last_topology_change = now = self.clock()
+        self.incomplete: Callable[[], bool] = lambda: False    # switches known to exist are still to connect
         self.next_lldp = self.next_stats = now
         # Reconcile requests are numbered: a migration step waits until a
         # reconcile that started after its request is in the switches.
@@ -264,7 +263,8 @@ class Controller:
             self.loop.after(delay, self._reconcile)
 
     def settled(self) -> bool:
-        return self.clock() - max(self.started, self.last_topology_change) >= self.settings.settle
+        quiet = self.clock() - max(self.started, self.last_topology_change)
+        return quiet >= self.settings.settle and not self.incomplete()
 
     def _reconcile(self) -> None:
         self.scheduled = False

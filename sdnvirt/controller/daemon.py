@@ -30,14 +30,16 @@ STOP_TIMEOUT = 5.0
 def run(config_path: str, config: Config) -> int:
     """Serve OpenFlow and the API until SIGTERM/SIGINT; SIGHUP re-reads ``config_path``."""
     settings = config.controller
+    metrics = Metrics()
     try:
-        store = open_store(settings)
+        store = open_store(settings, observe=metrics.etcd_request)
     except (OSError, StoreError) as err:
         return _fail(f"cannot open the store {where(settings)}: {err}")
     member = None
     if settings.cluster is not None:
         try:
-            member = Member(settings.cluster.name, settings.cluster.etcd, settings.cluster.lease_ttl)
+            member = Member(settings.cluster.name, settings.cluster.etcd, settings.cluster.lease_ttl,
+                            observe=metrics.etcd_request)
         except StoreError as err:
             return _fail(f"cannot join the cluster on {where(settings)}: {err}")
     try:
@@ -77,7 +79,6 @@ def run(config_path: str, config: Config) -> int:
     # Served before os-ken starts, so that a port already taken ends the
     # daemon at once and cleanly.
     exporter = settings.metrics
-    metrics = Metrics()
     try:
         metrics.serve(str(exporter.address), exporter.port)
     except OSError as err:

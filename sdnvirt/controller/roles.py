@@ -37,6 +37,9 @@ WRITES = frozenset({ofp.OFPT_FLOW_MOD, ofp.OFPT_GROUP_MOD, ofp.OFPT_METER_MOD, o
 _ALL_REASONS = (1 << ofp.OFPR_NO_MATCH) | (1 << ofp.OFPR_ACTION) | (1 << ofp.OFPR_INVALID_TTL)
 _ALL_PORT_CHANGES = (1 << ofp.OFPPR_ADD) | (1 << ofp.OFPPR_DELETE) | (1 << ofp.OFPPR_MODIFY)
 _WIRE = {Role.MASTER: ofp.OFPCR_ROLE_MASTER, Role.SLAVE: ofp.OFPCR_ROLE_SLAVE}
+# Seconds after its start an instance waits for the switches the others reach
+# (Open vSwitch retries a lost controller at most every 8 s by default).
+RECONNECT_GRACE = 15.0
 
 
 class Roles:
@@ -48,8 +51,9 @@ class Roles:
             ctl.discovery.secret = member.lldp_secret
             ctl.sender.may_write = self.may_write
             ctl.prober.may_probe = self.masters
+            ctl.incomplete = self.incomplete
             member.changed = lambda state: ctl.loop.post(self.apply, state)
-            ctl.metrics.registry.register(_ClusterCollector(self))
+            ctl.metrics.registry.register(ClusterCollector(self))
 
     # -- the os-ken shim's events, on the loop ---------------------------------------
     def switch_connected(self, dp: Any, dpid: int) -> None:
@@ -158,6 +162,15 @@ class Roles:
         session = self.ctl.session(dp)
         return session is not None and session.role is Role.MASTER
 
+    def incomplete(self) -> bool:
+        """An instance that joins a running cluster plans nothing until it is
+        connected to every switch the others are (within RECONNECT_GRACE):
+        the switches take it back one by one, and paths planned around one
+        still missing would rewrite the flows of the switches it masters."""
+        if self.ctl.clock() - self.ctl.started >= RECONNECT_GRACE:
+            return False
+        return self.state is None or not self.state.reached <= self.ctl.sessions.keys()
+
     def masters(self, dpid: int) -> bool:
         session = self.ctl.sessions.get(dpid)
         return session is not None and session.role is Role.MASTER
@@ -173,7 +186,7 @@ class Roles:
                 "roles": {f"{dpid:016x}": s.role.value for dpid, s in sorted(self.ctl.sessions.items())}}
 
 
-class _ClusterCollector(Collector):
+class ClusterCollector(Collector):
     """Read at scrape time, on the loop."""
 
     def __init__(self, roles: Roles):

@@ -20,7 +20,8 @@ from .contract import (
     Watch,
 )
 from .etcd import EtcdStore
+from .etcd_http import Observe
 from .sqlite import SQLiteStore
 
 __all__ = ["ABSENT", "Compacted", "Conflict", "Delete", "EtcdStore", "Event", "Expect", "Item", "LeaseExpired",
-           "LeasedStore", "Listing", "Op", "Put", "SQLiteStore", "Store", "StoreError", "Watch"]
+           "LeasedStore", "Listing", "Observe", "Op", "Put", "SQLiteStore", "Store", "StoreError", "Watch"]

@@ -19,19 +19,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .contract import ABSENT, Compacted, Conflict, Delete, Event, Expect, Item, LeaseExpired, Listing, Op, Put
-from .etcd_http import Gateway, GatewayError, Stream
+from .etcd_http import Gateway, GatewayError, Observe, Stream, ignore
 
 _NOT_FOUND = 5
 _OUT_OF_RANGE = 11
 
 
 class EtcdStore:
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 2.0, idle: float = 3.0):
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = 2.0, idle: float = 3.0,
+                 observe: Observe | None = None):
         """``timeout``: seconds one request may take on one member. ``idle``:
         seconds a watch may hear nothing before it is started again from its
         last revision (a member that hangs or is cut off says nothing).
+        ``observe``: told each request's operation, duration and result.
         Raises StoreError naming the endpoints if none answers."""
-        self._gateway = Gateway(endpoints, timeout)
+        self._gateway = Gateway(endpoints, timeout, observe or ignore)
         self.name = f"etcd {self._gateway.name}"
         self.idle = idle
         self.revision()

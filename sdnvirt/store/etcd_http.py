@@ -14,6 +14,11 @@ leader change. Each of those is handled here:
   caller and started again, possibly on another member;
 - lease keepalives are single requests, so an error is one failed renewal,
   never the end of renewing.
+
+Each request (over all the endpoints it tries) and each stream opened is
+reported to ``observe`` with its duration and its result: ``ok``,
+``refused`` (etcd answered with an error) or ``unreachable`` (no member
+answered), which the daemon's metrics count.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import http.client
 import json
 import socket
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .contract import StoreError
@@ -31,6 +37,14 @@ from .contract import StoreError
 # gRPC status codes the gateway passes on, for which another member may do better.
 _UNAVAILABLE = 14
 _DEADLINE_EXCEEDED = 4
+
+T = TypeVar("T")
+Observe = Callable[[str, float, str], None]
+"""(operation: the request path's last part, seconds, result)"""
+
+
+def ignore(operation: str, seconds: float, result: str) -> None:
+    pass
 
 
 class GatewayError(StoreError):
@@ -50,13 +64,14 @@ def endpoint(url: str) -> tuple[str, int]:
 
 
 class Gateway:
-    def __init__(self, endpoints: Sequence[str], timeout: float = 2.0):
+    def __init__(self, endpoints: Sequence[str], timeout: float = 2.0, observe: Observe = ignore):
         """``timeout``: seconds one request may take on one endpoint."""
         if not endpoints:
             raise ValueError("no etcd endpoint given")
         self.urls = list(endpoints)
         self._addresses = [endpoint(url) for url in self.urls]
         self.timeout = timeout
+        self.observe = observe
         self._current = 0
         # A kept-alive connection per thread: http.client's are not thread-safe.
         self._local = threading.local()
@@ -71,6 +86,26 @@ class Gateway:
         A write retried on another endpoint after its answer was lost may
         have been applied already: a compare-and-set then fails with a
         Conflict, which callers take as a lost race and read again."""
+        return self._observed(path, lambda: self._call(path, body))
+
+    def stream(self, path: str, body: dict[str, Any], idle: float) -> Stream:
+        """A stream of JSON messages from the first endpoint that takes the request."""
+        return self._observed(path, lambda: self._stream(path, body, idle))
+
+    def _observed(self, path: str, request: Callable[[], T]) -> T:
+        started = time.monotonic()
+        result = "unreachable"
+        try:
+            answer = request()
+            result = "ok"
+            return answer
+        except GatewayError:
+            result = "refused"
+            raise
+        finally:
+            self.observe(path.rsplit("/", 1)[-1], time.monotonic() - started, result)
+
+    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         errors = []
         for index in self._order():
             try:
@@ -86,10 +121,10 @@ class Gateway:
                 continue
             self._current = index
             return answer
-        raise StoreError(f"etcd unreachable ({'; '.join(errors)})")
+        raise StoreError(f"etcd unreachable: no member answered (down, cut off, or without a quorum): "
+                         f"{'; '.join(errors)}")
 
-    def stream(self, path: str, body: dict[str, Any], idle: float) -> Stream:
-        """A stream of JSON messages from the first endpoint that takes the request."""
+    def _stream(self, path: str, body: dict[str, Any], idle: float) -> Stream:
         errors = []
         for index in self._order():
             conn = http.client.HTTPConnection(*self._addresses[index], timeout=self.timeout)
@@ -106,7 +141,8 @@ class Gateway:
                 continue
             self._current = index
             return Stream(conn, response)
-        raise StoreError(f"etcd unreachable ({'; '.join(errors)})")
+        raise StoreError(f"etcd unreachable: no member answered (down, cut off, or without a quorum): "
+                         f"{'; '.join(errors)}")
 
     def _order(self) -> list[int]:
         n = len(self.urls)

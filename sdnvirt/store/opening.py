@@ -6,14 +6,16 @@ from __future__ import annotations
 from ..config import ControllerSettings
 from .contract import Store
 from .etcd import EtcdStore
+from .etcd_http import Observe
 from .sqlite import SQLiteStore
 
 
-def open_store(settings: ControllerSettings, *, readonly: bool = False) -> Store:
+def open_store(settings: ControllerSettings, *, readonly: bool = False, observe: Observe | None = None) -> Store:
     """Raises StoreError (or OSError) naming what could not be opened. ``readonly``
-    applies to SQLite only: an etcd store is read by whoever is allowed to."""
+    applies to SQLite only: an etcd store is read by whoever is allowed to;
+    ``observe`` to etcd only (its requests, for the metrics)."""
     if settings.cluster is not None:
-        return EtcdStore(settings.cluster.etcd)
+        return EtcdStore(settings.cluster.etcd, observe=observe)
     return SQLiteStore(settings.store_path, readonly=readonly)
 
 
