@@ -180,3 +180,16 @@ def test_links_out_of_a_switch_taken_over_age_from_the_takeover_not_from_its_old
     assert disc.expire(fab, 4.0, timeout=3.5) == [(0x201, 1)]       # spine1 still had a master: its LLDP stopped
     assert (0x101, 1) in fab.links
     assert disc.expire(fab, 6.6, timeout=3.5) == [(0x101, 1)]       # nothing from leaf1 since its takeover
+
+
+def test_links_do_not_age_while_the_instance_is_fenced_and_age_from_its_return():
+    fab = leaf_spine(spines=1, leaves=1)
+    disc = Discovery()
+    for (_, _, frame), dst in zip(disc.frames(fab, 0x101, [1]) + disc.frames(fab, 0x201, [1]),
+                                  [(0x201, 1), (0x101, 1)], strict=True):
+        disc.heard(fab, *dst, frame, max_age=1.0, now=0.0)
+    disc.held = True        # etcd lost its quorum at 0.5 s: nobody sends LLDP
+    assert disc.expire(fab, 10.0, timeout=3.5) == []
+    disc.resume(10.0)
+    assert disc.expire(fab, 13.0, timeout=3.5) == [] and len(fab.links) == 2
+    assert sorted(disc.expire(fab, 13.6, timeout=3.5)) == [(0x101, 1), (0x201, 1)]    # none heard since

@@ -19,6 +19,9 @@ class Discovery:
         self.settings = settings
         self.secret = os.urandom(16)
         self.link_seen: dict[PortRef, float] = {}   # a link's source end -> when its LLDP last came
+        # Fenced (etcd unanswered): this instance sends no LLDP, nor, if the
+        # quorum is lost, does any other; links do not age meanwhile.
+        self.held = False
 
     def frames(self, fabric: Fabric, dpid: int, ports: list[int] | None = None) -> list[Frame]:
         sw = fabric.switches.get(dpid)
@@ -43,6 +46,8 @@ class Discovery:
 
     def expire(self, fabric: Fabric, now: float, timeout: float) -> list[PortRef]:
         """The links whose LLDP stopped coming, removed from the fabric."""
+        if self.held:
+            return []
         stale = [src for src, seen in self.link_seen.items() if now - seen > timeout]
         gone = []
         for src in stale:
@@ -51,6 +56,12 @@ class Discovery:
                 del fabric.links[src]
                 gone.append(src)
         return gone
+
+    def resume(self, now: float) -> None:
+        """No longer held: every link ages from now, as after a takeover."""
+        self.held = False
+        for src, seen in self.link_seen.items():
+            self.link_seen[src] = max(seen, now)
 
     def new_master(self, dpid: int, now: float) -> None:
         """A switch has a new master (another instance took it over): the links out of

@@ -107,6 +107,10 @@ class Roles:
             self.ctl.event_hub.publish(Kind.CLUSTER_CHANGED, members=",".join(state.members), leader=state.leader,
                                        fenced=state.fenced)
         now = self.ctl.clock()
+        if state.fenced:
+            self.ctl.discovery.held = True
+        elif self.ctl.discovery.held:
+            self.ctl.discovery.resume(now)
         for dpid, claim in state.claims.items():
             if before is None or before.claims.get(dpid) != claim:
                 self.ctl.discovery.new_master(dpid, now)
