@@ -37,11 +37,9 @@ import subprocess
 import threading
 import time
 
-from pyroute2 import IPRoute
-
 from ..api.client import ApiError, Client
 from ..config import Config
-from .vmports import Port, VMPorts
+from .vmports import Port, VMPorts, remove_plugged
 
 LOG = logging.getLogger("sdnvirt.agent")
 
@@ -62,7 +60,7 @@ class Agent:
         self.memory = {name: vm.memory for t in config.tenants.values() for name, vm in t.vms.items()}
         self.prefix = {name: t.subnet.prefixlen for t in config.tenants.values() for name in t.vms}
         self.workers: dict[int, threading.Thread] = {}
-        self.plugged: set[str] = set()      # switch-side interfaces this agent made
+        self.plugged: set[tuple[str, str]] = set()      # (switch, interface) this agent made
         self.stopping = threading.Event()
         self.dead = threading.Event()
         self.lock = threading.Lock()
@@ -80,10 +78,8 @@ class Agent:
         deadline = time.monotonic() + timeout
         for worker in list(self.workers.values()) + ([self.thread] if self.thread else []):
             worker.join(max(0.0, deadline - time.monotonic()))
-        with IPRoute() as ipr:
-            for name in sorted(self.plugged):
-                for index in ipr.link_lookup(ifname=name):
-                    ipr.link("del", index=index)
+        if self.emu.net is not None:
+            remove_plugged(self.emu, self.plugged)
 
     def kill(self) -> None:
         """Stop dead, like a crashed agent: no word to the controller, nothing undone."""

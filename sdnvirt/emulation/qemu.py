@@ -28,12 +28,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyroute2 import IPRoute
 from qemu.qmp import ConnectError, EventListener, QMPClient, QMPError
 
 from ..config import Config
 from .guest import Image, build
-from .vmports import NAMING, free_port_name, ofport_of
+from .vmports import NAMING, Bridge
 
 LOG = logging.getLogger("sdnvirt.qemu")
 
@@ -160,7 +159,8 @@ class QemuVM:
             # target port coming up for the VM's arrival.)
             subprocess.run(["ovs-vsctl", "--timeout=5", "add-port", self.switch, self.tap], check=True,
                            capture_output=True, timeout=10)
-            self.ofport = ofport_of(self.tap)
+            with Bridge(self.switch) as bridge:
+                self.ofport = bridge.ofport(self.tap)
             _wait_link_up(self.tap)
         except BaseException:
             self.stop()
@@ -218,20 +218,17 @@ class QemuVM:
     def unplug(self) -> None:
         """The tap off its bridge and gone (the guest loses its network)."""
         if self.tap is not None:
-            subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-port", self.switch, self.tap],
-                           capture_output=True, timeout=10)
-            with IPRoute() as ipr:
-                for index in ipr.link_lookup(ifname=self.tap):
-                    ipr.link("del", index=index)
+            with Bridge(self.switch) as bridge:
+                bridge.remove(self.tap)
             self.tap = None
 
     def _make_tap(self) -> None:
-        with IPRoute() as ipr:
+        with Bridge(self.switch) as bridge:
             with NAMING:
-                self.tap = free_port_name(ipr, self.switch)
+                self.tap = bridge.free_port_name()
                 subprocess.run(["ip", "tuntap", "add", "dev", self.tap, "mode", "tap"], check=True,
                                capture_output=True, timeout=10)
-            ipr.link("set", index=ipr.link_lookup(ifname=self.tap)[0], state="up")
+            bridge.ipr.link("set", index=bridge.ipr.link_lookup(ifname=self.tap)[0], state="up")
 
     def _event(self, event: dict) -> None:
         if self.on_event is not None:

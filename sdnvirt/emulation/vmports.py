@@ -5,6 +5,11 @@ them for migrations, the migration benchmark alone for an uncoordinated
 move.  Everything done in the VM's namespace goes through pyroute2 or
 ``mnexec``, never the Mininet host's shell, which belongs to whoever drives
 the host.
+
+A switch's ports are where its ``Bridge`` says: in VLAN mode a bridge of the
+machine's Open vSwitch, its ports in the root namespace; in VXLAN mode a
+hypervisor's own Open vSwitch, its ports in the hypervisor's namespace
+(underlay.Hypervisor).
 """
 
 from __future__ import annotations
@@ -19,9 +24,82 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
+from .underlay import Hypervisor
+
 # Moves into one switch at once (concurrent migrations) must not both take
 # the same free interface name.
 NAMING = threading.Lock()
+
+
+class Bridge:
+    """A switch's side of a VM's cable: the namespace its ports live in and the
+    Open vSwitch that holds it; without ``pid``, the machine's."""
+
+    def __init__(self, switch: str, pid: int | None = None, env: dict[str, str] | None = None):
+        self.switch, self.pid, self.env = switch, pid, env
+        self.ipr = IPRoute() if pid is None else _netlink_in(pid)
+
+    @classmethod
+    def of(cls, emu, switch: str) -> Bridge:
+        node = emu.net.get(switch)
+        if isinstance(node, Hypervisor) and node.ovs is not None:
+            return cls(switch, node.pid, node.ovs.env)
+        return cls(switch)
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    def __enter__(self) -> Bridge:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def vsctl(self, *args: str, check: bool = True) -> str:
+        res = subprocess.run(["ovs-vsctl", "--timeout=5", *args], capture_output=True, text=True, timeout=10,
+                             env=self.env)
+        if check and res.returncode != 0:
+            raise subprocess.CalledProcessError(res.returncode, res.args, res.stdout, res.stderr)
+        return res.stdout
+
+    def run(self, cmd: list[str]) -> None:
+        """``cmd`` in the bridge's namespace, its failure ignored."""
+        subprocess.run(cmd if self.pid is None else ["mnexec", "-a", str(self.pid), *cmd],
+                       capture_output=True, timeout=5)
+
+    def free_port_name(self) -> str:
+        """The next ``<switch>-ethN`` no interface uses, like Mininet names a switch's ports.
+
+        Nor a port of the bridge: a moved VM's old port stays on it for a moment
+        after its interface is gone (see TIDY_AFTER)."""
+        ports = set(self.vsctl("list-ports", self.switch).split())
+        n = 1
+        while f"{self.switch}-eth{n}" in ports or self.ipr.link_lookup(ifname=f"{self.switch}-eth{n}"):
+            n += 1
+        return f"{self.switch}-eth{n}"
+
+    def ofport(self, name: str, timeout: float = 5.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.vsctl("get", "Interface", name, "ofport", check=False).strip()
+            if out.lstrip("-").isdigit() and int(out) > 0:
+                return int(out)
+            time.sleep(0.05)
+        raise TimeoutError(f"OVS gave {name} no OpenFlow port in {timeout:g} s")
+
+    def remove(self, name: str) -> None:
+        """Port ``name`` off the bridge and its interface gone."""
+        self.vsctl("--if-exists", "del-port", self.switch, name, check=False)
+        for index in self.ipr.link_lookup(ifname=name):
+            self.ipr.link("del", index=index)
+
+
+def remove_plugged(emu, plugged: set[tuple[str, str]]) -> None:
+    """Every (switch, interface) in ``plugged`` removed (VMPorts collects them)."""
+    for switch, name in sorted(plugged):
+        with Bridge.of(emu, switch) as bridge:
+            bridge.remove(name)
+    plugged.clear()
 
 
 class VMPorts:
@@ -29,49 +107,54 @@ class VMPorts:
 
     The mechanics of a move without any protocol: the agent uses them for
     migrations, the benchmark alone for an uncoordinated move.
-    ``plugged`` collects the switch-side interfaces made, for clean-up.
+    ``plugged`` collects the (switch, interface) made, for remove_plugged().
     """
 
-    def __init__(self, emu, vm: str, prefixlen: int, plugged: set[str]):
+    def __init__(self, emu, vm: str, prefixlen: int, plugged: set[tuple[str, str]]):
         self.emu, self.vm, self.prefixlen, self.plugged = emu, vm, prefixlen, plugged
         self.host = emu.host(vm)
         self.ns = _netlink_in(self.host.pid)
-        self.ipr = IPRoute()
+        self.bridges: dict[str, Bridge] = {}
         self.intf = str(self.host.defaultIntf())      # keeps its name across moves
-        self.stale: str | None = None                 # the switch end of the interface swap() replaced
+        self.stale: tuple[str, str] | None = None     # (switch, its end of the interface swap() replaced)
+
+    def bridge(self, switch: str) -> Bridge:
+        if switch not in self.bridges:
+            self.bridges[switch] = Bridge.of(self.emu, switch)
+        return self.bridges[switch]
 
     def close(self) -> None:
         self.ns.close()
-        self.ipr.close()
+        for bridge in self.bridges.values():
+            bridge.close()
 
     def plug(self, switch: str, inside: str) -> Port:
         """A new port for the VM on ``switch``: the VM's end (named ``inside``) in its namespace, down."""
+        br = self.bridge(switch)
         with NAMING:
-            outside = free_port_name(self.ipr, switch)
-            self.ipr.link("add", ifname=outside, kind="veth", peer={"ifname": inside})
-        self.plugged.add(outside)
-        self.ipr.link("set", index=self.ipr.link_lookup(ifname=inside)[0], net_ns_pid=self.host.pid)
-        self.ipr.link("set", index=self.ipr.link_lookup(ifname=outside)[0], state="up")
-        subprocess.run(["ovs-vsctl", "--timeout=5", "add-port", switch, outside], check=True,
-                       capture_output=True, timeout=10)
+            outside = br.free_port_name()
+            br.ipr.link("add", ifname=outside, kind="veth", peer={"ifname": inside})
+        self.plugged.add((switch, outside))
+        br.ipr.link("set", index=br.ipr.link_lookup(ifname=inside)[0], net_ns_pid=self.host.pid)
+        br.ipr.link("set", index=br.ipr.link_lookup(ifname=outside)[0], state="up")
+        br.vsctl("add-port", switch, outside)
         # TCP over the userspace datapath needs checksums computed in software.
         self._in_vm(["ethtool", "-K", inside, "tx", "off"])
-        subprocess.run(["ethtool", "-K", outside, "tx", "off"], capture_output=True, timeout=5)
-        return Port(switch, outside, inside, ofport_of(outside))
+        br.run(["ethtool", "-K", outside, "tx", "off"])
+        return Port(switch, outside, inside, br.ofport(outside))
 
     def unplug(self, port: Port) -> None:
-        subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-port", port.switch, port.outside],
-                       capture_output=True, timeout=10)
-        for index in self.ipr.link_lookup(ifname=port.outside):
-            self.ipr.link("del", index=index)
-        self.plugged.discard(port.outside)
+        self.bridge(port.switch).remove(port.outside)
+        self.plugged.discard((port.switch, port.outside))
 
     def swap(self, port: Port) -> None:
         """The VM's interface replaced by ``port``'s inside end, same name, MAC and IP; down until up()."""
         ns = self.ns
         [old] = ns.get_links(ifname=self.intf)
         mac = old.get_attr("IFLA_ADDRESS")
-        self.stale = _peer_name(self.ipr, old)
+        here = self.emu.placement[self.vm]
+        peer = _peer_name(self.bridge(here).ipr, old)
+        self.stale = (here, peer) if peer else None
         ns.link("del", index=old["index"])
         index = ns.link_lookup(ifname=port.inside)[0]
         ns.link("set", index=index, ifname=self.intf, address=mac)
@@ -85,8 +168,8 @@ class VMPorts:
         """The old port, gone with its veth, off its bridge too; after the VM runs again:
         ovs-vsctl waits for the switch."""
         if self.stale:
-            subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-port", self.stale],
-                           capture_output=True, timeout=10)
+            switch, name = self.stale
+            self.bridge(switch).vsctl("--if-exists", "del-port", switch, name, check=False)
             self.plugged.discard(self.stale)
             self.stale = None
 
@@ -134,35 +217,11 @@ def _netlink_in(pid: int) -> IPRoute:
         os.close(home)
 
 
-def free_port_name(ipr: IPRoute, switch: str) -> str:
-    """The next ``<switch>-ethN`` no interface uses, like Mininet names a switch's ports.
-
-    Nor a port of the bridge: a moved VM's old port stays on it for a moment
-    after its interface is gone (see TIDY_AFTER)."""
-    ports = set(subprocess.run(["ovs-vsctl", "--timeout=5", "list-ports", switch], check=True,
-                               capture_output=True, text=True, timeout=10).stdout.split())
-    n = 1
-    while f"{switch}-eth{n}" in ports or ipr.link_lookup(ifname=f"{switch}-eth{n}"):
-        n += 1
-    return f"{switch}-eth{n}"
-
-
 def _peer_name(ipr: IPRoute, link) -> str | None:
-    """The root-namespace end of a VM's veth, by the peer's interface index."""
+    """The switch's end of a VM's veth, by the peer's interface index (``ipr`` in the switch's namespace)."""
     peer = link.get_attr("IFLA_LINK")
     found = ipr.get_links(peer) if peer else []
     return found[0].get_attr("IFLA_IFNAME") if found else None
-
-
-def ofport_of(name: str, timeout: float = 5.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["ovs-vsctl", "--timeout=5", "get", "Interface", name, "ofport"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-        if out.lstrip("-").isdigit() and int(out) > 0:
-            return int(out)
-        time.sleep(0.05)
-    raise TimeoutError(f"OVS gave {name} no OpenFlow port in {timeout:g} s")
 
 
 def _processes_in(pid: int) -> list[int]:

@@ -1,12 +1,18 @@
 """VXLAN mode end to end: the controller daemon and hypervisors with their own
-Open vSwitch over a Linux-bridge underlay (sdnvirt/emulation/underlay.py)."""
+Open vSwitch over a Linux-bridge underlay (sdnvirt/emulation/underlay.py).
+
+The VLAN mode's scenarios on this fabric: tenants with overlapping addresses,
+a load balancer whose client and backends sit on different hypervisors, a
+live migration between hypervisors by the hypervisor agent."""
 
 import re
 import subprocess
+import time
 
 import pytest
 
 from sdnvirt.emulation import lab, privateovs
+from sdnvirt.emulation.agent import Agent
 
 from .conftest import Fabric
 
@@ -23,15 +29,33 @@ TENANTS = {
         "db1": {"mac": "02:00:00:00:02:01", "ip": "10.1.0.11", "host": "leaf1"},
         "db2": {"mac": "02:00:00:00:02:02", "ip": "10.1.0.12", "host": "leaf2"}}},
 }
+VIP = "10.1.0.100"
+# The client web1 on leaf1, the backends on leaf2 and leaf3.
+TENANTS["blue"]["services"] = {"web": {
+    "vip": VIP, "port": 80,
+    "health_check": {"type": "tcp", "interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
+    "backends": [{"vm": "web2", "port": 8080}, {"vm": "web3", "port": 8080}]}}
+EXTRA = {"migration": {"stop_and_copy": 0.1, "copy_rate": 1000.0, "timeout": 20.0}}
 VNI = {"blue": 70001, "red": 70002}
 
 
 @pytest.fixture(scope="module")
 def fab(tmp_path_factory):
-    fab = Fabric(tmp_path_factory.mktemp("vxlan"), TENANTS, "leafspine", {"spines": 1, "leaves": 3}, encap="vxlan")
+    fab = Fabric(tmp_path_factory.mktemp("vxlan"), TENANTS, "leafspine", {"spines": 1, "leaves": 3}, EXTRA,
+                 encap="vxlan")
+    fab.agent = None
+    servers = []
     try:
-        yield fab.start()
+        fab.start()
+        fab.api = fab.ctl.api()
+        fab.agent = Agent(fab.emu, fab.api, fab.cfg).start()
+        servers = [lab.serve_http(fab.host(n), 8080, n) for n in ("web2", "web3")]
+        yield fab
     finally:
+        for server in servers:
+            server.terminate()
+        if fab.agent is not None:
+            fab.agent.stop()
         fab.stop()
     assert privateovs.sweep() == [], "a hypervisor's Open vSwitch outlived the emulation"
 
@@ -63,6 +87,16 @@ def test_tenants_talk_across_vteps_and_a_full_size_tcp_transfer_works(fab):
     # 1472 bytes of ICMP payload: a 1500-byte IP packet, not fragmented, in a 1550-byte tunnel frame.
     assert "0% packet loss" in web1.cmd("ping -n -c 2 -W 1 -M do -s 1472 10.1.0.12")
     assert lab.iperf3(web2, web1, "10.1.0.12", seconds=2) > 0
+
+
+def test_the_load_balancer_reaches_backends_on_other_hypervisors(fab):
+    # Connection tracking and address translation at web1's hypervisor (leaf1),
+    # then through the tunnel to each backend's.
+    answers: set[str | None] = set()
+    deadline = time.monotonic() + 10
+    while not {"web2", "web3"} <= answers and time.monotonic() < deadline:
+        answers.add(lab.http_get(fab.host("web1"), f"http://{VIP}/"))
+    assert answers - {None} == {"web2", "web3"}, answers
 
 
 def test_tenants_with_the_same_addresses_stay_isolated(fab):
@@ -123,3 +157,31 @@ def test_tunnel_frames_need_a_known_vtep_and_the_tenants_vni(fab):
     assert _inject(fab, "192.168.254.1", VNI["blue"])
     assert not _inject(fab, "192.168.254.1", 70009), "a frame with a VNI of no tenant was delivered"
     assert not _inject(fab, "192.168.254.99", VNI["blue"]), "a frame from an unknown VTEP was delivered"
+
+
+def tunnels_toward(fab, at, mac):
+    """The VTEPs hypervisor ``at``'s flows send frames for ``mac`` to."""
+    flows = fab.emu.net.get(at).ovs.ofctl("dump-flows", at).splitlines()
+    return {vtep for line in flows if f"dl_dst={mac}" in line
+            for vtep in re.findall(r"set_field:([\d.]+)->tun_dst", line)}
+
+
+def test_a_live_migration_points_the_other_hypervisors_tunnels_at_the_new_vtep(fab):
+    web1, web2 = fab.host("web1"), fab.vm("web2")
+    assert tunnels_toward(fab, "leaf1", web2.mac) == {"192.168.254.2"}
+    stream = lab.ping_stream(web1, str(web2.ip), seconds=3)
+    client = lab.keepalive_client(web1, str(web2.ip), 8080, count=40, interval=0.05)
+    time.sleep(0.5)
+    rec = fab.api.post("/migrations", {"vm": "web2", "target": "leaf3", "mode": "live"})
+    rec = fab.agent.wait(rec["id"], timeout=25)
+    assert rec["outcome"] == "ok", rec
+    # One TCP connection, established before the move, carried on after it.
+    assert client.communicate(timeout=30)[0].split() == ["web2"] * 40
+    gap, _, _ = lab.longest_gap(lab.reply_times(stream))
+    assert gap <= rec["downtime"] + 0.05, (gap, rec)
+    # The make-before-break flip rewrote tun_dst at web1's hypervisor; web2's
+    # new neighbour on leaf3 reaches it without a tunnel.
+    assert tunnels_toward(fab, "leaf1", web2.mac) == {"192.168.254.3"}
+    assert tunnels_toward(fab, "leaf3", web2.mac) == set()
+    assert lab.reachable(fab.host("web3"), str(web2.ip))
+    assert lab.wait_for(lambda: lab.http_get(web1, f"http://{VIP}/") == "web2", 10), "the VIP lost web2"
