@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fabrics import vxlan_doc
 from monitoring import DASHBOARDS, DEPLOY, RULES, alert_rules, dashboards, panel_exprs, panels, variable_selectors
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from test_metrics import daemon_like
+from test_metrics import DOC, daemon_like
 
 PROMTOOL = shutil.which("promtool")
 
@@ -32,7 +33,7 @@ def test_prometheus_config_and_rules_pass_promtool():
 def test_every_alert_the_issue_asks_for_is_there_with_a_severity_and_a_summary():
     rules = {r["alert"]: r for r in alert_rules()}
     assert {"SdnvirtNoHealthyBackend", "SdnvirtBackendDown", "SdnvirtSwitchDisconnected",
-            "SdnvirtMigrationFailed", "SdnvirtConfigLoadError"} <= set(rules)
+            "SdnvirtMigrationFailed", "SdnvirtConfigLoadError", "SdnvirtVtepDown"} <= set(rules)
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in ("warning", "critical"), name
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
@@ -55,8 +56,10 @@ def test_dashboards_and_rules_only_use_metrics_the_daemon_exports():
     metrics.openflow_sent.labels("flow_mod").inc()
     metrics.errors_known(["bad_request"])
     metrics.probe_latency.labels("blue", "web").observe(0.001)
-    exported = {s.name for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())
-                for s in f.samples}
+    # vxlan mode's own: sdnvirt_vtep_up.
+    overlay, _ = daemon_like(vxlan_doc(DOC))
+    exported = {s.name for m in (metrics, overlay)
+                for f in text_string_to_metric_families(generate_latest(m.registry).decode()) for s in f.samples}
     used = {(where, name) for where, _, expr in panel_exprs() + [("rules", r["alert"], r["expr"]) for r in alert_rules()]
             for name in re.findall(r"\b(?:sdnvirt|process)_[a-z_]+", expr)}
     used |= {(where, name) for where, _, sel in variable_selectors() for name in re.findall(r"\bsdnvirt_[a-z_]+", sel)}

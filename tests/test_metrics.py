@@ -32,9 +32,9 @@ def scrape(metrics):
     return samples, types
 
 
-def daemon_like():
+def daemon_like(doc=DOC):
     """Metrics with the state collector over a model and fabric, as the app wires them."""
-    model = placed_model(DOC)
+    model = placed_model(doc)
     fabric = leafspine()
     snap = Snapshot(model, fabric, switch_names={dpid: sw.name for dpid, sw in fabric.switches.items()},
                     connected=set(fabric.switches) - {0x202}, table_flows={0x101: {0: 12, 6: 7}},

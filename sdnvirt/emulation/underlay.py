@@ -132,12 +132,16 @@ class Hypervisor(Switch):
               "other_config:disable-in-band=true"]
         for name, port in vm_ports:
             hv += ["--", "add-port", self.name, name, "--", "set", "interface", name, f"ofport_request={port}"]
-        hv += ["--", "add-port", self.name, self.tunnel_port, "--", "set", "interface", self.tunnel_port,
-               "type=vxlan", "options:remote_ip=flow", "options:key=flow", f"options:local_ip={self.vtep.ip}"]
+        hv += self.tunnel_port_args()
         targets = [f"tcp:{self.mgmt_root.ip}:{c.port}" for c in controllers]
         if targets:
             hv += ["--", "set-controller", self.name, *targets]
         ovs.vsctl(*hv)
+
+    def tunnel_port_args(self) -> list[str]:
+        """ovs-vsctl's commands that add the bridge's flow-based VXLAN port."""
+        return ["--", "add-port", self.name, self.tunnel_port, "--", "set", "interface", self.tunnel_port,
+                "type=vxlan", "options:remote_ip=flow", "options:key=flow", f"options:local_ip={self.vtep.ip}"]
 
     def _mgmt(self) -> None:
         # Made in the root namespace and its far end moved here: Mininet's

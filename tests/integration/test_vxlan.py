@@ -15,6 +15,7 @@ from sdnvirt.emulation import lab, privateovs
 from sdnvirt.emulation.agent import Agent
 
 from .conftest import Fabric
+from .test_monitoring import Prometheus, fires, until
 
 pytestmark = pytest.mark.integration
 
@@ -185,3 +186,21 @@ def test_a_live_migration_points_the_other_hypervisors_tunnels_at_the_new_vtep(f
     assert tunnels_toward(fab, "leaf3", web2.mac) == set()
     assert lab.reachable(fab.host("web3"), str(web2.ip))
     assert lab.wait_for(lambda: lab.http_get(web1, f"http://{VIP}/") == "web2", 10), "the VIP lost web2"
+
+
+def test_a_hypervisor_without_its_tunnel_port_fires_the_vtep_alert(fab, tmp_path):
+    prom = Prometheus(tmp_path, fab.ctl.metrics_port)
+    leaf2, port = fab.emu.net.get("leaf2"), fab.cfg.controller.fabric.tunnel_port
+    try:
+        until(lambda: len(prom.query("sdnvirt_vtep_up == 1")) == 3, 20, "three VTEPs up", prom.log)
+        assert prom.firing("SdnvirtVtepDown") == []
+        leaf2.ovs.vsctl("del-port", "leaf2", port)
+        try:
+            fires(prom, fab, "SdnvirtVtepDown", switch="leaf2", vtep="192.168.254.2")
+            assert [a["switch"] for a in prom.firing("SdnvirtVtepDown")] == ["leaf2"]
+        finally:
+            leaf2.ovs.vsctl(*leaf2.tunnel_port_args())
+        until(lambda: prom.query('sdnvirt_vtep_up{switch="leaf2"} == 1'), 20, "leaf2's VTEP back")
+    finally:
+        prom.stop()
+    fab.wait_reachable()
