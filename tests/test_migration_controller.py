@@ -1,10 +1,14 @@
 """The controller's side of migrations, driven by the events the app feeds it (no switch)."""
 
 import pytest
-from fabrics import leafspine, placed_model
+from fabrics import TWO_TENANTS, leafspine, placed_model
+from test_loop import Clock
 
+from sdnvirt import config
+from sdnvirt.controller.core import DEBOUNCE, Controller
 from sdnvirt.controller.migrations import ANNOUNCE_AT, Coordinator
 from sdnvirt.events import Events, Kind
+from sdnvirt.metrics import Metrics
 from sdnvirt.migration import Refused
 from sdnvirt.model import Location
 
@@ -16,6 +20,7 @@ class FakeApp:
         self.model = placed_model()
         self.fabric = leafspine()
         self.wanted = 0
+        self.urgent = []        # the request numbers asked for at once
         self.sent = []
         self.timers = []
         self.event_hub = Events()
@@ -24,8 +29,10 @@ class FakeApp:
     def connected(self):
         return {dpid: sw.name for dpid, sw in self.fabric.switches.items()}
 
-    def request(self):
+    def request(self, urgent=False):
         self.wanted += 1
+        if urgent:
+            self.urgent.append(self.wanted)
         return self.wanted
 
     def installed_flows(self):
@@ -65,9 +72,10 @@ def test_a_live_migration_from_request_to_finish():
     app = FakeApp()
     mid = prepared(app)
     co = app.migrations
+    assert not app.urgent       # preparation's flows may wait for a burst of changes to gather
     co.event(mid, "frozen", frozen_at=100.0)
     # Frozen: nothing sent to the source reaches it any more, the paths flip to the target now.
-    assert app.model.locations["web1"] == Location(0x104, 5)
+    assert app.model.locations["web1"] == Location(0x104, 5) and app.urgent == [app.wanted]
     assert co.record(mid)["phase"] == "restoration"
     # The agent removes the VM's old interface: nothing to unbind there.
     assert not co.port_gone(Location(0x101, 3), deleted=True)
@@ -85,6 +93,22 @@ def test_a_live_migration_from_request_to_finish():
     # at QEMU's self-announce times.
     assert app.run_timers() == list(ANNOUNCE_AT)
     assert sorted(set(app.sent)) == [(0x101, 4), (0x102, 3)] and len(app.sent) == 10
+
+
+def test_an_urgent_reconcile_does_not_wait_for_a_burst_to_gather():
+    ctl = Controller(config.parse(TWO_TENANTS), Metrics(), Events(), lambda handler: None, clock=Clock())
+    ctl.request()
+    ctl.loop.run_due()
+    assert ctl.dirty        # gathering for DEBOUNCE
+    ctl.request(urgent=True)
+    ctl.loop.run_due()
+    assert not ctl.dirty
+    ctl.loop.clock.now += DEBOUNCE
+    ctl.loop.run_due()      # the gathering's timer finds nothing left to do
+    assert not ctl.dirty and ctl.scheduled is None
+    ctl.request()
+    ctl.loop.run_due()
+    assert ctl.dirty        # urgency is not left behind
 
 
 def test_a_port_coming_up_at_the_target_flips_the_paths_if_the_agent_did_not_say_it_froze_the_vm():

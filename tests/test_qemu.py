@@ -207,6 +207,18 @@ def test_live_migration_reports_the_stop_as_frozen_and_the_resume_as_thawed(fake
     assert source.stopped and not dest.stopped
 
 
+def test_a_resume_read_before_the_sources_stop_flips_the_paths_at_once_and_keeps_the_stops_time(fake_qemu):
+    qemu_migration, source, agent = fake_qemu
+    FakeGuest.script = [("source", "MIGRATION", {"status": "active"}, 100.0), ("dest", "RESUME", {}, 100.502),
+                        ("source", "STOP", {}, 100.5), ("dest", "MIGRATION", {"status": "completed"}, 100.51)]
+    move = qemu_migration.QemuMove(agent, {"id": 7, "vm": "q1", "mode": "live", "target": "leaf1"})
+    move.run()
+    move.close()
+    assert [e for e, _ in agent.reports if e != "heartbeat"] == ["plugged", "frozen", "thawed"]
+    thawed = dict(agent.reports)["thawed"]
+    assert thawed["frozen_at"] == 100.5 and thawed["thawed_at"] == 100.502
+
+
 def test_a_failed_migration_after_the_stop_resumes_the_guest_at_its_source(fake_qemu):
     qemu_migration, source, agent = fake_qemu
     FakeGuest.script = [("source", "STOP", {}, 100.5), ("source", "MIGRATION", {"status": "failed"}, 100.6)]

@@ -66,8 +66,8 @@ class Controller:
         # Reconcile requests are numbered: a migration step waits until a
         # reconcile that started after its request is in the switches.
         self.wanted = 0
-        self.dirty = False
-        self.scheduled = False
+        self.dirty = self.urgent = False
+        self.scheduled: float | None = None    # when the next reconcile is due
         self.migrations = migrations.Coordinator(self, store)
 
     def _work_failed(self, fn: Callable[..., Any]) -> None:
@@ -248,18 +248,22 @@ class Controller:
             self._read(session)
 
     # -- reconcile ---------------------------------------------------------------
-    def request(self, topology: bool = False) -> int:
-        """Ask for a reconcile; the request's number."""
+    def request(self, topology: bool = False, urgent: bool = False) -> int:
+        """Ask for a reconcile; the request's number.  ``urgent``: at once, not gathered with
+        a burst (a migration's flip: each millisecond it waits is traffic lost at the source)."""
         self.wanted += 1
         if topology:
             self.last_topology_change = self.clock()
         self.dirty = True
-        self.schedule(DEBOUNCE)
+        self.urgent = self.urgent or urgent
+        self.schedule(0.0 if self.urgent else DEBOUNCE)
         return self.wanted
 
     def schedule(self, delay: float) -> None:
-        if not self.scheduled:
-            self.scheduled = True
+        due = self.clock() + delay
+        if self.scheduled is None or due < self.scheduled:
+            # An earlier one does not cancel a later one: that finds nothing dirty, or a newer request.
+            self.scheduled = due
             self.loop.after(delay, self._reconcile)
 
     def settled(self) -> bool:
@@ -267,10 +271,10 @@ class Controller:
         return quiet >= self.settings.settle and not self.incomplete()
 
     def _reconcile(self) -> None:
-        self.scheduled = False
+        self.scheduled = None
         if not self.dirty or self.sender.busy:
             return     # a push in flight reconciles again when it is done
-        self.dirty = False
+        self.dirty = self.urgent = False
         started = self.clock()
         try:
             self.reconcile(started)
@@ -289,7 +293,7 @@ class Controller:
 
         def done() -> None:
             if self.dirty:
-                self.schedule(DEBOUNCE)
+                self.schedule(0.0 if self.urgent else DEBOUNCE)
         rounds.reconcile(self, started, done, partial(self._failed_round, started))
 
     # -- sending -------------------------------------------------------------------

@@ -44,8 +44,8 @@ class Network(Protocol):
     def connected(self) -> dict[int, str]:
         """The connected switches' names, by dpid."""
 
-    def request(self) -> int:
-        """Ask for a reconcile; the request's number, which ``reconciled`` covers once done."""
+    def request(self, *, urgent: bool = False) -> int:
+        """Ask for a reconcile (``urgent``: at once); the request's number, which ``reconciled`` covers once done."""
 
     def installed_flows(self) -> dict[int, list[Flow]]:
         """What each switch holds."""
@@ -198,8 +198,8 @@ class Coordinator:
             self._announce(mig)
 
     # -- steps -------------------------------------------------------------------
-    def _after_reconcile(self, mig: Migration) -> None:
-        self.waits[mig.id] = self.app.request()
+    def _after_reconcile(self, mig: Migration, urgent: bool = False) -> None:
+        self.waits[mig.id] = self.app.request(urgent=urgent)
 
     def _capture(self, mig: Migration) -> None:
         app = self.app
@@ -218,7 +218,8 @@ class Coordinator:
             LOG.info("migration %d: VM %s is at %s port %d (%s); flipping its paths", mig.id, mig.vm,
                      mig.target, mig.target_port, how)
             self._publish(mig, Step.ARRIVED)
-            self._after_reconcile(mig)
+            # Frozen at the source: what reaches it until the flip is lost.
+            self._after_reconcile(mig, urgent=True)
 
     def _complete(self, mig: Migration) -> None:
         if self.migs.complete(mig.id):

@@ -224,13 +224,15 @@ def reply_times(proc: subprocess.Popen, timeout: float = 60.0) -> list[float]:
 
 
 def stream_result(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[list[float], int, int]:
-    """(reply times, echo requests sent, replies) of a ping_stream() once it has ended."""
+    """(reply times, echo requests sent, requests lost) of a ping_stream() once it has ended: lost
+    if a later one was answered (those after the last answer were cut short by ping's deadline)."""
     proc.wait(timeout=timeout)
     proc.output.seek(0)
     text = proc.output.read()
     proc.output.close()
-    times = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", text, re.M)]
-    return (times, *ping_stats(text))
+    replies = re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+) ", text, re.M)
+    answered, sent = {int(seq) for _, seq in replies}, ping_stats(text)[0]
+    return [float(t) for t, _ in replies], sent, max(answered) - len(answered) if answered else sent
 
 
 def longest_gap(times: list[float]) -> tuple[float, float, float]:

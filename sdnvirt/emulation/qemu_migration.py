@@ -100,7 +100,13 @@ class QemuMove:
                 self.dest.execute("cont")
             elif role == "dest" and name == "RESUME":
                 thawed_at = event_time(event)
-                return (thawed_at if frozen_at is None else frozen_at), thawed_at
+                if frozen_at is None:
+                    # The two QEMUs' events are read on two threads: after a downtime of a
+                    # millisecond or two the destination's RESUME may come first.  The guest
+                    # runs at the destination: the paths flip now, the STOP's time follows.
+                    self.agent._report(self.mid, "frozen")
+                    frozen_at = self._late_stop() or thawed_at
+                return frozen_at, thawed_at
             if not self.dest.alive():
                 raise GuestError("the destination QEMU died")
             now = time.monotonic()
@@ -110,6 +116,18 @@ class QemuMove:
             if now >= beat:
                 self.agent._report(self.mid, "heartbeat")
                 beat = now + HEARTBEAT
+
+    def _late_stop(self, wait: float = 0.5) -> float | None:
+        """The source's STOP time, if its event comes within ``wait`` s."""
+        end = time.monotonic() + wait
+        while (left := end - time.monotonic()) > 0:
+            try:
+                role, event = self.events.get(timeout=left)
+            except queue.Empty:
+                break
+            if role == "source" and event.get("event") == "STOP":
+                return event_time(event)
+        return None
 
     def _hand_over(self) -> None:
         """The guest is the destination's from now on, whatever the controller says."""
