@@ -19,11 +19,16 @@ from .conftest import Fabric
 
 pytestmark = pytest.mark.integration
 
+VIP = "10.1.0.100"
 TENANTS = {
     "blue": {"segment": 101, "subnet": "10.1.0.0/24", "vms": {
         "n1": {"mac": "02:00:00:00:01:01", "ip": "10.1.0.11", "host": "leaf1"},
         "q1": {"mac": "02:00:00:00:01:02", "ip": "10.1.0.12", "host": "leaf2", "kind": "qemu", "memory": 128},
-    }},
+    }, "services": {"web": {
+        # The guest's keep-alive HTTP server (its port 80, busybox httpd, closes every connection).
+        "vip": VIP, "port": 80, "drain_on_migration": True, "backends": [{"vm": "q1", "port": 8080}],
+        # Slower than STOP->RESUME can be under TCG on two loaded cores: the backend stays up.
+        "health_check": {"type": "tcp", "interval": 0.5, "timeout": 0.5, "rise": 1, "fall": 3}}}},
     # The guest's address in another tenant, and a VM that must not reach the guest.
     "red": {"segment": 102, "subnet": "10.1.0.0/24", "vms": {
         "r1": {"mac": "02:00:00:00:02:01", "ip": "10.1.0.11", "host": "leaf1"},
@@ -112,9 +117,25 @@ def test_live_migration_under_a_ping_stream_and_a_tcp_connection(fab):
     assert lab.http_get(n1, "http://10.1.0.12/", timeout=5) == "q1"
 
 
+def test_a_guest_behind_a_vip_keeps_its_keepalive_connection_through_its_migration(fab):
+    n1 = fab.host("n1")
+    deadline = time.monotonic() + 15
+    while lab.http_get(n1, f"http://{VIP}/") != "q1":
+        assert time.monotonic() < deadline, "the VIP never answered"
+        time.sleep(0.2)
+    client = lab.keepalive_client(n1, VIP, 80, count=100, interval=0.03)
+    time.sleep(0.5)
+    rec = migrate(fab, "q1", "leaf2")
+    assert client.poll() is None, "the connection ended before the migration did"
+    answers = client.communicate(timeout=30)[0].split()
+    assert rec["outcome"] == "ok" and rec["drained"] == ["blue/web"], rec
+    assert fab.emu.guests["q1"].switch == "leaf2"
+    assert answers == ["q1"] * 100, answers
+
+
 def test_a_migration_whose_destination_dies_rolls_back(fab):
     cursor = fab.ctl.cursor()
-    rec = fab.api.post("/migrations", {"vm": "q1", "target": "leaf2"})
+    rec = fab.api.post("/migrations", {"vm": "q1", "target": "leaf1"})
     plugged = fab.ctl.wait_event("migration", {"id": rec["id"], "step": "plugged"}, after=cursor, timeout=15)
     assert plugged is not None, fab.ctl.log_tail()
     # The destination: the other QEMU of q1 waiting for a migration (the running one came by one too).
@@ -127,15 +148,15 @@ def test_a_migration_whose_destination_dies_rolls_back(fab):
     rec = fab.agent.wait(rec["id"], timeout=30)
     assert rec["outcome"] == "rolled_back", rec
     guest = fab.emu.guests["q1"]
-    assert guest.switch == "leaf1" and guest.execute("query-status")["status"] == "running"
+    assert guest.switch == "leaf2" and guest.execute("query-status")["status"] == "running"
     assert lab.reachable(fab.host("n1"), "10.1.0.12")
 
 
 def test_cold_migration(fab):
-    rec = migrate(fab, "q1", "leaf2", mode="cold")
+    rec = migrate(fab, "q1", "leaf1", mode="cold")
     assert rec["outcome"] == "ok", rec
     assert rec["qemu"]["status"] == "completed"
-    assert fab.emu.guests["q1"].switch == "leaf2"
+    assert fab.emu.guests["q1"].switch == "leaf1"
     assert lab.reachable(fab.host("n1"), "10.1.0.12")
     assert lab.http_get(fab.host("n1"), "http://10.1.0.12/", timeout=5) == "q1"
 

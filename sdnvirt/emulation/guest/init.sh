@@ -37,6 +37,20 @@ httpd -p 80 -h /www
 # TCP echo on port 7: one process per connection, so a connection can live
 # across a migration.
 nc -ll -p 7 -e cat &
+# HTTP/1.1 with keep-alive on port 8080 (busybox httpd closes every connection
+# after one answer), each connection its own process as well: a load
+# balancer's connection to the guest can be followed through a migration.
+cat > /bin/keepalive-httpd <<'END'
+#!/bin/sh
+body=$(cat /www/index.html)
+cr=$(printf '\r')
+while read -r request; do
+    while read -r header && [ -n "${header%$cr}" ]; do :; done
+    printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s\n' $((${#body} + 1)) "$body"
+done
+END
+chmod +x /bin/keepalive-httpd
+nc -ll -p 8080 -e /bin/keepalive-httpd &
 
 dirty=$(arg dirty)
 if [ -n "$dirty" ] && [ "$dirty" -gt 0 ]; then
