@@ -2,19 +2,27 @@
 
 Starts the controller daemon, a 2-spine x 4-leaf fabric and two tenants that
 use the same IP range, and shows with real traffic who reaches whom, what is
-isolated, and the throughput inside a tenant.
+isolated, the throughput inside a tenant, the load balancer and its
+failover, a live migration under a 1 ms ping stream (of a QEMU guest by
+QEMU itself where one can boot, else of a namespace VM), and a few of the
+metrics the daemon exports.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import shutil
 import time
 from collections import Counter
 
 from .. import config
+from ..api.client import ApiError
+from ..migration import describe
 from . import lab
+from .agent import Agent
 from .launcher import Emulation, build_topo, wait_connected
+from .qemu import cannot_boot
 from .underlay import vtep_plan
 
 # Two tenants on the same subnet; web1/db1 and web2/db2 even share addresses.
@@ -23,6 +31,8 @@ DEMO_TENANTS = {
         "web1": {"mac": "02:00:00:00:01:01", "ip": "10.1.0.11", "host": "leaf1"},
         "web2": {"mac": "02:00:00:00:01:02", "ip": "10.1.0.12", "host": "leaf2"},
         "web3": {"mac": "02:00:00:00:01:03", "ip": "10.1.0.13", "host": "leaf3"},
+        # The VM that live-migrates: a QEMU guest where one can boot (run_demo decides).
+        "app1": {"mac": "02:00:00:00:01:04", "ip": "10.1.0.14", "host": "leaf2"},
     }, "services": {"www": {
         "vip": "10.1.0.100", "port": 80,
         "backends": [{"vm": "web2", "port": 8080, "weight": 2}, {"vm": "web3", "port": 8080}],
@@ -46,10 +56,15 @@ def run_demo(keep_logs: bool = False, encap: str = "vlan") -> int:
     lab.ensure_ovs()
     topo = ("leafspine", {"spines": 2, "leaves": 4})
     doc: dict = {"controller": {"openflow": {"port": lab.free_port()}, "fabric": {"encapsulation": encap}},
-                 "tenants": DEMO_TENANTS}
+                 "tenants": copy.deepcopy(DEMO_TENANTS)}
     if encap == "vxlan":
         doc["hypervisors"] = vtep_plan(build_topo(*topo).hypervisors())
     cfg = config.parse(doc, "demo")
+    # QEMU guests sit on taps of the VLAN mode's bridges; VXLAN mode's hypervisors keep namespace VMs.
+    why_not = cannot_boot(cfg) if encap == "vlan" else "QEMU guests are shown in VLAN mode"
+    if why_not is None:
+        doc["tenants"]["blue"]["vms"]["app1"].update(kind="qemu", memory=128)
+        cfg = config.parse(doc, "demo")
     ctl = lab.ControllerProcess(doc)
     emu = Emulation(cfg, *topo, controller_port=ctl.port)
     failures = 0
@@ -68,10 +83,18 @@ def run_demo(keep_logs: bool = False, encap: str = "vlan") -> int:
             lab.wait_for(lambda: all(lab.reachable(emu.host(a), str(t.vms[b].ip))
                                      for t in cfg.tenants.values() for a, b in itertools.pairwise(sorted(t.vms))),
                          timeout=60, interval=1)
+        if why_not is None:
+            failures += _guest_booted(emu, cfg, started)
         failures += _reachability(emu, cfg)
         failures += _isolation(emu, cfg)
         failures += _throughput(emu, cfg)
         failures += _load_balancer(emu, ctl)
+        if encap == "vlan":
+            failures += _migration(emu, ctl, cfg, why_not)
+        else:
+            _out("\nLive migration: shown in VLAN mode (the hypervisor agent of the emulation moves VMs "
+                 "between the bridges of the machine's Open vSwitch only)")
+        failures += _metrics(ctl, migrated=encap == "vlan")
     finally:
         emu.stop()
         ctl.stop()
@@ -83,11 +106,23 @@ def run_demo(keep_logs: bool = False, encap: str = "vlan") -> int:
     return 0 if not failures else 1
 
 
+def _guest_booted(emu, cfg, started: float) -> int:
+    """A QEMU guest boots in the background: it answers once it has announced itself."""
+    ip = str(cfg.tenants["blue"].vms["app1"].ip)
+    if not lab.wait_for(lambda: lab.ping(emu.host("web1"), ip, wait=0.5), timeout=30):
+        _out("  QEMU guest app1 did not answer within 30 s")
+        return 1
+    _out(f"  QEMU guest app1 (TCG) booted and answering {time.monotonic() - started:.1f} s after the start")
+    return 0
+
+
 def _reachability(emu, cfg) -> int:
     _out("\nReachability inside each tenant (ping by IP; ARP answered by the edge switch):")
     failures = 0
     for tname, tenant in sorted(cfg.tenants.items()):
-        for a, b in itertools.permutations(sorted(tenant.vms), 2):
+        # A QEMU guest has no shell to ping from: only namespace VMs are sources.
+        for a, b in ((a, b) for a, b in itertools.permutations(sorted(tenant.vms), 2)
+                     if tenant.vms[a].kind == "netns"):
             ok = lab.reachable(emu.host(a), str(tenant.vms[b].ip))
             failures += not ok
             _out(f"  {tname:5} {a:5} -> {b:5} {str(tenant.vms[b].ip):10} {'reachable' if ok else 'UNREACHABLE'}")
@@ -143,3 +178,52 @@ def _load_balancer(emu, ctl) -> int:
     finally:
         for proc in servers.values():
             proc.terminate()
+
+
+def _migration(emu, ctl, cfg, why_not: str | None) -> int:
+    vm = cfg.tenants["blue"].vms["app1"]
+    what = "a QEMU guest (128 MiB, TCG), moved by QEMU's own live migration" if vm.kind == "qemu" else \
+        f"a namespace VM (emulated pre-copy; no QEMU guest: {why_not})"
+    _out(f"\nLive migration of app1 from leaf2 to leaf4, {what}, under a 1 ms ping stream from web1:")
+    web1 = emu.host("web1")
+    agent = Agent(emu, ctl.api(), cfg).start()
+    stream = lab.ping_stream(web1, str(vm.ip), seconds=4)
+    try:
+        time.sleep(1.0)
+        rec = agent.wait(agent.request("app1", "leaf4")["id"], timeout=40)
+    except ApiError as err:
+        _out(f"  FAILED: the controller refused it: {err}")
+        return 1
+    finally:
+        times, sent, lost = lab.stream_result(stream, timeout=40)
+        agent.stop()
+    _out("  " + describe(rec).replace("\n", "\n  "))
+    if rec["qemu"]:
+        q = rec["qemu"]
+        _out(f"  QEMU: total {q['total_time'] * 1000:.0f} ms, {q['ram_transferred'] / 2**20:.1f} MiB sent in "
+             f"{q['dirty_passes']} passes, STOP->RESUME {q['stop_to_resume'] * 1000:.1f} ms "
+             f"(its own downtime figure {q['downtime'] * 1000:.0f} ms); the paths flipped at the source's STOP")
+    gap = lab.longest_gap(times)[0] if len(times) > 1 else float("nan")
+    _out(f"  ping stream: {sent} echo requests, {lost} lost, longest gap {gap * 1000:.1f} ms")
+    return int(rec["outcome"] != "ok" or len(times) < 2)
+
+
+def _metrics(ctl, migrated: bool) -> int:
+    _out("\nA few of the daemon's metrics, scraped from its Prometheus endpoint (/metrics):")
+    shown = [("switches connected", "sdnvirt_switch_connected", {}, 1),
+             ("flows in the switches", "sdnvirt_switch_flows", {}, 1),
+             ("reconcile runs", "sdnvirt_reconcile_runs_total", {"result": "success"}, 1),
+             ("new connections sent to blue/www's backends", "sdnvirt_backend_connections_total",
+              {"tenant": "blue", "service": "www"}, 1)]
+    if migrated:
+        shown += [("migrations finished ok", "sdnvirt_migrations_total", {"outcome": "ok"}, 1),
+                  ("their downtime, ms", "sdnvirt_migration_downtime_seconds_sum", {}, 1000)]
+    failures = 0
+    for what, name, labels, scale in shown:
+        try:
+            value = f"{ctl.metric(name, **labels) * scale:.1f}".removesuffix(".0")
+        except KeyError:
+            value, failures = "MISSING", failures + 1
+        selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        _out(f"  {what:45} {value:>8}   {name}{'{' + selector + '}' if selector else ''}")
+    return failures

@@ -31,7 +31,7 @@ from pathlib import Path
 from qemu.qmp import ConnectError, EventListener, QMPClient, QMPError
 
 from ..config import Config
-from .guest import Image, build
+from .guest import Image, ImageError, build
 from .vmports import NAMING, Bridge
 
 LOG = logging.getLogger("sdnvirt.qemu")
@@ -259,6 +259,17 @@ def guest_specs(config: Config) -> dict[str, GuestSpec]:
 
 def image_cache(config: Config) -> Path:
     return Path(config.controller.state_dir) / "images"
+
+
+def cannot_boot(config: Config) -> str | None:
+    """Why no QEMU guest can boot here (None if one can): QEMU or the image's packages missing."""
+    if shutil.which(QEMU) is None:
+        return f"{QEMU} is missing: install qemu-system-x86 (scripts/setup.sh does)"
+    try:
+        build(image_cache(config))
+    except ImageError as err:
+        return str(err)
+    return None
 
 
 def start_guests(config: Config, placement: dict[str, str]) -> dict[str, QemuVM]:
