@@ -120,8 +120,9 @@ class FakeGuest:
     script: list = []
     made: list = []
 
-    def __init__(self, spec, image, switch, accel="tcg", incoming=None):
+    def __init__(self, spec, image, switch, accel="tcg", incoming=None, bridge_of=None):
         self.spec, self.image, self.switch, self.accel, self.incoming = spec, image, switch, accel, incoming
+        self.bridge_of = bridge_of
         self.on_event, self.ofport, self.commands, self.running, self.stopped = None, 7, [], True, False
         self.answers = {"query-migrate": {"status": "completed", "total-time": 640, "downtime": 19,
                                           "setup-time": 3, "ram": {"transferred": 5_000_000, "total": 134_000_000,

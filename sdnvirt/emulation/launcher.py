@@ -37,6 +37,7 @@ from .lock import fabric_lock
 from .qemu import QemuVM, start_guests
 from .topologies import fattree, leafspine, single
 from .underlay import Hypervisor, UnderlayBridge, vxlan_topo
+from .vmports import Bridge
 
 # Importing mininet.log makes MininetLogger the class of every logger
 # created afterwards in the process: each would get its own newline-less
@@ -209,7 +210,7 @@ class Emulation:
             self.net.start()
             for host in self.net.hosts:
                 _boot(host)
-            self.guests = start_guests(self.config, self.placement)
+            self.guests = start_guests(self.config, self.placement, partial(Bridge.of, self.net))
         except BaseException:
             self.stop()
             raise

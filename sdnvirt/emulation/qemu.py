@@ -1,7 +1,10 @@
 """QEMU guests on a hypervisor's switch: the driver of ``kind: qemu`` VMs.
 
 A guest is one QEMU process booting the project's image (``guest``), its
-network a tap device that is a port of its hypervisor's OVS bridge.  The
+network a tap device that is a port of its hypervisor's OVS bridge.  QEMU
+runs in the machine's namespace (its migration stream goes over loopback);
+where the hypervisor has its own namespace and Open vSwitch (VXLAN mode), the
+tap moves there once QEMU holds it, as a tap keeps its file across the move.  The
 driver speaks QMP to it through QEMU's own Python library (``qemu.qmp``) on
 a unix socket, on an asyncio loop of its own thread; QMP events are handed
 to ``on_event`` as they arrive, with QEMU's own timestamp, so that a
@@ -131,8 +134,11 @@ class QemuVM:
     """One QEMU process and its tap on ``switch``; ``start()`` it, ``stop()`` it."""
 
     def __init__(self, spec: GuestSpec, image: Image, switch: str, accel: str = "tcg",
-                 incoming: str | None = None):
+                 incoming: str | None = None, bridge_of: Callable[[str], Bridge] = Bridge):
+        """``bridge_of``: a switch's Bridge (vmports.Bridge.of with the emulation's net);
+        by default a bridge of the machine's Open vSwitch."""
         self.spec, self.image, self.switch, self.accel, self.incoming = spec, image, switch, accel, incoming
+        self.bridge_of = bridge_of
         self.dir = Path(tempfile.mkdtemp(prefix=f"sdnvirt-{spec.name}-"))
         self.tap: str | None = None
         self.ofport: int | None = None
@@ -157,11 +163,12 @@ class QemuVM:
             # Onto the bridge only now, its carrier up since QEMU holds it: the
             # switch reports the port once, up. (The controller takes a migration's
             # target port coming up for the VM's arrival.)
-            subprocess.run(["ovs-vsctl", "--timeout=5", "add-port", self.switch, self.tap], check=True,
-                           capture_output=True, timeout=10)
-            with Bridge(self.switch) as bridge:
+            with self.bridge_of(self.switch) as bridge:
+                if bridge.pid is not None:
+                    _move_into(self.tap, bridge)
+                bridge.vsctl("add-port", self.switch, self.tap)
                 self.ofport = bridge.ofport(self.tap)
-            _wait_link_up(self.tap)
+                _wait_link_up(self.tap, bridge)
         except BaseException:
             self.stop()
             raise
@@ -218,17 +225,23 @@ class QemuVM:
     def unplug(self) -> None:
         """The tap off its bridge and gone (the guest loses its network)."""
         if self.tap is not None:
-            with Bridge(self.switch) as bridge:
+            with self.bridge_of(self.switch) as bridge:
                 bridge.remove(self.tap)
+                if bridge.pid is not None:
+                    # Still in this namespace if start() failed before moving it.
+                    with Bridge(self.switch) as here:
+                        for index in here.ipr.link_lookup(ifname=self.tap):
+                            here.ipr.link("del", index=index)
             self.tap = None
 
     def _make_tap(self) -> None:
-        with Bridge(self.switch) as bridge:
+        with Bridge(self.switch) as here, self.bridge_of(self.switch) as bridge:
             with NAMING:
-                self.tap = bridge.free_port_name()
+                # Free where the tap is made and where it ends up.
+                self.tap = bridge.free_port_name(here)
                 subprocess.run(["ip", "tuntap", "add", "dev", self.tap, "mode", "tap"], check=True,
                                capture_output=True, timeout=10)
-            bridge.ipr.link("set", index=bridge.ipr.link_lookup(ifname=self.tap)[0], state="up")
+            here.ipr.link("set", index=here.ipr.link_lookup(ifname=self.tap)[0], state="up")
 
     def _event(self, event: dict) -> None:
         if self.on_event is not None:
@@ -242,10 +255,16 @@ class QemuVM:
 
 
 
-def _wait_link_up(name: str, timeout: float = 5.0) -> None:
+def _move_into(tap: str, bridge: Bridge) -> None:
+    """The tap into the bridge's namespace, up there (a move takes it down)."""
+    with Bridge(bridge.switch) as here:
+        here.ipr.link("set", index=here.ipr.link_lookup(ifname=tap)[0], net_ns_pid=bridge.pid)
+    bridge.ipr.link("set", index=bridge.ipr.link_lookup(ifname=tap)[0], state="up")
+
+
+def _wait_link_up(name: str, bridge: Bridge, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while subprocess.run(["ovs-vsctl", "--timeout=5", "get", "Interface", name, "link_state"], capture_output=True,
-                         text=True, timeout=10).stdout.strip() != "up":
+    while bridge.vsctl("get", "Interface", name, "link_state", check=False).strip() != "up":
         if time.monotonic() > deadline:
             raise GuestError(f"{name}'s link did not come up in {timeout:g} s")
         time.sleep(0.02)
@@ -272,7 +291,8 @@ def cannot_boot(config: Config) -> str | None:
     return None
 
 
-def start_guests(config: Config, placement: dict[str, str]) -> dict[str, QemuVM]:
+def start_guests(config: Config, placement: dict[str, str],
+                 bridge_of: Callable[[str], Bridge] = Bridge) -> dict[str, QemuVM]:
     """Every qemu VM of the config started on its switch (all stopped again if one fails).
     They boot in the background; a guest announces itself with a gratuitous ARP once its
     network is up, which is when the controller locates it."""
@@ -283,7 +303,8 @@ def start_guests(config: Config, placement: dict[str, str]) -> dict[str, QemuVM]
     guests: dict[str, QemuVM] = {}
     try:
         for name, spec in sorted(specs.items()):
-            guests[name] = QemuVM(spec, image, placement[name], config.emulation.accel).start()
+            guests[name] = QemuVM(spec, image, placement[name], config.emulation.accel,
+                                  bridge_of=bridge_of).start()
     except BaseException:
         for guest in guests.values():
             guest.stop()

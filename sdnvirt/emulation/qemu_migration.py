@@ -62,7 +62,8 @@ class QemuMove:
     def run(self) -> None:
         src = self.source
         port = free_port()
-        self.dest = QemuVM(src.spec, src.image, self.target, src.accel, incoming=f"tcp:127.0.0.1:{port}")
+        self.dest = QemuVM(src.spec, src.image, self.target, src.accel, incoming=f"tcp:127.0.0.1:{port}",
+                           bridge_of=src.bridge_of)
         src.on_event = self.dest.on_event = self._event
         self.dest.start()
         for guest in (src, self.dest):

@@ -40,8 +40,9 @@ class Bridge:
         self.ipr = IPRoute() if pid is None else _netlink_in(pid)
 
     @classmethod
-    def of(cls, emu, switch: str) -> Bridge:
-        node = emu.net.get(switch)
+    def of(cls, net, switch: str) -> Bridge:
+        """Switch ``switch`` of Mininet ``net``'s."""
+        node = net.get(switch)
         if isinstance(node, Hypervisor) and node.ovs is not None:
             return cls(switch, node.pid, node.ovs.env)
         return cls(switch)
@@ -67,14 +68,16 @@ class Bridge:
         subprocess.run(cmd if self.pid is None else ["mnexec", "-a", str(self.pid), *cmd],
                        capture_output=True, timeout=5)
 
-    def free_port_name(self) -> str:
-        """The next ``<switch>-ethN`` no interface uses, like Mininet names a switch's ports.
+    def free_port_name(self, *also: Bridge) -> str:
+        """The next ``<switch>-ethN`` no interface uses (here nor in the namespaces
+        of ``also``), like Mininet names a switch's ports.
 
         Nor a port of the bridge: a moved VM's old port stays on it for a moment
         after its interface is gone (see TIDY_AFTER)."""
         ports = set(self.vsctl("list-ports", self.switch).split())
         n = 1
-        while f"{self.switch}-eth{n}" in ports or self.ipr.link_lookup(ifname=f"{self.switch}-eth{n}"):
+        while f"{self.switch}-eth{n}" in ports or any(b.ipr.link_lookup(ifname=f"{self.switch}-eth{n}")
+                                                      for b in (self, *also)):
             n += 1
         return f"{self.switch}-eth{n}"
 
@@ -97,7 +100,7 @@ class Bridge:
 def remove_plugged(emu, plugged: set[tuple[str, str]]) -> None:
     """Every (switch, interface) in ``plugged`` removed (VMPorts collects them)."""
     for switch, name in sorted(plugged):
-        with Bridge.of(emu, switch) as bridge:
+        with Bridge.of(emu.net, switch) as bridge:
             bridge.remove(name)
     plugged.clear()
 
@@ -120,7 +123,7 @@ class VMPorts:
 
     def bridge(self, switch: str) -> Bridge:
         if switch not in self.bridges:
-            self.bridges[switch] = Bridge.of(self.emu, switch)
+            self.bridges[switch] = Bridge.of(self.emu.net, switch)
         return self.bridges[switch]
 
     def close(self) -> None:

@@ -37,12 +37,22 @@ TENANTS["blue"]["services"] = {"web": {
     "health_check": {"type": "tcp", "interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
     "backends": [{"vm": "web2", "port": 8080}, {"vm": "web3", "port": 8080}]}}
 EXTRA = {"migration": {"stop_and_copy": 0.1, "copy_rate": 1000.0, "timeout": 20.0}}
-VNI = {"blue": 70001, "red": 70002}
+# A QEMU guest, its tap on leaf3's own Open vSwitch, and a namespace VM of its tenant on leaf1.
+TENANTS["green"] = {"segment": 70003, "subnet": "10.2.0.0/24", "vms": {
+    "g1": {"mac": "02:00:00:00:03:01", "ip": "10.2.0.11", "host": "leaf1"},
+    "q1": {"mac": "02:00:00:00:03:02", "ip": "10.2.0.12", "host": "leaf3", "kind": "qemu", "memory": 128}}}
+VNI = {"blue": 70001, "red": 70002, "green": 70003}
+
+
+class VxlanFabric(Fabric):
+    def pairs(self):
+        # The guest boots meanwhile: its test waits for it.
+        return ((t, a, b) for t, a, b in super().pairs() if "qemu" not in (self.vm(a).kind, self.vm(b).kind))
 
 
 @pytest.fixture(scope="module")
 def fab(tmp_path_factory):
-    fab = Fabric(tmp_path_factory.mktemp("vxlan"), TENANTS, "leafspine", {"spines": 1, "leaves": 3}, EXTRA,
+    fab = VxlanFabric(tmp_path_factory.mktemp("vxlan"), TENANTS, "leafspine", {"spines": 1, "leaves": 3}, EXTRA,
                  encap="vxlan")
     fab.agent = None
     servers = []
@@ -123,7 +133,7 @@ def test_the_underlay_carries_only_vxlan_with_each_tenants_vni(fab):
         src = inner.split()[0] if inner else ""
         if src in macs:
             vnis.setdefault(macs[src], set()).add(vni)
-    assert vnis == {"blue": {VNI["blue"]}, "red": {VNI["red"]}}, seen
+    assert {"blue", "red"} <= set(vnis) and all(v == {VNI[t]} for t, v in vnis.items()), seen
 
 
 def test_only_the_hypervisors_speak_openflow(fab):
@@ -204,3 +214,16 @@ def test_a_hypervisor_without_its_tunnel_port_fires_the_vtep_alert(fab, tmp_path
     finally:
         prom.stop()
     fab.wait_reachable()
+
+
+def test_a_qemu_guest_on_a_hypervisors_own_switch_migrates_across_vteps(fab):
+    g1, q1 = fab.host("g1"), fab.vm("q1")
+    assert lab.wait_for(lambda: lab.ping(g1, str(q1.ip)), 60, interval=0.5), "the guest never answered"
+    assert tunnels_toward(fab, "leaf1", q1.mac) == {"192.168.254.3"}
+    rec = fab.api.post("/migrations", {"vm": "q1", "target": "leaf2", "mode": "live"})
+    rec = fab.agent.wait(rec["id"], timeout=30)
+    assert rec["outcome"] == "ok" and rec["qemu"]["status"] == "completed", rec
+    guest = fab.emu.guests["q1"]
+    assert guest.switch == "leaf2" and guest.alive()
+    assert tunnels_toward(fab, "leaf1", q1.mac) == {"192.168.254.2"}
+    assert lab.reachable(g1, str(q1.ip))
