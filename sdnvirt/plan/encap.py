@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..config import Config, FabricSettings
-from ..fabric import Fabric, PortRef, Switch, flood_tree, next_hops, path_nodes
+from ..fabric import Fabric, PortRef, Switch, flood_tree, next_hops
 from .flows import OFPVID_PRESENT, Action, Match
 
 Actions = tuple[Action, ...]
@@ -110,9 +110,13 @@ class VlanEncap(Encap):
     def __init__(self, fabric: Fabric, config: Config) -> None:
         super().__init__(fabric, config)
         self.graph = fabric.graph()
-        # Both are asked for again and again in one plan: once per
-        # destination switch and once per switch is enough.
-        self._hops: dict[int, dict[int, int]] = {}
+        # Asked for again and again in one plan: once per destination switch
+        # (its next hops, and the next switch on from each) and once per switch is enough.
+        self._hops: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
+        self._peer: dict[PortRef, int] = {}      # the switch at the other end of a link
+        for a, b in self.graph.edges:
+            ends = self.graph.edges[a, b]["ports"]
+            self._peer[a, ends[a]], self._peer[b, ends[b]] = b, a
         ports: defaultdict[int, set[int]] = defaultdict(set)
         for (dpid, port), _ in fabric.confirmed_links():
             ports[dpid].add(port)
@@ -123,11 +127,18 @@ class VlanEncap(Encap):
         return (("push_vlan",), ("set", "vlan_vid", OFPVID_PRESENT | segment))
 
     def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Actions]:
-        hops = self._hops.get(dst)
-        if hops is None:
-            hops = self._hops[dst] = next_hops(self.graph, dst)
-        on_path = {n for src in sources for n in path_nodes(self.graph, src, dst, hops)}
-        on_path.discard(dst)
+        known = self._hops.get(dst)
+        if known is None:
+            hops = next_hops(self.graph, dst)
+            known = self._hops[dst] = (hops, {at: self._peer[at, port] for at, port in hops.items()})
+        hops, onward = known
+        # The next hops toward dst form a tree: a walk from a source may stop
+        # where it meets the path of another, which is the same from there.
+        on_path: set[int] = set()
+        for at in sources:
+            while at != dst and at in onward and at not in on_path:
+                on_path.add(at)
+                at = onward[at]
         tag = self._tag(segment)
         return {at: (*tag, ("output", hops[at])) for at in on_path}
 
