@@ -84,7 +84,7 @@ def is_ours(value: int) -> bool:
     return (value >> 56) in {int(o) for o in Owner}
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Flow:
     table: int
     priority: int
@@ -93,17 +93,16 @@ class Flow:
     cookie: int
     # Flows are hashed over and over (sets, counts, diffs of a million flows): once is enough.
     _hash: int = field(init=False, repr=False, compare=False)
+    # One key object however many tables (desired, installed) hold the flow.
+    key: tuple[int, int, tuple[tuple[str, Any], ...]] = field(init=False, repr=False, compare=False)
+    """What identifies a flow in a switch's table (OpenFlow's strict match)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hash", hash((self.table, self.priority, self.match, self.instructions, self.cookie)))
+        object.__setattr__(self, "key", (self.table, self.priority, self.match))
 
     def __hash__(self) -> int:
         return self._hash
-
-    @property
-    def key(self) -> tuple[int, int, tuple[tuple[str, Any], ...]]:
-        """What identifies a flow in a switch's table (OpenFlow's strict match)."""
-        return (self.table, self.priority, self.match)
 
     @property
     def match_dict(self) -> Match:
@@ -129,7 +128,24 @@ class Group:
 
 def flow(table: int, priority: int, match: Match, instructions: list[Instruction] | tuple[Instruction, ...],
          owner_cookie: int) -> Flow:
-    return Flow(table, priority, tuple(sorted(match.items())), tuple(instructions), owner_cookie)
+    return Flow(table, priority, shared(tuple(sorted(match.items()))), shared(tuple(instructions)), owner_cookie)
+
+
+# A fabric's flows repeat their parts: a VM's match on every switch of its
+# paths, a tenant's "tag and out of port p" for every VM behind p.  Equal
+# parts are held once; the table is only a cache, emptied when it is full.
+_SHARED: dict[Any, Any] = {}
+_SHARED_MAX = 1 << 20
+
+
+def shared(value: Any) -> Any:
+    """The one object held for values equal to ``value`` (``value`` itself the first time)."""
+    held = _SHARED.get(value)
+    if held is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        held = _SHARED[value] = value
+    return held
 
 
 def meter(meter_id: int) -> Instruction:
