@@ -54,9 +54,12 @@ class Engine:
         self.wires = Wires({})      # where the switches' outputs lead, to order a round's changes
         self._tenants: dict[str, Tenant] = {}
         self._tenant_inputs: dict[tuple[type[Feature], str], Hashable] = {}
-        self._parts: dict[Scope, tuple[object, Contribution]] = {}
+        self._parts: dict[Scope, tuple[object, _Held]] = {}
         self._scopes_of: defaultdict[tuple[type[Feature], str], set[Hashable]] = defaultdict(set)
-        self._count: defaultdict[int, dict[Flow | Group | Meter, int]] = defaultdict(dict)
+        # How many contributions want a flow beyond the first (the desired table holds
+        # those it has once, and a million flows are mostly wanted once), a group, a meter.
+        self._extra: defaultdict[int, dict[Flow, int]] = defaultdict(dict)
+        self._count: defaultdict[int, dict[Group | Meter, int]] = defaultdict(dict)
         self._changed: defaultdict[int, Keys] = defaultdict(Keys)
         self.recomputed = 0     # contributions computed in the last update: what a change cost
 
@@ -161,20 +164,23 @@ class Engine:
                 entries.pop(dpid, None)
         self.desired.pop(dpid, None)
         self._count.pop(dpid, None)
+        self._extra.pop(dpid, None)
         self._changed.pop(dpid, None)
 
     def _replace(self, scope: Scope, inputs: object, new: Contribution | None) -> None:
         """Put ``new`` in the place of the contribution at ``scope``: only what differs is counted."""
         self.recomputed += new is not None
         old = self._parts.pop(scope, None)
-        before = old[1] if old is not None else Contribution()
-        after = new if new is not None else Contribution()
+        before = old[1] if old is not None else _NOTHING
+        after = _Held(new) if new is not None else _NOTHING
         if new is not None:
-            self._parts[scope] = (inputs, new)
+            self._parts[scope] = (inputs, after)
         for dpid in before.flows.keys() | after.flows.keys():
-            was, now = before.flows.get(dpid, set()), after.flows.get(dpid, set())
+            was, now = before.flows.get(dpid, ()), after.flows.get(dpid, ())
             if was != now:
-                self._count_flows(dpid, was - now, now - was)
+                was_set, now_set = set(was), set(now)
+                if was_set != now_set:
+                    self._count_flows(dpid, was_set - now_set, now_set - was_set)
         for dpid in before.groups.keys() | after.groups.keys():
             self._count_ids(dpid, before.groups.get(dpid, {}), after.groups.get(dpid, {}), "groups")
         for dpid in before.meters.keys() | after.meters.keys():
@@ -187,21 +193,23 @@ class Engine:
         return tables
 
     def _count_flows(self, dpid: int, gone: Iterable[Flow], added: Iterable[Flow]) -> None:
-        count, held, keys = self._count[dpid], self._tables(dpid).flows, self._changed[dpid].flows
+        extra, held, keys = self._extra[dpid], self._tables(dpid).flows, self._changed[dpid].flows
         for f in gone:
-            n = count[f] - 1
+            n = extra.get(f)
             if n:
-                count[f] = n
+                if n > 1:
+                    extra[f] = n - 1
+                else:
+                    del extra[f]
                 continue
-            del count[f]
             # Another contribution may already have put a flow with the same key in its place.
-            if held.get(f.key) == f:
+            if _same(held.get(f.key), f):
                 del held[f.key]
                 keys.add(f.key)
         for f in added:
-            n = count.get(f, 0)
-            count[f] = n + 1
-            if not n:
+            if _same(held.get(f.key), f):
+                extra[f] = extra.get(f, 0) + 1
+            else:
                 held[f.key] = f
                 keys.add(f.key)
 
@@ -230,6 +238,25 @@ class Engine:
             if not n:
                 held[eid] = entry
                 keys.add(eid)
+
+
+def _same(held: Flow | None, flow: Flow) -> bool:
+    return held is flow or held == flow
+
+
+class _Held:
+    """A contribution as the engine keeps it: each switch's flows in a tuple, not a set
+    (a third of the memory; compared as sets when it is replaced)."""
+
+    __slots__ = ("flows", "groups", "meters")
+
+    def __init__(self, out: Contribution | None = None) -> None:
+        self.flows: dict[int, tuple[Flow, ...]] = {d: tuple(f) for d, f in out.flows.items()} if out else {}
+        self.groups: dict[int, dict[int, Group]] = dict(out.groups) if out else {}
+        self.meters: dict[int, dict[int, Meter]] = dict(out.meters) if out else {}
+
+
+_NOTHING = _Held()
 
 
 def _overrides(feature: Feature, hook: str) -> bool:
