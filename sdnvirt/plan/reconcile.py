@@ -18,6 +18,7 @@ messages.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
@@ -42,7 +43,7 @@ class Phase(IntEnum):
     BREAK_REFERENCED = 3    # groups and meters no flow uses any more
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     verb: Verb
     entry: Entry
@@ -201,11 +202,12 @@ def path_ranks(desired: Mapping[int, Tables], wires: Wires) -> Callable[[int], C
     packets still cross, following the desired flows with the same key on
     the switch its one output reaches, by a fabric link or a tunnel (0: they
     leave the fabric here, or the flow floods)."""
-    memo: dict[tuple[int, tuple[Any, ...]], int] = {}
+    memo: defaultdict[int, dict[tuple[Any, ...], int]] = defaultdict(dict)    # per switch: a million flows
 
     def rank(dpid: int, flow: Flow, seen: frozenset[int]) -> int:
-        key = (dpid, flow.key)
-        if key not in memo:
+        known = memo[dpid]
+        depth = known.get(flow.key)
+        if depth is None:
             depth = 0
             hops = wires.beyond(dpid, (a for inst in flow.instructions if inst[0] == "apply" for a in inst[1]))
             # Only a path (one way on): a flood tree is reached from both of
@@ -215,8 +217,8 @@ def path_ranks(desired: Mapping[int, Tables], wires: Wires) -> Callable[[int], C
                 after = after_tables.flows.get(flow.key) if after_tables is not None else None
                 if after is not None:
                     depth = 1 + rank(hops[0], after, seen | {dpid})
-            memo[key] = depth
-        return memo[key]
+            known[flow.key] = depth
+        return depth
 
     return lambda dpid: lambda flow: rank(dpid, flow, frozenset())
 
