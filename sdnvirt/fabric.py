@@ -29,7 +29,15 @@ class Switch:
 class Fabric:
     def __init__(self) -> None:
         self.switches: dict[int, Switch] = {}
-        self.links: dict[PortRef, PortRef] = {}   # one entry per direction seen
+        # One entry per direction seen; changed through the methods below only,
+        # which keep what is derived from it (asked for on every plan) in step.
+        self.links: dict[PortRef, PortRef] = {}
+        self._confirmed: tuple[tuple[PortRef, PortRef], ...] | None = None
+        self._fabric_ports: dict[int, list[int]] = {}
+
+    def _links_changed(self) -> None:
+        self._confirmed = None
+        self._fabric_ports = {}
 
     # -- changes -------------------------------------------------------------
     def add_switch(self, dpid: int) -> Switch:
@@ -40,7 +48,7 @@ class Fabric:
         self.switches.pop(dpid, None)
         gone = [a for a, b in self.links.items() if a[0] == dpid or b[0] == dpid]
         for a in gone:
-            del self.links[a]
+            self.forget_link(a)
         return bool(gone)
 
     def set_port(self, dpid: int, port: int, up: bool, name: str = "") -> bool:
@@ -73,24 +81,35 @@ class Fabric:
             if (a, b) != (dst, src) and ({a, b} & {src, dst}):
                 del self.links[a]
         self.links[src] = dst
+        self._links_changed()
         return True
 
     def remove_links_at(self, ref: PortRef) -> bool:
         gone = [a for a, b in self.links.items() if a == ref or b == ref]
         for a in gone:
-            del self.links[a]
+            self.forget_link(a)
         return bool(gone)
 
+    def forget_link(self, src: PortRef) -> None:
+        """The link heard from ``src`` is no more (in that direction)."""
+        if self.links.pop(src, None) is not None:
+            self._links_changed()
+
     # -- queries -------------------------------------------------------------
-    def confirmed_links(self) -> list[tuple[PortRef, PortRef]]:
+    def confirmed_links(self) -> tuple[tuple[PortRef, PortRef], ...]:
         """Links heard in both directions: the only ones paths and tags use."""
-        return sorted((a, b) for a, b in self.links.items() if self.links.get(b) == a)
+        if self._confirmed is None:
+            self._confirmed = tuple(sorted((a, b) for a, b in self.links.items() if self.links.get(b) == a))
+        return self._confirmed
 
     def is_fabric_port(self, dpid: int, port: int) -> bool:
         return port in self.fabric_ports(dpid)
 
     def fabric_ports(self, dpid: int) -> list[int]:
-        return sorted({a[1] for a, _ in self.confirmed_links() if a[0] == dpid})
+        if not self._fabric_ports:
+            for (at, port), _ in self.confirmed_links():
+                self._fabric_ports.setdefault(at, []).append(port)    # in order, once each
+        return list(self._fabric_ports.get(dpid, ()))
 
     def edge_ports(self, dpid: int) -> list[int]:
         """Ports that are up and lead to no other switch: where VMs plug in."""
@@ -227,22 +246,29 @@ def path_nodes(g: nx.Graph[int], src: int, dst: int, hops: dict[int, int]) -> li
     return nodes
 
 
-def flood_tree(g: nx.Graph[int], members: set[int]) -> nx.Graph[int]:
-    """The smallest subtree of one fabric-wide spanning tree that joins ``members``.
-
-    One spanning tree (BFS from the lowest dpid, neighbours in order) for all
-    tenants keeps broadcast loop-free on any redundant fabric; each tenant then
-    uses only the branches that lead to its own VMs.
-    """
-    members = {m for m in members if m in g}
-    if not members:
-        return nx.Graph()
+def spanning_tree(g: nx.Graph[int]) -> nx.Graph[int]:
+    """The fabric-wide spanning tree every tenant's flood tree is part of: BFS from
+    the lowest dpid of each component, neighbours in order."""
     tree: nx.Graph[int] = nx.Graph()
     for component in nx.connected_components(g):
         root = min(component)
         tree.add_node(root)
         for parent, child in nx.bfs_edges(g, root, sort_neighbors=sorted):
             tree.add_edge(parent, child, **g.edges[parent, child])
+    return tree
+
+
+def flood_tree(g: nx.Graph[int], members: set[int], spanning: nx.Graph[int] | None = None) -> nx.Graph[int]:
+    """The smallest subtree of one fabric-wide spanning tree that joins ``members``.
+
+    One spanning tree (``spanning``: ``spanning_tree(g)``, computed if not given) for all
+    tenants keeps broadcast loop-free on any redundant fabric; each tenant then
+    uses only the branches that lead to its own VMs.
+    """
+    members = {m for m in members if m in g}
+    if not members:
+        return nx.Graph()
+    tree = (spanning if spanning is not None else spanning_tree(g)).copy()
     leaves = [n for n in tree if tree.degree(n) <= 1 and n not in members]
     while leaves:
         tree.remove_nodes_from(leaves)

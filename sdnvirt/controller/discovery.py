@@ -53,7 +53,7 @@ class Discovery:
         for src in stale:
             del self.link_seen[src]
             if src in fabric.links:
-                del fabric.links[src]
+                fabric.forget_link(src)
                 gone.append(src)
         return gone
 
