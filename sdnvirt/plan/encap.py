@@ -20,8 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import networkx as nx
+
 from ..config import Config, FabricSettings
-from ..fabric import Fabric, PortRef, Switch, flood_tree, next_hops
+from ..fabric import Fabric, PortRef, Switch, flood_tree, next_hops, spanning_tree
 from .flows import OFPVID_PRESENT, Action, Match
 
 Actions = tuple[Action, ...]
@@ -79,6 +81,12 @@ class Encap(ABC):
         (and that discovery does not close already as fabric ports)."""
         return []
 
+    def moved(self, old: Encap) -> tuple[set[int] | None, bool]:
+        """What differs from ``old``, an encapsulation of the same switches and settings
+        on other links: the switches the paths toward which may differ (None: any), and
+        whether flood trees may."""
+        return None, True
+
     @abstractmethod
     def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Actions]:
         """Every switch but ``dst`` that a frame of ``segment`` crosses from
@@ -121,17 +129,33 @@ class VlanEncap(Encap):
         for (dpid, port), _ in fabric.confirmed_links():
             ports[dpid].add(port)
         self._fabric_ports = {dpid: sorted(p) for dpid, p in ports.items()}
+        self._spanning: nx.Graph[int] | None = None
+
+    def _towards(self, dst: int) -> tuple[dict[int, int], dict[int, int]]:
+        """The next hops toward ``dst`` (ports) and the switches they lead to."""
+        known = self._hops.get(dst)
+        if known is None:
+            hops = next_hops(self.graph, dst)
+            known = self._hops[dst] = (hops, {at: self._peer[at, port] for at, port in hops.items()})
+        return known
+
+    def spanning(self) -> nx.Graph[int]:
+        if self._spanning is None:
+            self._spanning = spanning_tree(self.graph)
+        return self._spanning
+
+    def moved(self, old: Encap) -> tuple[set[int] | None, bool]:
+        if not isinstance(old, VlanEncap):
+            return None, True
+        paths = {dst for dst, (hops, _) in old._hops.items() if self._towards(dst)[0] != hops}
+        return paths, old._spanning is None or _edges(old.spanning()) != _edges(self.spanning())
 
     @staticmethod
     def _tag(segment: int) -> Actions:
         return (("push_vlan",), ("set", "vlan_vid", OFPVID_PRESENT | segment))
 
     def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Actions]:
-        known = self._hops.get(dst)
-        if known is None:
-            hops = next_hops(self.graph, dst)
-            known = self._hops[dst] = (hops, {at: self._peer[at, port] for at, port in hops.items()})
-        hops, onward = known
+        hops, onward = self._towards(dst)
         # The next hops toward dst form a tree: a walk from a source may stop
         # where it meets the path of another, which is the same from there.
         on_path: set[int] = set()
@@ -143,7 +167,7 @@ class VlanEncap(Encap):
         return {at: (*tag, ("output", hops[at])) for at in on_path}
 
     def flood(self, segment: int, members: set[int]) -> dict[int, Actions]:
-        tree = flood_tree(self.graph, members)
+        tree = flood_tree(self.graph, members, self.spanning())
         tag = self._tag(segment)
         out: dict[int, Actions] = {}
         for at in tree.nodes:
@@ -195,6 +219,9 @@ class VxlanEncap(Encap):
                 for a in (("set", "tun_ipv4_dst", self.vteps[dst].address), ("output", port))]
         return (("set", "tunnel_id", segment), *hops) if port is not None and hops else ()
 
+    def moved(self, old: Encap) -> tuple[set[int] | None, bool]:
+        return set(), False      # tunnels: the underlay's links are not ours to follow
+
     def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Actions]:
         routes = {src: self._to(src, segment, (dst,)) for src in sources if src != dst}
         return {src: actions for src, actions in routes.items() if actions}
@@ -208,6 +235,12 @@ class VxlanEncap(Encap):
             return []
         return [({"in_port": port, "tunnel_id": segment, "tun_ipv4_src": self.vteps[peer].address}, ())
                 for peer in sorted(members) if peer != dpid and peer in self.vteps]
+
+
+def _edges(tree: nx.Graph[int]) -> set[tuple[int, int, int, int]]:
+    """A tree's links, port to port, to compare two trees."""
+    ends = ((a, b, tree.edges[a, b]["ports"]) for a, b in tree.edges)
+    return {(min(a, b), ports[min(a, b)], max(a, b), ports[max(a, b)]) for a, b, ports in ends}
 
 
 def vteps(fabric: Fabric, config: Config) -> dict[int, Vtep]:

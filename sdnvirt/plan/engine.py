@@ -13,10 +13,13 @@ which keys of which switch changed, so the reconciler diffs only those
 Scopes: one contribution per (feature, switch) and per (feature, tenant,
 part).  A tenant's footprint (``tenancy.Tenant``) is itself kept and reused
 while its VMs, places and services stay the same, its paths per VM while the
-VM stays where it is.  A change of the fabric (switches, links), of the
-controller's settings or of the hypervisors starts the contributions afresh
--- still diffed, only the changed keys reported; a change to a tenant's
-config does not (the footprints and the hooks' inputs see it).
+VM stays where it is and the paths toward its switch do not change.  A link
+that comes or goes recomputes the paths toward the switches whose next hops
+changed (``Encap.moved``) and what reads the fabric's ports (the hooks' inputs
+say so).  A change of the switches, of the controller's settings or of the
+hypervisors starts the contributions afresh -- still diffed, only the changed
+keys reported; a change to a tenant's config does not (the footprints and the
+hooks' inputs see it).
 ``pipeline.plan`` stays the fallback and the oracle: the tests check, after
 random sequences of changes, that the engine's state equals it.
 """
@@ -49,6 +52,7 @@ class Engine:
         self.features = tuple(features)
         self.desired: dict[int, Tables] = {}
         self._basis: tuple[Any, ...] | None = None       # what every contribution depends on
+        self._links: tuple[Any, ...] = ()
         self._encap: Encap | None = None
         self._ends: set[int] = set()
         self.wires = Wires({})      # where the switches' outputs lead, to order a round's changes
@@ -69,10 +73,19 @@ class Engine:
         encapsulation = model.config.controller.fabric.encapsulation
         # Not the tenants' config: an API change to one tenant recomputes that tenant.
         basis = (model.config.controller, model.config.hypervisors, tuple(fabric.switches),
-                 tuple(fabric.confirmed_links()),
                  vteps(fabric, model.config) if encapsulation == VxlanEncap.name else None)
+        links = fabric.confirmed_links()
+        moved: tuple[set[int] | None, bool] = (set(), False)
         if basis != self._basis or self._encap is None:
             self._restart(model, fabric, basis)
+        elif links != self._links:
+            # Only the paths that crossed a changed link, and the contributions
+            # that read the fabric's ports (their inputs say so), are computed again.
+            old, self._encap = self._encap, ENCAPS[encapsulation](fabric, model.config)
+            self.wires = self._encap.wires()
+            moved = self._encap.moved(old)
+        relinked = links != self._links
+        self._links = links
         assert self._encap is not None
         ctx = Context(model, fabric, self._encap)
         features = [cls(ctx) for cls in self.features]
@@ -86,13 +99,13 @@ class Engine:
             self._tenant_gone(name)
         for name, vms in vms_of.items():
             before = self._tenants.get(name)
-            tenant = footprint(model, self._encap, self._ends, name, vms, services_of[name], before)
+            tenant = footprint(model, self._encap, self._ends, name, vms, services_of[name], before, moved)
             if tenant is None:
                 self._tenant_gone(name)
                 continue
             self._tenants[name] = tenant
             for feature in features:
-                self._tenant(feature, tenant, tenant is before)
+                self._tenant(feature, tenant, tenant is before and not relinked)
 
     def take_changes(self) -> dict[int, Keys]:
         """The keys of every switch whose desired entry changed since the last call."""

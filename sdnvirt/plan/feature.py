@@ -23,10 +23,11 @@ A hook returns a value compared with ``==`` to the one of the last plan
 (cheap to build: objects the model keeps, not flows).  ``None``, the default,
 means "not declared": the contribution is computed again on every plan --
 correct, only slow, so a new feature is right before it is fast.  Whatever
-the hooks return, every contribution is computed again when the fabric (its
-switches and links), the controller's settings or the hypervisors change; a
-tenant's config (its VMs, services, security groups, addresses) is an input
-to declare like any other.
+the hooks return, every contribution is computed again when the fabric's
+switches, the controller's settings or the hypervisors change; the links are
+not: what a contribution reads of them (a switch's fabric ports; paths and
+flood trees come in the ``Tenant``) is an input to declare, as a tenant's
+config (its VMs, services, security groups, addresses) is.
 """
 
 from __future__ import annotations

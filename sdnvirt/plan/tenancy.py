@@ -7,7 +7,7 @@ tenant, and each feature hands out every switch's part of them.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from ..model import VM, Location, Model, Service
@@ -58,25 +58,33 @@ def by_tenant(model: Model) -> tuple[dict[str, list[VM]], defaultdict[str, list[
 
 
 def footprint(model: Model, encap: Encap, switches: Container[int], name: str, vms: list[VM],
-              services: list[Service], before: Tenant | None = None) -> Tenant | None:
+              services: list[Service], before: Tenant | None = None,
+              moved: tuple[Container[int] | None, bool] = ((), False)) -> Tenant | None:
     """One tenant's footprint; None if none of its VMs is on one of ``switches``.
 
-    ``before``: its footprint in an earlier plan on the same fabric, returned
-    as it is if nothing changed, its paths reused where they still hold."""
+    ``before``: its footprint in an earlier plan on the same switches, returned
+    as it is if nothing changed, its paths reused where they still hold;
+    ``moved``: since then, the switches the paths toward which may have
+    changed (None: any) and whether the flood trees may have (``Encap.moved``)."""
     bound = _at(vms, model.locations, switches)
     pending = _at(vms, model.pending, switches)
+    paths, flood_moved = moved
     if before is not None and before.bound == bound and before.pending == pending and before.vms == vms \
-            and before.services == services:
+            and before.services == services and not flood_moved and paths is not None \
+            and not any(loc.dpid in paths for loc in (*bound.values(), *pending.values())):
         return before
     members = {loc.dpid for loc in (*bound.values(), *pending.values())}
     if not members:
         return None
     segment = vms[0].segment
     kept = before if before is not None and before.members == members and before.segment == segment else None
-    routes = _routes(encap, segment, members, bound, kept.bound if kept else {}, kept.routes if kept else {})
+    # Paths toward a switch whose paths changed are worked out again (and equal ones still
+    # compare equal: the features' parts are computed again only where they differ).
+    still = (lambda loc: False) if paths is None else (lambda loc: loc.dpid not in paths)
+    routes = _routes(encap, segment, members, bound, kept.bound if kept else {}, kept.routes if kept else {}, still)
     pending_routes = _routes(encap, segment, members, pending, kept.pending if kept else {},
-                             kept.pending_routes if kept else {})
-    flood = kept.flood if kept is not None else encap.flood(segment, members)
+                             kept.pending_routes if kept else {}, still)
+    flood = kept.flood if kept is not None and not flood_moved else encap.flood(segment, members)
     carriers = members | flood.keys()
     for r in (*routes.values(), *pending_routes.values()):
         carriers |= r.keys()
@@ -85,9 +93,11 @@ def footprint(model: Model, encap: Encap, switches: Container[int], name: str, v
 
 
 def _routes(encap: Encap, segment: int, members: set[int], at: dict[VM, Location], old_at: dict[VM, Location],
-            old_routes: dict[VM, dict[int, Actions]]) -> dict[VM, dict[int, Actions]]:
-    """The paths to the VMs ``at`` their places; a VM's old path where it has not moved."""
-    return {vm: old_routes[vm] if old_at.get(vm) == loc else encap.toward(segment, loc.dpid, members)
+            old_routes: dict[VM, dict[int, Actions]], still: Callable[[Location], bool]
+            ) -> dict[VM, dict[int, Actions]]:
+    """The paths to the VMs ``at`` their places; a VM's old path where neither it
+    nor the paths toward its switch (``still``) moved."""
+    return {vm: old_routes[vm] if old_at.get(vm) == loc and still(loc) else encap.toward(segment, loc.dpid, members)
             for vm, loc in at.items()}
 
 

@@ -35,8 +35,9 @@ class Discovery(Feature):
     declaration = declare("discovery", {Table.INGRESS: set(Prio)}, {Owner.FABRIC},
                           {MeterId.LEARN, MeterId.DISCOVERY})
 
-    def switch_inputs(self, dpid: int) -> tuple[()]:
-        return ()     # its fabric and tunnel ports and the config's meters: the engine's basis
+    def switch_inputs(self, dpid: int) -> tuple[int, ...]:
+        # Its tunnel ports and the config's meters: the engine's basis.
+        return tuple(self.ctx.fabric.fabric_ports(dpid))
 
     def switch(self, dpid: int, out: Contribution) -> None:
         out.add(dpid, *_EVERYWHERE)

@@ -69,7 +69,9 @@ class TenantSwitching(Feature):
         # Per VM its paths; the flood tree and the fabric ingress per tenant.
         parts: dict[Hashable, object] = {vm: (loc, tenant.routes[vm]) for vm, loc in tenant.bound.items()}
         parts[_FLOOD] = (tenant.segment, tenant.cookie, tenant.flood, tenant.bound)
-        parts[_INGRESS] = (tenant.segment, tenant.cookie, tenant.carriers, tenant.members)
+        fabric = self.ctx.fabric
+        parts[_INGRESS] = (tenant.segment, tenant.cookie, tenant.carriers, tenant.members,
+                           tuple(fabric.fabric_ports(at) for at in sorted(tenant.carriers)))
         return parts
 
     def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
