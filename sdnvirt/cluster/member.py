@@ -140,7 +140,10 @@ class Member:
     def step(self) -> None:
         """Renew the lease when due, fence if it may be lost, act on the view."""
         now = self.clock()
-        if now - self.renewed >= self.ttl / 4:
+        # Renewed at every step (an eighth of the lease): the more recent the
+        # last renewal, the longer an etcd leader election may take before
+        # this instance fences itself.
+        if now - self.renewed >= self.ttl / 8:
             try:
                 self.store.keepalive(self.lease)
                 self.renewed = now

@@ -124,7 +124,8 @@ class Roles:
         mine = state.mine(session.dpid)
         claim = state.claims.get(session.dpid)
         if mine is None and session.role is Role.MASTER:
-            self._set(session, Role.SLAVE)      # at once: the claim is gone or another's
+            self._set(session, Role.SLAVE)      # at once: the claim is gone or another's, or this instance fenced
+            self.asked.pop(session.dpid, None)  # so that the same claim, back after a fence, is asked for again
         if mine is not None:
             self._ask(session, Role.MASTER, mine.revision)
         elif claim is not None and not state.fenced:
