@@ -9,6 +9,9 @@ import yaml
 DEPLOY = Path(__file__).parent.parent / "deploy"
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 RULES = DEPLOY / "prometheus" / "rules.yml"
+# The dashboard row (deploy/grafana/dashboards.py's CLUSTER_ROW) whose panels
+# have data only from daemons of a cluster (controller.cluster).
+CLUSTER_ROW = "Cluster (several controllers)"
 
 # What Grafana puts in place of its variables, for one tenant and service of
 # the tests' configs and windows that suit a 1 s scrape interval.
@@ -34,10 +37,21 @@ def panels(board: dict):
         yield from panel.get("panels", [])
 
 
-def panel_exprs() -> list[tuple[str, str, str]]:
-    """(dashboard, panel title, PromQL with the variables filled in) of every panel target."""
+def rows(board: dict):
+    """(the title of its row, panel) of every panel."""
+    row = ""
+    for panel in panels(board):
+        if panel["type"] == "row":
+            row = panel["title"]
+        yield row, panel
+
+
+def panel_exprs(cluster: bool | None = None) -> list[tuple[str, str, str]]:
+    """(dashboard, panel title, PromQL with the variables filled in) of every panel target;
+    ``cluster``: only those of the cluster row (True) or only the others (False)."""
     return [(name, panel["title"], grafana_expr(target["expr"]))
-            for name, board in dashboards().items() for panel in panels(board)
+            for name, board in dashboards().items() for row, panel in rows(board)
+            if cluster is None or cluster == (row == CLUSTER_ROW)
             for target in panel.get("targets", [])]
 
 

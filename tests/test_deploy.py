@@ -6,6 +6,7 @@ import runpy
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -14,6 +15,10 @@ from monitoring import DASHBOARDS, DEPLOY, RULES, alert_rules, dashboards, panel
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_metrics import DOC, daemon_like
+
+from sdnvirt.cluster.member import State
+from sdnvirt.controller.roles import ClusterCollector
+from sdnvirt.controller.session import Role
 
 PROMTOOL = shutil.which("promtool")
 
@@ -56,6 +61,12 @@ def test_dashboards_and_rules_only_use_metrics_the_daemon_exports():
     metrics.openflow_sent.labels("flow_mod").inc()
     metrics.errors_known(["bad_request"])
     metrics.probe_latency.labels("blue", "web").observe(0.001)
+    metrics.etcd_request("range", 0.001, "ok")
+    # What an instance of a cluster adds: its view of the cluster, read on its loop.
+    loop = SimpleNamespace(call=lambda read: read())
+    sessions = {0x101: SimpleNamespace(role=Role.MASTER)}
+    roles = SimpleNamespace(state=State("a", {}, ["a"], "a", False), ctl=SimpleNamespace(loop=loop, sessions=sessions))
+    metrics.registry.register(ClusterCollector(roles))
     # vxlan mode's own: sdnvirt_vtep_up.
     overlay, _ = daemon_like(vxlan_doc(DOC))
     exported = {s.name for m in (metrics, overlay)
@@ -72,6 +83,14 @@ def test_committed_dashboards_are_what_their_generator_builds():
     assert set(built) == {path.name for path in DASHBOARDS}
     stale = [name for name, text in built.items() if (DEPLOY / "grafana" / "dashboards" / name).read_text() != text]
     assert not stale, f"{stale} differ from what deploy/grafana/dashboards.py builds: run it"
+
+
+def test_the_cluster_row_is_there_and_only_its_panels_need_a_cluster():
+    assert panel_exprs(cluster=True) and set(panel_exprs(cluster=True)) | set(panel_exprs(cluster=False)) == set(
+        panel_exprs())
+    cluster_only = re.compile(r"sdnvirt_(cluster|etcd)_|sdnvirt_switch_master")
+    assert all(cluster_only.search(expr) for _, _, expr in panel_exprs(cluster=True))
+    assert not any(cluster_only.search(expr) for _, _, expr in panel_exprs(cluster=False))
 
 
 def test_dashboards_suit_current_grafana():

@@ -42,6 +42,9 @@ def quantiles(metric: str, by: str, legend: str, selector: str = "") -> list[tup
              f"p{p} {legend}".strip()) for q, p in (("0.5", 50), ("0.99", 99))]
 
 
+# The rows only a daemon of several controllers (controller.cluster) has data for.
+CLUSTER_ROW = "Cluster (several controllers)"
+
 VARIABLES = {"tenant": ("Tenant", "label_values(sdnvirt_tenant_vms, tenant)"),
              "service": ("Service", f"label_values(sdnvirt_service_backends{T}, service)")}
 
@@ -105,6 +108,26 @@ DASHBOARDS = {
             Panel("timeseries", "Config reloads", "short", (24, 6),
                   [(f"sum by (result) (increase(sdnvirt_config_reloads_total{RATE}))", "{{result}}")],
                   "SIGHUP reloads; a failure leaves the daemon on the config before it."),
+        ]),
+        (CLUSTER_ROW, [
+            Panel("stat", "Members", "short", (6, 5), [("max(sdnvirt_cluster_members)", "")],
+                  "Live instances, as the instance that sees most of them says."),
+            Panel("table", "Leader", "short", (6, 5), [("sdnvirt_cluster_leader == 1", "")],
+                  "The instance that runs the fabric-wide duties (health probing, migrations)."),
+            Panel("stat", "Switches without a master", "short", (6, 5),
+                  [("max(sdnvirt_cluster_switches_without_master)", "")],
+                  "Connected switches that no instance has claimed: they take no changes."),
+            Panel("stat", "Instances fenced", "short", (6, 5), [("sum(sdnvirt_cluster_fenced)", "")],
+                  "Instances that write to no switch because their etcd lease may have expired."),
+            Panel("table", "Master of each switch", "short", (24, 6), [("sdnvirt_switch_master == 1", "")],
+                  "The instance that holds the OpenFlow MASTER role at each switch (the others are SLAVE)."),
+            Panel("timeseries", "etcd request duration", "s", (12, 8),
+                  quantiles("sdnvirt_etcd_request_duration_seconds", "operation", "{{operation}}"),
+                  "Requests to etcd, the members tried included: range (reads), txn (writes), keepalive, watch."),
+            Panel("timeseries", "etcd requests", "ops", (12, 8),
+                  [(f"sum by (operation, result) (rate(sdnvirt_etcd_requests_total{RATE}))",
+                    "{{operation}} {{result}}")],
+                  "refused: etcd answered with an error; unreachable: no member answered."),
         ]),
     ]),
     "tenants": ("sdnvirt-tenants", "sdnvirt / Tenants",

@@ -1,15 +1,21 @@
 """Three controller processes on a real three-member etcd, one leaf-spine
 fabric connected to all of them: one master per switch, a change through one
 instance applied by the others, kill -9 of a master under a 1 ms ping stream,
-a graceful handover, and slaves that never write."""
+a graceful handover, slaves that never write, and etcd's faults: one member
+of three lost, then the quorum lost and regained; a real Prometheus scrapes
+them all for the cluster's dashboard row and alerts."""
 
 import time
 
 import pytest
 from fabrics import TWO_TENANTS
+from monitoring import panel_exprs
 
+from sdnvirt.api.client import ApiError
 from sdnvirt.emulation import lab
 from sdnvirt.emulation.clusterlab import ClusterLab
+
+from .test_monitoring import Prometheus, fires, until
 
 pytestmark = pytest.mark.integration
 
@@ -22,9 +28,14 @@ def cluster(tmp_path_factory):
     doc = {"controller": {"fabric": {"settle": 1.0}}, **TWO_TENANTS}
     c = ClusterLab(tmp_path_factory.mktemp("cluster"), doc, "leafspine", {"spines": 2, "leaves": 3},
                    lease_ttl=LEASE)
+    c.prom = None
     try:
-        yield c.start()
+        c.start()
+        c.prom = Prometheus(tmp_path_factory.mktemp("prometheus"), *(ctl.metrics_port for ctl in c.ctls.values()))
+        yield c
     finally:
+        if c.prom is not None:
+            c.prom.stop()
         c.stop()
 
 
@@ -104,3 +115,49 @@ def test_sigterm_hands_the_switches_over_at_once(cluster):
         assert e is not None and e["time"] - stopped < 1.0, e
     assert lab.wait_for(cluster.settled, 10)
     assert reachable(cluster, "web1", "web2") and reachable(cluster, "db2", "db1")
+
+
+def test_etcd_one_member_lost_nothing_visible_quorum_lost_writes_refused_flows_untouched_then_resumed(cluster):
+    (name,) = cluster.alive()
+    ctl, etcd, prom = cluster.ctls[name], cluster.etcd, cluster.prom
+    api = ctl.api()
+    cursor = ctl.cursor()
+    # One member of three lost (the leader, the worst one): nothing visible.
+    etcd.kill(etcd.leader())
+    api.post("/tenants/blue/vms", {"name": "web5", "mac": "02:00:00:00:01:05", "ip": "10.1.0.15", "host": "leaf2"})
+    assert lab.wait_for(lambda: any("02:00:00:00:01:05" in f for f in lab.dump_flows("leaf2")), 10)
+    assert not ctl.events("cluster_changed", {"fenced": True}, cursor) and not ctl.events("role_changed", after=cursor)
+
+    # The quorum lost: the instance fences itself, refuses writes, answers reads, leaves the flows alone.
+    flows = {sw.name: sorted(map(lab.flow_key, lab.dump_flows(sw.name))) for sw in cluster.emu.net.switches}
+    cursor = ctl.cursor()
+    etcd.kill(next(m for m in etcd.members if m.proc.poll() is None))
+    assert ctl.wait_event("cluster_changed", {"fenced": True}, cursor, timeout=LEASE + 3)
+    with pytest.raises(ApiError) as refused:
+        api.post("/tenants/blue/vms", {"name": "web6", "mac": "02:00:00:00:01:06", "ip": "10.1.0.16", "host": "leaf2"})
+    assert refused.value.status == 503 and "etcd unreachable" in str(refused.value), refused.value
+    assert {vm["name"] for vm in api.get("/tenants/blue/vms")} >= {"web1", "web5"}
+    assert ctl.api().get("/status")["cluster"]["fenced"] is True
+    assert reachable(cluster, "web1", "web2")
+    fires(prom, ctl, "SdnvirtEtcdUnreachable")
+    fires(prom, ctl, "SdnvirtSwitchWithoutMaster", switch="leaf1")
+    fires(prom, ctl, "SdnvirtClusterMemberLost")
+
+    # The quorum back: the instance masters its switches again and rewrites nothing.
+    for member in etcd.members:
+        if member.proc.poll() is not None:
+            etcd.start_member(member, new=False)
+    assert ctl.wait_event("cluster_changed", {"fenced": False}, cursor, timeout=20)
+    assert lab.wait_for(cluster.settled, 20)
+    # A change after it is applied, and the only one.
+    api.post("/tenants/blue/vms", {"name": "web6", "mac": "02:00:00:00:01:06", "ip": "10.1.0.16", "host": "leaf2"})
+    assert lab.wait_for(lambda: any("02:00:00:00:01:06" in f for f in lab.dump_flows("leaf2")), 10)
+    now = {sw.name: sorted(map(lab.flow_key, lab.dump_flows(sw.name))) for sw in cluster.emu.net.switches}
+    web6 = sum(1 for lines in now.values() for f in lines if "02:00:00:00:01:06" in f or "10.1.0.16" in f)
+    assert {sw: [f for f in lines if "02:00:00:00:01:06" not in f and "10.1.0.16" not in f]
+            for sw, lines in now.items()} == flows
+    changes = [e["fields"] for e in ctl.events("reconciled", after=cursor)]
+    assert sum(f["flow_add"] + f["flow_modify"] + f["flow_delete"] for f in changes) == web6, changes
+    # The dashboard's cluster row has data from the cluster's daemons.
+    for board, title, expr in panel_exprs(cluster=True):
+        until(lambda expr=expr: prom.query(expr), 10, f"data for {board}/{title}: {expr}")

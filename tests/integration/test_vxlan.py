@@ -206,7 +206,7 @@ def test_a_hypervisor_without_its_tunnel_port_fires_the_vtep_alert(fab, tmp_path
         assert prom.firing("SdnvirtVtepDown") == []
         leaf2.ovs.vsctl("del-port", "leaf2", port)
         try:
-            fires(prom, fab, "SdnvirtVtepDown", switch="leaf2", vtep="192.168.254.2")
+            fires(prom, fab.ctl, "SdnvirtVtepDown", switch="leaf2", vtep="192.168.254.2")
             assert [a["switch"] for a in prom.firing("SdnvirtVtepDown")] == ["leaf2"]
         finally:
             leaf2.ovs.vsctl(*leaf2.tunnel_port_args())
