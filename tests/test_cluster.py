@@ -168,13 +168,18 @@ def test_an_instance_without_renewals_fences_itself_before_its_lease_can_expire(
     member.stop()
 
 
-def test_links_out_of_a_switch_taken_over_age_from_the_takeover_not_from_its_old_masters_last_lldp():
+def one_link_heard():
+    """A leaf and a spine, each end's LLDP heard at the other at 0 s."""
     fab = leaf_spine(spines=1, leaves=1)
     disc = Discovery()
-    # Each end's LLDP heard at the other at 0 s.
     for (_, _, frame), dst in zip(disc.frames(fab, 0x101, [1]) + disc.frames(fab, 0x201, [1]),
-                                        [(0x201, 1), (0x101, 1)], strict=True):
+                                  [(0x201, 1), (0x101, 1)], strict=True):
         disc.heard(fab, *dst, frame, max_age=1.0, now=0.0)
+    return fab, disc
+
+
+def test_links_out_of_a_switch_taken_over_age_from_the_takeover_not_from_its_old_masters_last_lldp():
+    fab, disc = one_link_heard()
     # leaf1's master dies at 0.5 s; another instance claims leaf1 at 3.0 s.
     disc.new_master(0x101, 3.0)
     assert disc.expire(fab, 4.0, timeout=3.5) == [(0x201, 1)]       # spine1 still had a master: its LLDP stopped
@@ -183,11 +188,7 @@ def test_links_out_of_a_switch_taken_over_age_from_the_takeover_not_from_its_old
 
 
 def test_links_do_not_age_while_the_instance_is_fenced_and_age_from_its_return():
-    fab = leaf_spine(spines=1, leaves=1)
-    disc = Discovery()
-    for (_, _, frame), dst in zip(disc.frames(fab, 0x101, [1]) + disc.frames(fab, 0x201, [1]),
-                                  [(0x201, 1), (0x101, 1)], strict=True):
-        disc.heard(fab, *dst, frame, max_age=1.0, now=0.0)
+    fab, disc = one_link_heard()
     disc.held = True        # etcd lost its quorum at 0.5 s: nobody sends LLDP
     assert disc.expire(fab, 10.0, timeout=3.5) == []
     disc.resume(10.0)
