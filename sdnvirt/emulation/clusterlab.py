@@ -60,21 +60,29 @@ class ClusterLab:
         cluster: dict = self.ctls[name].api().get("/status")["cluster"]
         return cluster
 
-    def masters(self) -> dict[str, list[str]]:
-        """By dpid: the live instances that hold MASTER at the switch, as each says."""
+    def masters(self, views: dict[str, dict] | None = None) -> dict[str, list[str]]:
+        """By dpid: the live instances that hold MASTER at the switch, as each says
+        (``views``: each live instance's cluster status, if already read)."""
         found: dict[str, list[str]] = {}
         for name in self.alive():
-            for dpid, role in self.status(name)["roles"].items():
+            for dpid, role in (views[name] if views else self.status(name))["roles"].items():
                 found.setdefault(dpid, [])
                 if role == "master":
                     found[dpid].append(name)
         return found
 
     def settled(self) -> bool:
-        """Every switch has exactly one master, and every live instance is connected to all."""
+        """Every switch has exactly one master, and every live instance is connected
+        to all of them and has found every link between them: until then, each link
+        found moves paths, and the instances move theirs each on its own switches,
+        with no order between them."""
         assert self.emu.net is not None
-        masters = self.masters()
-        return len(masters) == len(self.emu.net.switches) and all(len(m) == 1 for m in masters.values())
+        switches = set(self.emu.net.switches)
+        links = sum(1 for link in self.emu.net.links if {link.intf1.node, link.intf2.node} <= switches)
+        views = {name: self.ctls[name].api().get("/status") for name in self.alive()}
+        masters = self.masters({name: v["cluster"] for name, v in views.items()})
+        return (len(masters) == len(switches) and all(len(m) == 1 for m in masters.values())
+                and all(v["links"] == links for v in views.values()))
 
     def master_of(self, switch: str) -> str:
         assert self.emu.net is not None

@@ -95,12 +95,23 @@ def test_kill_9_of_a_leafs_master_moves_its_switches_with_no_packet_lost_and_no_
     assert set(taken) == set(mine), f"not taken over: {set(mine) - set(taken)}"
     assert max(taken.values()) <= LEASE + 1.5, taken        # lease_ttl + 0.5 s, with room for a loaded machine
     times, sent, lost = lab.stream_result(stream)
-    assert len(times) > 1000 and lost == 0, (sent, lost, lab.longest_gap(times))
+    assert len(times) > 1000 and lost == 0, (sent, lost, lab.longest_gap(times),
+                                             timeline(cluster, survivors, cursors, killed))
     # The new masters read the switches and changed nothing that was right.
     assert lab.wait_for(cluster.settled, 10)
     for n in survivors:
         changes = [e["fields"] for e in cluster.ctls[n].events("reconciled", after=cursors[n])]
-        assert sum(f["flow_add"] + f["flow_modify"] + f["flow_delete"] for f in changes) == 0, (n, changes)
+        assert sum(f["flow_add"] + f["flow_modify"] + f["flow_delete"] for f in changes) == 0, \
+            timeline(cluster, survivors, cursors, killed)
+
+
+def timeline(c, names, cursors, since):
+    """What the instances saw and did after ``since``, for a failure's message."""
+    kinds = ("role_changed", "cluster_changed", "link_down", "link_up", "reconciled")
+    keep = ("dpid", "role", "members", "port", "cause", "src_dpid", "src_port", "flow_add", "flow_modify",
+            "flow_delete", "group_add", "group_modify", "group_delete")
+    return sorted(((round(e["time"] - since, 3), n, e["kind"], {k: v for k, v in e["fields"].items() if v and k in keep})
+                   for n in names for e in c.ctls[n].events(kinds, after=cursors[n])), key=lambda e: e[:3])
 
 
 def test_sigterm_hands_the_switches_over_at_once(cluster):
