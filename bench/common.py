@@ -335,9 +335,22 @@ def flow_changes(reconciled: dict) -> int:
 
 def fabric_programmed(ctl, switches: int, vms: int, timeout: float) -> dict | None:
     """The first reconcile after which every one of ``switches`` switches held its flows
-    and all ``vms`` VMs were located (the "fabric programmed" log line); None after ``timeout`` s."""
-    return ctl.wait_event("reconciled", lambda f: f["programmed"] and f["fabric_switches"] == switches
-                          and f["vms_located"] == f["vms"] == vms, timeout=timeout)
+    and all ``vms`` VMs were located (the "fabric programmed" log line), planned after
+    the last switch, link and VM found before it: a reconcile still being pushed when
+    the last of them came counts them as located but does not hold their flows yet.
+    None after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    after = 0
+    while (left := deadline - time.monotonic()) > 0:
+        prog = ctl.wait_event("reconciled", lambda f: f["programmed"] and f["fabric_switches"] == switches
+                              and f["vms_located"] == f["vms"] == vms, after=after, timeout=left)
+        if prog is None:
+            return None
+        found = ctl.events(("switch_connected", "link_up", "vm_located"), after=prog["fields"]["planned_after"])
+        if not any(e["id"] < prog["id"] for e in found):
+            return prog
+        after = prog["id"]
+    return None
 
 
 def wait_reconcile_quiet(ctl, quiet: float, timeout: float) -> bool:

@@ -6,6 +6,7 @@ a load balancer whose client and backends sit on different hypervisors, a
 live migration between hypervisors by the hypervisor agent."""
 
 import re
+import signal
 import subprocess
 import time
 
@@ -168,6 +169,24 @@ def test_tunnel_frames_need_a_known_vtep_and_the_tenants_vni(fab):
     assert _inject(fab, "192.168.254.1", VNI["blue"])
     assert not _inject(fab, "192.168.254.1", 70009), "a frame with a VNI of no tenant was delivered"
     assert not _inject(fab, "192.168.254.99", VNI["blue"]), "a frame from an unknown VTEP was delivered"
+
+
+def test_kill_9_and_restart_loses_no_packet_and_rewrites_no_flow(fab):
+    streams = [fab.host(src).popen(["ping", "-n", "-q", "-i", "0.01", "-c", "500", "-w", "15", str(fab.vm(dst).ip)],
+                                   stdout=subprocess.PIPE, text=True)
+               for src, dst in (("web1", "web2"), ("db1", "db2"))]
+    time.sleep(1)
+    fab.restart_controller(signal.SIGKILL)
+    # The restarted daemon has read the hypervisors' flows, settled, and found nothing to change.
+    assert fab.ctl.wait_event("switch_flows_read", {"warm": True}, timeout=10)
+    for proc in streams:
+        out, _ = proc.communicate(timeout=20)
+        sent, received = lab.ping_stats(out)
+        assert sent == 500 and received == sent, out
+    time.sleep(1.5)
+    assert not fab.ctl.events("reconciled"), fab.ctl.events("reconciled")
+    fab.api = fab.ctl.api()
+    fab.agent.client = fab.api
 
 
 def tunnels_toward(fab, at, mac):
