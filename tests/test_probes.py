@@ -60,6 +60,21 @@ def test_syn_ack_is_up_and_is_answered_with_a_reset():
     assert Ether(rst)[TCP].flags == "R" and (d, prt) == (dpid, port)
 
 
+def test_an_ack_from_a_connection_an_earlier_probe_left_half_open_is_reset_and_the_syn_sent_again():
+    model = model_with("tcp")
+    model.health[("blue", "svc", "web2:8080")].up = False
+    p, changes = prober(model)
+    dpid, port, syn = sent_probe(p)
+    stale = Ether(src=syn.dst, dst=syn.src) / IP(src=syn[IP].dst, dst=syn[IP].src) / \
+        TCP(sport=syn[TCP].dport, dport=syn[TCP].sport, flags="A", seq=5, ack=777)
+    [(_, _, rst), (d, prt, again)] = [(d, prt, Ether(f)) for d, prt, f in p.on_reply(dpid, port, 101, bytes(stale))]
+    assert (rst[TCP].flags, rst[TCP].seq, rst[TCP].sport) == ("R", 777, syn[TCP].sport)
+    assert (again[TCP].flags, again[TCP].sport, (d, prt)) == ("S", syn[TCP].sport, (dpid, port))
+    assert not changes and model.health[("blue", "svc", "web2:8080")].results["failure"] == 0
+    [(_, _, _)] = p.on_reply(dpid, port, 101, reply(again, "SA"))
+    assert model.health[("blue", "svc", "web2:8080")].up and changes
+
+
 def test_rst_is_down():
     model = model_with("tcp")
     p, changes = prober(model)

@@ -67,6 +67,9 @@ class Prober:
         # Whether probes can go out of this switch: in a cluster only its master's
         # can, and a probe that never left must not count as unanswered.
         self.may_probe: Callable[[int], bool] = lambda dpid: True
+        # Told of every backend this instance's probes took up or down: in a
+        # cluster the others apply it, since they do not probe it themselves.
+        self.found: Callable[[tuple[str, str, str], bool], None] = lambda key, up: None
 
     # -- sending -----------------------------------------------------------
     def tick(self, now: float) -> list[tuple[int, int, bytes]]:
@@ -107,6 +110,9 @@ class Prober:
             token = next(self._ports)
         isn = random.getrandbits(32)
         self.outstanding[token] = Outstanding(svc.health_key(backend), loc, kind, now, token, (isn + 1) & 0xFFFFFFFF)
+        return loc.dpid, loc.port, self._frame(svc, backend, kind, token, isn)
+
+    def _frame(self, svc: Service, backend: Backend, kind: str, token: int, isn: int) -> bytes:
         tenant = self.model.tenant(svc.tenant)
         src_ip, dst_ip = str(tenant.probe_ip), str(backend.vm.ip)
         pkt = packet.Packet()
@@ -123,7 +129,7 @@ class Prober:
             pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=1))
             pkt.add_protocol(icmp.icmp(icmp.ICMP_ECHO_REQUEST, data=icmp.echo(id_=token, seq=1)))
         pkt.serialize()
-        return loc.dpid, loc.port, bytes(pkt.data)
+        return bytes(pkt.data)
 
     # -- replies ---------------------------------------------------------------
     def on_reply(self, dpid: int, in_port: int, segment: int, data: bytes) -> list[tuple[int, int, bytes]]:
@@ -156,6 +162,16 @@ class Prober:
                 or ipaddress.IPv4Address(ip.src) != backend.vm.ip):
             LOG.warning("probe reply for %s ignored: it came from the wrong place", out.key)
             return []
+        if t is not None and out.kind in ("tcp", "http") and not out.asked and not t.bits & (TCP_SYN | TCP_RST):
+            # An ACK to our SYN: the backend still holds a connection from this
+            # port, an earlier probe's left half-open (its controller died before
+            # the reset). Reset it as TCP does in SYN-SENT (RFC 793:
+            # <SEQ=SEG.ACK><CTL=RST>) and send the SYN again: no verdict yet.
+            LOG.info("probe of %s from port %d met an earlier probe's connection: reset, asked again", out.key, token)
+            isn = random.getrandbits(32)
+            out.seq = (isn + 1) & 0xFFFFFFFF
+            return [(dpid, in_port, self._segment(pkt, t, t.ack, TCP_RST)),
+                    (dpid, in_port, self._frame(svc, backend, out.kind, token, isn))]
         if out.kind == "http":
             verdict, frames = self._http(out, svc, pkt, t)
             answer = [(dpid, in_port, frame) for frame in frames]
@@ -227,6 +243,7 @@ class Prober:
                     "UP" if health.up else "DOWN", reason)
         self.events.publish(Kind.BACKEND_UP if health.up else Kind.BACKEND_DOWN, tenant=svc.tenant,
                             service=svc.name, backend=backend.key, cause=Cause.ANSWERED if ok else failure)
+        self.found(svc.health_key(backend), health.up)
         return True
 
 
