@@ -75,6 +75,7 @@ class Cause(StrEnum):
     SWITCH_LOST = "switch_lost"
     VM_LEFT_PORT = "vm_left_port"
     MIGRATION = "migration"         # its VM's migration was rolled back away from its port
+    SHARED = "shared"               # several controllers: as the master of its switch found it
 
 
 class LinkDown(StrEnum):

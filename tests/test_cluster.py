@@ -5,14 +5,17 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
+from fabrics import TWO_TENANTS, placed_model
 
 from sdnvirt.cluster import claims
 from sdnvirt.cluster.claims import Claim, View, moves, owner
 from sdnvirt.cluster.member import Member, State
 from sdnvirt.controller.discovery import Discovery
 from sdnvirt.controller.roles import RECONNECT_GRACE, Roles
+from sdnvirt.controller.session import Role
 from sdnvirt.emulation.etcdlab import EtcdLab
 from sdnvirt.emulation.lab import wait_for
+from sdnvirt.events import Events
 from sdnvirt.fabric import leaf_spine
 from sdnvirt.store import Delete, EtcdStore, StoreError
 
@@ -65,6 +68,10 @@ def test_the_view_follows_the_keys():
     view.apply(claims.switch_key(10), None, 8)
     view.apply(claims.member_key("a"), None, 8)
     assert view.claims == {} and view.members == {} and view.revision == 8
+    view.apply(claims.health_key(("blue", "web", "web2:8080")), {"up": False, "by": "a"}, 9)
+    assert view.health == {("blue", "web", "web2:8080"): False}
+    view.apply(claims.health_key(("blue", "web", "web2:8080")), None, 10)
+    assert view.health == {}
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +132,43 @@ def test_two_instances_share_the_switches_and_the_survivor_takes_a_revoked_ones_
         assert all(states["a"].claims[d].revision > 0 for d in SWITCHES)
     finally:
         a.stop()
+
+
+def test_a_backend_found_down_by_one_instance_is_down_in_the_others_view(etcd, store):
+    states = {}
+    a = Member("a", etcd, 2.0)
+    b = Member("b", etcd, 2.0, lambda s: states.__setitem__("b", s))
+    for m in (a, b):
+        m.start()
+    try:
+        key = ("blue", "web", "web2:8080")
+        a.share_health(key, False)
+        assert wait_for(lambda: "b" in states and states["b"].health.get(key) is False, 5)
+        a.share_health(key, True)
+        assert wait_for(lambda: states["b"].health.get(key) is True, 5)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_shared_health_applies_to_the_backends_another_instance_probes_only():
+    doc = {"tenants": {**TWO_TENANTS["tenants"]}}
+    doc["tenants"]["blue"] = {**doc["tenants"]["blue"], "services": {"web": {
+        "vip": "10.1.0.100", "port": 80, "backends": [{"vm": "web2", "port": 8080}, {"vm": "web3", "port": 8080}]}}}
+    model = placed_model(doc)
+    leaf1, leaf2 = model.locations["web3"].dpid, model.locations["web2"].dpid
+    requested = []
+    ctl = SimpleNamespace(model=model, event_hub=Events(), request=lambda: requested.append(1),
+                          sessions={leaf1: SimpleNamespace(role=Role.MASTER), leaf2: SimpleNamespace(role=Role.SLAVE)})
+    roles = Roles(ctl, None)
+    down = {("blue", "web", "web2:8080"): False, ("blue", "web", "web3:8080"): False}
+    roles._shared_health(down)
+    # web2's switch is another's: its word holds; web3's is mine: my probes decide.
+    assert not model.health["blue", "web", "web2:8080"].up and model.health["blue", "web", "web3:8080"].up
+    assert requested and [e.fields["cause"] for e in ctl.event_hub.since(0).events] == ["shared"]
+    requested.clear()
+    roles._shared_health(down)
+    assert not requested        # nothing new: nothing to plan
 
 
 def test_a_joining_instance_plans_nothing_until_it_reaches_the_switches_the_others_reach_or_its_grace_ends():

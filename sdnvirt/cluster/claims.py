@@ -21,6 +21,8 @@ MEMBERS = PREFIX + "members/"
 SWITCHES = PREFIX + "switches/"
 LEADER = PREFIX + "leader"
 LLDP_SECRET = PREFIX + "lldp-secret"
+# A backend's health as the master of its switch, which alone probes it, found it.
+HEALTH = PREFIX + "health/"
 
 
 def member_key(name: str) -> str:
@@ -29,6 +31,11 @@ def member_key(name: str) -> str:
 
 def switch_key(dpid: int) -> str:
     return f"{SWITCHES}{dpid:016x}"
+
+
+def health_key(key: tuple[str, str, str]) -> str:
+    """The etcd key of a backend's health key (tenant, service, vm:port)."""
+    return HEALTH + "/".join(key)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class View:
     members: dict[str, frozenset[int]] = field(default_factory=dict)    # live instance -> switches it reaches
     claims: dict[int, Claim] = field(default_factory=dict)
     leader: str | None = None
+    health: dict[tuple[str, str, str], bool] = field(default_factory=dict)     # backend -> up
     revision: int = 0
 
     def apply(self, key: str, value: object, revision: int) -> None:
@@ -63,6 +71,12 @@ class View:
                 self.claims.pop(dpid, None)
         elif key == LEADER:
             self.leader = str(value["name"]) if isinstance(value, dict) else None
+        elif key.startswith(HEALTH):
+            tenant, service, backend = key[len(HEALTH):].split("/", 2)
+            if isinstance(value, dict):
+                self.health[tenant, service, backend] = bool(value["up"])
+            else:
+                self.health.pop((tenant, service, backend), None)
 
 
 def weight(member: str, dpid: int) -> int:

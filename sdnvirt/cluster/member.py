@@ -22,8 +22,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from ..store import ABSENT, Compacted, Conflict, EtcdStore, LeaseExpired, Observe, StoreError, Watch
 from . import claims
@@ -42,6 +42,7 @@ class State:
     leader: str | None
     fenced: bool
     reached: frozenset[int] = frozenset()     # the switches the other instances are connected to
+    health: Mapping[tuple[str, str, str], bool] = field(default_factory=dict)     # backends, as their prober says
 
     def mine(self, dpid: int) -> Claim | None:
         claim = self.claims.get(dpid)
@@ -66,6 +67,7 @@ class Member:
         self._stop = threading.Event()
         self._watch: Watch | None = None
         self._registered: frozenset[int] | None = None
+        self._health_out: dict[tuple[str, str, str], bool] = {}     # found here, not yet in etcd
         self.lease = 0
         self.renewed = float("-inf")    # when the last renewal that etcd answered was sent
         self.fenced = True
@@ -91,6 +93,13 @@ class Member:
     def set_switches(self, dpids: frozenset[int]) -> None:
         with self._lock:
             self._switches = dpids
+            self._lock.notify_all()
+
+    def share_health(self, key: tuple[str, str, str], up: bool) -> None:
+        """A backend went up or down by this instance's probes: the others are
+        told through etcd (written by the agent's thread, woken now)."""
+        with self._lock:
+            self._health_out[key] = up
             self._lock.notify_all()
 
     def stop(self) -> None:
@@ -164,6 +173,7 @@ class Member:
             moves = claims.moves(self.name, view, switches)
         if switches != self._registered:
             self._register(switches)
+        self._write_health()
         for dpid in moves.take:
             try:
                 self.store.put_leased(claims.switch_key(dpid), {"owner": self.name}, self.lease, expect=ABSENT)
@@ -181,6 +191,17 @@ class Member:
                 pass
         self._tell()
 
+    def _write_health(self) -> None:
+        with self._lock:
+            out, self._health_out = self._health_out, {}
+        try:
+            for key, up in out.items():
+                self.store.put(claims.health_key(key), {"up": up, "by": self.name})
+        except StoreError:
+            with self._lock:        # again at the next step; anything newer found meanwhile wins
+                self._health_out = {**out, **self._health_out}
+            raise
+
     def _fence(self, fenced: bool) -> None:
         if fenced and not self.fenced:
             LOG.error("cluster: no lease renewal for %.1f s: writing to no switch until etcd answers",
@@ -191,7 +212,7 @@ class Member:
         with self._lock:
             others = [dpids for name, dpids in self.view.members.items() if name != self.name]
             state = State(self.name, dict(self.view.claims), sorted(self.view.members), self.view.leader, self.fenced,
-                          frozenset().union(*others))
+                          frozenset().union(*others), dict(self.view.health))
         if state != self._last:
             self._last = state
             self.changed(state)

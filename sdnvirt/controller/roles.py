@@ -17,7 +17,7 @@ Without a cluster nothing here acts: sessions stay EQUAL and every write goes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..cluster.member import Member, State
-from ..events import Kind
+from ..events import Cause, Kind
 from ..metrics import dpid_label
 from .core import Controller
 from .session import Role, SwitchSession
@@ -51,6 +51,7 @@ class Roles:
             ctl.discovery.secret = member.lldp_secret
             ctl.sender.may_write = self.may_write
             ctl.prober.may_probe = self.masters
+            ctl.prober.found = member.share_health
             ctl.incomplete = self.incomplete
             member.changed = lambda state: ctl.loop.post(self.apply, state)
             ctl.metrics.registry.register(ClusterCollector(self))
@@ -116,6 +117,26 @@ class Roles:
                 self.ctl.discovery.new_master(dpid, now)
         for session in list(self.ctl.sessions.values()):
             self._update(session)
+        if before is None or before.health != state.health:
+            self._shared_health(state.health)
+
+    def _shared_health(self, shared: Mapping[tuple[str, str, str], bool]) -> None:
+        """The backends another instance probes (the master of their switch): up or down as it found."""
+        model, changed = self.ctl.model, False
+        for svc in model.services():
+            for backend in svc.backends:
+                key = svc.health_key(backend)
+                up, loc = shared.get(key), model.locations.get(backend.vm.name)
+                if up is None or (loc is not None and self.masters(loc.dpid)):
+                    continue        # nobody said, or this instance's own probes decide
+                if model.health[key].told(up, "as the master of its switch found it"):
+                    LOG.warning("backend %s of %s/%s is %s (its switch's master found so)", backend.key,
+                                svc.tenant, svc.name, "UP" if up else "DOWN")
+                    self.ctl.event_hub.publish(Kind.BACKEND_UP if up else Kind.BACKEND_DOWN, tenant=svc.tenant,
+                                               service=svc.name, backend=backend.key, cause=Cause.SHARED)
+                    changed = True
+        if changed:
+            self.ctl.request()
 
     def _update(self, session: SwitchSession) -> None:
         state = self.state

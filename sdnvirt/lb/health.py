@@ -36,6 +36,12 @@ class Health:
             return True
         return False
 
+    def told(self, up: bool, reason: str) -> bool:
+        """Up or down as another prober found it; True if that changed the state."""
+        self.last_reason = reason
+        changed, self.up, self.streak = self.up != up, up, 0
+        return changed
+
     def force_down(self, reason: str) -> bool:
         """Down now, without waiting for probes (its port or switch went away)."""
         self.last_reason = reason

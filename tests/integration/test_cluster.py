@@ -20,20 +20,35 @@ from .test_monitoring import Prometheus, fires, until
 pytestmark = pytest.mark.integration
 
 LEASE = 2.0
+VIP = "10.1.0.100"
+
+
+def cluster_doc():
+    """TWO_TENANTS, with a service whose backends web2 (leaf2) and web3 (leaf1) are
+    probed by their own switches' masters, and a client of blue on leaf3."""
+    blue = TWO_TENANTS["tenants"]["blue"]
+    vms = {**blue["vms"], "app1": {"mac": "02:00:00:00:01:09", "ip": "10.1.0.19", "host": "leaf3"}}
+    web = {"vip": VIP, "port": 80,
+           "health_check": {"type": "tcp", "interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
+           "backends": [{"vm": "web2", "port": 8080}, {"vm": "web3", "port": 8080}]}
+    return {"controller": {"fabric": {"settle": 1.0}},
+            "tenants": {**TWO_TENANTS["tenants"], "blue": {**blue, "vms": vms, "services": {"web": web}}}}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     lab.ensure_ovs()
-    doc = {"controller": {"fabric": {"settle": 1.0}}, **TWO_TENANTS}
-    c = ClusterLab(tmp_path_factory.mktemp("cluster"), doc, "leafspine", {"spines": 2, "leaves": 3},
+    c = ClusterLab(tmp_path_factory.mktemp("cluster"), cluster_doc(), "leafspine", {"spines": 2, "leaves": 3},
                    lease_ttl=LEASE)
-    c.prom = None
+    c.prom, c.servers = None, {}
     try:
         c.start()
+        c.servers = {n: lab.serve_http(c.emu.host(n), 8080, n) for n in ("web2", "web3")}
         c.prom = Prometheus(tmp_path_factory.mktemp("prometheus"), *(ctl.metrics_port for ctl in c.ctls.values()))
         yield c
     finally:
+        for server in c.servers.values():
+            server.terminate()
         if c.prom is not None:
             c.prom.stop()
         c.stop()
@@ -73,6 +88,26 @@ def test_slaves_never_write(cluster):
         assert ctl.metric("sdnvirt_openflow_errors_total", type="bad_request") == 0, name      # no IS_SLAVE
     withheld = sum(cluster.ctls[n].metric("sdnvirt_openflow_messages_withheld_total") for n in cluster.alive())
     assert withheld > 0         # slaves had writes to make (LLDP, probes) and made none
+
+
+def test_a_backend_its_switchs_master_finds_down_is_down_for_every_instance_and_every_client(cluster):
+    prober = cluster.master_of("leaf2")         # web2's switch: the only instance that probes web2
+    clients = [vm for vm, leaf in (("web1", "leaf1"), ("app1", "leaf3")) if cluster.master_of(leaf) != prober]
+    assert clients, "every client's switch has the backend's master: nothing shared to test"
+    assert all(lab.wait_for(lambda c=c: lab.http_get(cluster.emu.host(c), f"http://{VIP}/") in ("web2", "web3"), 10)
+               for c in clients)
+    cursors = {n: cluster.ctls[n].cursor() for n in cluster.alive()}
+    cluster.servers.pop("web2").terminate()
+    for n in cluster.alive():
+        e = cluster.ctls[n].wait_event("backend_down", {"backend": "web2:8080"}, cursors[n], timeout=5)
+        assert e is not None and e["fields"]["cause"] == ("refused" if n == prober else "shared"), (n, e)
+    # The clients' switches, mastered by others, send new connections to web3 only.
+    assert lab.wait_for(lambda: all(lab.http_get(cluster.emu.host(c), f"http://{VIP}/") == "web3" for c in clients), 5)
+    assert all(lab.http_get(cluster.emu.host(c), f"http://{VIP}/") == "web3" for c in clients for _ in range(5))
+    cursors = {n: cluster.ctls[n].cursor() for n in cluster.alive()}
+    cluster.servers["web2"] = lab.serve_http(cluster.emu.host("web2"), 8080, "web2")
+    for n in cluster.alive():
+        assert cluster.ctls[n].wait_event("backend_up", {"backend": "web2:8080"}, cursors[n], timeout=5), n
 
 
 def test_kill_9_of_a_leafs_master_moves_its_switches_with_no_packet_lost_and_no_flow_rewritten(cluster):
