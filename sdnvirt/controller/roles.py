@@ -9,7 +9,9 @@ old master): OVS answers it with an error and the old master's writes with
 IS_SLAVE. A switch answering MASTER is read again and reconciled: the flows
 that are right are left alone. Slaves get packet-ins and port status too
 (asynchronous config), so every instance learns links and VM places, and
-signs LLDP with the cluster's shared key.
+signs LLDP with the cluster's shared key. A backend is probed by the master
+of its switch alone (probes are packet-outs); what its probes decide goes
+through etcd, and the others apply it to the switches they master.
 
 Without a cluster nothing here acts: sessions stay EQUAL and every write goes.
 """
