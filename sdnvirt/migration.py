@@ -96,6 +96,7 @@ class Migration:
     reason: str = ""
     heard: float = 0.0               # monotonic: the agent's last word (or the request)
     deadline: float = 0.0            # monotonic: rolled back if not finished by then
+    controller: str | None = None    # the cluster instance coordinating it (None: no cluster)
 
     @property
     def active(self) -> bool:
@@ -136,7 +137,8 @@ class Migration:
           whichever came last of its thaw and the switches confirming the paths to the target;
           None unless outcome ok; qemu: QEMU's figures (sdnvirt/emulation/qemu_migration.py) or None;
           outcome: None while running, else "ok" | "rolled_back" | "failed";
-          reason: why it ended that way ("" while running); drained: services
+          reason: why it ended that way ("" while running); controller: the
+          cluster instance that coordinates it (None without a cluster); drained: services
           ("tenant/service") that stopped giving it new connections during the migration;
           state: the captured network state {tenant, segment, mac, ip,
           services: [{service, port, weight}], flows: [str], counters: {...}}.
@@ -153,7 +155,7 @@ class Migration:
             "thawed_at": self.thawed_at, "flipped_at": self.flipped_at,
             "downtime": self.downtime, "qemu": self.qemu,
             "outcome": None if self.outcome is None else self.outcome.value, "reason": self.reason,
-            "drained": list(self.drained), "state": self.state,
+            "controller": self.controller, "drained": list(self.drained), "state": self.state,
         }
 
 
@@ -165,9 +167,12 @@ class Migrations:
     """
 
     def __init__(self, model: Model, wall: Callable[[], float] = time.time,
-                 mono: Callable[[], float] = time.monotonic, ids: Callable[[], int] | None = None):
-        """``ids``: where a new migration's id comes from (the store's counter in the daemon)."""
+                 mono: Callable[[], float] = time.monotonic, ids: Callable[[], int] | None = None,
+                 controller: str | None = None):
+        """``ids``: where a new migration's id comes from (the store's counter in the daemon);
+        ``controller``: this instance's name in a cluster, written into its migrations' records."""
         self.model = model
+        self.controller = controller
         self.wall, self.mono = wall, mono
         self._records: dict[int, Migration] = {}
         self._active: dict[str, Migration] = {}      # by VM: the records not finished
@@ -231,7 +236,7 @@ class Migrations:
         now, mono = self.wall(), self.mono()
         mig = Migration(self._ids(), vm_name, vm.tenant, mode_, names.get(source.dpid, f"{source.dpid:016x}"),
                         target, source, target_dpid, now, phases={Phase.PREPARATION.value: [now, None]},
-                        heard=mono, deadline=mono + model.config.migration.timeout)
+                        heard=mono, deadline=mono + model.config.migration.timeout, controller=self.controller)
         mig.drained = [f"{svc.tenant}/{svc.name}" for svc in model.services()
                        if svc.drain_on_migration and any(b.vm.name == vm_name for b in svc.backends)]
         self._records[mig.id] = self._active[vm_name] = mig

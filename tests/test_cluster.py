@@ -238,3 +238,18 @@ def test_links_do_not_age_while_the_instance_is_fenced_and_age_from_its_return()
     disc.resume(10.0)
     assert disc.expire(fab, 13.0, timeout=3.5) == [] and len(fab.links) == 2
     assert sorted(disc.expire(fab, 13.6, timeout=3.5)) == [(0x101, 1), (0x201, 1)]    # none heard since
+
+
+def test_the_leader_ends_the_migrations_of_a_lost_instance_when_the_members_or_the_leader_change():
+    swept = []
+    ctl = SimpleNamespace(clock=Clock(), event_hub=Events(), sessions={}, model=placed_model(),
+                          discovery=SimpleNamespace(held=False, resume=lambda now: None), migrations=SimpleNamespace(orphans=swept.append))
+    roles = Roles(ctl, None)
+    roles.apply(State("a", {}, ["a", "b", "c"], "b", False))
+    roles.apply(State("a", {}, ["a", "c"], "b", False))
+    assert swept == []                      # b leads: b's duty
+    roles.apply(State("a", {}, ["a", "c"], "a", False))
+    roles.apply(State("a", {}, ["a", "c"], "a", False))
+    roles.apply(State("a", {}, ["a"], "a", True))       # fenced: it writes nothing, records neither
+    roles.apply(State("a", {}, ["a"], "a", False))
+    assert swept == [{"a", "c"}, {"a"}]

@@ -244,3 +244,32 @@ def test_two_controllers_on_one_store_never_give_the_same_id(tmp_path):
            apps[1].migrations.request("web2", "leaf3", "live")["id"],
            apps[0].migrations.request("db1", "leaf3", "cold")["id"]]
     assert ids == [1, 2, 3]
+
+
+def test_in_a_cluster_a_restart_ends_only_the_instance_s_own_migrations_and_the_leader_those_of_a_lost_one(tmp_path):
+    from sdnvirt.store import SQLiteStore
+
+    def instance(name):
+        app = FakeApp()
+        app.migrations = Coordinator(app, SQLiteStore(tmp_path / "sdnvirt.db"), name)
+        return app
+
+    ctl1, ctl2 = instance("ctl1"), instance("ctl2")
+    mine = ctl1.migrations.request("web1", "leaf3", "live")["id"]
+    theirs = ctl2.migrations.request("web2", "leaf3", "live")["id"]
+    assert ctl2.migrations.record(theirs)["controller"] == "ctl2"
+
+    again = instance("ctl1")            # ctl1 restarted; ctl2 still runs its migration
+    stored = {rec["id"]: rec for rec in again.migrations.records()}
+    assert stored[mine]["outcome"] == "failed" and "restarted" in stored[mine]["reason"]
+    assert stored[theirs]["outcome"] is None
+    again.migrations.orphans({"ctl1", "ctl2"})
+    assert again.migrations.record(theirs)["outcome"] is None
+
+    again.migrations.orphans({"ctl1", "ctl3"})      # ctl2 is lost
+    ended = again.migrations.record(theirs)
+    assert ended["outcome"] == "failed" and "ctl2 was lost" in ended["reason"]
+    assert {rec["id"]: rec["outcome"] for rec in instance("ctl3").migrations.records()} == {
+        mine: "failed", theirs: "failed"}
+    # ctl2's own view lists its live migration as it is, the store's as they are now.
+    assert {r["id"]: r["outcome"] for r in ctl2.migrations.records(reread=True)} == {mine: "failed", theirs: None}

@@ -63,6 +63,7 @@ class Migration(BaseModel):
     qemu: dict | None = None
     outcome: str | None
     reason: str
+    controller: str | None = None
     drained: list[str]
     state: dict
 

@@ -68,7 +68,8 @@ class Controller:
         self.wanted = 0
         self.dirty = self.urgent = False
         self.scheduled: float | None = None    # when the next reconcile is due
-        self.migrations = migrations.Coordinator(self, store)
+        cluster = config.controller.cluster
+        self.migrations = migrations.Coordinator(self, store, cluster.name if cluster is not None else None)
 
     def _work_failed(self, fn: Callable[..., Any]) -> None:
         self.failed(Handler.PACKET_IN if fn is packet_in.handle else Handler.PERIODIC if fn is periodic.tick

@@ -63,19 +63,21 @@ class Network(Protocol):
 class Coordinator:
     """Owned by the controller; every method runs on the controller's loop."""
 
-    def __init__(self, app: Network, store: Store | None = None):
+    def __init__(self, app: Network, store: Store | None = None, name: str | None = None):
+        """``name``: this instance's in a cluster (its migrations' records say who coordinates them)."""
         self.app = app
         self.store = store
-        # Finished migrations of earlier runs of the daemon, as they were recorded.
+        self.name = name
+        # Migrations of earlier runs and, in a cluster, of the other instances, as the store last had them.
         self.history: dict[int, dict] = {}
         if store is not None:
-            self.history = {item.value["id"]: item.value for item in store.list(keys.MIGRATIONS).items.values()}
-            for mid, doc in self.history.items():
-                if doc["outcome"] is None:
+            self._reread()
+            for doc in self.history.values():
+                # Another instance's may be running: the leader ends it if that instance is lost.
+                if doc["outcome"] is None and doc.get("controller") == name:
                     # Its VM is wherever the switches' flows and its frames say.
-                    doc.update(outcome="failed", reason="the controller restarted during the migration")
-                    store.put(keys.migration_key(mid), doc)
-        self.migs = Migrations(app.model, ids=None if store is None else partial(_next_id, store))
+                    self._end_stored(doc, "the controller restarted during the migration")
+        self.migs = Migrations(app.model, ids=None if store is None else partial(_next_id, store), controller=name)
         # migration id -> the reconcile request its next step waits for
         self.waits: dict[int, int] = {}
 
@@ -94,13 +96,49 @@ class Coordinator:
             app.request()
         return record
 
-    def records(self) -> list[dict]:
-        """Every migration, oldest first: earlier runs' finished ones, then this run's."""
-        return [*(self.history[mid] for mid in sorted(self.history)), *(m.as_dict() for m in self.migs.records())]
+    def records(self, reread: bool = False) -> list[dict]:
+        """Every migration, oldest first: the store's as last read (``reread``: read now), this
+        instance's as they are now."""
+        if reread:
+            self._reread()
+        own = {m.id: m.as_dict() for m in self.migs.records()}
+        return [own.get(mid) or self.history[mid] for mid in sorted(self.history.keys() | own.keys())]
 
     def record(self, mid: int) -> dict | None:
         mig = self.migs.get(mid)
-        return self.history.get(mid) if mig is None else mig.as_dict()
+        if mig is not None:
+            return mig.as_dict()
+        self._reread()
+        return self.history.get(mid)
+
+    def orphans(self, members: set[str]) -> None:
+        """The leader's duty: a migration coordinated by an instance no longer among ``members``
+        is recorded as failed.  Nothing else is left to undo: the new masters of that instance's
+        switches plan no pre-installed target, its hypervisor agent, cut off, cancels QEMU's
+        migration, and the VM is found wherever its frames are seen."""
+        self._reread()
+        for doc in self.history.values():
+            lost = doc.get("controller")
+            if doc["outcome"] is None and lost is not None and lost not in members:
+                LOG.warning("migration %d: VM %s: its controller instance %s was lost", doc["id"], doc["vm"], lost)
+                self._end_stored(doc, f"its controller instance {lost} was lost during the migration")
+
+    def _reread(self) -> None:
+        if self.store is None:
+            return
+        try:
+            self.history = {item.value["id"]: item.value for item in self.store.list(keys.MIGRATIONS).items.values()}
+        except StoreError as err:
+            LOG.warning("migration records: the store cannot be read (%s); answering from the last read", err)
+
+    def _end_stored(self, doc: dict, reason: str) -> None:
+        """A stored record of a migration nobody coordinates any more: failed."""
+        assert self.store is not None
+        doc.update(outcome="failed", reason=reason)
+        try:
+            self.store.put(keys.migration_key(doc["id"]), doc)
+        except StoreError as err:
+            LOG.error("migration %d: cannot record its end in the store: %s", doc["id"], err)
 
     def _keep(self, mig: Migration) -> None:
         """A migration's record goes into the store when it is accepted and when it ends:

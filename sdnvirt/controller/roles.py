@@ -109,6 +109,8 @@ class Roles:
                      "; FENCED: writing to no switch" if state.fenced else "")
             self.ctl.event_hub.publish(Kind.CLUSTER_CHANGED, members=",".join(state.members), leader=state.leader,
                                        fenced=state.fenced)
+            if state.leader == state.me and not state.fenced:
+                self.ctl.migrations.orphans(set(state.members))
         now = self.ctl.clock()
         if state.fenced:
             self.ctl.discovery.held = True

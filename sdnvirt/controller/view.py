@@ -46,7 +46,7 @@ class View:
         return self._call(self._ctl.migrations.request, vm, target, mode)
 
     def migration_records(self) -> list[dict]:
-        return self._call(self._ctl.migrations.records)
+        return self._call(lambda: self._ctl.migrations.records(reread=True))
 
     def migration_record(self, mid: int) -> dict | None:
         return self._call(self._ctl.migrations.record, mid)
