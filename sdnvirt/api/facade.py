@@ -13,6 +13,13 @@ class Controller(Protocol):
         """Switches, VMs and where they are, services with each backend's health
         and counters: ``status.snapshot`` of the live model."""
 
+    def vms(self, tenant: str | None = None) -> list[dict]:
+        """The VMs (of ``tenant``, or all) and where they are: ``status.vms``."""
+
+    def services(self, tenant: str | None = None, service: str | None = None) -> list[dict]:
+        """The services (of ``tenant``, or all; ``service``: that one) with each backend's health
+        and counters: ``status.services``."""
+
     def topology(self) -> dict:
         """Switches with their ports, confirmed links, and where each VM is:
         ``status.topology`` of the live fabric."""

@@ -24,9 +24,7 @@ def _service(state: ConfigState, config: Config, tenant: str, name: str) -> Serv
 
 def _health(controller, tenant: str | None = None, service: str | None = None) -> list[dict]:
     return [{"tenant": svc["tenant"], "service": svc["name"], "backend": f"{b['vm']}:{b['port']}", **b}
-            for svc in controller.snapshot()["services"]
-            if tenant in (None, svc["tenant"]) and service in (None, svc["name"])
-            for b in svc["backends"]]
+            for svc in controller.services(tenant, service) for b in svc["backends"]]
 
 
 def _backend(controller, tenant: str, service: str, key: str) -> dict:

@@ -33,7 +33,7 @@ def _tenant(state: ConfigState, config: Config, name: str) -> Tenant:
 
 
 def _vms(state: ConfigState, controller, config: Config, tenant: str | None = None) -> list[VM]:
-    where = {vm["name"]: vm for vm in controller.snapshot()["vms"]}
+    where = {vm["name"]: vm for vm in controller.vms(tenant)}
     return [VM(**vm.model_dump(), tenant=tname, name=vname, origin=state.origin("vm", f"{tname}/{vname}"),
                switch=where.get(vname, {}).get("switch"), port=where.get(vname, {}).get("port"))
             for tname, t in sorted(config.tenants.items()) if tenant in (None, tname)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -336,5 +336,5 @@ class Controller:
         return {dpid: list(s.installed_flows.values()) for dpid, s in self.sessions.items()
                 if s.installed_flows is not None}
 
-    def backend_counters(self) -> dict[tuple, dict]:
-        return stats.backend_counters(self.model, self.sessions)
+    def backend_counters(self, services: Iterable[Service] | None = None) -> dict[tuple, dict]:
+        return stats.backend_counters(self.model, self.sessions, services)

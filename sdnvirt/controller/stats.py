@@ -10,13 +10,15 @@ that take frames in from one).
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from ..counters import Totals
-from ..model import Model
+from ..model import Model, Service
 from ..plan.features.port_security import Prio
 from ..plan.features.security_groups import Prio as GroupPrio
 from ..plan.flows import Owner
@@ -121,24 +123,42 @@ class SwitchCounters:
         session.table_flows.update((stat.table_id, stat.active_count) for stat in body if stat.table_id in set(Table))
 
 
-def backend_counters(model: Model, sessions: dict[int, SwitchSession]) -> dict[tuple, dict]:
-    """Per backend health key: connections, and packets/bytes to and from it."""
-    lb = [s for session in sessions.values() for s in session.flow_counters.get(Table.LB, ())]
-    unnat = [s for session in sessions.values() for s in session.flow_counters.get(Table.UNNAT, ())]
+def backend_counters(model: Model, sessions: dict[int, SwitchSession],
+                     services: Iterable[Service] | None = None) -> dict[tuple, dict]:
+    """Per backend health key of ``services`` (None: every service's): connections, and
+    packets/bytes to and from it.  The switches' counters are indexed by what names a
+    backend once, so that the cost follows the counters plus the backends, not their product."""
+    to: defaultdict[tuple, list] = defaultdict(list)        # (segment, ip)
+    new: defaultdict[tuple, list] = defaultdict(list)       # (segment, ip, protocol_dst, port)
+    back: defaultdict[tuple, list] = defaultdict(list)      # (segment, ip, protocol_src, port)
+    for session in sessions.values():
+        for s in session.flow_counters.get(Table.LB, ()):
+            if s.priority in (90, 95):
+                match = s.match
+                to[match.get("metadata"), match.get("ipv4_dst")].append(s)
+                if s.priority == 95:
+                    for field in ("tcp_dst", "udp_dst"):
+                        if field in match:
+                            new[match.get("metadata"), match.get("ipv4_dst"), field, match[field]].append(s)
+        for s in session.flow_counters.get(Table.UNNAT, ()):
+            if s.priority == 100:
+                match = s.match
+                for field in ("tcp_src", "udp_src"):
+                    if field in match:
+                        back[match.get("metadata"), match.get("ipv4_src"), field, match[field]].append(s)
     out = {}
-    for svc in model.services():
+    for svc in model.services() if services is None else services:
         for b in svc.backends:
-            to = [s for s in lb if s.priority in (90, 95) and s.match.get("metadata") == svc.segment
-                  and s.match.get("ipv4_dst") == str(b.vm.ip)]
-            new = [s for s in to if s.priority == 95 and s.match.get(f"{svc.protocol}_dst") == b.port]
-            back = [s for s in unnat if s.priority == 100 and s.match.get("metadata") == svc.segment
-                    and s.match.get("ipv4_src") == str(b.vm.ip) and s.match.get(f"{svc.protocol}_src") == b.port]
+            ip = str(b.vm.ip)
+            sent = to.get((svc.segment, ip), ())
+            opened = new.get((svc.segment, ip, f"{svc.protocol}_dst", b.port), ())
+            answered = back.get((svc.segment, ip, f"{svc.protocol}_src", b.port), ())
             out[svc.health_key(b)] = {
-                "connections": sum(s.packet_count for s in new),
-                "packets_to_backend": sum(s.packet_count for s in to),
-                "bytes_to_backend": sum(s.byte_count for s in to),
-                "packets_from_backend": sum(s.packet_count for s in back),
-                "bytes_from_backend": sum(s.byte_count for s in back),
+                "connections": sum(s.packet_count for s in opened),
+                "packets_to_backend": sum(s.packet_count for s in sent),
+                "bytes_to_backend": sum(s.byte_count for s in sent),
+                "packets_from_backend": sum(s.packet_count for s in answered),
+                "bytes_from_backend": sum(s.byte_count for s in answered),
             }
     return out
 

@@ -30,6 +30,19 @@ class View:
         return self._call(lambda: {**status.snapshot(ctl.model, ctl.fabric, self._flow_counts(),
                                                      ctl.backend_counters()), "cluster": cluster()})
 
+    def vms(self, tenant: str | None = None) -> list[dict]:
+        ctl = self._ctl
+        return self._call(lambda: status.vms(ctl.model, status.switch_names(ctl.fabric), tenant))
+
+    def services(self, tenant: str | None = None, service: str | None = None) -> list[dict]:
+        ctl = self._ctl
+
+        def read() -> list[dict]:
+            chosen = [svc for svc in ctl.model.services()
+                      if tenant in (None, svc.tenant) and service in (None, svc.name)]
+            return status.services(ctl.model, chosen, ctl.backend_counters(chosen))
+        return self._call(read)
+
     def topology(self) -> dict:
         ctl = self._ctl
         return self._call(lambda: status.topology(ctl.model, ctl.fabric, self._flow_counts()))
