@@ -21,7 +21,10 @@ the echo requests lost, and the flow changes the instances made (the VM's
 own, which the peer rounds count, and any rewrite beyond them). The VM is
 then deleted, the stopped instance started again and the cluster settled
 (it takes its share of switches back: the flow changes of that handback
-are counted too).
+are counted too).  At the signal, web3's server (leaf1: a backend of the
+service web whose switch the victim masters) is stopped as well: the round
+measures when a survivor finds it down (in the peer rounds, the unchanged
+master), against lease_ttl + fall x interval + timeout after a kill -9.
 
 Targets (issue 14): kill -9 -> programmed <= 2.5 s, SIGTERM -> MASTER
 <= 0.3 s, 0 packets lost, 0 flows rewritten. Writes
@@ -63,6 +66,11 @@ TENANTS = {
         "db1": {"mac": "02:00:00:00:02:01", "ip": "10.1.0.11", "host": "leaf1"},
         "db2": {"mac": "02:00:00:00:02:02", "ip": "10.1.0.12", "host": "leaf3"}}},
 }
+# web3 (leaf1, a switch of the victim) dies with it: a survivor must find it down once it masters leaf1.
+CHECK = {"type": "tcp", "interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2}
+TENANTS["blue"]["services"] = {"web": {"vip": "10.1.0.100", "port": 80, "health_check": CHECK, "backends": [
+    {"vm": "web2", "port": 8080}, {"vm": "web3", "port": 8080}]}}
+DYING = "web3"
 ADDED = {"name": "web9", "mac": "02:00:00:00:01:09", "ip": "10.1.0.19", "host": "leaf1"}
 
 
@@ -110,6 +118,12 @@ def settle(c: ClusterLab) -> None:
         wait_reconcile_quiet(c.ctls[n], quiet=1.5, timeout=20)
 
 
+def backend_up_everywhere(c: ClusterLab, vm: str, timeout: float) -> bool:
+    def up() -> bool:
+        return all(h["up"] for n in c.alive() for h in c.ctls[n].api().get("/health") if h["vm"] == vm)
+    return lab.wait_for(up, timeout, 0.1)
+
+
 def one_round(c: ClusterLab, kind: str) -> dict:
     victim = c.master_of("leaf1")
     theirs = sorted(d for d, m in c.masters().items() if m == [victim])
@@ -122,6 +136,7 @@ def one_round(c: ClusterLab, kind: str) -> dict:
     t0 = time.time()
     if kind != "none":
         c.ctls[victim].send(SIGNALS[kind])
+    c.servers.pop(DYING).terminate()
     c.ctls[writer].api().post("/tenants/blue/vms", ADDED)
     written = time.time()
     programmed = flows_seen(ADDED["host"], ADDED["mac"], True, LEASE + 8)
@@ -132,6 +147,8 @@ def one_round(c: ClusterLab, kind: str) -> dict:
             if e is not None:
                 taken[dpid] = e["time"]
                 break
+    found = [e for n in survivors if (e := c.ctls[n].wait_event(
+        "backend_down", {"backend": f"{DYING}:8080"}, cursors[n], timeout=LEASE + 5)) is not None]
     times, sent, lost, unanswered = stream_losses(stream, timeout=STREAM_S + 30)
     if kind != "none":
         c.ctls[victim].stop()   # reaps it: it has ended already
@@ -142,6 +159,7 @@ def one_round(c: ClusterLab, kind: str) -> dict:
            "programmed_s": None if programmed is None else programmed - t0,
            "sent": sent, "lost": lost, "unanswered_at_the_end": unanswered,
            "gap_s": lab.longest_gap(times)[0] if len(times) > 1 else None, "stream": times,
+           "backend_down_s": min(e["time"] for e in found) - t0 if found else None,
            "changes": changes(c, survivors, cursors)}
     # Back to where the round started: the VM gone, the instance back with its share of switches.
     c.ctls[writer].api().delete(f"/tenants/blue/vms/{ADDED['name']}")
@@ -153,8 +171,13 @@ def one_round(c: ClusterLab, kind: str) -> dict:
         c.ctls[victim].start()
         settle(c)
         res["handback_changes"] = changes(c, c.alive(), before)
+    c.servers[DYING] = lab.serve_http(c.emu.host(DYING), 8080, DYING)
+    if not backend_up_everywhere(c, DYING, 15):
+        raise RuntimeError(f"{DYING} not up again on every instance")
+    settle(c)
     out(f"   {kind:4s} ({victim}, {len(theirs)} switches): MASTER after {fmt(res['takeover_s'], ' s')}, "
-        f"programmed after {fmt(res['programmed_s'], ' s')}, lost {res['lost']} of {sent}, "
+        f"programmed after {fmt(res['programmed_s'], ' s')}, "
+        f"{DYING} down after {fmt(res['backend_down_s'], ' s')}, lost {res['lost']} of {sent}, "
         f"flow changes {res['changes']}" + (f", handback {res['handback_changes']}" if kind != "none" else ""))
     return res
 
@@ -167,6 +190,7 @@ def measure(args, workdir: Path) -> dict:
     guard = None
     try:
         c.start()
+        c.servers = {vm: lab.serve_http(c.emu.host(vm), 8080, vm) for vm in ("web2", DYING)}
         guard = BridgeGuard(list(c.emu.topo.switches()))
         settle(c)
         if not lab.wait_for(lambda: lab.ping(c.emu.host("web1"), TENANTS["blue"]["vms"]["web2"]["ip"]), 20):
@@ -179,6 +203,8 @@ def measure(args, workdir: Path) -> dict:
         guard.check()
         return {"waited_for_other_runs_s": waited, "rounds": rounds}
     finally:
+        for server in getattr(c, "servers", {}).values():
+            server.terminate()
         if guard is not None:
             guard.release(c.emu.net)
         c.stop()
@@ -233,6 +259,8 @@ def table(results: dict) -> list[list[str]]:
     base = median(flows["none"])
     extra = {k: None if base is None or not flows[k] else max(flows[k]) - base for k in ("kill", "term")}
     handback = [sum(r["handback_changes"].values()) for k in ("kill", "term") for r in by[k]]
+    down = {k: med(k, "backend_down_s") for k in KINDS}
+    bound = LEASE + CHECK["fall"] * CHECK["interval"] + CHECK["timeout"]
     yes = lambda ok: "yes" if ok else "NO"  # noqa: E731
     return [
         [f"kill -9: a survivor MASTER of all its switches (median of {n['kill']})", s(take["kill"]),
@@ -250,6 +278,11 @@ def table(results: dict) -> list[list[str]]:
          f"{lost['none']}/{sent['none']} no failover", "-", "0", yes(lost["kill"] == lost["term"] == 0)],
         ["flow changes beyond the added VM's (kill / term, worst round)", f"{extra['kill']} / {extra['term']}",
          f"{base} for the VM, no failover", "-", "0", yes(extra["kill"] == 0 and extra["term"] == 0)],
+        [f"kill -9: {DYING}, killed with it on its switch, found down", s(down["kill"]),
+         f"{s(down['none'])} no failover", fmt(ratio(down["kill"], down["none"]), digits=1),
+         f"<= {bound:g} s", yes(down["kill"] is not None and down["kill"] <= bound)],
+        [f"SIGTERM: {DYING} found down", s(down["term"]), f"{s(down['none'])} no failover",
+         fmt(ratio(down["term"], down["none"]), digits=1), "-", "-"],
         ["flow changes when the instance comes back (all rounds)", str(sum(handback)) if handback else "n/a",
          "-", "-", "0", yes(handback and sum(handback) == 0)],
     ]
