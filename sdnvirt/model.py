@@ -7,7 +7,7 @@ plan-and-reconcile step; nothing in this module knows about OpenFlow.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,6 +22,70 @@ class Location:
 
     dpid: int
     port: int
+
+
+class Places(dict[str, Location]):
+    """Where each VM is, by name, indexed the other way too: which VMs a port and a
+    switch hold.  Learning asks that of every frame and every free port; a scan of
+    ten thousand VMs each time would follow the datacenter, not the change."""
+
+    def __init__(self, places: Mapping[str, Location] | None = None) -> None:
+        super().__init__()
+        # Insertion-ordered sets: learning never puts two VMs on a port, trusted binds might.
+        self._at: dict[Location, dict[str, None]] = {}
+        self._on: dict[int, dict[Location, None]] = {}
+        for name, loc in (places or {}).items():
+            self[name] = loc
+
+    def at(self, loc: Location) -> str | None:
+        """The (first) VM at ``loc``."""
+        return next(iter(self._at.get(loc, ())), None)
+
+    def on(self, dpid: int) -> dict[int, str]:
+        """The VMs of a switch, by port."""
+        return {loc.port: name for loc in self._on.get(dpid, ()) if (name := self.at(loc)) is not None}
+
+    def __setitem__(self, name: str, loc: Location) -> None:
+        if name in self:
+            self._forget(name, self[name])
+        super().__setitem__(name, loc)
+        self._at.setdefault(loc, {})[name] = None
+        self._on.setdefault(loc.dpid, {})[loc] = None
+
+    def __delitem__(self, name: str) -> None:
+        loc = self[name]
+        super().__delitem__(name)
+        self._forget(name, loc)
+
+    def pop(self, name: str, *default: Location | None) -> Location | None:  # type: ignore[override]
+        if name in self:
+            loc = self[name]
+            del self[name]
+            return loc
+        if default:
+            return default[0]
+        raise KeyError(name)
+
+    def clear(self) -> None:
+        super().clear()
+        self._at.clear()
+        self._on.clear()
+
+    def _forget(self, name: str, loc: Location) -> None:
+        held = self._at.get(loc, {})
+        held.pop(name, None)
+        if not held:
+            self._at.pop(loc, None)
+            ports = self._on.get(loc.dpid, {})
+            ports.pop(loc, None)
+            if not ports:
+                self._on.pop(loc.dpid, None)
+
+    # The others would bypass the index.
+    def update(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("Places: set or delete one VM at a time")
+
+    setdefault = popitem = update  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -124,7 +188,7 @@ class _NoMoves:
 
 class Model:
     def __init__(self, config: Config):
-        self.locations: dict[str, Location] = {}
+        self.locations = Places()
         self.moves: Moves = _NoMoves()
         # VMs that left their port and have not been seen since: a silent one
         # may come back anywhere, so a switch where something just came up is
@@ -154,7 +218,7 @@ class Model:
             for vname, vm in sorted(tenant.vms.items())
         }
         self._by_mac = {vm.mac: vm for vm in self._vms.values()}
-        self.locations = {name: loc for name, loc in self.locations.items() if name in self._vms}
+        self.locations = Places({name: loc for name, loc in self.locations.items() if name in self._vms})
         self.lost &= self._vms.keys()
         self._services = [
             Service(tname, sname, tenant.segment, svc.vip, svc.protocol, svc.port,
@@ -186,11 +250,8 @@ class Model:
 
     def vm_at(self, loc: Location) -> VM | None:
         """The VM at a port, or about to arrive there by a migration."""
-        for held in (self.locations, self.pending):
-            for name, where in held.items():
-                if where == loc:
-                    return self._vms[name]
-        return None
+        name = self.locations.at(loc) or next((n for n, where in self.pending.items() if where == loc), None)
+        return None if name is None else self._vms[name]
 
     def unlocated(self) -> list[VM]:
         return [vm for vm in self._vms.values() if vm.name not in self.locations]

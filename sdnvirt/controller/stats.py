@@ -71,7 +71,7 @@ class SwitchCounters:
         if table != Table.INGRESS:
             session.flow_counters[table] = body
             return
-        vms = _vms_at(model, session.dpid)
+        vms = model.locations.on(session.dpid)
         for stat in body:
             if stat.priority == Prio.VM_PORT_DROP:
                 port = stat.match.get("in_port")
@@ -96,7 +96,7 @@ class SwitchCounters:
 
     def _group_drops(self, model: Model, dpid: int, table: int, body: list) -> None:
         """The drop flows of a VM's security groups: by its port (sg_egress) or its MAC (sg_ingress)."""
-        vms = _vms_at(model, dpid)
+        vms = model.locations.on(dpid)
         direction = "egress" if table == Table.SG_EGRESS else "ingress"
         for stat in body:
             if stat.priority != GroupPrio.DROP:
@@ -112,7 +112,7 @@ class SwitchCounters:
                                 None if name is None else (name, direction), (stat.packet_count,))
 
     def ports(self, model: Model, session: SwitchSession, body: list) -> None:
-        vms = _vms_at(model, session.dpid)
+        vms = model.locations.on(session.dpid)
         for stat in body:
             if stat.port_no <= ofp.OFPP_MAX:
                 self.vm_traffic.add((session.dpid, stat.port_no), vms.get(stat.port_no),
@@ -161,8 +161,3 @@ def backend_counters(model: Model, sessions: dict[int, SwitchSession],
                 "bytes_from_backend": sum(s.byte_count for s in answered),
             }
     return out
-
-
-def _vms_at(model: Model, dpid: int) -> dict[int, str]:
-    """The VMs of a switch, by port."""
-    return {loc.port: name for name, loc in model.locations.items() if loc.dpid == dpid}
