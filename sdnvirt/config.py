@@ -85,6 +85,11 @@ class FabricSettings(_Strict):
     # vxlan: the name of each hypervisor bridge's flow-based VXLAN port
     # (options:remote_ip=flow options:key=flow).
     tunnel_port: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")] = "vxlan0"
+    # incremental: a change recomputes what it touches and only the keys it
+    # changed are diffed; full: every reconcile plans the whole fabric afresh
+    # and diffs every switch (the fallback the engine is tested against, and
+    # the peer of bench/scale_live.py).
+    planning: Literal["incremental", "full"] = "incremental"
 
 
 class ApiSettings(_Strict):

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from fabrics import TWO_TENANTS
+from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from sdnvirt import config
 from sdnvirt.controller import packet_in, periodic
@@ -150,3 +151,26 @@ def test_a_stream_of_posts_does_not_hold_up_the_timers():
         loop.post(ran.append, i)
     assert loop.run_posted() and ran == list(range(BATCH))
     assert loop.run_posted() and ran == list(range(2 * BATCH))
+
+
+@pytest.mark.parametrize("planning", ["incremental", "full"])
+def test_a_full_planning_round_diffs_every_switch_an_incremental_one_what_changed(planning):
+    ctl = Controller(config.parse({**TWO_TENANTS, "controller": {"fabric": {"planning": planning}}}), Metrics(),
+                     Events(), lambda handler: None, clock=Clock())
+    dp = FakeDatapath()
+    ctl.fabric.add_switch(0x101)
+    session = ctl.sessions[0x101] = SwitchSession(dp, 0x101)
+    session.installed_flows, session.installed_groups, session.installed_meters = {}, {}, {}
+
+    def round_() -> list:
+        sent = len(dp.sent)
+        ctl.reconcile(ctl.clock())
+        while ctl.sender.busy:
+            ctl.sender.barrier_reply(0x101, dp.sent[-1].xid)
+        return [m for m in dp.sent[sent:] if type(m).__name__ == "OFPFlowMod"]
+
+    assert round_()                     # programmed: from now on the switch is in step
+    stray = flow(0, 1, {"in_port": 99}, [], 1)
+    session.installed_flows[stray.key] = stray      # a flow no change of the model's accounts for
+    # Incremental: nothing changed, nothing is looked at; full: every switch diffed, the stray flow goes.
+    assert [m.command for m in round_()] == ([] if planning == "incremental" else [ofp.OFPFC_DELETE_STRICT])

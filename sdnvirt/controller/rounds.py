@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..events import Kind
+from ..plan.engine import Engine
 from ..plan.flows import Flow, Group, Meter
 from ..plan.reconcile import Keys, Verb, reconcile_fabric
 from .sender import Work
@@ -29,6 +30,9 @@ LOG = logging.getLogger("sdnvirt.controller")
 def reconcile(ctl: Controller, started: float, done: Callable[[], None], failed: Callable[[], None]) -> None:
     """Plan, diff and hand the changes to the sender; ``done`` once they are in the switches."""
     covers, planned_after = ctl.wanted, ctl.event_hub.last()
+    full = ctl.settings.planning == "full"
+    if full:
+        ctl.engine = Engine()
     engine = ctl.engine
     engine.update(ctl.model, ctl.fabric)
     changes = engine.take_changes()
@@ -39,7 +43,7 @@ def reconcile(ctl: Controller, started: float, done: Callable[[], None], failed:
     for dpid, session in ctl.sessions.items():
         if dpid not in ready:
             session.synced = False
-    only = {dpid: changes.get(dpid, Keys()) for dpid, s in ready.items() if s.synced}
+    only = {} if full else {dpid: changes.get(dpid, Keys()) for dpid, s in ready.items() if s.synced}
     for session in ready.values():
         session.warm = False
     generations = {dpid: s.generation for dpid, s in ready.items()}
