@@ -81,11 +81,20 @@ class Places(dict[str, Location]):
             if not ports:
                 self._on.pop(loc.dpid, None)
 
-    # The others would bypass the index.
-    def update(self, *args: object, **kwargs: object) -> None:
-        raise TypeError("Places: set or delete one VM at a time")
+    def update(self, other: Mapping[str, Location] | None = None, /, **more: Location) -> None:  # type: ignore[override]
+        for name, loc in {**(other or {}), **more}.items():
+            self[name] = loc
 
-    setdefault = popitem = update  # type: ignore[assignment]
+    def setdefault(self, name: str, default: Location) -> Location:
+        if name not in self:
+            self[name] = default
+        return self[name]
+
+    def popitem(self) -> tuple[str, Location]:
+        name = next(reversed(self))
+        loc = self[name]
+        del self[name]
+        return name, loc
 
 
 @dataclass(frozen=True)
