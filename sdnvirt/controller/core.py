@@ -23,12 +23,12 @@ from ..config import Config
 from ..events import Cause, Events, Found, Handler, Kind, LinkDown
 from ..fabric import Fabric
 from ..metrics import Metrics
-from ..model import Backend, Location, Model, Service
+from ..model import Location, Model
 from ..plan.engine import Engine
 from ..plan.features.port_security import recover_locations
 from ..plan.flows import Flow, is_ours
 from ..store import Store
-from . import locate, migrations, ofmsg, packet_in, periodic, probes, rounds, stats
+from . import backends, locate, migrations, ofmsg, packet_in, periodic, probes, rounds, stats
 from .discovery import Discovery
 from .loop import Loop
 from .sender import Sender
@@ -118,8 +118,7 @@ class Controller:
         # reach them again.
         for name in [n for n, loc in self.model.locations.items() if loc.dpid == session.dpid]:
             for svc, backend in self.model.backends_down(name, "its switch disconnected"):
-                LOG.warning("backend %s of %s/%s is DOWN (its switch disconnected)", backend.key, svc.tenant, svc.name)
-                self._backend_down(svc, backend, Cause.SWITCH_LOST)
+                backends.changed(self.event_hub, self.model, svc, backend, Cause.SWITCH_LOST)
         self.discovery.switch_gone(session.dpid)
         LOG.warning("switch %016x disconnected; it keeps its flows (fail-secure)", session.dpid)
         self.event_hub.publish(Kind.SWITCH_LOST, dpid=f"{session.dpid:016x}")
@@ -186,12 +185,7 @@ class Controller:
             LOG.info("VM %s (%s) left %016x port %d", vm.name, vm.tenant, dpid, port)
             self.event_hub.publish(Kind.VM_LEFT_PORT, vm=vm.name, tenant=vm.tenant, dpid=f"{dpid:016x}", port=port)
             for svc, backend in self.model.unbind(vm.name, "its VM left its port"):
-                LOG.warning("backend %s of %s/%s is DOWN (its VM left its port)", backend.key, svc.tenant, svc.name)
-                self._backend_down(svc, backend, Cause.VM_LEFT_PORT)
-
-    def _backend_down(self, svc: Service, backend: Backend, cause: Cause) -> None:
-        self.event_hub.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name, backend=backend.key,
-                               cause=cause)
+                backends.changed(self.event_hub, self.model, svc, backend, Cause.VM_LEFT_PORT)
 
     def link_down(self, dpid: int, port: int, cause: LinkDown) -> None:
         self.event_hub.publish(Kind.LINK_DOWN, dpid=f"{dpid:016x}", port=port, cause=cause)

@@ -21,7 +21,7 @@ from ..model import VM, Location, Model
 from ..plan.flows import Flow
 from ..plan.owners import vm_cookie
 from ..store import Store, StoreError, keys
-from . import packets
+from . import backends, packets
 
 LOG = logging.getLogger("sdnvirt.migration")
 
@@ -285,8 +285,7 @@ class Coordinator:
                 down = app.model.unbind(mig.vm, "its migration failed away from its port")
                 app.event_hub.publish(Kind.VM_LOST, vm=mig.vm, tenant=mig.tenant, migration=mig.id)
             for svc, backend in down:
-                app.event_hub.publish(Kind.BACKEND_DOWN, tenant=svc.tenant, service=svc.name, backend=backend.key,
-                                      cause=Cause.MIGRATION)
+                backends.changed(app.event_hub, app.model, svc, backend, Cause.MIGRATION)
         outcome = mig.outcome.value if mig.outcome is not None else "ended"
         LOG.warning("migration %d: VM %s %s: %s", mig.id, mig.vm, outcome.replace("_", " "), mig.reason)
         self._publish(mig, Step.ENDED)

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
 
 from ..config import virtual_mac
-from ..events import Cause, Events, Kind
+from ..events import Cause, Events
 from ..model import Backend, Location, Model, Service
 from ..plan.flows import ETH_TYPE_IPV4
+from . import backends
 
 LOG = logging.getLogger("sdnvirt.probes")
 
@@ -239,10 +240,7 @@ class Prober:
         health = self.model.health[svc.health_key(backend)]
         if not health.record(ok, reason, latency):
             return False
-        LOG.warning("backend %s of %s/%s is %s (%s)", backend.key, svc.tenant, svc.name,
-                    "UP" if health.up else "DOWN", reason)
-        self.events.publish(Kind.BACKEND_UP if health.up else Kind.BACKEND_DOWN, tenant=svc.tenant,
-                            service=svc.name, backend=backend.key, cause=Cause.ANSWERED if ok else failure)
+        backends.changed(self.events, self.model, svc, backend, Cause.ANSWERED if ok else failure)
         self.found(svc.health_key(backend), health.up)
         return True
 

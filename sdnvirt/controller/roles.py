@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from ..cluster.member import Member, State
 from ..events import Cause, Kind
 from ..metrics import dpid_label
+from . import backends
 from .core import Controller
 from .session import Role, SwitchSession
 
@@ -134,10 +135,7 @@ class Roles:
                 if up is None or (loc is not None and self.masters(loc.dpid)):
                     continue        # nobody said, or this instance's own probes decide
                 if model.health[key].told(up, "as the master of its switch found it"):
-                    LOG.warning("backend %s of %s/%s is %s (its switch's master found so)", backend.key,
-                                svc.tenant, svc.name, "UP" if up else "DOWN")
-                    self.ctl.event_hub.publish(Kind.BACKEND_UP if up else Kind.BACKEND_DOWN, tenant=svc.tenant,
-                                               service=svc.name, backend=backend.key, cause=Cause.SHARED)
+                    backends.changed(self.ctl.event_hub, model, svc, backend, Cause.SHARED)
                     changed = True
         if changed:
             self.ctl.request()
