@@ -7,9 +7,11 @@ from types import SimpleNamespace
 import pytest
 from fabrics import TWO_TENANTS, placed_model
 
+from sdnvirt import config
 from sdnvirt.cluster import claims
-from sdnvirt.cluster.claims import Claim, View, moves, owner
+from sdnvirt.cluster.claims import Claim, Verdict, View, health_writes, moves, owner
 from sdnvirt.cluster.member import Member, State
+from sdnvirt.controller.core import Controller
 from sdnvirt.controller.discovery import Discovery
 from sdnvirt.controller.roles import RECONNECT_GRACE, Roles
 from sdnvirt.controller.session import Role
@@ -17,6 +19,7 @@ from sdnvirt.emulation.etcdlab import EtcdLab
 from sdnvirt.emulation.lab import wait_for
 from sdnvirt.events import Events
 from sdnvirt.fabric import leaf_spine
+from sdnvirt.metrics import Metrics
 from sdnvirt.store import Delete, EtcdStore, StoreError
 
 SWITCHES = range(1, 41)
@@ -69,9 +72,32 @@ def test_the_view_follows_the_keys():
     view.apply(claims.member_key("a"), None, 8)
     assert view.claims == {} and view.members == {} and view.revision == 8
     view.apply(claims.health_key(("blue", "web", "web2:8080")), {"up": False, "by": "a"}, 9)
-    assert view.health == {("blue", "web", "web2:8080"): False}
+    assert view.health == {("blue", "web", "web2:8080"): Verdict(False, "a", 9)}
     view.apply(claims.health_key(("blue", "web", "web2:8080")), None, 10)
     assert view.health == {}
+
+
+WEB2, WEB3, OLD = ("blue", "web", "web2:8080"), ("blue", "web", "web3:8080"), ("blue", "gone", "web2:8080")
+
+
+def test_a_master_writes_its_verdicts_where_the_keys_say_otherwise_or_say_another_instances():
+    view = View(health={WEB2: Verdict(True, "a", 5), WEB3: Verdict(False, "b", 6)})
+    # web2 as found; web3's switch taken over from b: written as a's, though b said the same.
+    assert health_writes("a", view, {WEB2: True, WEB3: False}, {WEB2, WEB3}).put == {WEB3: False}
+    # A key deleted meanwhile, or one left down about a backend created again and found up here: written.
+    assert health_writes("a", View(), {WEB2: True}, {WEB2}).put == {WEB2: True}
+    assert health_writes("a", view, {WEB2: False}, {WEB2}).put == {WEB2: False}
+
+
+def test_the_keys_of_backends_the_desired_state_lacks_are_deleted_by_their_writer_or_by_the_leader_once_it_is_gone():
+    view = View(members={"a": frozenset(), "b": frozenset()}, leader="b",
+                health={WEB2: Verdict(False, "a", 5), WEB3: Verdict(False, "b", 6), OLD: Verdict(False, "b", 7)})
+    assert health_writes("a", view, {}, {WEB3}).delete == [(WEB2, 5)]               # its own only
+    assert health_writes("b", view, {}, {WEB2, WEB3}).delete == [(OLD, 7)]
+    # b is gone: the leader deletes what b wrote about backends that are no more, not the others.
+    view.leader, view.members = "a", {"a": frozenset()}
+    assert health_writes("a", view, {}, {WEB2, WEB3}).delete == [(OLD, 7)]
+    assert health_writes("c", view, {}, {WEB2, WEB3}).delete == []                  # c does not lead
 
 
 @pytest.fixture(scope="module")
@@ -134,41 +160,105 @@ def test_two_instances_share_the_switches_and_the_survivor_takes_a_revoked_ones_
         a.stop()
 
 
-def test_a_backend_found_down_by_one_instance_is_down_in_the_others_view(etcd, store):
+def test_a_backend_found_down_by_one_instance_is_down_in_the_others_view_until_it_is_deleted(etcd, store):
     states = {}
     a = Member("a", etcd, 2.0)
     b = Member("b", etcd, 2.0, lambda s: states.__setitem__("b", s))
     for m in (a, b):
         m.start()
     try:
-        key = ("blue", "web", "web2:8080")
-        a.share_health(key, False)
-        assert wait_for(lambda: "b" in states and states["b"].health.get(key) is False, 5)
-        a.share_health(key, True)
-        assert wait_for(lambda: states["b"].health.get(key) is True, 5)
+        a.set_health({WEB2: False}, {WEB2})
+        assert wait_for(lambda: "b" in states and states["b"].health.get(WEB2) is False, 5)
+        a.set_health({WEB2: True}, {WEB2})
+        assert wait_for(lambda: states["b"].health.get(WEB2) is True, 5)
+        a.set_health({}, set())                 # its service deleted: a deletes the key it wrote
+        assert wait_for(lambda: WEB2 not in states["b"].health, 5)
+        assert store.get(claims.health_key(WEB2)) is None
     finally:
         a.stop()
         b.stop()
 
 
-def test_shared_health_applies_to_the_backends_another_instance_probes_only():
+def test_the_leader_deletes_the_keys_a_lost_instance_wrote_about_backends_that_are_no_more(etcd, store):
+    for key in (WEB2, OLD):
+        store.put(claims.health_key(key), {"up": False, "by": "lost"})
+    member = Member("a", etcd, 2.0, clock=Clock())
+    member._join()
+    member.step()
+    member._reread()
+    assert member.view.leader == "a" and set(member.view.health) == {WEB2, OLD}    # not told the backends yet
+    member.set_health({}, {WEB2})
+    member.step()
+    member._reread()
+    assert set(member.view.health) == {WEB2}        # a backend that still is: its key stays for its next master
+    member.stop()
+
+
+class Told:
+    """A member that keeps what the controller tells it of the backends' health."""
+
+    def __init__(self):
+        self.verdicts, self.backends = {}, set()
+
+    def set_health(self, verdicts, backends):
+        self.verdicts, self.backends = dict(verdicts), set(backends)
+
+
+def web_doc():
     doc = {"tenants": {**TWO_TENANTS["tenants"]}}
     doc["tenants"]["blue"] = {**doc["tenants"]["blue"], "services": {"web": {
         "vip": "10.1.0.100", "port": 80, "backends": [{"vm": "web2", "port": 8080}, {"vm": "web3", "port": 8080}]}}}
-    model = placed_model(doc)
-    leaf1, leaf2 = model.locations["web3"].dpid, model.locations["web2"].dpid
-    requested = []
-    ctl = SimpleNamespace(model=model, event_hub=Events(), request=lambda: requested.append(1),
-                          sessions={leaf1: SimpleNamespace(role=Role.MASTER), leaf2: SimpleNamespace(role=Role.SLAVE)})
+    return doc
+
+
+def roles_of(model, masters=(), health=None):
+    """An instance's roles over ``model``, MASTER of the switches of the VMs ``masters``, told ``health``."""
+    mastered = {model.locations[vm].dpid for vm in masters}
+    ctl = SimpleNamespace(model=model, event_hub=Events(), sessions={
+        loc.dpid: SimpleNamespace(role=Role.MASTER if loc.dpid in mastered else Role.SLAVE)
+        for loc in model.locations.values()})
     roles = Roles(ctl, None)
-    down = {("blue", "web", "web2:8080"): False, ("blue", "web", "web3:8080"): False}
-    roles._shared_health(down)
-    # web2's switch is another's: its word holds; web3's is mine: my probes decide.
-    assert not model.health["blue", "web", "web2:8080"].up and model.health["blue", "web", "web3:8080"].up
-    assert requested and [e.fields["cause"] for e in ctl.event_hub.since(0).events] == ["shared"]
-    requested.clear()
-    roles._shared_health(down)
-    assert not requested        # nothing new: nothing to plan
+    roles.member = told = Told()
+    roles.state = State("a", {}, ["a", "b"], "b", False, health=health or {})
+    return roles, told
+
+
+def test_shared_health_applies_to_the_backends_another_instance_probes_and_this_ones_verdicts_go_to_the_cluster():
+    model = placed_model(web_doc())
+    roles, told = roles_of(model, masters=["web3"], health={WEB2: False, WEB3: False})
+    assert roles.exchange_health()
+    # web2's switch is another's: its word holds; web3's is mine: my probes decide, and the others are told.
+    assert not model.health[WEB2].up and model.health[WEB3].up
+    assert told.verdicts == {WEB3: True} and told.backends == {WEB2, WEB3}
+    assert [(e.kind, e.fields["cause"]) for e in roles.ctl.event_hub.since(0).events] == [("backend_down", "shared")]
+    assert not roles.exchange_health()      # nothing new
+
+
+def test_a_verdict_applies_to_no_backend_the_desired_state_lacks_and_to_one_it_gains_at_its_next_plan():
+    model = placed_model(TWO_TENANTS)       # the service is gone here; its key is not yet
+    roles, told = roles_of(model, health={WEB2: False})
+    assert not roles.exchange_health() and told.backends == set() and WEB2 not in model.health
+    model.set_config(config.parse(web_doc()))       # a config change: a plan follows, which exchanges first
+    assert roles.exchange_health() and not model.health[WEB2].up
+
+
+def test_the_master_of_a_backend_created_again_writes_its_own_verdict_over_the_one_left_of_the_old():
+    model = placed_model(web_doc())         # deleted and created again: web2 starts up, as any new backend
+    roles, told = roles_of(model, masters=["web2"], health={WEB2: False})
+    roles.exchange_health()
+    assert model.health[WEB2].up and told.verdicts[WEB2]
+    left = View(members={"a": frozenset()}, leader="a", health={WEB2: Verdict(False, "a", 5)})
+    assert health_writes("a", left, told.verdicts, told.backends).put == {WEB2: True}
+
+
+def test_a_config_change_reaches_the_clusters_health_keys_before_the_next_plan():
+    told = Told()
+    member = SimpleNamespace(lldp_secret=b"k" * 16, changed=None, set_health=told.set_health)
+    ctl = Controller(config.parse(TWO_TENANTS), Metrics(), Events(), lambda handler: None, clock=Clock())
+    Roles(ctl, member)
+    ctl.reload(config.parse(web_doc()))
+    ctl.reconcile(ctl.clock())
+    assert told.backends == {WEB2, WEB3} and told.verdicts == {}      # it masters no switch
 
 
 def test_a_joining_instance_plans_nothing_until_it_reaches_the_switches_the_others_reach_or_its_grace_ends():

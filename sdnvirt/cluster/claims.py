@@ -8,12 +8,24 @@ and one leaving moves only its own. Ownership is taken in etcd by a claim
 (a key per switch, created only if absent, bound to the owner's lease) and
 the claim's revision is the OpenFlow generation_id the owner sends with its
 MASTER role request, so a switch itself refuses an older master.
+
+A backend is probed by the master of its switch alone, which writes what
+its probes decide under ``HEALTH`` for the others to apply. Those keys
+follow the desired state like the claims follow the members
+(``health_writes``): a master writes its verdict wherever the key says
+otherwise or another instance said it (a switch taken over, a backend new or
+created again, a key deleted meanwhile), so a verdict left about an
+earlier backend of the same name lasts until the master's next step (its
+master gone: until the switch's next master takes over); the keys of
+backends the desired state no longer has are deleted by their writer, and
+by the leader once their writer is gone.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 PREFIX = "/sdnvirt/cluster/"
@@ -24,6 +36,8 @@ LLDP_SECRET = PREFIX + "lldp-secret"
 # A backend's health as the master of its switch, which alone probes it, found it.
 HEALTH = PREFIX + "health/"
 
+HealthKey = tuple[str, str, str]        # tenant, service, vm:port
+
 
 def member_key(name: str) -> str:
     return MEMBERS + name
@@ -33,7 +47,7 @@ def switch_key(dpid: int) -> str:
     return f"{SWITCHES}{dpid:016x}"
 
 
-def health_key(key: tuple[str, str, str]) -> str:
+def health_key(key: HealthKey) -> str:
     """The etcd key of a backend's health key (tenant, service, vm:port)."""
     return HEALTH + "/".join(key)
 
@@ -44,6 +58,13 @@ class Claim:
     revision: int       # the claim's revision: the owner's generation_id at the switch
 
 
+@dataclass(frozen=True)
+class Verdict:
+    up: bool
+    by: str             # the instance whose probes found it
+    revision: int       # the key's: a deletion compares it, so that a verdict written since stays
+
+
 @dataclass
 class View:
     """What the cluster's keys say, as last read or watched."""
@@ -51,7 +72,7 @@ class View:
     members: dict[str, frozenset[int]] = field(default_factory=dict)    # live instance -> switches it reaches
     claims: dict[int, Claim] = field(default_factory=dict)
     leader: str | None = None
-    health: dict[tuple[str, str, str], bool] = field(default_factory=dict)     # backend -> up
+    health: dict[HealthKey, Verdict] = field(default_factory=dict)
     revision: int = 0
 
     def apply(self, key: str, value: object, revision: int) -> None:
@@ -74,7 +95,7 @@ class View:
         elif key.startswith(HEALTH):
             tenant, service, backend = key[len(HEALTH):].split("/", 2)
             if isinstance(value, dict):
-                self.health[tenant, service, backend] = bool(value["up"])
+                self.health[tenant, service, backend] = Verdict(bool(value["up"]), str(value["by"]), revision)
             else:
                 self.health.pop((tenant, service, backend), None)
 
@@ -107,3 +128,23 @@ def moves(me: str, view: View, connected: Iterable[int]) -> Moves:
     release = sorted((d, c.revision) for d, c in view.claims.items()
                      if c.owner == me and owner(d, members) not in (me, None))
     return Moves(take, release)
+
+
+@dataclass(frozen=True)
+class HealthWrites:
+    put: dict[HealthKey, bool]          # verdicts to write as ``me``'s
+    delete: list[tuple[HealthKey, int]]     # (backend, the revision its key must still be at)
+
+
+def health_writes(me: str, view: View, verdicts: Mapping[HealthKey, bool],
+                  known: AbstractSet[HealthKey]) -> HealthWrites:
+    """What ``me`` writes of the backends' health: ``verdicts``, those of the
+    backends on the switches it masters, wherever the keys say otherwise or
+    say another's; the deletion of the keys about backends that ``known``
+    (every backend of its desired state) lacks, that it wrote or, as the
+    leader, that an instance no longer live wrote."""
+    put = {key: up for key, up in verdicts.items()
+           if (said := view.health.get(key)) is None or (said.up, said.by) != (up, me)}
+    delete = sorted((key, said.revision) for key, said in view.health.items()
+                    if key not in known and (said.by == me or (view.leader == me and said.by not in view.members)))
+    return HealthWrites(put, delete)

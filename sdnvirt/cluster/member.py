@@ -6,7 +6,9 @@ Two threads: ``_follow`` watches the cluster's keys into the view; ``_run``
 keeps the lease alive and acts on the view (``claims.moves``). Whoever
 embeds it (the controller) is told the claims and whether this instance is
 fenced, through ``changed``, from the agent's thread, and tells it which
-switches it is connected to with ``set_switches``.
+switches it is connected to with ``set_switches``, and which backends there
+are and what its probes found of those on the switches it masters with
+``set_health`` (written as ``claims.health_writes`` says, at each step).
 
 Fencing: the lease lives ``ttl`` seconds after the last renewal etcd
 received, which is after the renewal was sent. An instance that has had no
@@ -23,11 +25,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from ..store import ABSENT, Compacted, Conflict, EtcdStore, LeaseExpired, Observe, StoreError, Watch
 from . import claims
-from .claims import Claim, View
+from .claims import Claim, HealthKey, View
 
 LOG = logging.getLogger("sdnvirt.cluster")
 
@@ -42,7 +45,7 @@ class State:
     leader: str | None
     fenced: bool
     reached: frozenset[int] = frozenset()     # the switches the other instances are connected to
-    health: Mapping[tuple[str, str, str], bool] = field(default_factory=dict)     # backends, as their prober says
+    health: Mapping[HealthKey, bool] = field(default_factory=dict)     # backends, as their prober says
 
     def mine(self, dpid: int) -> Claim | None:
         claim = self.claims.get(dpid)
@@ -67,7 +70,8 @@ class Member:
         self._stop = threading.Event()
         self._watch: Watch | None = None
         self._registered: frozenset[int] | None = None
-        self._health_out: dict[tuple[str, str, str], bool] = {}     # found here, not yet in etcd
+        self._verdicts: dict[HealthKey, bool] = {}      # the backends this instance probes
+        self._backends: frozenset[HealthKey] | None = None      # every backend there is; None: not told yet
         self.lease = 0
         self.renewed = float("-inf")    # when the last renewal that etcd answered was sent
         self.fenced = True
@@ -95,12 +99,15 @@ class Member:
             self._switches = dpids
             self._lock.notify_all()
 
-    def share_health(self, key: tuple[str, str, str], up: bool) -> None:
-        """A backend went up or down by this instance's probes: the others are
-        told through etcd (written by the agent's thread, woken now)."""
+    def set_health(self, verdicts: Mapping[HealthKey, bool], backends: AbstractSet[HealthKey]) -> None:
+        """``verdicts``: what this instance's probes found of the backends it probes
+        (those on the switches it masters), for the others; ``backends``: every
+        backend of the desired state, whose keys stay (the agent's thread writes
+        them, woken now if anything changed)."""
         with self._lock:
-            self._health_out[key] = up
-            self._lock.notify_all()
+            if (verdicts, backends) != (self._verdicts, self._backends):
+                self._verdicts, self._backends = dict(verdicts), frozenset(backends)
+                self._lock.notify_all()
 
     def stop(self) -> None:
         """Leave at once: the lease revoked, its record, claims and leadership go with it."""
@@ -171,9 +178,13 @@ class Member:
         with self._lock:
             switches, view = self._switches, self.view
             moves = claims.moves(self.name, view, switches)
+            # Until the controller has said which backends there are, no key is anyone's to delete.
+            health = None if self._backends is None else claims.health_writes(self.name, view, self._verdicts,
+                                                                              self._backends)
         if switches != self._registered:
             self._register(switches)
-        self._write_health()
+        if health is not None:
+            self._write_health(health)
         for dpid in moves.take:
             try:
                 self.store.put_leased(claims.switch_key(dpid), {"owner": self.name}, self.lease, expect=ABSENT)
@@ -191,16 +202,15 @@ class Member:
                 pass
         self._tell()
 
-    def _write_health(self) -> None:
-        with self._lock:
-            out, self._health_out = self._health_out, {}
-        try:
-            for key, up in out.items():
-                self.store.put(claims.health_key(key), {"up": up, "by": self.name})
-        except StoreError:
-            with self._lock:        # again at the next step; anything newer found meanwhile wins
-                self._health_out = {**out, **self._health_out}
-            raise
+    def _write_health(self, health: claims.HealthWrites) -> None:
+        """What fails is written at a later step: each step compares the keys with the verdicts afresh."""
+        for key, up in health.put.items():
+            self.store.put(claims.health_key(key), {"up": up, "by": self.name})
+        for key, revision in health.delete:
+            try:
+                self.store.delete(claims.health_key(key), expect=revision)
+            except Conflict:
+                pass    # written again since: the watch brings it, and the next step decides again
 
     def _fence(self, fenced: bool) -> None:
         if fenced and not self.fenced:
@@ -212,7 +222,7 @@ class Member:
         with self._lock:
             others = [dpids for name, dpids in self.view.members.items() if name != self.name]
             state = State(self.name, dict(self.view.claims), sorted(self.view.members), self.view.leader, self.fenced,
-                          frozenset().union(*others), dict(self.view.health))
+                          frozenset().union(*others), {key: said.up for key, said in self.view.health.items()})
         if state != self._last:
             self._last = state
             self.changed(state)

@@ -62,6 +62,7 @@ class Controller:
         self.reinject: list[tuple[int, int, bytes]] = []
         self.started = self.last_topology_change = now = self.clock()
         self.incomplete: Callable[[], bool] = lambda: False    # switches known to exist are still to connect
+        self.before_plan: Callable[[], object] = lambda: None   # in a cluster: the health of backends exchanged
         self.next_lldp = self.next_stats = now
         # Reconcile requests are numbered: a migration step waits until a
         # reconcile that started after its request is in the switches.
@@ -285,6 +286,7 @@ class Controller:
 
     def reconcile(self, started: float) -> None:
         """Make every switch hold its planned flows, groups and meters, touching only what differs."""
+        self.before_plan()
 
         def done() -> None:
             if self.dirty:

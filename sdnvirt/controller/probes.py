@@ -68,9 +68,6 @@ class Prober:
         # Whether probes can go out of this switch: in a cluster only its master's
         # can, and a probe that never left must not count as unanswered.
         self.may_probe: Callable[[int], bool] = lambda dpid: True
-        # Told of every backend this instance's probes took up or down: in a
-        # cluster the others apply it, since they do not probe it themselves.
-        self.found: Callable[[tuple[str, str, str], bool], None] = lambda key, up: None
 
     # -- sending -----------------------------------------------------------
     def tick(self, now: float) -> list[tuple[int, int, bytes]]:
@@ -241,7 +238,6 @@ class Prober:
         if not health.record(ok, reason, latency):
             return False
         backends.changed(self.events, self.model, svc, backend, Cause.ANSWERED if ok else failure)
-        self.found(svc.health_key(backend), health.up)
         return True
 
 

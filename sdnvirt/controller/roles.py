@@ -11,7 +11,8 @@ that are right are left alone. Slaves get packet-ins and port status too
 (asynchronous config), so every instance learns links and VM places, and
 signs LLDP with the cluster's shared key. A backend is probed by the master
 of its switch alone (probes are packet-outs); what its probes decide goes
-through etcd, and the others apply it to the switches they master.
+through etcd, and the others apply it to the switches they master
+(``exchange_health``; which keys are written and deleted: ``cluster.claims``).
 
 Without a cluster nothing here acts: sessions stay EQUAL and every write goes.
 """
@@ -19,7 +20,7 @@ Without a cluster nothing here acts: sessions stay EQUAL and every write goes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -27,6 +28,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..cluster.claims import HealthKey
 from ..cluster.member import Member, State
 from ..events import Cause, Kind
 from ..metrics import dpid_label
@@ -54,7 +56,7 @@ class Roles:
             ctl.discovery.secret = member.lldp_secret
             ctl.sender.may_write = self.may_write
             ctl.prober.may_probe = self.masters
-            ctl.prober.found = member.share_health
+            ctl.before_plan = self.exchange_health
             ctl.incomplete = self.incomplete
             member.changed = lambda state: ctl.loop.post(self.apply, state)
             ctl.metrics.registry.register(ClusterCollector(self))
@@ -122,23 +124,34 @@ class Roles:
                 self.ctl.discovery.new_master(dpid, now)
         for session in list(self.ctl.sessions.values()):
             self._update(session)
-        if before is None or before.health != state.health:
-            self._shared_health(state.health)
+        # Now, before a switch claimed here answers MASTER: its new master goes on
+        # from what the previous one found.
+        if self.exchange_health():
+            self.ctl.request()
 
-    def _shared_health(self, shared: Mapping[tuple[str, str, str], bool]) -> None:
-        """The backends another instance probes (the master of their switch): up or down as it found."""
+    def exchange_health(self) -> bool:
+        """The backends' health, exchanged with the other instances at each change
+        of the cluster's state and before each plan (which follows a config
+        change, a verdict of this instance's probes, a switch mastered or given
+        up, a VM located): the member is told every backend of the desired state
+        and this instance's verdicts on those whose switch it masters; the
+        others' verdicts apply to the rest, so never to a backend the desired
+        state does not have. True if that changed a backend here."""
         model, changed = self.ctl.model, False
+        shared = self.state.health if self.state is not None else {}
+        verdicts: dict[HealthKey, bool] = {}
         for svc in model.services():
             for backend in svc.backends:
                 key = svc.health_key(backend)
-                up, loc = shared.get(key), model.locations.get(backend.vm.name)
-                if up is None or (loc is not None and self.masters(loc.dpid)):
-                    continue        # nobody said, or this instance's own probes decide
-                if model.health[key].told(up, "as the master of its switch found it"):
+                health, loc = model.health[key], model.locations.get(backend.vm.name)
+                if loc is not None and self.masters(loc.dpid):
+                    verdicts[key] = health.up
+                elif (up := shared.get(key)) is not None and health.told(up, "as the master of its switch found it"):
                     backends.changed(self.ctl.event_hub, model, svc, backend, Cause.SHARED)
                     changed = True
-        if changed:
-            self.ctl.request()
+        if self.member is not None:
+            self.member.set_health(verdicts, frozenset(model.health))
+        return changed
 
     def _update(self, session: SwitchSession) -> None:
         state = self.state
