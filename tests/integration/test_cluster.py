@@ -12,8 +12,10 @@ from fabrics import TWO_TENANTS
 from monitoring import panel_exprs
 
 from sdnvirt.api.client import ApiError
+from sdnvirt.cluster import claims
 from sdnvirt.emulation import lab
 from sdnvirt.emulation.clusterlab import ClusterLab
+from sdnvirt.store import EtcdStore
 
 from .test_monitoring import Prometheus, fires, until
 
@@ -90,7 +92,7 @@ def test_slaves_never_write(cluster):
     assert withheld > 0         # slaves had writes to make (LLDP, probes) and made none
 
 
-def test_a_backend_its_switchs_master_finds_down_is_down_for_every_instance_and_every_client(cluster):
+def test_a_backend_its_switchs_master_finds_down_is_down_for_every_instance_and_every_client_until_deleted(cluster):
     prober = cluster.master_of("leaf2")         # web2's switch: the only instance that probes web2
     clients = [vm for vm, leaf in (("web1", "leaf1"), ("app1", "leaf3")) if cluster.master_of(leaf) != prober]
     assert clients, "every client's switch has the backend's master: nothing shared to test"
@@ -108,6 +110,22 @@ def test_a_backend_its_switchs_master_finds_down_is_down_for_every_instance_and_
     cluster.servers["web2"] = lab.serve_http(cluster.emu.host("web2"), 8080, "web2")
     for n in cluster.alive():
         assert cluster.ctls[n].wait_event("backend_up", {"backend": "web2:8080"}, cursors[n], timeout=5), n
+    # Deleted while web2 is down, the service's verdicts go with it; created again with web2 serving, no
+    # instance takes the old verdict for the new backend's.
+    cursors = {n: cluster.ctls[n].cursor() for n in cluster.alive()}
+    cluster.servers.pop("web2").terminate()
+    assert all(cluster.ctls[n].wait_event("backend_down", {"backend": "web2:8080"}, cursors[n], timeout=5)
+               for n in cluster.alive())
+    api, store = cluster.ctls[prober].api(), EtcdStore(cluster.etcd.endpoints)
+    api.delete("/tenants/blue/services/web")
+    assert lab.wait_for(lambda: not store.list(claims.HEALTH).items, 5), store.list(claims.HEALTH).items
+    cluster.servers["web2"] = lab.serve_http(cluster.emu.host("web2"), 8080, "web2")
+    api.post("/tenants/blue/services", {"name": "web", **cluster_doc()["tenants"]["blue"]["services"]["web"]})
+    assert lab.wait_for(lambda: all(any(lab.http_get(cluster.emu.host(c), f"http://{VIP}/") == "web2" for _ in range(8))
+                                    for c in clients), 10)
+    time.sleep(1.0)         # the prober's checks (0.2 s) and every instance's plans since
+    assert all(b["up"] for n in cluster.alive() for b in cluster.ctls[n].api().get("/health")
+               if b["backend"] == "web2:8080")
 
 
 def test_kill_9_of_a_leafs_master_moves_its_switches_with_no_packet_lost_and_no_flow_rewritten(cluster):
