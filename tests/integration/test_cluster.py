@@ -1,7 +1,8 @@
 """Three controller processes on a real three-member etcd, one leaf-spine
 fabric connected to all of them: one master per switch, a change through one
 instance applied by the others, kill -9 of a master under a 1 ms ping stream,
-a graceful handover, slaves that never write, and etcd's faults: one member
+a graceful handover, slaves that never write, a backend's health shared
+and deleted with its service, and etcd's faults: one member
 of three lost, then the quorum lost and regained; a real Prometheus scrapes
 them all for the cluster's dashboard row and alerts."""
 
