@@ -23,7 +23,7 @@ from ..config import Config
 from ..events import Cause, Events, Found, Handler, Kind, LinkDown
 from ..fabric import Fabric
 from ..metrics import Metrics
-from ..model import Location, Model
+from ..model import Location, Model, Service
 from ..plan.engine import Engine
 from ..plan.features.port_security import recover_locations
 from ..plan.flows import Flow, is_ours
