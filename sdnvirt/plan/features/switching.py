@@ -66,19 +66,20 @@ class TenantSwitching(Feature):
         return ()
 
     def parts(self, tenant: Tenant) -> dict[Hashable, object]:
-        # Per VM its paths; the flood tree and the fabric ingress per tenant.
+        # Per VM its paths; the flood tree per tenant; the fabric ingress per tenant and
+        # switch, so that a link recomputes the ingress of the switches at its ends only.
         parts: dict[Hashable, object] = {vm: (loc, tenant.routes[vm]) for vm, loc in tenant.bound.items()}
         parts[_FLOOD] = (tenant.segment, tenant.cookie, tenant.flood, tenant.bound)
         fabric = self.ctx.fabric
-        parts[_INGRESS] = (tenant.segment, tenant.cookie, tenant.carriers, tenant.members,
-                           tuple(fabric.fabric_ports(at) for at in sorted(tenant.carriers)))
+        for at in tenant.carriers:
+            parts[_INGRESS, at] = (tenant.segment, tenant.cookie, tenant.members, fabric.fabric_ports(at))
         return parts
 
     def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
         if key == _FLOOD:
             self._flood(tenant, out)
-        elif key == _INGRESS:
-            self._ingress(tenant, out)
+        elif isinstance(key, tuple):
+            self._ingress(tenant, key[1], out)
         else:
             assert isinstance(key, VM)
             for at, f in forward(key, tenant.bound[key], tenant.routes[key]):
@@ -101,13 +102,12 @@ class TenantSwitching(Feature):
                 out.add(at, flow(Table.FLOOD, Prio.FLOOD_IPV4, {"metadata": segment, "eth_type": ETH_TYPE_IPV4},
                                  [apply(*open_)] if open_ else [], c))
 
-    def _ingress(self, tenant: Tenant, out: Contribution) -> None:
+    def _ingress(self, tenant: Tenant, at: int, out: Contribution) -> None:
         segment, c = tenant.segment, tenant.cookie
         # A frame from another switch already passed port security at its
         # edge: it skips ARP, services and lb (a VIP is translated at the
         # client's edge), but not unnat (a reply is translated back there).
-        for at in tenant.carriers:
-            for match, unwrap in self.ctx.encap.ingress(segment, at, tenant.members):
-                out.add(at, flow(Table.INGRESS, Prio.TENANT_FABRIC, match,
-                                 [*([apply(*unwrap)] if unwrap else []), write_metadata(segment),
-                                  goto(Table.UNNAT)], c))
+        for match, unwrap in self.ctx.encap.ingress(segment, at, tenant.members):
+            out.add(at, flow(Table.INGRESS, Prio.TENANT_FABRIC, match,
+                             [*([apply(*unwrap)] if unwrap else []), write_metadata(segment),
+                              goto(Table.UNNAT)], c))
