@@ -214,13 +214,10 @@ def fat_tree(k: int = 4, vm_ports: int | None = None, reverse: bool = False) -> 
 def next_hops(g: nx.Graph[int], dst: int) -> dict[int, int]:
     """For every switch that can reach ``dst``: the port it sends out of toward ``dst``.
 
-    Each hop strictly lowers the distance to ``dst``, so the result is loop-free.
-    Among equal-cost neighbours the one of highest rendezvous weight for ``dst``
-    wins (highest-random-weight hashing): destinations spread over the spines
-    of a leaf-spine or fat tree, the choice is the same in every process and
-    after every restart, and a neighbour lost or found moves only the
-    destinations that pick it, not every destination of the switch (as a
-    choice modulo the number of neighbours would).
+    Each hop strictly lowers the distance to ``dst``, so the result is loop-free;
+    among equal-cost neighbours the destination's dpid picks one (modulo their
+    number), which spreads consecutive destinations over the spines of a
+    leaf-spine or fat tree and stays the same across restarts.
     """
     if dst not in g:
         return {}
@@ -229,22 +226,10 @@ def next_hops(g: nx.Graph[int], dst: int) -> dict[int, int]:
     for node, d in dist.items():
         if node == dst:
             continue
-        pick = max((n for n in g.neighbors(node) if dist.get(n) == d - 1), key=lambda n: (rendezvous(dst, n), n))
+        closer = sorted(n for n in g.neighbors(node) if dist.get(n) == d - 1)
+        pick = closer[dst % len(closer)]
         hops[node] = g.edges[node, pick]["ports"][node]
     return hops
-
-
-_MASK64 = (1 << 64) - 1
-
-
-def rendezvous(key: int, candidate: int) -> int:
-    """The weight of ``candidate`` for ``key``: a 64-bit mix (splitmix64's finaliser, twice),
-    not Python's hash(), so that every process weighs alike."""
-    def mix(x: int) -> int:
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-        return x ^ (x >> 31)
-    return mix(mix(key & _MASK64) ^ (candidate & _MASK64))
 
 
 def path_nodes(g: nx.Graph[int], src: int, dst: int, hops: dict[int, int]) -> list[int]:
