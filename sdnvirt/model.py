@@ -227,7 +227,8 @@ class Model:
             for vname, vm in sorted(tenant.vms.items())
         }
         self._by_mac = {vm.mac: vm for vm in self._vms.values()}
-        self.locations = Places({name: loc for name, loc in self.locations.items() if name in self._vms})
+        for name in [name for name in self.locations if name not in self._vms]:
+            del self.locations[name]
         self.lost &= self._vms.keys()
         self._services = [
             Service(tname, sname, tenant.segment, svc.vip, svc.protocol, svc.port,
