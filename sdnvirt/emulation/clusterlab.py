@@ -6,29 +6,34 @@ from __future__ import annotations
 
 import copy
 import signal
+from collections.abc import Iterable
 from pathlib import Path
 
 from .. import config
 from .etcdlab import EtcdLab
 from .lab import ControllerProcess, free_port, wait_for
 from .launcher import Emulation, wait_connected
+from .relay import Relay
 
 
 class ClusterLab:
     def __init__(self, workdir: str | Path, doc: dict, topo: str, params: dict, size: int = 3,
-                 lease_ttl: float = 2.0):
+                 lease_ttl: float = 2.0, relayed: Iterable[str] = ()):
         """``doc``: the config every instance shares; each gets its name, its own
-        ports and the etcd endpoints added."""
+        ports and the etcd endpoints added.  The instances named in ``relayed``
+        reach etcd through relays (``relays[name]``) that can cut them off it."""
         self.workdir = Path(workdir)
         self.etcd = EtcdLab(3, self.workdir / "etcd")
         (self.workdir / "etcd").mkdir(parents=True, exist_ok=True)
         self.names = [f"ctl{i}" for i in range(size)]
+        self.relays = {name: [Relay(("127.0.0.1", m.client)) for m in self.etcd.members] for name in relayed}
         self.docs = []
         for name in self.names:
             d = copy.deepcopy(doc)
             ctl = d.setdefault("controller", {})
             ctl["openflow"] = {**ctl.get("openflow", {}), "port": free_port()}
-            ctl["cluster"] = {"name": name, "etcd": self.etcd.endpoints, "lease_ttl": lease_ttl}
+            endpoints = [r.url for r in self.relays[name]] if name in self.relays else self.etcd.endpoints
+            ctl["cluster"] = {"name": name, "etcd": endpoints, "lease_ttl": lease_ttl}
             self.docs.append(d)
         self.ctls = {name: ControllerProcess(d, self.workdir / name) for name, d in zip(self.names, self.docs,
                                                                                         strict=True)}
@@ -51,6 +56,8 @@ class ClusterLab:
         self.emu.stop()
         for ctl in self.ctls.values():
             ctl.stop(signal.SIGKILL)
+        for relay in (r for relays in self.relays.values() for r in relays):
+            relay.close()
         self.etcd.close()
 
     def alive(self) -> list[str]:
