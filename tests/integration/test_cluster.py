@@ -140,14 +140,7 @@ def test_kill_9_of_a_leafs_master_moves_its_switches_with_no_packet_lost_and_no_
     cluster.ctls[victim].stop(9)
     # A backend on a switch of the victim dies with it: nobody probes it until a survivor masters its switch.
     cluster.servers.pop("web3").terminate()
-    taken = {}
-    for dpid in mine:
-        for n in survivors:
-            e = cluster.ctls[n].wait_event("role_changed", {"dpid": dpid, "role": "master"}, cursors[n],
-                                           timeout=LEASE + 3)
-            if e is not None:
-                taken[dpid] = e["time"] - killed
-                break
+    taken = {dpid: t - killed for dpid, t in taken_over(cluster, mine, survivors, cursors).items()}
     assert set(taken) == set(mine), f"not taken over: {set(mine) - set(taken)}"
     assert max(taken.values()) <= LEASE + 1.5, taken        # lease_ttl + 0.5 s, with room for a loaded machine
     # bench/ha.py measures how long after the kill (the bound: takeover + fall x interval + timeout).
@@ -164,6 +157,18 @@ def test_kill_9_of_a_leafs_master_moves_its_switches_with_no_packet_lost_and_no_
         assert sum(f["flow_add"] + f["flow_modify"] + f["flow_delete"] for f in changes) == 0, \
             timeline(cluster, survivors, cursors, killed)
     cluster.servers["web3"] = lab.serve_http(cluster.emu.host("web3"), 8080, "web3")
+
+
+def taken_over(c, dpids, names, cursors):
+    """When one of ``names`` became MASTER of each of ``dpids`` after its cursor (those that did)."""
+    taken = {}
+    for dpid in dpids:
+        for n in names:
+            e = c.ctls[n].wait_event("role_changed", {"dpid": dpid, "role": "master"}, cursors[n], timeout=LEASE + 3)
+            if e is not None:
+                taken[dpid] = e["time"]
+                break
+    return taken
 
 
 def timeline(c, names, cursors, since):
