@@ -109,7 +109,9 @@ def test_live_migration_under_a_ping_stream_and_a_tcp_connection(fab):
     # replies after it take on two loaded cores.
     gap, before, after = lab.longest_gap(times)
     assert gap <= qemu["stop_to_resume"] + 0.1, (gap, rec)
-    assert before <= qemu["resume"] and after >= qemu["stop"], (before, after, rec)
+    # It lies across that window, or just after it when the window is a few ms and the
+    # guest's first replies after its RESUME are the longer wait.
+    assert before <= qemu["resume"] + 0.1 and after >= qemu["stop"], (before, after, rec)
     assert lost <= 20, (sent, lost, rec)
     # One TCP connection to the guest, talking every 10 ms throughout, never broke.
     lines, broke = echo.talked(talk)
