@@ -7,6 +7,7 @@ are already installed and changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -219,17 +220,43 @@ def next_hops(g: nx.Graph[int], dst: int) -> dict[int, int]:
     number), which spreads consecutive destinations over the spines of a
     leaf-spine or fat tree and stays the same across restarts.
     """
+    return hops_toward(g, dst)[1]
+
+
+def hops_toward(g: nx.Graph[int], dst: int) -> tuple[dict[int, int], dict[int, int]]:
+    """The hop counts to ``dst`` of the switches that reach it, and their ``next_hops``."""
     if dst not in g:
-        return {}
+        return {}, {}
     dist = nx.single_source_shortest_path_length(g, dst)
-    hops = {}
-    for node, d in dist.items():
-        if node == dst:
-            continue
-        closer = sorted(n for n in g.neighbors(node) if dist.get(n) == d - 1)
-        pick = closer[dst % len(closer)]
-        hops[node] = g.edges[node, pick]["ports"][node]
-    return hops
+    return dist, {node: _pick(g, dst, dist, node) for node in dist if node != dst}
+
+
+def hops_after(g: nx.Graph[int], dst: int, dist: dict[int, int], hops: dict[int, int],
+               changed: Iterable[tuple[int, int]]) -> dict[int, int] | None:
+    """``next_hops(g, dst)`` from ``hops_toward`` of a graph that differed from ``g`` only in
+    the links between the pairs of switches ``changed`` (lost, found or on other ports);
+    None if the hop counts to ``dst`` may differ, and everything must be worked out again.
+
+    While every switch keeps a neighbour one hop closer and no new link is a shortcut,
+    the hop counts hold, and only the switches at the ends of the changed links may pick
+    another neighbour: a link change costs its ends, not the whole fabric."""
+    ends = set()
+    for a, b in changed:
+        if g.has_edge(a, b):
+            if (a in dist) != (b in dist) or abs(dist.get(a, 0) - dist.get(b, 0)) > 1:
+                return None
+        elif a in dist and b in dist and dist[a] != dist[b]:
+            far = a if dist[a] > dist[b] else b
+            if not any(dist.get(n) == dist[far] - 1 for n in g.neighbors(far)):
+                return None
+        ends |= {a, b}
+    return {**hops, **{node: _pick(g, dst, dist, node) for node in ends if node in dist and node != dst}}
+
+
+def _pick(g: nx.Graph[int], dst: int, dist: dict[int, int], node: int) -> int:
+    """The port of ``node`` toward ``dst``: to the closer neighbour the destination's dpid picks."""
+    closer = sorted(n for n in g.neighbors(node) if dist.get(n) == dist[node] - 1)
+    return int(g.edges[node, closer[dst % len(closer)]]["ports"][node])
 
 
 def path_nodes(g: nx.Graph[int], src: int, dst: int, hops: dict[int, int]) -> list[int]:

@@ -7,7 +7,7 @@ import networkx as nx
 import pytest
 from fabrics import leafspine
 
-from sdnvirt.fabric import FAT_TREE_DPIDS, Fabric, fat_tree, flood_tree, next_hops, path_nodes
+from sdnvirt.fabric import FAT_TREE_DPIDS, Fabric, fat_tree, flood_tree, hops_after, hops_toward, next_hops, path_nodes
 
 CORE, AGG, EDGE = FAT_TREE_DPIDS
 
@@ -230,6 +230,26 @@ def test_next_hops_spread_destinations_over_the_spines():
     g = leafspine(spines=2, leaves=4).graph()
     spine_of = {dst: neighbour(g, 0x101, next_hops(g, dst)[0x101]) for dst in (0x102, 0x103, 0x104)}
     assert set(spine_of.values()) == {0x201, 0x202}
+
+
+@pytest.mark.parametrize("name", FABRICS)
+def test_next_hops_after_a_link_change_are_worked_out_at_its_ends_or_afresh(name):
+    g = FABRICS[name]().graph()
+    for a, b in random.Random(16).sample(sorted(g.edges), 6):
+        cut = g.copy()
+        cut.remove_edge(a, b)
+        for before, after in ((g, cut), (cut, g)):       # the link lost, then found again
+            afresh = set()
+            for dst in g:
+                dist, hops = hops_toward(before, dst)
+                kept = hops_after(after, dst, dist, hops, [(a, b)])
+                assert kept is None or kept == next_hops(after, dst), (name, (a, b), dst)
+                if kept is None:
+                    afresh.add(dst)
+            # The hop counts move toward few of the switches VMs are on (leaves, edge
+            # switches): the one at the link's end, the edge switches below a lost aggregation.
+            hypervisors = {dst for dst in g if dst >> 8 in (1, EDGE >> 8)}
+            assert len(afresh & hypervisors) <= 2, (name, (a, b), afresh)
 
 
 def test_paths_do_not_depend_on_discovery_order():

@@ -23,7 +23,7 @@ from typing import ClassVar
 import networkx as nx
 
 from ..config import Config, FabricSettings
-from ..fabric import Fabric, PortRef, Switch, flood_tree, next_hops, spanning_tree
+from ..fabric import Fabric, PortRef, Switch, flood_tree, hops_after, hops_toward, spanning_tree
 from .flows import OFPVID_PRESENT, Action, Match
 
 Actions = tuple[Action, ...]
@@ -118,9 +118,9 @@ class VlanEncap(Encap):
     def __init__(self, fabric: Fabric, config: Config) -> None:
         super().__init__(fabric, config)
         self.graph = fabric.graph()
-        # Asked for again and again in one plan: once per destination switch
-        # (its next hops, and the next switch on from each) and once per switch is enough.
-        self._hops: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
+        # Asked for again and again in one plan: once per destination switch (the hop
+        # counts to it, the next hops, and the next switch on from each) is enough.
+        self._hops: dict[int, tuple[dict[int, int], dict[int, int], dict[int, int]]] = {}
         self._peer: dict[PortRef, int] = {}      # the switch at the other end of a link
         for a, b in self.graph.edges:
             ends = self.graph.edges[a, b]["ports"]
@@ -135,9 +135,9 @@ class VlanEncap(Encap):
         """The next hops toward ``dst`` (ports) and the switches they lead to."""
         known = self._hops.get(dst)
         if known is None:
-            hops = next_hops(self.graph, dst)
-            known = self._hops[dst] = (hops, {at: self._peer[at, port] for at, port in hops.items()})
-        return known
+            dist, hops = hops_toward(self.graph, dst)
+            known = self._hops[dst] = (dist, hops, {at: self._peer[at, port] for at, port in hops.items()})
+        return known[1], known[2]
 
     def spanning(self) -> nx.Graph[int]:
         if self._spanning is None:
@@ -147,7 +147,14 @@ class VlanEncap(Encap):
     def moved(self, old: Encap) -> tuple[set[int] | None, bool]:
         if not isinstance(old, VlanEncap):
             return None, True
-        paths = {dst for dst, (hops, _) in old._hops.items() if self._towards(dst)[0] != hops}
+        changed = {(a, b) for a, _, b, _ in _edges(old.graph) ^ _edges(self.graph)}
+        for dst, (dist, hops, onward) in old._hops.items():
+            # Where the hop counts hold, only the ends of the changed links pick again.
+            kept = hops_after(self.graph, dst, dist, hops, changed)
+            if kept is not None and dst not in self._hops:
+                self._hops[dst] = (dist, kept, {**onward, **{at: self._peer[at, port]
+                                                             for at, port in kept.items() - hops.items()}})
+        paths = {dst for dst, (_, hops, _) in old._hops.items() if self._towards(dst)[0] != hops}
         return paths, old._spanning is None or _edges(old.spanning()) != _edges(self.spanning())
 
     @staticmethod
