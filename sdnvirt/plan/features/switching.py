@@ -44,9 +44,15 @@ def forward(vm: VM, loc: Location, route: Mapping[int, Actions],
     if loc.dpid not in skip:
         deliver = goto(Table.SG_INGRESS) if vm.guarded else apply(("output", loc.port))
         yield loc.dpid, flow(Table.FORWARD, Prio.UNICAST, match, [deliver], c)
+    # The flow is the same on every switch that sends the frame on out of the same port:
+    # a dozen distinct flows on a path of ninety switches, each made (and held) once.
+    made: dict[Actions, Flow] = {}
     for at, actions in route.items():
         if at not in skip:
-            yield at, flow(Table.FORWARD, Prio.UNICAST, match, [apply(*actions)], c)
+            f = made.get(actions)
+            if f is None:
+                f = made[actions] = flow(Table.FORWARD, Prio.UNICAST, match, [apply(*actions)], c)
+            yield at, f
 
 
 class TenantSwitching(Feature):
