@@ -275,13 +275,17 @@ def path_nodes(g: nx.Graph[int], src: int, dst: int, hops: dict[int, int]) -> li
 
 def spanning_tree(g: nx.Graph[int]) -> nx.Graph[int]:
     """The fabric-wide spanning tree every tenant's flood tree is part of: BFS from
-    the lowest dpid of each component, neighbours in order."""
+    the lowest dpid of each component, neighbours in order.  Its ``graph["parents"]``
+    gives every switch's parent, toward the root of its component."""
     tree: nx.Graph[int] = nx.Graph()
+    parents: dict[int, int] = {}
     for component in nx.connected_components(g):
         root = min(component)
         tree.add_node(root)
         for parent, child in nx.bfs_edges(g, root, sort_neighbors=sorted):
             tree.add_edge(parent, child, **g.edges[parent, child])
+            parents[child] = parent
+    tree.graph["parents"] = parents
     return tree
 
 
@@ -293,11 +297,28 @@ def flood_tree(g: nx.Graph[int], members: set[int], spanning: nx.Graph[int] | No
     uses only the branches that lead to its own VMs.
     """
     members = {m for m in members if m in g}
-    if not members:
-        return nx.Graph()
-    tree = (spanning if spanning is not None else spanning_tree(g)).copy()
-    leaves = [n for n in tree if tree.degree(n) <= 1 and n not in members]
-    while leaves:
-        tree.remove_nodes_from(leaves)
-        leaves = [n for n in tree if tree.degree(n) <= 1 and n not in members]
-    return tree
+    tree = spanning if spanning is not None else spanning_tree(g)
+    parents: dict[int, int] = tree.graph["parents"]
+    # The paths from the members up to the roots of their components (a walk stops
+    # where it meets one already taken), then each root's trunk down to where the
+    # paths first branch or meet a member: the cost follows the tenant, not the fabric.
+    joined: set[int] = set()
+    for node in members:
+        while node not in joined:
+            joined.add(node)
+            if node not in parents:
+                break
+            node = parents[node]
+    below: dict[int, list[int]] = {}
+    for node in joined:
+        if node in parents:
+            below.setdefault(parents[node], []).append(node)
+    for root in [n for n in joined if n not in parents]:
+        while root not in members and len(below.get(root, ())) == 1:
+            joined.remove(root)
+            root = below[root][0]
+    out: nx.Graph[int] = nx.Graph()
+    out.add_nodes_from(joined)
+    out.add_edges_from((node, parents[node], tree.edges[node, parents[node]])
+                       for node in joined if parents.get(node) in joined)
+    return out
