@@ -219,15 +219,20 @@ class Model:
 
     def set_config(self, config: Config) -> None:
         """Adopt a new config, keeping what was learnt about VMs that still exist unchanged."""
+        before, kept = getattr(self, "config", None), getattr(self, "_vms_of", {})
         self.config = config
-        self._vms = {
-            vname: VM(vname, tname, tenant.segment, vm.mac, vm.ip, vm.host,
-                      None if vm.security_groups is None else tuple(vm.security_groups))
+        # A tenant whose config is the same keeps its VMs (the objects): an API change to
+        # one tenant costs that tenant, and the planner sees the others' VMs unchanged at once.
+        self._vms_of: dict[str, dict[str, VM]] = {
+            tname: kept[tname] if before is not None and tname in kept and before.tenants.get(tname) == tenant else {
+                vname: VM(vname, tname, tenant.segment, vm.mac, vm.ip, vm.host,
+                          None if vm.security_groups is None else tuple(vm.security_groups))
+                for vname, vm in sorted(tenant.vms.items())}
             for tname, tenant in sorted(config.tenants.items())
-            for vname, vm in sorted(tenant.vms.items())
         }
+        self._vms = {vname: vm for vms in self._vms_of.values() for vname, vm in vms.items()}
         self._by_mac = {vm.mac: vm for vm in self._vms.values()}
-        for name in [name for name in self.locations if name not in self._vms]:
+        for name in self.locations.keys() - self._vms.keys():
             del self.locations[name]
         self.lost &= self._vms.keys()
         self._services = [
