@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from sdnvirt import config
 from sdnvirt.model import Location
 from sdnvirt.plan.engine import Engine
-from sdnvirt.plan.feature import Contribution, Feature, declare
+from sdnvirt.plan.feature import BySwitch, Contribution, Feature, declare
 from sdnvirt.plan.flows import Owner, flow
 from sdnvirt.plan.pipeline import FEATURES, plan
 from sdnvirt.plan.reconcile import Tables, reconcile
@@ -176,3 +176,39 @@ def test_a_feature_that_declares_nothing_is_recomputed_and_right():
     p = plan(world.model, world.fab, features=(*FEATURES, Undeclared))
     assert {d: engine.desired[d].flows for d in world.fab.switches} == {
         d: Tables.of(p.flows[d]).flows for d in world.fab.switches}
+
+
+class SplitByDefault(Feature):
+    """Parts whose inputs are split by switch, without a ``part_at`` of its own."""
+
+    declaration = declare("split by default", {Table.FLOOD: {7}}, {Owner.TENANT})
+
+    def tenant_inputs(self, tenant: Tenant) -> tuple[()]:
+        return ()
+
+    def parts(self, tenant: Tenant) -> dict:
+        return {"vms here": BySwitch(tenant.segment, {at: self._here(tenant, at) for at in tenant.members})}
+
+    def part(self, tenant: Tenant, key, out: Contribution) -> None:
+        for at in tenant.members:
+            out.add(at, flow(Table.FLOOD, 7, {"metadata": tenant.segment, "eth_dst": str(self._here(tenant, at))}, [],
+                             tenant.cookie))
+
+    @staticmethod
+    def _here(tenant: Tenant, at: int) -> int:
+        return sum(loc.dpid == at for loc in tenant.bound.values())
+
+
+def test_a_part_split_by_switch_is_recomputed_on_the_changed_switches_and_right():
+    world = World()
+    engine = Engine((*FEATURES, SplitByDefault))
+    engine.update(world.model, world.fab)
+    engine.take_changes()
+    world.model.bind("web1", ACCESS[-1])
+    engine.update(world.model, world.fab)
+    p = plan(world.model, world.fab, features=(*FEATURES, SplitByDefault))
+    assert {d: engine.desired[d].flows for d in world.fab.switches} == {
+        d: Tables.of(p.flows[d]).flows for d in world.fab.switches}
+    # Only the switches the VM left and joined changed, of this feature's part.
+    assert {d for d, k in engine.take_changes().items() if any(key[0] == Table.FLOOD and key[1] == 7
+                                                              for key in k.flows)} == {0x101, 0x104}

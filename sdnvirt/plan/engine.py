@@ -11,7 +11,8 @@ which keys of which switch changed, so the reconciler diffs only those
 (``take_changes``).
 
 Scopes: one contribution per (feature, switch) and per (feature, tenant,
-part).  A tenant's footprint (``tenancy.Tenant``) is itself kept and reused
+part); a part whose inputs are ``feature.BySwitch`` is computed again on the
+switches whose entry changed only (a VM's path that moves at one switch).  A tenant's footprint (``tenancy.Tenant``) is itself kept and reused
 while its VMs, places and services stay the same, its paths per VM while the
 VM stays where it is and the paths toward its switch do not change.  A link
 that comes or goes recomputes the paths toward the switches whose next hops
@@ -27,13 +28,13 @@ random sequences of changes, that the engine's state equals it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from ..fabric import Fabric
 from ..model import Model
 from .encap import ENCAPS, Encap, VxlanEncap, Wires, vteps
-from .feature import Context, Contribution, Feature
+from .feature import BySwitch, Context, Contribution, Feature
 from .flows import Flow, Group, Meter
 from .pipeline import FEATURES
 from .reconcile import Keys, Tables
@@ -155,11 +156,14 @@ class Engine:
             if parts is not None and old is not None and old[0] == part_inputs:
                 continue
             out = Contribution()
+            at = _switches_changed(old[0] if old is not None else None, part_inputs)
             if parts is None:
                 feature.tenant(tenant, out)
+            elif at is not None:
+                feature.part_at(tenant, key, at, out)
             else:
                 feature.part(tenant, key, out)
-            self._replace(scope, part_inputs, out)
+            self._replace(scope, part_inputs, out, at)
         self._scopes_of[cls, tenant.name] = set(wanted)
 
     def _tenant_gone(self, name: str) -> None:
@@ -180,23 +184,25 @@ class Engine:
         self._extra.pop(dpid, None)
         self._changed.pop(dpid, None)
 
-    def _replace(self, scope: Scope, inputs: object, new: Contribution | None) -> None:
-        """Put ``new`` in the place of the contribution at ``scope``: only what differs is counted."""
+    def _replace(self, scope: Scope, inputs: object, new: Contribution | None,
+                 at: Collection[int] | None = None) -> None:
+        """Put ``new`` in the place of the contribution at ``scope`` (``at``: on those switches
+        only, the rest kept): only what differs is counted."""
         self.recomputed += new is not None
         old = self._parts.pop(scope, None)
         before = old[1] if old is not None else _NOTHING
-        after = _Held(new) if new is not None else _NOTHING
+        after = _Held(new, before, at) if new is not None else _NOTHING
         if new is not None:
             self._parts[scope] = (inputs, after)
-        for dpid in before.flows.keys() | after.flows.keys():
+        for dpid in before.flows.keys() | after.flows.keys() if at is None else at:
             was, now = before.flows.get(dpid, ()), after.flows.get(dpid, ())
             if was != now:
                 was_set, now_set = set(was), set(now)
                 if was_set != now_set:
                     self._count_flows(dpid, was_set - now_set, now_set - was_set)
-        for dpid in before.groups.keys() | after.groups.keys():
+        for dpid in before.groups.keys() | after.groups.keys() if at is None else at:
             self._count_ids(dpid, before.groups.get(dpid, {}), after.groups.get(dpid, {}), "groups")
-        for dpid in before.meters.keys() | after.meters.keys():
+        for dpid in before.meters.keys() | after.meters.keys() if at is None else at:
             self._count_ids(dpid, before.meters.get(dpid, {}), after.meters.get(dpid, {}), "meters")
 
     def _tables(self, dpid: int) -> Tables:
@@ -263,10 +269,39 @@ class _Held:
 
     __slots__ = ("flows", "groups", "meters")
 
-    def __init__(self, out: Contribution | None = None) -> None:
-        self.flows: dict[int, tuple[Flow, ...]] = {d: tuple(f) for d, f in out.flows.items()} if out else {}
-        self.groups: dict[int, dict[int, Group]] = dict(out.groups) if out else {}
-        self.meters: dict[int, dict[int, Meter]] = dict(out.meters) if out else {}
+    def __init__(self, out: Contribution | None = None, base: _Held | None = None,
+                 at: Collection[int] | None = None) -> None:
+        """``out``; with ``at``: ``base`` with the switches ``at`` taken from ``out``."""
+        self.flows: dict[int, tuple[Flow, ...]] = _patched(
+            base.flows if base else {}, at, {d: tuple(f) for d, f in out.flows.items()} if out else {})
+        self.groups: dict[int, dict[int, Group]] = _patched(base.groups if base else {}, at, out.groups if out else {})
+        self.meters: dict[int, dict[int, Meter]] = _patched(base.meters if base else {}, at, out.meters if out else {})
+
+
+E = TypeVar("E")
+
+
+def _patched(base: Mapping[int, E], at: Collection[int] | None, new: Mapping[int, E]) -> dict[int, E]:
+    """``new``; with ``at``: ``base`` whose entries of the switches ``at`` are ``new``'s."""
+    if at is None:
+        return {d: e for d, e in new.items() if e}
+    out = dict(base)
+    for d in at:
+        e = new.get(d)
+        if e:
+            out[d] = e
+        else:
+            out.pop(d, None)
+    return out
+
+
+def _switches_changed(old: object, new: object) -> Collection[int] | None:
+    """The switches whose entry differs between two ``BySwitch`` inputs of one part with
+    the same common inputs; None if the part must be computed whole."""
+    if not (isinstance(old, BySwitch) and isinstance(new, BySwitch)) or old.common != new.common:
+        return None
+    was, now = old.switches, new.switches
+    return {d for d, entry in now.items() if was.get(d, _FORGOTTEN) != entry} | (was.keys() - now.keys())
 
 
 _NOTHING = _Held()

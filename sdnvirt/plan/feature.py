@@ -19,6 +19,12 @@ feature says what its contributions read through three hooks:
   footprint and of the rest, so that one VM learnt recomputes that VM's
   flows only.
 
+A part's inputs may be ``BySwitch``: what it puts on each switch reads only
+what is common to the part and that switch's own entry.  When only entries
+change, the engine asks ``part_at`` for the switches whose entry changed,
+and keeps the rest: a path that moves at one switch costs that switch, not
+the ninety others the path crosses.
+
 A hook returns a value compared with ``==`` to the one of the last plan
 (cheap to build: objects the model keeps, not flows).  ``None``, the default,
 means "not declared": the contribution is computed again on every plan --
@@ -33,7 +39,7 @@ config (its VMs, services, security groups, addresses) is.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -56,6 +62,15 @@ class Declaration:
 def declare(name: str, owns: Mapping[int, set[int]], cookies: set[Owner],
             meters: set[MeterId] | None = None) -> Declaration:
     return Declaration(name, {t: frozenset(p) for t, p in owns.items()}, frozenset(cookies), frozenset(meters or ()))
+
+
+@dataclass(frozen=True)
+class BySwitch:
+    """A part's inputs, split: ``common`` to all it contributes, and one entry per switch
+    that what it puts on that switch alone reads (``Feature.part_at``)."""
+
+    common: Hashable
+    switches: Mapping[int, Hashable]
 
 
 @dataclass(frozen=True)
@@ -117,3 +132,16 @@ class Feature:
 
     def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
         """One of ``parts(tenant)``."""
+
+    def part_at(self, tenant: Tenant, key: Hashable, at: Collection[int], out: Contribution) -> None:
+        """What ``part`` puts on the switches ``at`` only, for a part whose inputs are
+        ``BySwitch``.  This default computes the whole part and keeps those switches':
+        right, not faster; a feature whose parts are ``BySwitch`` says how."""
+        whole = Contribution()
+        self.part(tenant, key, whole)
+        for dpid in at:
+            out.add(dpid, *whole.flows.get(dpid, ()))
+            for group in whole.groups.get(dpid, {}).values():
+                out.group(dpid, group)
+            for meter in whole.meters.get(dpid, {}).values():
+                out.meter(dpid, meter)

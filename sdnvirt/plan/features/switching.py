@@ -10,13 +10,13 @@ another switch is the encapsulation's (``Encap``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Container, Hashable, Iterator, Mapping
+from collections.abc import Collection, Container, Hashable, Iterator, Mapping
 from enum import IntEnum
 
 from ...model import VM, Location
 from ..encap import Actions
-from ..feature import Contribution, Feature, declare
-from ..flows import ETH_TYPE_IPV4, MULTICAST, Flow, Owner, apply, flow, goto, write_metadata
+from ..feature import BySwitch, Contribution, Feature, declare
+from ..flows import ETH_TYPE_IPV4, MULTICAST, Flow, Match, Owner, apply, flow, goto, write_metadata
 from ..owners import FABRIC_COOKIE, vm_cookie
 from ..tables import Table
 from ..tenancy import Tenant
@@ -39,20 +39,27 @@ def forward(vm: VM, loc: Location, route: Mapping[int, Actions],
     """The flows toward ``vm`` at ``loc``: out of its port on its own switch
     (through its ingress rules if it is in security groups), on along
     ``route`` (Tenant.routes) elsewhere; none on the switches in ``skip``."""
-    match = {"metadata": vm.segment, "eth_dst": vm.mac}
-    c = vm_cookie(vm)
     if loc.dpid not in skip:
         deliver = goto(Table.SG_INGRESS) if vm.guarded else apply(("output", loc.port))
-        yield loc.dpid, flow(Table.FORWARD, Prio.UNICAST, match, [deliver], c)
+        yield loc.dpid, flow(Table.FORWARD, Prio.UNICAST, _match(vm), [deliver], vm_cookie(vm))
+    yield from onward(vm, {at: actions for at, actions in route.items() if at not in skip})
+
+
+def onward(vm: VM, route: Mapping[int, Actions]) -> Iterator[tuple[int, Flow]]:
+    """The flows toward ``vm`` on the switches of ``route`` (Tenant.routes), not its own."""
+    match, c = _match(vm), vm_cookie(vm)
     # The flow is the same on every switch that sends the frame on out of the same port:
     # a dozen distinct flows on a path of ninety switches, each made (and held) once.
     made: dict[Actions, Flow] = {}
     for at, actions in route.items():
-        if at not in skip:
-            f = made.get(actions)
-            if f is None:
-                f = made[actions] = flow(Table.FORWARD, Prio.UNICAST, match, [apply(*actions)], c)
-            yield at, f
+        f = made.get(actions)
+        if f is None:
+            f = made[actions] = flow(Table.FORWARD, Prio.UNICAST, match, [apply(*actions)], c)
+        yield at, f
+
+
+def _match(vm: VM) -> Match:
+    return {"metadata": vm.segment, "eth_dst": vm.mac}
 
 
 class TenantSwitching(Feature):
@@ -72,9 +79,10 @@ class TenantSwitching(Feature):
         return ()
 
     def parts(self, tenant: Tenant) -> dict[Hashable, object]:
-        # Per VM its paths; the flood tree per tenant; the fabric ingress per tenant and
+        # Per VM its paths (a switch's flow reads that switch's next hop, and where the
+        # VM is: the flow of its own switch); the flood tree per tenant; the fabric ingress per tenant and
         # switch, so that a link recomputes the ingress of the switches at its ends only.
-        parts: dict[Hashable, object] = {vm: (loc, tenant.routes[vm]) for vm, loc in tenant.bound.items()}
+        parts: dict[Hashable, object] = {vm: BySwitch(loc, tenant.routes[vm]) for vm, loc in tenant.bound.items()}
         parts[_FLOOD] = (tenant.segment, tenant.cookie, tenant.flood, tenant.bound)
         fabric = self.ctx.fabric
         for at in tenant.carriers:
@@ -90,6 +98,12 @@ class TenantSwitching(Feature):
             assert isinstance(key, VM)
             for at, f in forward(key, tenant.bound[key], tenant.routes[key]):
                 out.add(at, f)
+
+    def part_at(self, tenant: Tenant, key: Hashable, at: Collection[int], out: Contribution) -> None:
+        assert isinstance(key, VM)
+        route = tenant.routes[key]
+        for dpid, f in onward(key, {dpid: route[dpid] for dpid in at if dpid in route}):
+            out.add(dpid, f)
 
     def _flood(self, tenant: Tenant, out: Contribution) -> None:
         segment, c = tenant.segment, tenant.cookie
