@@ -12,15 +12,17 @@ which keys of which switch changed, so the reconciler diffs only those
 
 Scopes: one contribution per (feature, switch) and per (feature, tenant,
 part); a part whose inputs are ``feature.BySwitch`` is computed again on the
-switches whose entry changed only (a VM's path that moves at one switch).  A tenant's footprint (``tenancy.Tenant``) is itself kept and reused
-while its VMs, places and services stay the same, its paths per VM while the
-VM stays where it is and the paths toward its switch do not change.  A link
+switches whose entry changed only (a VM's path that moves at one switch).
+A tenant's footprint (``tenancy.Tenant``) is itself kept and reused while
+its VMs, places and services stay the same, its paths per VM while the VM
+stays where it is and the paths toward its switch do not change.  A link
 that comes or goes recomputes the paths toward the switches whose next hops
-changed (``Encap.moved``) and what reads the fabric's ports (the hooks' inputs
-say so).  A change of the switches, of the controller's settings or of the
-hypervisors starts the contributions afresh -- still diffed, only the changed
-keys reported; a change to a tenant's config does not (the footprints and the
-hooks' inputs see it).
+changed (``Encap.moved``) and what reads the paths or the fabric's ports
+(``Feature.reads_paths``, and the hooks' inputs say what).  A change of the
+switches, of the controller's settings or of the hypervisors starts the
+contributions afresh -- still diffed, only the changed keys reported; a
+change to a tenant's config does not (the footprints and the hooks' inputs
+see it).
 ``pipeline.plan`` stays the fallback and the oracle: the tests check, after
 random sequences of changes, that the engine's state equals it.
 """
@@ -38,7 +40,7 @@ from .feature import BySwitch, Context, Contribution, Feature
 from .flows import Flow, Group, Meter
 from .pipeline import FEATURES
 from .reconcile import Keys, Tables
-from .tenancy import Tenant, by_tenant, footprint
+from .tenancy import Tenant, by_tenant, footprint, same_but_paths
 
 # A contribution's place in the cache: (feature, "switch", dpid) or
 # (feature, "tenant", tenant name, part key).
@@ -105,8 +107,11 @@ class Engine:
                 self._tenant_gone(name)
                 continue
             self._tenants[name] = tenant
+            # A link change moves paths: what reads none of them has nothing to look at.
+            settled = tenant is before or (before is not None and same_but_paths(before, tenant))
             for feature in features:
-                self._tenant(feature, tenant, tenant is before and not relinked)
+                self._tenant(feature, tenant, (tenant is before and not relinked)
+                             or (settled and not feature.reads_paths))
 
     def take_changes(self) -> dict[int, Keys]:
         """The keys of every switch whose desired entry changed since the last call."""
@@ -300,8 +305,7 @@ def _switches_changed(old: object, new: object) -> Collection[int] | None:
     the same common inputs; None if the part must be computed whole."""
     if not (isinstance(old, BySwitch) and isinstance(new, BySwitch)) or old.common != new.common:
         return None
-    was, now = old.switches, new.switches
-    return {d for d, entry in now.items() if was.get(d, _FORGOTTEN) != entry} | (was.keys() - now.keys())
+    return {dpid for dpid, _ in old.switches.items() ^ new.switches.items()}
 
 
 _NOTHING = _Held()

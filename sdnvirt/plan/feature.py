@@ -67,7 +67,7 @@ def declare(name: str, owns: Mapping[int, set[int]], cookies: set[Owner],
 @dataclass(frozen=True)
 class BySwitch:
     """A part's inputs, split: ``common`` to all it contributes, and one entry per switch
-    that what it puts on that switch alone reads (``Feature.part_at``)."""
+    (hashable) that what it puts on that switch alone reads (``Feature.part_at``)."""
 
     common: Hashable
     switches: Mapping[int, Hashable]
@@ -104,6 +104,11 @@ class Feature:
     """One feature in one plan; a subclass overrides the hooks it needs."""
 
     declaration: ClassVar[Declaration]
+    # Whether ``tenant`` or ``parts`` read the tenant's paths (``Tenant.routes``,
+    # ``pending_routes``, ``flood``, ``carriers``) or the fabric's links (a switch's
+    # fabric ports): then a link change asks them again; if not, only a footprint that
+    # changed beyond its paths does.  Undeclared, they do: right before fast.
+    reads_paths: ClassVar[bool] = True
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

@@ -88,8 +88,16 @@ def footprint(model: Model, encap: Encap, switches: Container[int], name: str, v
     carriers = members | flood.keys()
     for r in (*routes.values(), *pending_routes.values()):
         carriers |= r.keys()
-    return Tenant(name, segment, tenant_cookie(segment, name), vms, services, bound, pending,
-                  members, routes, pending_routes, flood, carriers)
+    tenant = Tenant(name, segment, tenant_cookie(segment, name), vms, services, bound, pending,
+                    members, routes, pending_routes, flood, carriers)
+    # Paths worked out again may be the same: then the features find the footprint unchanged.
+    return before if before is not None and tenant == before else tenant
+
+
+def same_but_paths(a: Tenant, b: Tenant) -> bool:
+    """Whether two footprints of a tenant differ in their paths alone (routes, flood tree, carriers)."""
+    return (a.name, a.segment, a.vms, a.services, a.bound, a.pending, a.members) == \
+        (b.name, b.segment, b.vms, b.services, b.bound, b.pending, b.members)
 
 
 def _routes(encap: Encap, segment: int, members: set[int], at: dict[VM, Location], old_at: dict[VM, Location],
@@ -97,8 +105,16 @@ def _routes(encap: Encap, segment: int, members: set[int], at: dict[VM, Location
             ) -> dict[VM, dict[int, Actions]]:
     """The paths to the VMs ``at`` their places; a VM's old path where neither it
     nor the paths toward its switch (``still``) moved."""
-    return {vm: old_routes[vm] if old_at.get(vm) == loc and still(loc) else encap.toward(segment, loc.dpid, members)
-            for vm, loc in at.items()}
+    toward: dict[int, dict[int, Actions]] = {}     # the same for every VM of one switch: worked out once
+    out = {}
+    for vm, loc in at.items():
+        if old_at.get(vm) == loc and still(loc):
+            out[vm] = old_routes[vm]
+        else:
+            route = toward.get(loc.dpid)
+            out[vm] = route if route is not None else toward.setdefault(
+                loc.dpid, encap.toward(segment, loc.dpid, members))
+    return out
 
 
 def _at(vms: list[VM], where: dict[str, Location], switches: Container[int]) -> dict[VM, Location]:

@@ -42,6 +42,7 @@ def arp_answer(segment: int, mac: str, ip: str, owner_cookie: int) -> Flow:
 
 class ArpAnswers(Feature):
     declaration = declare("ARP answers", {Table.ARP: set(Prio)}, {Owner.VM, Owner.TENANT, Owner.SERVICE})
+    reads_paths = False
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)

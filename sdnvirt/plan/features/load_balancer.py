@@ -157,6 +157,7 @@ class LoadBalancer(Feature):
         {Table.SERVICES: {Prio.LISTENER}, Table.LB: {Prio.NO_BACKEND, Prio.NEW, Prio.ONGOING},
          Table.UNNAT: {Prio.BACKEND_REPLY, Prio.REPLY}, Table.FORWARD: {Prio.PROBE_REPLY}},
         {Owner.TENANT, Owner.VM, Owner.SERVICE}, {MeterId.SERVICE})
+    reads_paths = False
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)

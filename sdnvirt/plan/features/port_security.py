@@ -59,6 +59,7 @@ def vm_ingress(vm: VM, loc: Location) -> list[Flow]:
 
 class PortSecurity(Feature):
     declaration = declare("port security", {Table.INGRESS: set(Prio)}, {Owner.VM})
+    reads_paths = False
 
     def tenant_inputs(self, tenant: Tenant) -> tuple[()]:
         return ()

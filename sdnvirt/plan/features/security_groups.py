@@ -158,6 +158,7 @@ _Guard = tuple[Location | None, Location | None, int, str | None, list[Rule]]   
 
 class SecurityGroups(Feature):
     declaration = declare("security groups", {Table.SG_EGRESS: set(Prio), Table.SG_INGRESS: set(Prio)}, {Owner.VM})
+    reads_paths = False
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)

@@ -79,48 +79,53 @@ class TenantSwitching(Feature):
         return ()
 
     def parts(self, tenant: Tenant) -> dict[Hashable, object]:
-        # Per VM its paths (a switch's flow reads that switch's next hop, and where the
-        # VM is: the flow of its own switch); the flood tree per tenant; the fabric ingress per tenant and
-        # switch, so that a link recomputes the ingress of the switches at its ends only.
+        # Each split by switch, so that a path, a flood tree or a switch's fabric ports
+        # that move at one switch recompute that switch: per VM its paths (a switch's flow
+        # reads its next hop; the VM's own switch, where the VM is); per tenant its flood
+        # tree (a switch's flows read its VMs' ports and its branches) and its fabric ingress
+        # (a switch's flows read its fabric ports).
         parts: dict[Hashable, object] = {vm: BySwitch(loc, tenant.routes[vm]) for vm, loc in tenant.bound.items()}
-        parts[_FLOOD] = (tenant.segment, tenant.cookie, tenant.flood, tenant.bound)
+        local = _local_ports(tenant)
+        parts[_FLOOD] = BySwitch((tenant.segment, tenant.cookie),
+                                 {at: (local.get(at, ()), onward) for at, onward in tenant.flood.items()})
         fabric = self.ctx.fabric
-        for at in tenant.carriers:
-            parts[_INGRESS, at] = (tenant.segment, tenant.cookie, tenant.members, fabric.fabric_ports(at))
+        parts[_INGRESS] = BySwitch((tenant.segment, tenant.cookie, tenant.members),
+                                   {at: tuple(fabric.fabric_ports(at)) for at in tenant.carriers})
         return parts
 
     def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
-        if key == _FLOOD:
-            self._flood(tenant, out)
-        elif isinstance(key, tuple):
-            self._ingress(tenant, key[1], out)
-        else:
-            assert isinstance(key, VM)
+        if isinstance(key, VM):
             for at, f in forward(key, tenant.bound[key], tenant.routes[key]):
                 out.add(at, f)
+        else:
+            self.part_at(tenant, key, tenant.flood.keys() if key == _FLOOD else tenant.carriers, out)
 
     def part_at(self, tenant: Tenant, key: Hashable, at: Collection[int], out: Contribution) -> None:
-        assert isinstance(key, VM)
-        route = tenant.routes[key]
-        for dpid, f in onward(key, {dpid: route[dpid] for dpid in at if dpid in route}):
-            out.add(dpid, f)
+        if key == _FLOOD:
+            local = _local_ports(tenant)
+            for dpid in (d for d in at if d in tenant.flood):
+                self._flood(tenant, dpid, local.get(dpid, ()), tenant.flood[dpid], out)
+        elif key == _INGRESS:
+            for dpid in (d for d in at if d in tenant.carriers):
+                self._ingress(tenant, dpid, out)
+        else:
+            assert isinstance(key, VM)
+            route = tenant.routes[key]
+            for dpid, f in onward(key, {dpid: route[dpid] for dpid in at if dpid in route}):
+                out.add(dpid, f)
 
-    def _flood(self, tenant: Tenant, out: Contribution) -> None:
+    def _flood(self, tenant: Tenant, at: int, ports: tuple[tuple[int, bool], ...], onward: Actions,
+               out: Contribution) -> None:
         segment, c = tenant.segment, tenant.cookie
-        local: defaultdict[int, list[tuple[int, bool]]] = defaultdict(list)
-        for vm, loc in tenant.bound.items():
-            local[loc.dpid].append((loc.port, vm.guarded))
-        for at, onward in tenant.flood.items():
-            # This switch's VMs first: the encapsulation's actions change the frame.
-            ports = sorted(local[at])
-            actions = (*(("output", p) for p, _ in ports), *onward)
-            out.add(at, flow(Table.FLOOD, Prio.FLOOD, {"metadata": segment}, [apply(*actions)], c))
-            if any(guarded for _, guarded in ports):
-                # Security groups filter unicast only: IPv4 broadcast and
-                # multicast never reach a VM in groups (IPv6 does: ND).
-                open_ = (*(("output", p) for p, guarded in ports if not guarded), *onward)
-                out.add(at, flow(Table.FLOOD, Prio.FLOOD_IPV4, {"metadata": segment, "eth_type": ETH_TYPE_IPV4},
-                                 [apply(*open_)] if open_ else [], c))
+        # This switch's VMs first: the encapsulation's actions change the frame.
+        actions = (*(("output", p) for p, _ in ports), *onward)
+        out.add(at, flow(Table.FLOOD, Prio.FLOOD, {"metadata": segment}, [apply(*actions)], c))
+        if any(guarded for _, guarded in ports):
+            # Security groups filter unicast only: IPv4 broadcast and
+            # multicast never reach a VM in groups (IPv6 does: ND).
+            open_ = (*(("output", p) for p, guarded in ports if not guarded), *onward)
+            out.add(at, flow(Table.FLOOD, Prio.FLOOD_IPV4, {"metadata": segment, "eth_type": ETH_TYPE_IPV4},
+                             [apply(*open_)] if open_ else [], c))
 
     def _ingress(self, tenant: Tenant, at: int, out: Contribution) -> None:
         segment, c = tenant.segment, tenant.cookie
@@ -131,3 +136,11 @@ class TenantSwitching(Feature):
             out.add(at, flow(Table.INGRESS, Prio.TENANT_FABRIC, match,
                              [*([apply(*unwrap)] if unwrap else []), write_metadata(segment),
                               goto(Table.UNNAT)], c))
+
+
+def _local_ports(tenant: Tenant) -> dict[int, tuple[tuple[int, bool], ...]]:
+    """Per switch, the ports of the tenant's VMs there, in order, and whether each VM is in security groups."""
+    local: defaultdict[int, list[tuple[int, bool]]] = defaultdict(list)
+    for vm, loc in tenant.bound.items():
+        local[loc.dpid].append((loc.port, vm.guarded))
+    return {at: tuple(sorted(ports)) for at, ports in local.items()}
