@@ -130,6 +130,10 @@ class VlanEncap(Encap):
             ports[dpid].add(port)
         self._fabric_ports = {dpid: sorted(p) for dpid, p in ports.items()}
         self._spanning: nx.Graph[int] | None = None
+        # Tenants on the same switches have the same paths and flood trees, but for the
+        # tag: each worked out once per set of switches (and destination).
+        self._paths: dict[tuple[int, frozenset[int]], dict[int, int]] = {}
+        self._trees: dict[frozenset[int], dict[int, tuple[int, ...]]] = {}
 
     def _towards(self, dst: int) -> tuple[dict[int, int], dict[int, int]]:
         """The next hops toward ``dst`` (ports) and the switches they lead to."""
@@ -162,25 +166,30 @@ class VlanEncap(Encap):
         return (("push_vlan",), ("set", "vlan_vid", OFPVID_PRESENT | segment))
 
     def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Actions]:
-        hops, onward = self._towards(dst)
-        # The next hops toward dst form a tree: a walk from a source may stop
-        # where it meets the path of another, which is the same from there.
-        on_path: set[int] = set()
-        for at in sources:
-            while at != dst and at in onward and at not in on_path:
-                on_path.add(at)
-                at = onward[at]
+        key = (dst, frozenset(sources))
+        ports = self._paths.get(key)
+        if ports is None:
+            hops, onward = self._towards(dst)
+            # The next hops toward dst form a tree: a walk from a source may stop
+            # where it meets the path of another, which is the same from there.
+            on_path: set[int] = set()
+            for at in key[1]:
+                while at != dst and at in onward and at not in on_path:
+                    on_path.add(at)
+                    at = onward[at]
+            ports = self._paths[key] = {at: hops[at] for at in on_path}
         tag = self._tag(segment)
-        return {at: (*tag, ("output", hops[at])) for at in on_path}
+        return {at: (*tag, ("output", port)) for at, port in ports.items()}
 
     def flood(self, segment: int, members: set[int]) -> dict[int, Actions]:
-        tree = flood_tree(self.graph, members, self.spanning())
+        key = frozenset(members)
+        branches = self._trees.get(key)
+        if branches is None:
+            tree = flood_tree(self.graph, members, self.spanning())
+            branches = self._trees[key] = {at: tuple(tree.edges[at, n]["ports"][at] for n in sorted(tree.neighbors(at)))
+                                           for at in tree.nodes}
         tag = self._tag(segment)
-        out: dict[int, Actions] = {}
-        for at in tree.nodes:
-            uplinks = [tree.edges[at, n]["ports"][at] for n in sorted(tree.neighbors(at))]
-            out[at] = (*tag, *(("output", p) for p in uplinks)) if uplinks else ()
-        return out
+        return {at: (*tag, *(("output", p) for p in ports)) if ports else () for at, ports in branches.items()}
 
     def ingress(self, segment: int, dpid: int, members: set[int]) -> list[tuple[Match, Actions]]:
         return [({"in_port": port, "vlan_vid": OFPVID_PRESENT | segment}, (("pop_vlan",),))

@@ -86,7 +86,7 @@ def footprint(model: Model, encap: Encap, switches: Container[int], name: str, v
                              kept.pending_routes if kept else {}, still)
     flood = kept.flood if kept is not None and not flood_moved else encap.flood(segment, members)
     carriers = members | flood.keys()
-    for r in (*routes.values(), *pending_routes.values()):
+    for r in {id(r): r for r in (*routes.values(), *pending_routes.values())}.values():   # VMs share paths
         carriers |= r.keys()
     tenant = Tenant(name, segment, tenant_cookie(segment, name), vms, services, bound, pending,
                     members, routes, pending_routes, flood, carriers)
