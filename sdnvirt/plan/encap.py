@@ -134,6 +134,7 @@ class VlanEncap(Encap):
         # tag: each worked out once per set of switches (and destination).
         self._paths: dict[tuple[int, frozenset[int]], dict[int, int]] = {}
         self._trees: dict[frozenset[int], dict[int, tuple[int, ...]]] = {}
+        self._outputs: dict[int, dict[int, Actions]] = {}    # per segment and port: tag, out of the port
 
     def _towards(self, dst: int) -> tuple[dict[int, int], dict[int, int]]:
         """The next hops toward ``dst`` (ports) and the switches they lead to."""
@@ -178,8 +179,12 @@ class VlanEncap(Encap):
                     on_path.add(at)
                     at = onward[at]
             ports = self._paths[key] = {at: hops[at] for at in on_path}
+        # One tuple per segment and port, however many paths send the segment out of it.
+        outputs = self._outputs.setdefault(segment, {})
         tag = self._tag(segment)
-        return {at: (*tag, ("output", port)) for at, port in ports.items()}
+        for port in set(ports.values()) - outputs.keys():
+            outputs[port] = (*tag, ("output", port))
+        return {at: outputs[port] for at, port in ports.items()}
 
     def flood(self, segment: int, members: set[int]) -> dict[int, Actions]:
         key = frozenset(members)
