@@ -110,10 +110,11 @@ def _routes(encap: Encap, segment: int, members: set[int], at: dict[VM, Location
     for vm, loc in at.items():
         if old_at.get(vm) == loc and still(loc):
             out[vm] = old_routes[vm]
-        else:
-            route = toward.get(loc.dpid)
-            out[vm] = route if route is not None else toward.setdefault(
-                loc.dpid, encap.toward(segment, loc.dpid, members))
+            continue
+        route = toward.get(loc.dpid)
+        if route is None:
+            route = toward[loc.dpid] = encap.toward(segment, loc.dpid, members)
+        out[vm] = route
     return out
 
 
