@@ -67,7 +67,6 @@ class Coordinator:
         """``name``: this instance's in a cluster (its migrations' records say who coordinates them)."""
         self.app = app
         self.store = store
-        self.name = name
         # Migrations of earlier runs and, in a cluster, of the other instances, as the store last had them.
         self.history: dict[int, dict] = {}
         if store is not None:
