@@ -76,6 +76,9 @@ class Relay:
                     dst.sendall(data)
         except OSError:
             pass
+        with self._lock:
+            if self._cut:
+                return          # held open through the cut; mend() closes it
+            self._open -= {src, dst}
         for sock in (src, dst):
-            if not self._cut:
-                sock.close()
+            sock.close()
