@@ -39,6 +39,12 @@ def sh(args: list[str], timeout: float = 10.0, check: bool = True) -> str:
     return res.stdout
 
 
+def wait_others_argument(ap, when: str = "before starting") -> None:
+    """Every Mininet benchmark's --wait-others (``wait_quiet``'s bound)."""
+    ap.add_argument("--wait-others", type=float, default=900, metavar="S",
+                    help=f"wait at most S s for other Mininet runs to end {when} (900)")
+
+
 def median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 

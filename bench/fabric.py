@@ -41,7 +41,7 @@ from mininet.node import OVSSwitch  # noqa: E402
 from common import (  # noqa: E402  (bench/common.py: shared with bench/lb.py)
     BridgeGuard, attempts, begin, ensure_no_clash, fabric_programmed, flow_changes, fmt, machine, measured, median,
     our_port_names, out, p90, raise_if_disturbed, ratio, report, sdnvirt_fabric, sh, wait_quiet,
-    wait_reconcile_quiet)
+    wait_reconcile_quiet, wait_others_argument)
 
 NETDEV_DP = "netdev@ovs-netdev"      # the one datapath every userspace bridge shares
 
@@ -475,8 +475,7 @@ def path_arguments(ap: argparse.ArgumentParser, rounds_of: str) -> None:
     """The path measurements' options (bench/vxlan.py measures the same path)."""
     ap.add_argument("--quick", action="store_true", help="10 first-packet iterations, iperf3 2 s x 1")
     ap.add_argument("--rounds", type=int, metavar="N", help=f"interleaved rounds of {rounds_of} (3; --quick: 1)")
-    ap.add_argument("--wait-others", type=float, default=900, metavar="S",
-                    help="wait at most S s for other Mininet runs to end before each part (900)")
+    wait_others_argument(ap, "before each part")
 
 
 def path_params(args: argparse.Namespace) -> dict:

@@ -49,7 +49,7 @@ from sdnvirt.emulation.clusterlab import ClusterLab  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py)
     RESULTS_DIR, BridgeGuard, begin, ensure_no_clash, fmt, machine, measured, median, out,
-    ratio, report, wait_quiet, wait_reconcile_quiet)
+    ratio, report, wait_quiet, wait_reconcile_quiet, wait_others_argument)
 
 TOPO = ("leafspine", {"spines": 2, "leaves": 3})
 LEASE = 2.0
@@ -292,8 +292,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one round of each kind")
     ap.add_argument("--rounds", type=int, default=5, help="rounds of kill, term and none (default 5)")
-    ap.add_argument("--wait-others", type=float, default=900, metavar="S",
-                    help="wait at most S s for other Mininet runs to end before starting (900)")
+    wait_others_argument(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds = 1

@@ -47,7 +47,7 @@ from sdnvirt import config as sdnconfig  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py: shared with bench/fabric.py)
     RESULTS_DIR, attempts, begin, fabric_programmed, fmt, machine, measured, median, out, ratio, report,
-    sdnvirt_fabric, sh, wait_reconcile_quiet)
+    sdnvirt_fabric, sh, wait_reconcile_quiet, wait_others_argument)
 
 TOPO = ("leafspine", {"spines": 2, "leaves": 4})
 VIP = "10.1.0.100"
@@ -966,8 +966,7 @@ def table(results: dict) -> list[list[str]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="ab -n 3000 x 1 round, iperf3 3 s x 1")
-    ap.add_argument("--wait-others", type=float, default=900, metavar="S",
-                    help="wait at most S s for other Mininet runs to end before starting (900)")
+    wait_others_argument(ap)
     args = ap.parse_args(argv)
     args.ab_n, args.rounds = (3000, 1) if args.quick else (20000, 3)
     args.iperf_seconds, args.iperf_reps = (3.0, 1) if args.quick else (5.0, 3)

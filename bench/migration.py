@@ -47,7 +47,7 @@ from sdnvirt.emulation.vmports import VMPorts  # noqa: E402
 from sdnvirt import config as sdnconfig  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py)
-    RESULTS_DIR, attempts, begin, fmt, machine, measured, median, out, ratio, report, sdnvirt_fabric)
+    RESULTS_DIR, attempts, begin, fmt, machine, measured, median, out, ratio, report, sdnvirt_fabric, wait_others_argument)
 
 TOPO = ("leafspine", {"spines": 2, "leaves": 3})
 LEAVES = ("leaf2", "leaf3")
@@ -224,8 +224,7 @@ def main(argv=None) -> int:
     ap.add_argument("--memory", type=int, default=512, help="m's memory in MB (default 512)")
     ap.add_argument("--copy-rate", type=float, default=1000.0, help="MB/s of the emulated copy (default 1000)")
     ap.add_argument("--pause", type=float, default=0.1, help="stop-and-copy pause in s (default 0.1)")
-    ap.add_argument("--wait-others", type=float, default=900, metavar="S",
-                    help="wait at most S s for other Mininet runs to end before starting (900)")
+    wait_others_argument(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds = 1

@@ -46,7 +46,8 @@ from sdnvirt.emulation.agent import Agent
 from sdnvirt.emulation.qemu_migration import QemuMove
 from sdnvirt import config as sdnconfig
 
-from common import RESULTS_DIR, attempts, begin, fmt, machine, measured, median, out, report, sdnvirt_fabric
+from common import (
+    RESULTS_DIR, attempts, begin, fmt, machine, measured, median, out, report, sdnvirt_fabric, wait_others_argument)
 from migration import plot_stream
 
 TOPO = ("leafspine", {"spines": 1, "leaves": 3})
@@ -242,8 +243,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every kind and guest (default 3)")
     ap.add_argument("--dirty", type=int, default=32, metavar="MIB_S",
                     help="what the dirtying guest rewrites, MiB/s (default 32)")
-    ap.add_argument("--wait-others", type=float, default=900, metavar="S",
-                    help="wait at most S s for other Mininet runs to end before starting (900)")
+    wait_others_argument(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds = 1

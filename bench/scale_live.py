@@ -39,7 +39,7 @@ from sdnvirt import config as sdnconfig  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py)
     begin, fabric_programmed, fmt, machine, measured, median, out, ratio, report, sdnvirt_fabric,
-    wait_reconcile_quiet)
+    wait_reconcile_quiet, wait_others_argument)
 
 TOPO = ("fattree", {"k": 4})
 SWITCHES = 20
@@ -164,8 +164,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="one round, 64 VMs")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of each change per mode (default 3)")
     ap.add_argument("--vms", type=int, default=256, help="VMs, a multiple of 32 (default 256)")
-    ap.add_argument("--wait-others", type=float, default=900, metavar="S",
-                    help="wait up to S s for other benchmark runs on this machine to end (default 900)")
+    wait_others_argument(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.vms = 1, 64

@@ -37,7 +37,7 @@ from sdnvirt import config as sdnconfig  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py)
     attempts, begin, fabric_programmed, fmt, machine, measured, median, our_port_names, out, ratio, report,
-    sdnvirt_fabric, wait_reconcile_quiet)
+    sdnvirt_fabric, wait_reconcile_quiet, wait_others_argument)
 from fabric import PATH_TENANTS, PATH_TOPO, path_measurements  # noqa: E402  (the same path, the same figures)
 from lb import ab, pmd_delta, pmd_stats  # noqa: E402  (ab's figures and the datapath's, read the same way)
 
@@ -183,8 +183,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one round, 5 first packets, ab -n 1000, iperf3 2 s")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every setting (default 3)")
-    ap.add_argument("--wait-others", type=float, default=900, metavar="S",
-                    help="wait at most S s for other Mininet runs to end before starting (900)")
+    wait_others_argument(ap)
     args = ap.parse_args(argv)
     args.iterations, args.ab_n, args.iperf_seconds = (5, 1000, 2.0) if args.quick else (10, 3000, 3.0)
     if args.quick:
