@@ -27,6 +27,10 @@ silent, timeout, or the VM leaving its source port before it was frozen)
 rolls back: the pending target and the drain are undone, and paths already
 flipped go back, so the VM stays where it was.
 
+In a cluster, the instance that accepted a migration coordinates it, and
+the others follow what it says of it (``Migration.placement``; their
+``Migrations.elsewhere``): the VM migrates on their switches too.
+
 For the REST API and the metrics exporter: ``View.migration_records()`` gives every
 migration of the controller's lifetime, oldest first, each as ``Migration.as_dict()``
 describes; on the controller's loop, ``Migrations.records()`` gives the objects.
@@ -121,6 +125,15 @@ class Migration:
             self.phase = Phase.FINISHED
             self.phases[Phase.FINISHED.value] = [now, now]
 
+    def placement(self, at: Location | None) -> dict[str, Any]:
+        """What the other instances of a cluster need of it to plan as this one does
+        (``Migrations.follow`` reads it): whether it runs, the VM's pending target,
+        where the VM is (``at``: the model's location, or None), whether it drains it."""
+        pending = None if self.target_port is None or self.phase is Phase.RESTORATION else \
+            [self.target_dpid, self.target_port]
+        return {"id": self.id, "active": self.active, "pending": pending if self.active else None,
+                "at": None if at is None else [at.dpid, at.port], "drained": self.active and bool(self.drained)}
+
     def as_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data, for the REST API and the metrics exporter.
 
@@ -159,6 +172,16 @@ class Migration:
         }
 
 
+@dataclass(frozen=True)
+class Elsewhere:
+    """A migration another instance of the cluster coordinates, as it says (``Migration.placement``)."""
+
+    id: int
+    by: str                       # the instance
+    pending: Location | None
+    drained: bool
+
+
 class Migrations:
     """Every migration of this controller's lifetime, and the model changes they make.
 
@@ -177,18 +200,23 @@ class Migrations:
         self._records: dict[int, Migration] = {}
         self._active: dict[str, Migration] = {}      # by VM: the records not finished
         self._ids = ids or itertools.count(1).__next__
+        # By VM: the migrations the other instances of a cluster coordinate.
+        self.elsewhere: dict[str, Elsewhere] = {}
         model.moves = self
 
     # -- what the model sees of them (model.Moves) ----------------------------------
     def migrating(self) -> set[str]:
-        return set(self._active)
+        return set(self._active) | self.elsewhere.keys()
 
     def pending(self) -> dict[str, Location]:
-        return {vm: Location(m.target_dpid, m.target_port) for vm, m in self._active.items()
-                if m.target_port is not None and m.phase is not Phase.RESTORATION}
+        out = {vm: there.pending for vm, there in self.elsewhere.items() if there.pending is not None}
+        out.update((vm, Location(m.target_dpid, m.target_port)) for vm, m in self._active.items()
+                   if m.target_port is not None and m.phase is not Phase.RESTORATION)
+        return out
 
     def draining(self) -> set[str]:
-        return {vm for vm, m in self._active.items() if m.drained}
+        return {vm for vm, m in self._active.items() if m.drained} | \
+            {vm for vm, there in self.elsewhere.items() if there.drained}
 
     # -- queries -------------------------------------------------------------
     def records(self) -> list[Migration]:
@@ -219,6 +247,9 @@ class Migrations:
         running = self.active_for(vm_name)
         if running is not None:
             raise Refused(f"VM {vm_name} is already migrating (migration {running.id})")
+        there = self.elsewhere.get(vm_name)
+        if there is not None:
+            raise Refused(f"VM {vm_name} is already migrating (migration {there.id}, coordinated by {there.by})")
         source = model.locations.get(vm_name)
         if source is None:
             raise Refused(f"VM {vm_name} is not located: there is nothing to migrate from")

@@ -1,6 +1,7 @@
 """Switch mastership and fencing: the pure decisions over a view, then one
 instance's agent on a real etcd with a fake clock (no sleeping for leases)."""
 
+import contextlib
 import shutil
 from types import SimpleNamespace
 
@@ -9,7 +10,7 @@ from fabrics import TWO_TENANTS, placed_model
 
 from sdnvirt import config
 from sdnvirt.cluster import claims
-from sdnvirt.cluster.claims import Claim, Verdict, View, health_writes, moves, owner
+from sdnvirt.cluster.claims import Claim, Placement, Verdict, View, health_writes, moves, owner, placement_writes
 from sdnvirt.cluster.member import Member, State
 from sdnvirt.controller.core import Controller
 from sdnvirt.controller.discovery import Discovery
@@ -100,6 +101,26 @@ def test_the_keys_of_backends_the_desired_state_lacks_are_deleted_by_their_write
     assert health_writes("c", view, {}, {WEB2, WEB3}).delete == []                  # c does not lead
 
 
+def placed(mid, active=True):
+    return {"id": mid, "active": active, "pending": [0x104, 5] if active else None, "at": [0x101, 3],
+            "drained": False}
+
+
+def test_a_coordinator_writes_its_migrations_placements_over_older_ones_and_deletes_those_it_no_longer_names():
+    view = View(placements={"web1": Placement("a", placed(3), 10), "web2": Placement("b", placed(4), 11),
+                            "db1": Placement("a", placed(1, active=False), 12)})
+    writes = placement_writes("a", view, {"web1": placed(3), "web2": placed(2, active=False),
+                                          "web3": placed(5)})
+    # web1's key says so already; web2's is about a later migration, b's.
+    assert writes.put == {"web3": placed(5)} and writes.delete == [("db1", 12)]
+    assert placement_writes("b", view, {"web1": placed(6)}).put == {"web1": placed(6)}
+    assert placement_writes("b", view, {}).delete == [("web2", 11)]
+    view.apply(claims.placement_key("web3"), {"by": "a", "placement": placed(5)}, 13)
+    view.apply(claims.placement_key("web1"), None, 14)
+    assert view.placements == {"web2": Placement("b", placed(4), 11), "db1": Placement("a", placed(1, False), 12),
+                               "web3": Placement("a", placed(5), 13)}
+
+
 @pytest.fixture(scope="module")
 def etcd():
     if shutil.which("etcd") is None:
@@ -160,13 +181,23 @@ def test_two_instances_share_the_switches_and_the_survivor_takes_a_revoked_ones_
         a.stop()
 
 
-def test_a_backend_found_down_by_one_instance_is_down_in_the_others_view_until_it_is_deleted(etcd, store):
+@contextlib.contextmanager
+def a_told_by_b(etcd):
+    """Instances a and b started; yields a and what b is told, by b's name."""
     states = {}
     a = Member("a", etcd, 2.0)
     b = Member("b", etcd, 2.0, lambda s: states.__setitem__("b", s))
     for m in (a, b):
         m.start()
     try:
+        yield a, states
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_backend_found_down_by_one_instance_is_down_in_the_others_view_until_it_is_deleted(etcd, store):
+    with a_told_by_b(etcd) as (a, states):
         a.set_health({WEB2: False}, {WEB2})
         assert wait_for(lambda: "b" in states and states["b"].health.get(WEB2) is False, 5)
         a.set_health({WEB2: True}, {WEB2})
@@ -174,9 +205,17 @@ def test_a_backend_found_down_by_one_instance_is_down_in_the_others_view_until_i
         a.set_health({}, set())                 # its service deleted: a deletes the key it wrote
         assert wait_for(lambda: WEB2 not in states["b"].health, 5)
         assert store.get(claims.health_key(WEB2)) is None
-    finally:
-        a.stop()
-        b.stop()
+
+
+def test_the_placements_of_one_instances_migrations_reach_the_others_and_go_with_its_lease(etcd, store):
+    with a_told_by_b(etcd) as (a, states):
+        a.set_placements({"web1": placed(7)})
+        assert wait_for(lambda: "b" in states and "web1" in states["b"].placements, 5)
+        assert states["b"].placements["web1"].by == "a" and states["b"].placements["web1"].doc == placed(7)
+        a.set_placements({"web1": placed(7, active=False)})
+        assert wait_for(lambda: not states["b"].placements["web1"].doc["active"], 5)
+        a.stop()        # its lease revoked: what it said goes with it
+        assert wait_for(lambda: "web1" not in states["b"].placements, 5)
 
 
 def test_the_leader_deletes_the_keys_a_lost_instance_wrote_about_backends_that_are_no_more(etcd, store):
@@ -333,7 +372,8 @@ def test_links_do_not_age_while_the_instance_is_fenced_and_age_from_its_return()
 def test_the_leader_ends_the_migrations_of_a_lost_instance_when_the_members_or_the_leader_change():
     swept = []
     ctl = SimpleNamespace(clock=Clock(), event_hub=Events(), sessions={}, model=placed_model(),
-                          discovery=SimpleNamespace(held=False, resume=lambda now: None), migrations=SimpleNamespace(orphans=swept.append))
+                          discovery=SimpleNamespace(held=False, resume=lambda now: None),
+                          migrations=SimpleNamespace(orphans=swept.append, follow=lambda said: False))
     roles = Roles(ctl, None)
     roles.apply(State("a", {}, ["a", "b", "c"], "b", False))
     roles.apply(State("a", {}, ["a", "c"], "b", False))

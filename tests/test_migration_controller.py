@@ -5,6 +5,7 @@ from fabrics import TWO_TENANTS, leafspine, placed_model
 from test_loop import Clock
 
 from sdnvirt import config
+from sdnvirt.cluster.claims import Placement
 from sdnvirt.controller.core import DEBOUNCE, Controller
 from sdnvirt.controller.migrations import ANNOUNCE_AT, Coordinator
 from sdnvirt.events import Events, Kind
@@ -273,3 +274,88 @@ def test_in_a_cluster_a_restart_ends_only_the_instance_s_own_migrations_and_the_
         mine: "failed", theirs: "failed"}
     # ctl2's own view lists its live migration as it is, the store's as they are now.
     assert {r["id"]: r["outcome"] for r in ctl2.migrations.records(reread=True)} == {mine: "failed", theirs: None}
+
+
+def told(app, name):
+    """What ``app`` tells the cluster of its migrations, as another instance's view reads
+    it: a key's revision changes when its placement does."""
+    keys = app.__dict__.setdefault("keys", {})
+    for vm, doc in app.migrations.placements().items():
+        if vm not in keys or keys[vm].doc != doc:
+            told.revision = getattr(told, "revision", 0) + 1
+            keys[vm] = Placement(name, doc, told.revision)
+    return dict(keys)
+
+
+def test_another_instance_follows_a_migration_step_by_step_and_keeps_the_vm_where_its_coordinator_put_it():
+    a, b = FakeApp(), FakeApp()
+    assert not b.migrations.follow({})      # the first word: nothing migrates
+    rec = a.migrations.request("web2", "leaf4", "live")    # web2 is a backend of no drained service here
+    assert b.migrations.follow(told(a, "a"))
+    assert "web2" in b.model.migrating and not b.model.pending
+    with pytest.raises(Refused, match="coordinated by a"):
+        b.migrations.request("web2", "leaf3", "live")
+    a.migrations.event(rec["id"], "plugged", port=5)
+    assert b.migrations.follow(told(a, "a"))
+    assert b.model.pending == {"web2": Location(0x104, 5)}
+    assert b.model.vm_at(Location(0x104, 5)).name == "web2"
+    # The pending port going down, the source port going away: the coordinator decides, not b.
+    assert b.migrations.port_gone(Location(0x104, 5), deleted=False)
+    assert b.migrations.port_gone(Location(0x102, 3), deleted=True)
+    reconcile(a)
+    a.migrations.event(rec["id"], "frozen", frozen_at=100.0)
+    assert b.migrations.follow(told(a, "a"))
+    assert b.model.locations["web2"] == Location(0x104, 5) and not b.model.pending
+    reconcile(a)
+    a.migrations.event(rec["id"], "thawed", frozen_at=100.0, thawed_at=100.1)
+    assert a.migrations.record(rec["id"])["outcome"] == "ok"
+    assert b.migrations.follow(told(a, "a"))
+    assert not b.model.migrating and b.model.locations["web2"] == Location(0x104, 5)
+    assert not b.migrations.follow(told(a, "a"))        # the same word again: nothing new
+    # A VM the coordinator's word placed is learnt elsewhere later, as any VM.
+    b.model.bind("web2", Location(0x103, 9))
+    assert not b.migrations.follow(told(a, "a")) and b.model.locations["web2"] == Location(0x103, 9)
+
+
+def test_a_follower_drains_what_the_coordinator_drains_and_returns_a_rolled_back_vm_to_its_source():
+    a, b = FakeApp(), FakeApp()
+    for app in (a, b):
+        app.model.set_config(config.parse(drained_doc()))
+    rec = a.migrations.request("web2", "leaf4", "live")
+    b.migrations.follow(told(a, "a"))
+    assert b.model.draining == {"web2"}
+    a.migrations.event(rec["id"], "plugged", port=5)
+    reconcile(a)
+    a.migrations.event(rec["id"], "frozen", frozen_at=100.0)
+    b.migrations.follow(told(a, "a"))
+    assert b.model.locations["web2"] == Location(0x104, 5)
+    a.migrations.event(rec["id"], "aborted", reason="no room")
+    assert b.migrations.follow(told(a, "a"))
+    assert b.model.locations["web2"] == Location(0x102, 3) and not b.model.draining and not b.model.migrating
+
+
+def test_a_lost_coordinator_s_vm_stays_where_it_last_placed_it_and_a_first_word_places_only_running_migrations():
+    a, b = FakeApp(), FakeApp()
+    rec = a.migrations.request("web2", "leaf4", "live")
+    a.migrations.event(rec["id"], "plugged", port=5)
+    reconcile(a)
+    a.migrations.event(rec["id"], "frozen", frozen_at=100.0)
+    b.migrations.follow(told(a, "a"))
+    assert b.migrations.follow({})          # a is lost: its keys went with its lease
+    assert not b.model.migrating and not b.model.pending and b.model.locations["web2"] == Location(0x104, 5)
+    # A new instance's first word: an ended migration's placement is history, a running one's is not.
+    c = FakeApp()
+    other = a.migrations.request("db1", "leaf4", "live")
+    a.migrations.event(other["id"], "aborted", reason="no room")
+    said = told(a, "a")
+    c.model.bind("db1", Location(0x103, 7))     # learnt there since
+    c.migrations.follow(said)
+    assert c.model.locations["db1"] == Location(0x103, 7)
+    assert c.model.locations["web2"] == Location(0x104, 5) and "web2" in c.model.migrating
+
+
+def drained_doc():
+    doc = {"tenants": {**TWO_TENANTS["tenants"]}}
+    doc["tenants"]["blue"] = {**doc["tenants"]["blue"], "services": {"web": {
+        "vip": "10.1.0.100", "port": 80, "drain_on_migration": True, "backends": [{"vm": "web2", "port": 8080}]}}}
+    return doc

@@ -19,6 +19,13 @@ earlier backend of the same name lasts until the master's next step (its
 master gone: until the switch's next master takes over); the keys of
 backends the desired state no longer has are deleted by their writer, and
 by the leader once their writer is gone.
+
+A migration is coordinated by the instance that accepted it, which says
+under ``PLACEMENTS`` what the others need to plan as it does: the VM's
+pending target, where the VM is, whether the migration drains it
+(``Migration.placement``). One key per VM, the latest migration's, bound to
+the writer's lease: a lost coordinator's go with it, and the VM stays
+wherever it last said (``placement_writes``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import Any
 
 PREFIX = "/sdnvirt/cluster/"
 MEMBERS = PREFIX + "members/"
@@ -35,6 +43,9 @@ LEADER = PREFIX + "leader"
 LLDP_SECRET = PREFIX + "lldp-secret"
 # A backend's health as the master of its switch, which alone probes it, found it.
 HEALTH = PREFIX + "health/"
+
+# A migrating VM's placement, as the instance coordinating its migration says.
+PLACEMENTS = PREFIX + "placements/"
 
 HealthKey = tuple[str, str, str]        # tenant, service, vm:port
 
@@ -52,6 +63,10 @@ def health_key(key: HealthKey) -> str:
     return HEALTH + "/".join(key)
 
 
+def placement_key(vm: str) -> str:
+    return PLACEMENTS + vm
+
+
 @dataclass(frozen=True)
 class Claim:
     owner: str
@@ -65,6 +80,13 @@ class Verdict:
     revision: int       # the key's: a deletion compares it, so that a verdict written since stays
 
 
+@dataclass(frozen=True)
+class Placement:
+    by: str             # the instance coordinating the VM's latest migration
+    doc: Mapping[str, Any]   # Migration.placement
+    revision: int
+
+
 @dataclass
 class View:
     """What the cluster's keys say, as last read or watched."""
@@ -73,6 +95,7 @@ class View:
     claims: dict[int, Claim] = field(default_factory=dict)
     leader: str | None = None
     health: dict[HealthKey, Verdict] = field(default_factory=dict)
+    placements: dict[str, Placement] = field(default_factory=dict)     # by VM
     revision: int = 0
 
     def apply(self, key: str, value: object, revision: int) -> None:
@@ -98,6 +121,12 @@ class View:
                 self.health[tenant, service, backend] = Verdict(bool(value["up"]), str(value["by"]), revision)
             else:
                 self.health.pop((tenant, service, backend), None)
+        elif key.startswith(PLACEMENTS):
+            vm = key[len(PLACEMENTS):]
+            if isinstance(value, dict):
+                self.placements[vm] = Placement(str(value["by"]), value["placement"], revision)
+            else:
+                self.placements.pop(vm, None)
 
 
 def weight(member: str, dpid: int) -> int:
@@ -148,3 +177,23 @@ def health_writes(me: str, view: View, verdicts: Mapping[HealthKey, bool],
     delete = sorted((key, said.revision) for key, said in view.health.items()
                     if key not in known and (said.by == me or (view.leader == me and said.by not in view.members)))
     return HealthWrites(put, delete)
+
+
+@dataclass(frozen=True)
+class PlacementWrites:
+    put: dict[str, Mapping[str, Any]]    # by VM
+    delete: list[tuple[str, int]]           # (VM, the revision its key must still be at)
+
+
+def placement_writes(me: str, view: View, placements: Mapping[str, Mapping[str, Any]]) -> PlacementWrites:
+    """What ``me`` writes of the migrations it coordinates: each VM's latest
+    (``placements``) wherever its key says otherwise, unless it is about a
+    later migration (another instance's since), and the deletion of the keys
+    it wrote about VMs it no longer names (gone from the desired state, or
+    left from before a restart)."""
+    put = {vm: doc for vm, doc in placements.items()
+           if (said := view.placements.get(vm)) is None
+           or ((said.by, said.doc) != (me, doc) and said.doc["id"] <= doc["id"])}
+    delete = sorted((vm, said.revision) for vm, said in view.placements.items()
+                    if said.by == me and vm not in placements)
+    return PlacementWrites(put, delete)

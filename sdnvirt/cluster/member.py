@@ -8,7 +8,9 @@ embeds it (the controller) is told the claims and whether this instance is
 fenced, through ``changed``, from the agent's thread, and tells it which
 switches it is connected to with ``set_switches``, and which backends there
 are and what its probes found of those on the switches it masters with
-``set_health`` (written as ``claims.health_writes`` says, at each step).
+``set_health`` (written as ``claims.health_writes`` says, at each step), and
+where the VMs of the migrations it coordinates are with ``set_placements``
+(``claims.placement_writes``).
 
 Fencing: the lease lives ``ttl`` seconds after the last renewal etcd
 received, which is after the renewal was sent. An instance that has had no
@@ -27,10 +29,11 @@ import time
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..store import ABSENT, Compacted, Conflict, EtcdStore, LeaseExpired, Observe, StoreError, Watch
 from . import claims
-from .claims import Claim, HealthKey, View
+from .claims import Claim, HealthKey, Placement, View
 
 LOG = logging.getLogger("sdnvirt.cluster")
 
@@ -46,6 +49,7 @@ class State:
     fenced: bool
     reached: frozenset[int] = frozenset()     # the switches the other instances are connected to
     health: Mapping[HealthKey, bool] = field(default_factory=dict)     # backends, as their prober says
+    placements: Mapping[str, Placement] = field(default_factory=dict)  # migrating VMs, as their coordinator says
 
     def mine(self, dpid: int) -> Claim | None:
         claim = self.claims.get(dpid)
@@ -72,6 +76,7 @@ class Member:
         self._registered: frozenset[int] | None = None
         self._verdicts: dict[HealthKey, bool] = {}      # the backends this instance probes
         self._backends: frozenset[HealthKey] | None = None      # every backend there is; None: not told yet
+        self._placements: dict[str, Mapping[str, Any]] = {}     # of the migrations this instance coordinates
         self.lease = 0
         self.renewed = float("-inf")    # when the last renewal that etcd answered was sent
         self.fenced = True
@@ -107,6 +112,15 @@ class Member:
         with self._lock:
             if (verdicts, backends) != (self._verdicts, self._backends):
                 self._verdicts, self._backends = dict(verdicts), frozenset(backends)
+                self._lock.notify_all()
+
+    def set_placements(self, placements: Mapping[str, Mapping[str, Any]]) -> None:
+        """By VM, the latest migration this instance coordinates, as
+        ``Migration.placement`` (the agent's thread writes them, woken now if
+        anything changed: a migration's paths flip on every instance)."""
+        with self._lock:
+            if placements != self._placements:
+                self._placements = dict(placements)
                 self._lock.notify_all()
 
     def stop(self) -> None:
@@ -181,6 +195,9 @@ class Member:
             # Until the controller has said which backends there are, no key is anyone's to delete.
             health = None if self._backends is None else claims.health_writes(self.name, view, self._verdicts,
                                                                               self._backends)
+            placements = claims.placement_writes(self.name, view, self._placements)
+        # First: the others wait for these to flip their paths.
+        self._write_placements(placements)
         if switches != self._registered:
             self._register(switches)
         if health is not None:
@@ -212,6 +229,15 @@ class Member:
             except Conflict:
                 pass    # written again since: the watch brings it, and the next step decides again
 
+    def _write_placements(self, placements: claims.PlacementWrites) -> None:
+        for vm, doc in placements.put.items():
+            self.store.put_leased(claims.placement_key(vm), {"by": self.name, "placement": doc}, self.lease)
+        for vm, revision in placements.delete:
+            try:
+                self.store.delete(claims.placement_key(vm), expect=revision)
+            except Conflict:
+                pass
+
     def _fence(self, fenced: bool) -> None:
         if fenced and not self.fenced:
             LOG.error("cluster: no lease renewal for %.1f s: writing to no switch until etcd answers",
@@ -222,7 +248,8 @@ class Member:
         with self._lock:
             others = [dpids for name, dpids in self.view.members.items() if name != self.name]
             state = State(self.name, dict(self.view.claims), sorted(self.view.members), self.view.leader, self.fenced,
-                          frozenset().union(*others), {key: said.up for key, said in self.view.health.items()})
+                          frozenset().union(*others), {key: said.up for key, said in self.view.health.items()},
+                          dict(self.view.placements))
         if state != self._last:
             self._last = state
             self.changed(state)

@@ -10,13 +10,14 @@ API.  It never writes a flow: every step is a model change and a reconcile.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Protocol
 
+from ..cluster.claims import Placement
 from ..events import Cause, Events, Kind, Step
 from ..fabric import Fabric
-from ..migration import Migration, Migrations, Outcome, Phase, Refused
+from ..migration import Elsewhere, Migration, Migrations, Outcome, Phase, Refused
 from ..model import VM, Location, Model
 from ..plan.flows import Flow
 from ..plan.owners import vm_cookie
@@ -79,6 +80,12 @@ class Coordinator:
         self.migs = Migrations(app.model, ids=None if store is None else partial(_next_id, store), controller=name)
         # migration id -> the reconcile request its next step waits for
         self.waits: dict[int, int] = {}
+        # By VM, its latest migration's placement once it ended here (``placements``).
+        self._ended: dict[str, dict] = {}
+        # By VM, the revision of the other instances' placement last followed; None before the first.
+        self._followed: dict[str, int] | None = None
+        # Called at each step of a migration (in a cluster: the others are told its ``placements``).
+        self.told: Callable[[], object] = lambda: None
 
     # -- the API's side --------------------------------------------------------
     def request(self, vm: str, target: str, mode: str) -> dict:
@@ -121,6 +128,52 @@ class Coordinator:
             if doc["outcome"] is None and lost is not None and lost not in members:
                 LOG.warning("migration %d: VM %s: its controller instance %s was lost", doc["id"], doc["vm"], lost)
                 self._end_stored(doc, f"its controller instance {lost} was lost during the migration")
+
+    # -- a cluster's other instances ---------------------------------------------------
+    def placements(self) -> dict[str, dict]:
+        """For the other instances (``cluster.claims.PLACEMENTS``): by VM, the latest
+        migration this instance coordinates, as ``Migration.placement``."""
+        model = self.app.model
+        out = {vm: doc for vm, doc in self._ended.items() if model.vm(vm) is not None}
+        for mig in self.migs.active():
+            out[mig.vm] = mig.placement(model.locations.get(mig.vm))
+        return out
+
+    def follow(self, said: Mapping[str, Placement]) -> bool:
+        """The other instances' migrations, as their coordinators say (``placements``):
+        their VMs are moved by them alone, planned at their pending targets, drained
+        while they say so, and placed where they say whenever that changes; a
+        coordinator lost takes its word with it, and its VMs stay where it last
+        placed them. The first word only places the VMs of migrations still
+        running (the others' may have been learnt elsewhere since). True if the
+        model changed."""
+        app, first = self.app, self._followed is None
+        followed = self._followed or {}
+        self._followed = {}
+        elsewhere, changed = {}, False
+        for vm, placement in said.items():
+            doc = placement.doc
+            if app.model.vm(vm) is None:
+                continue        # not yet in this instance's config, or gone from it
+            self._followed[vm] = placement.revision
+            if doc["active"]:
+                elsewhere[vm] = Elsewhere(doc["id"], placement.by, _location(doc["pending"]), doc["drained"])
+            if followed.get(vm) == placement.revision or (first and not doc["active"]):
+                continue
+            at = _location(doc["at"])
+            if at == app.model.locations.get(vm):
+                continue
+            changed = True
+            LOG.info("migration %d of VM %s (coordinated by %s): the VM is at %s", doc["id"], vm, placement.by, at)
+            if at is not None:
+                app.model.bind(vm, at)
+                continue
+            for svc, backend in app.model.unbind(vm, f"its migration {doc['id']} lost it"):
+                backends.changed(app.event_hub, app.model, svc, backend, Cause.MIGRATION)
+        if elsewhere != self.migs.elsewhere:
+            self.migs.elsewhere = elsewhere
+            changed = True
+        return changed
 
     def _reread(self) -> None:
         if self.store is None:
@@ -178,7 +231,7 @@ class Coordinator:
     # -- what the controller sees -----------------------------------------------
     def port_up(self, loc: Location) -> None:
         """A port is up: the VM has arrived, if the
-        agent has not said it froze it yet."""
+        agent has not said it froze it yet (another instance's migration: its coordinator decides)."""
         for mig in self.migs.active():
             if self.app.model.pending.get(mig.vm) == loc:
                 self._arrived(mig, "its port came up")
@@ -194,7 +247,8 @@ class Coordinator:
             if mig.source_location == loc and self.app.model.locations.get(mig.vm) == loc:
                 self._roll_back(mig, "the VM left its source port before it was frozen")
                 return False
-        return False
+        vm = self.app.model.vm_at(loc)
+        return vm is not None and vm.name in self.migs.elsewhere       # its coordinator decides
 
     def switch_gone(self, dpid: int) -> None:
         for mig in self.migs.active():
@@ -292,8 +346,12 @@ class Coordinator:
         app.request()
 
     def _publish(self, mig: Migration, step: Step) -> None:
+        """Every step is published, to the event stream and to the cluster (``told``)."""
+        if not mig.active:
+            self._ended[mig.vm] = mig.placement(self.app.model.locations.get(mig.vm))
         self.app.event_hub.publish(Kind.MIGRATION, id=mig.id, vm=mig.vm, tenant=mig.tenant, mode=mig.mode, step=step,
                                    phase=mig.phase, outcome=mig.outcome)
+        self.told()
 
     def _announce(self, mig: Migration) -> None:
         """Gratuitous ARPs for the VM to every other VM of its tenant, where each is plugged in.
@@ -319,6 +377,10 @@ class Coordinator:
         # A VM removed from the config ends its migration first (config_changed).
         assert vm is not None, f"migration {mig.id}: VM {mig.vm} is not in the model"
         return vm
+
+
+def _location(pair: list[int] | None) -> Location | None:
+    return None if pair is None else Location(*pair)
 
 
 def _next_id(store: Store) -> int:

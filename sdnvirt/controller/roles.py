@@ -13,6 +13,10 @@ signs LLDP with the cluster's shared key. A backend is probed by the master
 of its switch alone (probes are packet-outs); what its probes decide goes
 through etcd, and the others apply it to the switches they master
 (``exchange_health``; which keys are written and deleted: ``cluster.claims``).
+A migration is coordinated by the instance that accepted it; where it
+places the VM goes through etcd too, and every instance plans the VM's
+pending target and its flip on the switches it masters
+(``Coordinator.placements`` and ``follow``).
 
 Without a cluster nothing here acts: sessions stay EQUAL and every write goes.
 """
@@ -57,6 +61,7 @@ class Roles:
             ctl.sender.may_write = self.may_write
             ctl.prober.may_probe = self.masters
             ctl.before_plan = self.exchange_health
+            ctl.migrations.told = lambda: member.set_placements(ctl.migrations.placements())
             ctl.incomplete = self.incomplete
             member.changed = lambda state: ctl.loop.post(self.apply, state)
             ctl.metrics.registry.register(ClusterCollector(self))
@@ -124,6 +129,9 @@ class Roles:
                 self.ctl.discovery.new_master(dpid, now)
         for session in list(self.ctl.sessions.values()):
             self._update(session)
+        # A migration's flip on this instance's switches waits for nothing else.
+        if self.ctl.migrations.follow({vm: p for vm, p in state.placements.items() if p.by != state.me}):
+            self.ctl.request(urgent=True)
         # Now, before a switch claimed here answers MASTER: its new master goes on
         # from what the previous one found.
         if self.exchange_health():

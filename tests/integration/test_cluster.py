@@ -1,6 +1,7 @@
 """Three controller processes on a real three-member etcd, one leaf-spine
 fabric connected to all of them: one master per switch, a change through one
-instance applied by the others, kill -9 of a master under a 1 ms ping stream,
+instance applied by the others, a migration coordinated by one and followed
+by the others, kill -9 of a master under a 1 ms ping stream,
 a graceful handover, slaves that never write, a backend's health shared
 and deleted with its service, and etcd's faults: one member
 of three lost, then the quorum lost and regained; a real Prometheus scrapes
@@ -15,6 +16,7 @@ from monitoring import panel_exprs
 from sdnvirt.api.client import ApiError
 from sdnvirt.cluster import claims
 from sdnvirt.emulation import lab
+from sdnvirt.emulation.agent import Agent
 from sdnvirt.emulation.clusterlab import ClusterLab
 from sdnvirt.store import EtcdStore
 
@@ -34,8 +36,12 @@ def cluster_doc():
     web = {"vip": VIP, "port": 80,
            "health_check": {"type": "tcp", "interval": 0.2, "timeout": 0.2, "rise": 2, "fall": 2},
            "backends": [{"vm": "web2", "port": 8080}, {"vm": "web3", "port": 8080}]}
+    red = TWO_TENANTS["tenants"]["red"]
+    # 1.5 s of pre-copy: time to look at the target while it runs.
+    red_vms = {**red["vms"], "db1": {**red["vms"]["db1"], "memory": 1500}}
     return {"controller": {"fabric": {"settle": 1.0}},
-            "tenants": {**TWO_TENANTS["tenants"], "blue": {**blue, "vms": vms, "services": {"web": web}}}}
+            "tenants": {**TWO_TENANTS["tenants"], "blue": {**blue, "vms": vms, "services": {"web": web}},
+                        "red": {**red, "vms": red_vms}}}
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +133,32 @@ def test_a_backend_its_switchs_master_finds_down_is_down_for_every_instance_and_
     time.sleep(1.0)         # the prober's checks (0.2 s) and every instance's plans since
     assert all(b["up"] for n in cluster.alive() for b in cluster.ctls[n].api().get("/health")
                if b["backend"] == "web2:8080")
+
+
+def test_a_migration_one_instance_coordinates_is_prepared_and_flipped_by_the_masters_of_the_other_switches(cluster):
+    # db1 (leaf1) moves to leaf2 under a ping stream from db2 (leaf3); the coordinator masters neither.
+    others = {cluster.master_of("leaf2"), cluster.master_of("leaf3")}
+    coordinator = next(n for n in cluster.alive() if n not in others)
+    api = cluster.ctls[coordinator].api()
+    stream = lab.ping_stream(cluster.emu.host("db2"), ip_of(cluster, "db1"), seconds=5)
+    time.sleep(0.5)
+    agent = Agent(cluster.emu, api, cluster.cfg)
+    mid = agent.request("db1", "leaf2")["id"]
+    assert lab.wait_for(lambda: api.get(f"/migrations/{mid}")["phase"] == "data_transfer", 5), \
+        api.get(f"/migrations/{mid}")
+    # While the VM still runs at its source, the target's master has its flows at the new port.
+    port = api.get(f"/migrations/{mid}")["target_port"]
+    assert any("02:00:00:00:02:01" in f and f"in_port={port}" in f for f in lab.dump_flows("leaf2")), \
+        lab.dump_flows("leaf2")
+    rec = agent.wait(mid, timeout=15)
+    assert rec["outcome"] == "ok", rec
+    times, sent, lost = lab.stream_result(stream)
+    gap, _, _ = lab.longest_gap(times)
+    # The others flip when etcd brings them the coordinator's word: a few ms after it flipped its own.
+    assert gap <= rec["downtime"] + 0.1, (gap, rec["downtime"], sent, lost)
+    for n in cluster.alive():
+        [vm] = [v for v in cluster.ctls[n].api().get("/vms") if v["name"] == "db1"]
+        assert (vm["switch"], vm["port"]) == ("leaf2", port), (n, vm)
 
 
 def test_kill_9_of_a_leafs_master_moves_its_switches_with_no_packet_lost_and_no_flow_rewritten(cluster):
