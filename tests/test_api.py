@@ -11,13 +11,15 @@ import sys
 
 import pytest
 from fabrics import TWO_TENANTS
+from fastapi import HTTPException
 
 from sdnvirt.api.client import ApiError
+from sdnvirt.api.errors import apply_change
 from sdnvirt.api.token import TokenError, ensure_token, read_token
 from sdnvirt.config import load
 from sdnvirt.emulation import lab
 from sdnvirt.state import ConfigState
-from sdnvirt.store import SQLiteStore
+from sdnvirt.store import SQLiteStore, Unconfirmed
 
 SERVICE = {"vip": "10.1.0.100", "port": 80, "backends": [{"vm": "web2", "port": 8080, "weight": 2},
                                                           {"vm": "web3", "port": 8080}]}
@@ -341,3 +343,13 @@ def test_what_the_switches_hold_and_the_trace_commands_refusals(daemon):
         assert res.returncode == 1 and f"sdnvirt trace: {why}" in res.stderr, res.stderr
     res = sdnvirt(daemon, "trace", "--tenant", "blue", "--from", "web1", "--to", "10.1.0.12", port=lab.free_port())
     assert res.returncode == 1 and "cannot reach the sdnvirt API" in res.stderr
+
+
+def test_a_change_the_store_did_not_confirm_is_a_503_that_says_it_may_still_take_effect():
+    class Unsure:
+        def change(self, edit):
+            raise Unconfirmed("no member answered")
+
+    with pytest.raises(HTTPException) as err:
+        apply_change(Unsure(), lambda changes: None)
+    assert err.value.status_code == 503 and "may still take effect" in err.value.detail, err.value.detail

@@ -10,8 +10,8 @@ from test_store_contract import collect
 
 from sdnvirt import cli
 from sdnvirt.emulation.etcdlab import EtcdLab
-from sdnvirt.emulation.lab import free_port
-from sdnvirt.store import Delete, EtcdStore, LeaseExpired, Put, SQLiteStore, StoreError, keys
+from sdnvirt.emulation.lab import free_port, wait_for
+from sdnvirt.store import Delete, EtcdStore, LeaseExpired, Put, SQLiteStore, StoreError, Unconfirmed, keys
 from sdnvirt.store.etcd_http import endpoint
 
 
@@ -61,6 +61,29 @@ def test_a_watch_whose_member_dies_goes_on_from_its_last_revision_on_another(clu
     finally:
         watch.cancel()
         cluster.restart(victim)
+
+
+def test_a_write_a_member_without_quorum_took_is_unconfirmed_and_one_no_member_took_is_refused(cluster):
+    assert wait_for(lambda: cluster.healthy() and all(m.proc.poll() is None for m in cluster.members), 10)
+    leader = cluster.leader()
+    others = [m for m in cluster.members if m is not leader]
+    taker, refused = EtcdStore([leader.url], timeout=0.5), EtcdStore([m.url for m in others], timeout=0.5)
+    for member in others:
+        cluster.kill(member)
+    try:
+        # The leader takes the write into its log and cannot commit it: no answer comes.
+        with pytest.raises(Unconfirmed, match="may still apply it"):
+            taker.put("/unconfirmed/a", 1)
+        with pytest.raises(StoreError):
+            refused.get("/unconfirmed/b")       # its kept connection is gone: a write could have been read
+        with pytest.raises(StoreError) as err:
+            refused.put("/unconfirmed/b", 1)
+        assert not isinstance(err.value, Unconfirmed), err.value
+    finally:
+        for member in others:
+            cluster.restart(member)
+    store = EtcdStore(cluster.endpoints)
+    assert store.get("/unconfirmed/b") is None
 
 
 def test_store_copy_moves_an_embedded_state_into_etcd_and_back_and_never_overwrites(cluster, tmp_path):

@@ -12,7 +12,7 @@ from ..config import Config, ConfigError
 from ..events import Handler
 from ..overlay import Changes
 from ..state import ConfigState
-from ..store import Conflict, StoreError
+from ..store import Conflict, StoreError, Unconfirmed
 
 
 def config_problems(err: ConfigError) -> HTTPException:
@@ -32,13 +32,17 @@ def conflict(what: str) -> HTTPException:
 def apply_change(state: ConfigState, edit: Callable[[Changes], None]) -> Config:
     """``state.change(edit)``, with an invalid result answered as a 422, a
     change that kept losing races with other writers as a 409 and a store
-    that cannot take it as a 503."""
+    that cannot take it as a 503 (saying so when the store may still apply it)."""
     try:
         return state.change(edit)
     except ConfigError as err:
         raise config_problems(err) from None
     except Conflict as err:
         raise HTTPException(status.HTTP_409_CONFLICT, f"{err}; try again") from None
+    except Unconfirmed as err:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the store did not confirm the change: it may "
+                            "still take effect once the store is back (reads are answered; read it again before "
+                            f"trying again): {err}") from None
     except StoreError as err:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the store cannot take the change (reads are "
                             f"answered; try again once it is back): {err}") from None

@@ -17,6 +17,7 @@ from .contract import (
     Put,
     Store,
     StoreError,
+    Unconfirmed,
     Watch,
 )
 from .etcd import EtcdStore
@@ -24,4 +25,5 @@ from .etcd_http import Observe
 from .sqlite import SQLiteStore
 
 __all__ = ["ABSENT", "Compacted", "Conflict", "Delete", "EtcdStore", "Event", "Expect", "Item", "LeaseExpired",
-           "LeasedStore", "Listing", "Observe", "Op", "Put", "SQLiteStore", "Store", "StoreError", "Watch"]
+           "LeasedStore", "Listing", "Observe", "Op", "Put", "SQLiteStore", "Store", "StoreError", "Unconfirmed",
+           "Watch"]

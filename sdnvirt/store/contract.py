@@ -81,6 +81,12 @@ class StoreError(Exception):
     """The store cannot do what it was asked (unreachable, unreadable, read-only...)."""
 
 
+class Unconfirmed(StoreError):
+    """A write reached the store and no answer came back (etcd without its
+    quorum keeps a write it took, and applies it once the quorum returns): it
+    may yet take effect, or not. Read before writing it again."""
+
+
 class Conflict(StoreError):
     """A compare failed: someone else changed a key since it was read. Nothing
     was written. ``keys``: those whose compare failed (every compared key,

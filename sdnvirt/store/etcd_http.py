@@ -32,11 +32,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from .contract import StoreError
+from .contract import StoreError, Unconfirmed
 
 # gRPC status codes the gateway passes on, for which another member may do better.
 _UNAVAILABLE = 14
 _DEADLINE_EXCEEDED = 4
+
+# The requests that change the store: one that reached a member unanswered may yet be applied.
+_WRITES = frozenset({"/v3/kv/txn", "/v3/kv/put", "/v3/kv/deleterange"})
 
 T = TypeVar("T")
 Observe = Callable[[str, float, str], None]
@@ -85,7 +88,9 @@ class Gateway:
 
         A write retried on another endpoint after its answer was lost may
         have been applied already: a compare-and-set then fails with a
-        Conflict, which callers take as a lost race and read again."""
+        Conflict, which callers take as a lost race and read again. A write
+        that no member answered, after one may have taken it, raises
+        Unconfirmed."""
         return self._observed(path, lambda: self._call(path, body))
 
     def stream(self, path: str, body: dict[str, Any], idle: float) -> Stream:
@@ -107,22 +112,28 @@ class Gateway:
 
     def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         errors = []
+        taken = False       # a member may have taken the write: only a refused connection says it did not
         for index in self._order():
             try:
                 answer = self._post(index, path, body)
             except (OSError, http.client.HTTPException) as err:
                 self._drop()
+                taken = taken or not isinstance(err, ConnectionRefusedError)
                 errors.append(f"{self.urls[index]}: {err or type(err).__name__}")
                 continue
             except GatewayError as err:
                 if err.code not in (_UNAVAILABLE, _DEADLINE_EXCEEDED):
                     raise
+                taken = True
                 errors.append(f"{self.urls[index]}: {err}")
                 continue
             self._current = index
             return answer
-        raise StoreError(f"etcd unreachable: no member answered (down, cut off, or without a quorum): "
-                         f"{'; '.join(errors)}")
+        message = f"etcd unreachable: no member answered (down, cut off, or without a quorum): {'; '.join(errors)}"
+        if taken and path in _WRITES:
+            raise Unconfirmed(message + "; a member that took the write may still apply it once etcd's quorum "
+                              "is back")
+        raise StoreError(message)
 
     def _stream(self, path: str, body: dict[str, Any], idle: float) -> Stream:
         errors = []
