@@ -26,6 +26,18 @@ service web whose switch the victim masters) is stopped as well: the round
 measures when a survivor finds it down (in the peer rounds, the unchanged
 master), against lease_ttl + fall x interval + timeout after a kill -9.
 
+Then rounds of migrations across instances: db1 moves between leaf1 and
+leaf2 under a 1 ms ping stream from db2 (leaf3), coordinated either by an
+instance that masters neither leaf3 nor the target ("elsewhere": the
+others prepare and flip it when etcd brings them its word) or by the
+master of leaf3 (the peer: the client's switch flips with the
+coordinator's own). Each measures the echo requests lost and the longest
+gap beyond the record's downtime (what waiting for etcd adds).
+
+First, the anchor for all of it: how long after the last renewal etcd
+itself deletes a key of a lease of lease_ttl (its lessor looks for expired
+leases on a loop of its own).
+
 Targets (issue 14): kill -9 -> programmed <= 2.5 s, SIGTERM -> MASTER
 <= 0.3 s, 0 packets lost, 0 flows rewritten. Writes
 bench/results/ha-<UTC time>[-quick].json and a timeline of one kill round,
@@ -45,7 +57,9 @@ from pathlib import Path
 
 # The launcher imports Mininet and undoes its logger-class side effect: import it first.
 from sdnvirt.emulation import lab, launcher  # noqa: E402,F401
+from sdnvirt.emulation.agent import Agent  # noqa: E402
 from sdnvirt.emulation.clusterlab import ClusterLab  # noqa: E402
+from sdnvirt.store import EtcdStore  # noqa: E402
 
 from common import (  # noqa: E402  (bench/common.py)
     RESULTS_DIR, BridgeGuard, begin, ensure_no_clash, fmt, machine, measured, median, out,
@@ -182,6 +196,52 @@ def one_round(c: ClusterLab, kind: str) -> dict:
     return res
 
 
+MIGRATING, CLIENT = "db1", "db2"       # db2 is on leaf3
+COORDINATORS = ("elsewhere", "client's master")
+
+
+def one_migration(c: ClusterLab, how: str) -> dict:
+    """``MIGRATING`` moved to the other of leaf1 and leaf2, coordinated as ``how`` says."""
+    target = "leaf2" if c.emu.placement[MIGRATING] == "leaf1" else "leaf1"
+    client = c.master_of("leaf3")
+    coordinator = client if how != "elsewhere" else \
+        next((n for n in c.alive() if n not in (client, c.master_of(target))), None)
+    if coordinator is None:
+        raise RuntimeError(f"one instance masters both leaf3 and {target}: no instance is elsewhere")
+    api = c.ctls[coordinator].api()
+    stream = lab.ping_stream(c.emu.host(CLIENT), TENANTS["red"]["vms"][MIGRATING]["ip"], seconds=3)
+    time.sleep(0.5)
+    agent = Agent(c.emu, api, c.cfg)
+    rec = agent.wait(agent.request(MIGRATING, target)["id"], timeout=20)
+    times, sent, lost, _ = stream_losses(stream, timeout=30)
+    gap = lab.longest_gap(times)[0] if len(times) > 1 else None
+    res = {"how": how, "coordinator": coordinator, "target": target, "outcome": rec["outcome"], "sent": sent,
+           "lost": lost, "gap_s": gap, "downtime_s": rec["downtime"],
+           "beyond_s": None if gap is None or rec["downtime"] is None else gap - rec["downtime"]}
+    if rec["outcome"] != "ok":
+        raise RuntimeError(f"migration {rec['id']} of {MIGRATING}: {rec['outcome']}: {rec['reason']}")
+    settle(c)
+    out(f"   migration coordinated {how} ({coordinator}) to {target}: lost {lost} of {sent}, "
+        f"gap {fmt(gap, ' s')}, downtime {fmt(rec['downtime'], ' s')}")
+    return res
+
+
+def lease_expiry(c: ClusterLab, rounds: int) -> list[float]:
+    """Seconds from a lease's last renewal to its key's deletion, renewed at different moments."""
+    store = EtcdStore(c.etcd.endpoints)
+    out = []
+    for i in range(rounds):
+        lease = store.grant(LEASE)
+        store.put_leased(f"/bench/lease/{i}", i, lease)
+        time.sleep(0.1 + (i % 4) * 0.13)
+        store.keepalive(lease)
+        renewed = time.monotonic()
+        while store.get(f"/bench/lease/{i}") is not None and time.monotonic() - renewed < LEASE + 5:
+            time.sleep(0.005)
+        out.append(time.monotonic() - renewed)
+    return out
+
+
 def measure(args, workdir: Path) -> dict:
     doc = {"controller": {"fabric": {"settle": 1.0}}, "tenants": TENANTS}
     waited = wait_quiet(args.wait_others)
@@ -195,13 +255,18 @@ def measure(args, workdir: Path) -> dict:
         settle(c)
         if not lab.wait_for(lambda: lab.ping(c.emu.host("web1"), TENANTS["blue"]["vms"]["web2"]["ip"]), 20):
             raise RuntimeError("web1 cannot reach web2")
+        expiry = lease_expiry(c, 2 * args.rounds)
+        out(f"   etcd deletes a {LEASE:g} s lease's key {min(expiry):.3f}-{max(expiry):.3f} s after its last renewal")
         rounds = []
         for i in range(args.rounds):
             kinds = KINDS[i % len(KINDS):] + KINDS[:i % len(KINDS)]     # interleaved
             for kind in kinds:
                 rounds.append(one_round(c, kind))
+        migrations = [one_migration(c, how) for i in range(args.rounds)
+                      for how in (COORDINATORS if i % 2 else COORDINATORS[::-1])]
         guard.check()
-        return {"waited_for_other_runs_s": waited, "rounds": rounds}
+        return {"waited_for_other_runs_s": waited, "lease_expiry_s": expiry, "rounds": rounds,
+                "migrations": migrations}
     finally:
         for server in getattr(c, "servers", {}).values():
             server.terminate()
@@ -262,7 +327,10 @@ def table(results: dict) -> list[list[str]]:
     down = {k: med(k, "backend_down_s") for k in KINDS}
     bound = LEASE + CHECK["fall"] * CHECK["interval"] + CHECK["timeout"]
     yes = lambda ok: "yes" if ok else "NO"  # noqa: E731
+    expiry = results.get("lease_expiry_s") or [None]
     return [
+        [f"etcd: a {LEASE:g} s lease's key deleted after its last renewal (median; the anchor)", s(median(expiry)),
+         f"{s(min(expiry))} - {s(max(expiry))}", "-", "-", "-"],
         [f"kill -9: a survivor MASTER of all its switches (median of {n['kill']})", s(take["kill"]),
          f"{moved['kill']}/{n['kill']} moved", "-", f"<= {LEASE + 0.5:g} s",
          yes(take["kill"] is not None and take["kill"] <= LEASE + 0.5 and moved["kill"] == n["kill"])],
@@ -285,6 +353,22 @@ def table(results: dict) -> list[list[str]]:
          fmt(ratio(down["term"], down["none"]), digits=1), "-", "-"],
         ["flow changes when the instance comes back (all rounds)", str(sum(handback)) if handback else "n/a",
          "-", "-", "0", yes(handback and sum(handback) == 0)],
+        *migration_rows(results.get("migrations", [])),
+    ]
+
+
+def migration_rows(migrations: list[dict]) -> list[list[str]]:
+    if not migrations:
+        return []
+    by = {how: [m for m in migrations if m["how"] == how] for how in COORDINATORS}
+    lost = {how: median([m["lost"] for m in ms]) for how, ms in by.items()}
+    beyond = {how: median([m["beyond_s"] * 1000 for m in ms if m["beyond_s"] is not None]) for how, ms in by.items()}
+    mine, peer = COORDINATORS
+    return [
+        [f"migration coordinated {mine}: echo requests lost (median of {len(by[mine])})", fmt(lost[mine]),
+         f"{fmt(lost[peer])} by the client's master", "-", "-", "-"],
+        ["  its longest gap beyond the record's downtime (median)", fmt(beyond[mine], " ms", 1),
+         f"{fmt(beyond[peer], ' ms', 1)} by the client's master", "-", "-", "-"],
     ]
 
 
