@@ -2,7 +2,11 @@
 must survive, on a real three-member etcd: a dead endpoint, a watch whose
 member dies, no endpoint at all."""
 
+import contextlib
+import http.server
+import json
 import shutil
+import socket
 import threading
 
 import pytest
@@ -12,7 +16,7 @@ from sdnvirt import cli
 from sdnvirt.emulation.etcdlab import EtcdLab
 from sdnvirt.emulation.lab import free_port, wait_for
 from sdnvirt.store import Delete, EtcdStore, LeaseExpired, Put, SQLiteStore, StoreError, Unconfirmed, keys
-from sdnvirt.store.etcd_http import endpoint
+from sdnvirt.store.etcd_http import Gateway, endpoint
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +79,9 @@ def test_a_write_a_member_without_quorum_took_is_unconfirmed_and_one_no_member_t
         with pytest.raises(Unconfirmed, match="may still apply it"):
             taker.put("/unconfirmed/a", 1)
         with pytest.raises(StoreError):
-            refused.get("/unconfirmed/b")       # its kept connection is gone: a write could have been read
+            # The store's kept connection to a killed member fails after the request went out, which
+            # counts as a member that may have taken it; a read drops that connection.
+            refused.get("/unconfirmed/b")
         with pytest.raises(StoreError) as err:
             refused.put("/unconfirmed/b", 1)
         assert not isinstance(err.value, Unconfirmed), err.value
@@ -111,3 +117,54 @@ def test_a_cluster_member_whose_etcd_is_unreachable_says_which_endpoints_and_fai
     path.write_text(f"controller:\n  cluster: {{name: ctl1, etcd: [{dead}]}}\n  state_dir: {tmp_path}\n")
     assert cli.main(["controller", "--check-config", str(path)]) != 0
     assert f"cannot read the store etcd at {dead} (controller.cluster.etcd): etcd unreachable" in capsys.readouterr().err
+
+
+class Silent:
+    """An endpoint that takes requests and never answers (a member without its quorum)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.held = []
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.sock.accept()[0])
+
+
+def answering(status, body):
+    """An endpoint that answers every POST with ``status`` and the JSON ``body``."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_after_a_member_may_have_taken_a_write_another_members_compare_failure_or_refusal_is_unconfirmed():
+    silent = Silent()
+    failed, failed_url = answering(200, {"header": {"revision": "7"}})      # a txn whose compare failed
+    refusing, refusing_url = answering(400, {"error": "etcdserver: bad request", "code": 3})
+    try:
+        with pytest.raises(Unconfirmed, match="a compare failed"):
+            Gateway([silent.url, failed_url], timeout=0.3).call("/v3/kv/txn", {})
+        with pytest.raises(Unconfirmed, match="bad request"):
+            Gateway([silent.url, refusing_url], timeout=0.3).call("/v3/kv/txn", {})
+        # A read is only a read, and a compare failure with no earlier attempt is a plain lost race.
+        assert Gateway([silent.url, failed_url], timeout=0.3).call("/v3/kv/range", {})["header"]
+        assert Gateway([failed_url], timeout=0.3).call("/v3/kv/txn", {})["header"]
+    finally:
+        failed.shutdown()
+        refusing.shutdown()
+        silent.sock.close()

@@ -88,9 +88,10 @@ class Gateway:
 
         A write retried on another endpoint after its answer was lost may
         have been applied already: a compare-and-set then fails with a
-        Conflict, which callers take as a lost race and read again. A write
-        that no member answered, after one may have taken it, raises
-        Unconfirmed."""
+        Conflict, which callers take as a lost race and read again: unless a
+        member may have taken it before (then the compare may have failed on
+        the write's own effect), which raises Unconfirmed, as does a write no
+        member answered after one may have taken it."""
         return self._observed(path, lambda: self._call(path, body))
 
     def stream(self, path: str, body: dict[str, Any], idle: float) -> Stream:
@@ -112,7 +113,8 @@ class Gateway:
 
     def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         errors = []
-        taken = False       # a member may have taken the write: only a refused connection says it did not
+        # A member may have taken the write: only a refused connection says it did not.
+        taken = False
         for index in self._order():
             try:
                 answer = self._post(index, path, body)
@@ -122,12 +124,19 @@ class Gateway:
                 errors.append(f"{self.urls[index]}: {err or type(err).__name__}")
                 continue
             except GatewayError as err:
-                if err.code not in (_UNAVAILABLE, _DEADLINE_EXCEEDED):
-                    raise
-                taken = True
-                errors.append(f"{self.urls[index]}: {err}")
-                continue
+                if err.code in (_UNAVAILABLE, _DEADLINE_EXCEEDED):
+                    taken = True
+                    errors.append(f"{self.urls[index]}: {err}")
+                    continue
+                if taken and path in _WRITES:
+                    raise Unconfirmed(f"{err}, after a member may have taken the write: it may still apply it") \
+                        from err
+                raise
             self._current = index
+            # A compare that fails after a member may have taken the write may fail on the write's own effect.
+            if taken and path == "/v3/kv/txn" and not answer.get("succeeded", False):
+                raise Unconfirmed(f"a compare failed on {self.urls[index]} after another member may have taken "
+                                  f"the write ({'; '.join(errors)}): it may have been applied")
             return answer
         message = f"etcd unreachable: no member answered (down, cut off, or without a quorum): {'; '.join(errors)}"
         if taken and path in _WRITES:
