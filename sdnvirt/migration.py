@@ -258,7 +258,8 @@ class Migrations:
         target_dpid = switches[target]
         if target_dpid == source.dpid:
             raise Refused(f"VM {vm_name} is already on {target}")
-        arriving = [m for m in self.active() if m.target_dpid == target_dpid and m.phase is not Phase.RESTORATION]
+        arriving = [m.vm for m in self.active() if m.target_dpid == target_dpid and m.phase is not Phase.RESTORATION]
+        arriving += [vm for vm, there in self.elsewhere.items() if there.pending and there.pending.dpid == target_dpid]
         held = sum(1 for loc in model.locations.values() if loc.dpid == target_dpid) + len(arriving)
         capacity = model.config.capacity(target)
         if held >= capacity:
@@ -272,6 +273,11 @@ class Migrations:
                        if svc.drain_on_migration and any(b.vm.name == vm_name for b in svc.backends)]
         self._records[mig.id] = self._active[vm_name] = mig
         return mig
+
+    def withdraw(self, mid: int) -> None:
+        """Forget a migration just accepted, as if refused (another instance's took the VM first)."""
+        mig = self._records.pop(mid)
+        self._release(mig)
 
     def plugged(self, mid: int, port: int) -> Migration:
         """The agent plugged the VM's port into the target: prepare the flows there."""

@@ -21,7 +21,7 @@ from sdnvirt.emulation.lab import wait_for
 from sdnvirt.events import Events
 from sdnvirt.fabric import leaf_spine
 from sdnvirt.metrics import Metrics
-from sdnvirt.store import Delete, EtcdStore, StoreError
+from sdnvirt.store import ABSENT, Delete, EtcdStore, StoreError
 
 SWITCHES = range(1, 41)
 
@@ -112,8 +112,8 @@ def test_a_coordinator_writes_its_migrations_placements_over_older_ones_and_dele
     writes = placement_writes("a", view, {"web1": placed(3), "web2": placed(2, active=False),
                                           "web3": placed(5)})
     # web1's key says so already; web2's is about a later migration, b's.
-    assert writes.put == {"web3": placed(5)} and writes.delete == [("db1", 12)]
-    assert placement_writes("b", view, {"web1": placed(6)}).put == {"web1": placed(6)}
+    assert writes.put == {"web3": (placed(5), ABSENT)} and writes.delete == [("db1", 12)]
+    assert placement_writes("b", view, {"web1": placed(6)}).put == {"web1": (placed(6), 10)}
     assert placement_writes("b", view, {}).delete == [("web2", 11)]
     view.apply(claims.placement_key("web3"), {"by": "a", "placement": placed(5)}, 13)
     view.apply(claims.placement_key("web1"), None, 14)
@@ -218,6 +218,23 @@ def test_the_placements_of_one_instances_migrations_reach_the_others_and_go_with
         assert wait_for(lambda: "web1" not in states["b"].placements, 5)
 
 
+def test_of_two_instances_claiming_one_vms_migration_only_one_wins(etcd, store):
+    with a_told_by_b(etcd) as (a, states):
+        b = Member("b2", etcd, 2.0)
+        b._join()
+        # b has not seen a's claim yet when it makes its own: its compare-and-set fails.
+        assert a.claim_placement("web1", placed(8))
+        assert not b.claim_placement("web1", placed(9))
+        assert wait_for(lambda: "b" in states and "web1" in states["b"].placements, 5)
+        b._reread()
+        assert not b.claim_placement("web1", placed(9))         # seen: a's runs
+        a.set_placements({"web1": placed(8, active=False)})
+        assert wait_for(lambda: not states["b"].placements["web1"].doc["active"], 5)
+        b._reread()
+        assert b.claim_placement("web1", placed(10))            # a's ended: b's may start
+        b.stop()
+
+
 def test_the_leader_deletes_the_keys_a_lost_instance_wrote_about_backends_that_are_no_more(etcd, store):
     for key in (WEB2, OLD):
         store.put(claims.health_key(key), {"up": False, "by": "lost"})
@@ -292,7 +309,8 @@ def test_the_master_of_a_backend_created_again_writes_its_own_verdict_over_the_o
 
 def test_a_config_change_reaches_the_clusters_health_keys_before_the_next_plan():
     told = Told()
-    member = SimpleNamespace(lldp_secret=b"k" * 16, changed=None, set_health=told.set_health)
+    member = SimpleNamespace(lldp_secret=b"k" * 16, changed=None, set_health=told.set_health,
+                             set_placements=lambda placements: None, claim_placement=lambda vm, placement: True)
     ctl = Controller(config.parse(TWO_TENANTS), Metrics(), Events(), lambda handler: None, clock=Clock())
     Roles(ctl, member)
     ctl.reload(config.parse(web_doc()))

@@ -1,5 +1,7 @@
 """The controller's side of migrations, driven by the events the app feeds it (no switch)."""
 
+import copy
+
 import pytest
 from fabrics import TWO_TENANTS, leafspine, placed_model
 from test_loop import Clock
@@ -7,7 +9,7 @@ from test_loop import Clock
 from sdnvirt import config
 from sdnvirt.cluster.claims import Placement
 from sdnvirt.controller.core import DEBOUNCE, Controller
-from sdnvirt.controller.migrations import ANNOUNCE_AT, Coordinator
+from sdnvirt.controller.migrations import ANNOUNCE_AT, ENDED_KEPT, Coordinator
 from sdnvirt.events import Events, Kind
 from sdnvirt.metrics import Metrics
 from sdnvirt.migration import Refused
@@ -91,8 +93,9 @@ def test_a_live_migration_from_request_to_finish():
                      ("captured", "data_transfer", None), ("arrived", "restoration", None),
                      ("flipped", "restoration", None), ("finished", "finished", "ok")]
     # Five gratuitous ARPs to each of blue's other VMs (web2 on leaf2, web3 on leaf1),
-    # at QEMU's self-announce times.
-    assert app.run_timers() == list(ANNOUNCE_AT)
+    # at QEMU's self-announce times; the ended migration's placement is dropped after ENDED_KEPT.
+    assert app.run_timers() == [*ANNOUNCE_AT, ENDED_KEPT]
+    assert app.migrations.placements() == {}
     assert sorted(set(app.sent)) == [(0x101, 4), (0x102, 3)] and len(app.sent) == 10
 
 
@@ -359,3 +362,73 @@ def drained_doc():
     doc["tenants"]["blue"] = {**doc["tenants"]["blue"], "services": {"web": {
         "vip": "10.1.0.100", "port": 80, "drain_on_migration": True, "backends": [{"vm": "web2", "port": 8080}]}}}
     return doc
+
+
+def test_an_older_migrations_word_written_again_and_a_coordinators_word_rewritten_after_it_rejoined_move_nothing():
+    a, b, c = FakeApp(), FakeApp(), FakeApp()
+    c.migrations.follow({})
+    first = a.migrations.request("web2", "leaf4", "live")
+    a.migrations.event(first["id"], "aborted", reason="no room")
+    old = told(a, "a")["web2"]
+    b.migrations.request("db1", "leaf4", "live")        # ids come from a shared counter: b's next is 2
+    second = b.migrations.request("web2", "leaf3", "live")
+    c.migrations.follow(told(b, "b"))
+    b.migrations.event(second["id"], "plugged", port=6)
+    reconcile(b)
+    b.migrations.event(second["id"], "frozen", frozen_at=100.0)
+    c.migrations.follow(told(b, "b"))
+    assert c.model.locations["web2"] == Location(0x103, 6)
+    # b's lease expired and it joined again: it writes what it said once more, nothing new.
+    said = told(b, "b")
+    said["web2"] = Placement("b", said["web2"].doc, said["web2"].revision + 100)
+    assert not c.migrations.follow(said)
+    # b is gone (its key with it), and a writes its older word about web2 again: history.
+    c.migrations.follow({"web2": Placement("a", old.doc, old.revision + 200)})
+    assert c.model.locations["web2"] == Location(0x103, 6) and not c.model.migrating
+
+
+def test_a_vm_migrating_elsewhere_that_this_instances_config_loses_is_followed_no_more():
+    a, b = FakeApp(), FakeApp()
+    rec = a.migrations.request("web2", "leaf4", "live")
+    a.migrations.event(rec["id"], "plugged", port=5)
+    b.migrations.follow(told(a, "a"))
+    doc = placed_doc()
+    del doc["tenants"]["blue"]["vms"]["web2"]
+    b.model.set_config(config.parse(doc))
+    b.migrations.config_changed()
+    assert not b.model.migrating and b.model.vm_at(Location(0x104, 5)) is None
+    b.model.set_config(config.parse(placed_doc()))      # back: followed again, its pending target with it
+    b.migrations.config_changed()
+    assert b.model.pending == {"web2": Location(0x104, 5)}
+
+
+def test_a_migration_another_instance_claimed_first_is_refused_and_leaves_no_record():
+    app = FakeApp()
+    app.migrations.claim = lambda vm, placement: False
+    with pytest.raises(Refused, match="coordinated by another instance"):
+        app.migrations.request("web2", "leaf4", "live")
+    assert app.migrations.records() == [] and not app.model.migrating
+    app.migrations.claim = lambda vm, placement: placement["active"] and placement["at"] == [0x102, 3]
+    assert app.migrations.request("web2", "leaf4", "live")["outcome"] is None
+
+
+def test_a_lost_lease_rolls_back_the_instances_migrations_and_a_full_target_counts_arrivals_from_elsewhere():
+    app = FakeApp()
+    mid = prepared(app)
+    app.migrations.event(mid, "frozen", frozen_at=100.0)
+    app.migrations.lease_lost()
+    rec = app.migrations.record(mid)
+    assert rec["outcome"] == "rolled_back" and "lease expired" in rec["reason"]
+    assert app.model.locations["web1"] == Location(0x101, 3)
+    a, b = FakeApp(), FakeApp()
+    for app in (a, b):
+        app.model.set_config(config.parse({**placed_doc(), "hypervisors": {"leaf4": {"max_vms": 1}}}))
+    rec = a.migrations.request("web2", "leaf4", "live")
+    a.migrations.event(rec["id"], "plugged", port=5)
+    b.migrations.follow(told(a, "a"))
+    with pytest.raises(Refused, match="leaf4 is full"):
+        b.migrations.request("web1", "leaf4", "live")
+
+
+def placed_doc():
+    return copy.deepcopy(TWO_TENANTS)

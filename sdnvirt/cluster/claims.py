@@ -36,6 +36,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..store import ABSENT, Expect
+
 PREFIX = "/sdnvirt/cluster/"
 MEMBERS = PREFIX + "members/"
 SWITCHES = PREFIX + "switches/"
@@ -181,19 +183,23 @@ def health_writes(me: str, view: View, verdicts: Mapping[HealthKey, bool],
 
 @dataclass(frozen=True)
 class PlacementWrites:
-    put: dict[str, Mapping[str, Any]]    # by VM
+    # By VM: the placement, and what its key must still be (ABSENT, or the revision last seen):
+    # a write decided on a view that lags behind another instance's is not made.
+    put: dict[str, tuple[Mapping[str, Any], Expect]]
     delete: list[tuple[str, int]]           # (VM, the revision its key must still be at)
 
 
 def placement_writes(me: str, view: View, placements: Mapping[str, Mapping[str, Any]]) -> PlacementWrites:
     """What ``me`` writes of the migrations it coordinates: each VM's latest
     (``placements``) wherever its key says otherwise, unless it is about a
-    later migration (another instance's since), and the deletion of the keys
+    later migration (another instance's since), each only if its key is still
+    as ``view`` saw it, and the deletion of the keys
     it wrote about VMs it no longer names (gone from the desired state, or
     left from before a restart)."""
-    put = {vm: doc for vm, doc in placements.items()
-           if (said := view.placements.get(vm)) is None
-           or ((said.by, said.doc) != (me, doc) and said.doc["id"] <= doc["id"])}
+    put: dict[str, tuple[Mapping[str, Any], Expect]] = {
+        vm: (doc, ABSENT if said is None else said.revision) for vm, doc in placements.items()
+        if (said := view.placements.get(vm)) is None
+        or ((said.by, said.doc) != (me, doc) and said.doc["id"] <= doc["id"])}
     delete = sorted((vm, said.revision) for vm, said in view.placements.items()
                     if said.by == me and vm not in placements)
     return PlacementWrites(put, delete)

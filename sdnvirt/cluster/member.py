@@ -50,6 +50,7 @@ class State:
     reached: frozenset[int] = frozenset()     # the switches the other instances are connected to
     health: Mapping[HealthKey, bool] = field(default_factory=dict)     # backends, as their prober says
     placements: Mapping[str, Placement] = field(default_factory=dict)  # migrating VMs, as their coordinator says
+    lease: int = 0              # this instance's: another one means the last expired
 
     def mine(self, dpid: int) -> Claim | None:
         claim = self.claims.get(dpid)
@@ -122,6 +123,23 @@ class Member:
             if placements != self._placements:
                 self._placements = dict(placements)
                 self._lock.notify_all()
+
+    def claim_placement(self, vm: str, placement: Mapping[str, Any]) -> bool:
+        """Make ``placement`` the VM's at once (the caller waits for etcd): False if
+        another instance's migration of the VM runs, or its key changed since this
+        instance last saw it (a compare-and-set, so two instances never both win)."""
+        with self._lock:
+            said = self.view.placements.get(vm)
+        if said is not None and said.by != self.name and said.doc["active"]:
+            return False
+        try:
+            self.store.put_leased(claims.placement_key(vm), {"by": self.name, "placement": placement}, self.lease,
+                                  expect=ABSENT if said is None else said.revision)
+        except Conflict:
+            return False
+        with self._lock:
+            self._placements[vm] = dict(placement)
+        return True
 
     def stop(self) -> None:
         """Leave at once: the lease revoked, its record, claims and leadership go with it."""
@@ -230,8 +248,12 @@ class Member:
                 pass    # written again since: the watch brings it, and the next step decides again
 
     def _write_placements(self, placements: claims.PlacementWrites) -> None:
-        for vm, doc in placements.put.items():
-            self.store.put_leased(claims.placement_key(vm), {"by": self.name, "placement": doc}, self.lease)
+        for vm, (doc, expect) in placements.put.items():
+            try:
+                self.store.put_leased(claims.placement_key(vm), {"by": self.name, "placement": doc}, self.lease,
+                                      expect=expect)
+            except Conflict:
+                pass    # changed since: the watch brings it, and the next step decides again
         for vm, revision in placements.delete:
             try:
                 self.store.delete(claims.placement_key(vm), expect=revision)
@@ -249,7 +271,7 @@ class Member:
             others = [dpids for name, dpids in self.view.members.items() if name != self.name]
             state = State(self.name, dict(self.view.claims), sorted(self.view.members), self.view.leader, self.fenced,
                           frozenset().union(*others), {key: said.up for key, said in self.view.health.items()},
-                          dict(self.view.placements))
+                          dict(self.view.placements), self.lease)
         if state != self._last:
             self._last = state
             self.changed(state)

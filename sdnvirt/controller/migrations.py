@@ -30,6 +30,10 @@ LOG = logging.getLogger("sdnvirt.migration")
 # -rounds 5): 5 gratuitous ARPs, 50, 150, 250 and 350 ms apart.
 ANNOUNCE_AT = (0.0, 0.05, 0.2, 0.45, 0.8)
 
+# Seconds an ended migration's placement stays in the cluster's keys: each other
+# instance acts on the cluster's state at least every lease_ttl / 8, so none misses it.
+ENDED_KEPT = 30.0
+
 # What the agent may report, with the fields each event takes.
 EVENTS = {"plugged": {"port"}, "heartbeat": set(), "frozen": {"frozen_at"},
           "thawed": {"frozen_at", "thawed_at", "qemu"}, "aborted": {"reason"}}
@@ -80,12 +84,18 @@ class Coordinator:
         self.migs = Migrations(app.model, ids=None if store is None else partial(_next_id, store), controller=name)
         # migration id -> the reconcile request its next step waits for
         self.waits: dict[int, int] = {}
-        # By VM, its latest migration's placement once it ended here (``placements``).
+        # By VM, its latest migration's placement, for ENDED_KEPT s once it ended here (``placements``).
         self._ended: dict[str, dict] = {}
-        # By VM, the revision of the other instances' placement last followed; None before the first.
-        self._followed: dict[str, int] | None = None
+        # The other instances' word (``follow``): as last said; by VM, the latest migration id
+        # seen and the (migration id, place) last applied.
+        self._said: Mapping[str, Placement] = {}
+        self._latest: dict[str, int] = {}
+        self._applied: dict[str, tuple[int, Location | None]] = {}
         # Called at each step of a migration (in a cluster: the others are told its ``placements``).
         self.told: Callable[[], object] = lambda: None
+        # In a cluster: makes a new migration's placement the VM's at once, unless another
+        # instance's migration of it runs (False); two instances never run one each.
+        self.claim: Callable[[str, dict], bool] = lambda vm, placement: True
 
     # -- the API's side --------------------------------------------------------
     def request(self, vm: str, target: str, mode: str) -> dict:
@@ -93,6 +103,10 @@ class Coordinator:
         app = self.app
         names = app.connected()
         mig = self.migs.request(vm, target, mode, {n: d for d, n in names.items()}, names)
+        if not self.claim(mig.vm, mig.placement(app.model.locations.get(mig.vm))):
+            self.migs.withdraw(mig.id)
+            raise Refused(f"VM {vm} is already migrating, coordinated by another instance (or its placement "
+                          "changed meanwhile: try again)")
         self._keep(mig)
         record = mig.as_dict()
         LOG.info("migration %d: %s VM %s from %s to %s accepted%s", mig.id, mig.mode.value, mig.vm, mig.source,
@@ -141,39 +155,51 @@ class Coordinator:
 
     def follow(self, said: Mapping[str, Placement]) -> bool:
         """The other instances' migrations, as their coordinators say (``placements``):
-        their VMs are moved by them alone, planned at their pending targets, drained
-        while they say so, and placed where they say whenever that changes; a
-        coordinator lost takes its word with it, and its VMs stay where it last
-        placed them. The first word only places the VMs of migrations still
-        running (the others' may have been learnt elsewhere since). True if the
-        model changed."""
-        app, first = self.app, self._followed is None
-        followed = self._followed or {}
-        self._followed = {}
+        their VMs are moved by them alone, planned at their pending targets and
+        drained while they run, and placed where they say whenever that changes
+        while this instance follows them; a coordinator lost takes its word with
+        it, and its VMs stay where it last placed them. The word of a migration
+        that ended before this instance followed it, or of one older than another
+        already seen, is history (the VM may have been learnt elsewhere since).
+        True if the model changed."""
+        app = self.app
+        self._said = said
         elsewhere, changed = {}, False
         for vm, placement in said.items():
-            doc = placement.doc
-            if app.model.vm(vm) is None:
-                continue        # not yet in this instance's config, or gone from it
-            self._followed[vm] = placement.revision
-            if doc["active"]:
-                elsewhere[vm] = Elsewhere(doc["id"], placement.by, _location(doc["pending"]), doc["drained"])
-            if followed.get(vm) == placement.revision or (first and not doc["active"]):
-                continue
+            doc, mid = placement.doc, placement.doc["id"]
+            if app.model.vm(vm) is None or mid < self._latest.get(vm, 0):
+                continue        # not in this instance's config (yet, or any more), or written again since
+            self._latest[vm] = mid
+            if self._ended.get(vm, {}).get("id", mid) < mid:
+                del self._ended[vm]     # this instance's word on the VM is older: it writes it no more
             at = _location(doc["at"])
+            if doc["active"]:
+                elsewhere[vm] = Elsewhere(mid, placement.by, _location(doc["pending"]), doc["drained"])
+            elif self._applied.get(vm, (None, None))[0] != mid:
+                continue
+            if self._applied.get(vm) == (mid, at):
+                continue
+            self._applied[vm] = (mid, at)
             if at == app.model.locations.get(vm):
                 continue
             changed = True
-            LOG.info("migration %d of VM %s (coordinated by %s): the VM is at %s", doc["id"], vm, placement.by, at)
+            LOG.info("migration %d of VM %s (coordinated by %s): the VM is at %s", mid, vm, placement.by, at)
             if at is not None:
                 app.model.bind(vm, at)
                 continue
-            for svc, backend in app.model.unbind(vm, f"its migration {doc['id']} lost it"):
+            for svc, backend in app.model.unbind(vm, f"its migration {mid} lost it"):
                 backends.changed(app.event_hub, app.model, svc, backend, Cause.MIGRATION)
         if elsewhere != self.migs.elsewhere:
             self.migs.elsewhere = elsewhere
             changed = True
         return changed
+
+    def lease_lost(self) -> None:
+        """This instance's cluster lease expired: its switches went to others, and the
+        leader may have recorded its migrations as failed already. Each one still
+        running is rolled back here too, so that none goes on unseen."""
+        for mig in self.migs.active():
+            self._roll_back(mig, "this instance's cluster lease expired during the migration")
 
     def _reread(self) -> None:
         if self.store is None:
@@ -262,6 +288,12 @@ class Coordinator:
             LOG.warning("migration %d: VM %s failed: %s", mig.id, mig.vm, mig.reason)
             self._publish(mig, Step.ENDED)
             self._keep(mig)
+        model = self.app.model
+        for kept in (self._ended, self._applied):
+            for vm in [vm for vm in kept if model.vm(vm) is None]:
+                del kept[vm]
+        # The others' word again, on the VMs this config has: none it lost, any it gained.
+        self.follow(self._said)
 
     def tick(self) -> None:
         for mig, why in self.migs.overdue():
@@ -349,9 +381,15 @@ class Coordinator:
         """Every step is published, to the event stream and to the cluster (``told``)."""
         if not mig.active:
             self._ended[mig.vm] = mig.placement(self.app.model.locations.get(mig.vm))
+            self.app.after(ENDED_KEPT, partial(self._forget, mig.vm, mig.id))
         self.app.event_hub.publish(Kind.MIGRATION, id=mig.id, vm=mig.vm, tenant=mig.tenant, mode=mig.mode, step=step,
                                    phase=mig.phase, outcome=mig.outcome)
         self.told()
+
+    def _forget(self, vm: str, mid: int) -> None:
+        if self._ended.get(vm, {}).get("id") == mid:
+            del self._ended[vm]
+            self.told()
 
     def _announce(self, mig: Migration) -> None:
         """Gratuitous ARPs for the VM to every other VM of its tenant, where each is plugged in.

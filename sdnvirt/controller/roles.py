@@ -62,6 +62,7 @@ class Roles:
             ctl.prober.may_probe = self.masters
             ctl.before_plan = self.exchange_health
             ctl.migrations.told = lambda: member.set_placements(ctl.migrations.placements())
+            ctl.migrations.claim = member.claim_placement
             ctl.incomplete = self.incomplete
             member.changed = lambda state: ctl.loop.post(self.apply, state)
             ctl.metrics.registry.register(ClusterCollector(self))
@@ -119,6 +120,8 @@ class Roles:
                                        fenced=state.fenced)
             if state.leader == state.me and not state.fenced:
                 self.ctl.migrations.orphans(set(state.members))
+        if before is not None and before.lease not in (0, state.lease):
+            self.ctl.migrations.lease_lost()
         now = self.ctl.clock()
         if state.fenced:
             self.ctl.discovery.held = True
