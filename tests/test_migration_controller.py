@@ -14,6 +14,7 @@ from sdnvirt.events import Events, Kind
 from sdnvirt.metrics import Metrics
 from sdnvirt.migration import Refused
 from sdnvirt.model import Location
+from sdnvirt.store import StoreError
 
 
 class FakeApp:
@@ -408,6 +409,12 @@ def test_a_migration_another_instance_claimed_first_is_refused_and_leaves_no_rec
     with pytest.raises(Refused, match="coordinated by another instance"):
         app.migrations.request("web2", "leaf4", "live")
     assert app.migrations.records() == [] and not app.model.migrating
+
+    def unreachable(vm, placement):
+        raise StoreError("etcd unreachable")
+    app.migrations.claim = unreachable
+    with pytest.raises(Refused, match="store cannot take it: etcd unreachable"):
+        app.migrations.request("web2", "leaf4", "live")
     app.migrations.claim = lambda vm, placement: placement["active"] and placement["at"] == [0x102, 3]
     assert app.migrations.request("web2", "leaf4", "live")["outcome"] is None
 

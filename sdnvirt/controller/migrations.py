@@ -103,7 +103,12 @@ class Coordinator:
         app = self.app
         names = app.connected()
         mig = self.migs.request(vm, target, mode, {n: d for d, n in names.items()}, names)
-        if not self.claim(mig.vm, mig.placement(app.model.locations.get(mig.vm))):
+        try:
+            claimed = self.claim(mig.vm, mig.placement(app.model.locations.get(mig.vm)))
+        except StoreError as err:
+            self.migs.withdraw(mig.id)
+            raise Refused(f"the cluster's store cannot take it: {err}") from None
+        if not claimed:
             self.migs.withdraw(mig.id)
             raise Refused(f"VM {vm} is already migrating, coordinated by another instance (or its placement "
                           "changed meanwhile: try again)")
