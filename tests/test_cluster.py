@@ -232,6 +232,9 @@ def test_of_two_instances_claiming_one_vms_migration_only_one_wins(etcd, store):
         assert wait_for(lambda: not states["b"].placements["web1"].doc["active"], 5)
         b._reread()
         assert b.claim_placement("web1", placed(10))            # a's ended: b's may start
+        # b's own step wrote the same before its claim did (b's view has not seen it yet): b's still.
+        store.put_leased(claims.placement_key("web2"), {"by": "b2", "placement": placed(11)}, b.lease)
+        assert b.claim_placement("web2", placed(11)) and not b.claim_placement("web2", placed(12))
         b.stop()
 
 

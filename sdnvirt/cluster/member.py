@@ -130,16 +130,33 @@ class Member:
         instance last saw it (a compare-and-set, so two instances never both win)."""
         with self._lock:
             said = self.view.placements.get(vm)
-        if said is not None and said.by != self.name and said.doc["active"]:
-            return False
-        try:
-            self.store.put_leased(claims.placement_key(vm), {"by": self.name, "placement": placement}, self.lease,
-                                  expect=ABSENT if said is None else said.revision)
-        except Conflict:
-            return False
-        with self._lock:
+            if said is not None and said.by != self.name and said.doc["active"]:
+                return False
+            # Named before it is written: a step meanwhile must not take the new key for a stale one.
+            before = self._placements.get(vm)
             self._placements[vm] = dict(placement)
-        return True
+        value = {"by": self.name, "placement": dict(placement)}
+        try:
+            self.store.put_leased(claims.placement_key(vm), value, self.lease,
+                                  expect=ABSENT if said is None else said.revision)
+            return True
+        except Conflict:
+            # This instance's step may have written it first, on the same grounds.
+            item = self.store.get(claims.placement_key(vm))
+            if item is not None and item.value == value:
+                return True
+            self._unname(vm, before)
+            return False
+        except StoreError:
+            self._unname(vm, before)
+            raise
+
+    def _unname(self, vm: str, before: Mapping[str, Any] | None) -> None:
+        with self._lock:
+            if before is None:
+                self._placements.pop(vm, None)
+            else:
+                self._placements[vm] = before
 
     def stop(self) -> None:
         """Leave at once: the lease revoked, its record, claims and leadership go with it."""
@@ -222,12 +239,15 @@ class Member:
             self._write_health(health)
         for dpid in moves.take:
             try:
-                self.store.put_leased(claims.switch_key(dpid), {"owner": self.name}, self.lease, expect=ABSENT)
+                revision = self.store.put_leased(claims.switch_key(dpid), {"owner": self.name}, self.lease,
+                                                 expect=ABSENT)
+                LOG.info("cluster: claimed switch %016x (revision %d)", dpid, revision)
             except Conflict:
                 pass    # someone else's now: the watch says whose
         for dpid, revision in moves.release:
             try:
                 self.store.delete(claims.switch_key(dpid), expect=revision)
+                LOG.info("cluster: released switch %016x to its owner", dpid)
             except Conflict:
                 pass
         if view.leader is None:
