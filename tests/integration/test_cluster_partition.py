@@ -53,7 +53,7 @@ def test_an_instance_cut_off_from_etcd_fences_itself_before_its_switches_move_an
             relay.mend()
     # Back: it joins again and takes its share, and nobody rewrites a flow that was right.
     assert cluster.ctls[cut].wait_event("cluster_changed", {"fenced": False}, fenced["id"], timeout=10)
-    assert lab.wait_for(cluster.settled, 30)
+    assert lab.wait_for(cluster.settled, 30), {n: cluster.status(n) for n in cluster.alive()}
     time.sleep(2.0)
     changes = [e["fields"] for n in cluster.alive() for e in cluster.ctls[n].events("reconciled", after=cursors[n])]
     assert sum(f["flow_add"] + f["flow_modify"] + f["flow_delete"] for f in changes) == 0, \
