@@ -2,10 +2,12 @@
 
 Starts the controller daemon, a 2-spine x 4-leaf fabric and two tenants that
 use the same IP range, and shows with real traffic who reaches whom, what is
-isolated, the throughput inside a tenant, the load balancer and its
-failover, a live migration under a 1 ms ping stream (of a QEMU guest by
-QEMU itself where one can boot, else of a namespace VM), and a few of the
-metrics the daemon exports.
+isolated, the throughput inside a tenant, a security group at a VM's port,
+a tenant's own API token, the load balancer and its failover, a live
+migration under a 1 ms ping stream (of a QEMU guest by QEMU itself where one
+can boot, else of a namespace VM), and a few of the metrics the daemon
+exports. Then, on a fabric of its own, two controller instances on a
+three-member etcd: the master of a switch killed under a ping stream.
 """
 
 from __future__ import annotations
@@ -13,20 +15,27 @@ from __future__ import annotations
 import copy
 import itertools
 import shutil
+import signal
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 from .. import config
 from ..api.client import ApiError
 from ..migration import describe
 from . import lab
 from .agent import Agent
+from .clusterlab import ClusterLab
 from .launcher import Emulation, build_topo, wait_connected
 from .qemu import cannot_boot
 from .underlay import vtep_plan
 
+CLUSTER_LEASE = 2.0
+
 # Two tenants on the same subnet; web1/db1 and web2/db2 even share addresses.
-DEMO_TENANTS = {
+DEMO_TENANTS: dict[str, Any] = {
     "blue": {"segment": 101, "subnet": "10.1.0.0/24", "vms": {
         "web1": {"mac": "02:00:00:00:01:01", "ip": "10.1.0.11", "host": "leaf1"},
         "web2": {"mac": "02:00:00:00:01:02", "ip": "10.1.0.12", "host": "leaf2"},
@@ -88,6 +97,8 @@ def run_demo(keep_logs: bool = False, encap: str = "vlan") -> int:
         failures += _reachability(emu, cfg)
         failures += _isolation(emu, cfg)
         failures += _throughput(emu, cfg)
+        failures += _security_group(emu, ctl, cfg)
+        failures += _tenant_token(ctl)
         failures += _load_balancer(emu, ctl)
         failures += _migration(emu, ctl, cfg, why_not)
         failures += _metrics(ctl)
@@ -98,6 +109,7 @@ def run_demo(keep_logs: bool = False, encap: str = "vlan") -> int:
             _out(f"\ncontroller config and log kept in {ctl.workdir}")
         else:
             shutil.rmtree(ctl.workdir, ignore_errors=True)
+    failures += _cluster(keep_logs)
     _out("\nall checks passed" if not failures else f"\n{failures} check(s) FAILED")
     return 0 if not failures else 1
 
@@ -146,6 +158,105 @@ def _throughput(emu, cfg) -> int:
         return 1
     _out(f"  {bps / 1e9:.2f} Gbit/s")
     return 0
+
+
+def _security_group(emu, ctl, cfg) -> int:
+    _out("\nSecurity group at a VM's port: web2 put in group 'web' (ingress tcp 8080 only) through the API:")
+    api, web2, ip = ctl.api(), DEMO_TENANTS["blue"]["vms"]["web2"], str(cfg.tenants["blue"].vms["web2"].ip)
+    server = lab.serve_http(emu.host("web2"), 8080, "web2")
+    try:
+        api.post("/tenants/blue/security-groups", {"name": "web", "rules": [
+            {"direction": "ingress", "protocol": "tcp", "port": 8080}, {"direction": "egress"}]})
+        _in_the_switches(ctl, lambda: api.put("/tenants/blue/vms/web2", {**web2, "security_groups": ["web"]}))
+        served = lab.http_get(emu.host("web1"), f"http://{ip}:8080/") == "web2"
+        pinged = lab.ping(emu.host("web1"), ip, wait=0.5)
+        _out(f"  web1 -> web2:8080 HTTP {'answered' if served else 'NOT ANSWERED'}; "
+             f"web1 -> web2 ping {'ANSWERED' if pinged else 'dropped at its port'}")
+        _in_the_switches(ctl, lambda: api.put("/tenants/blue/vms/web2", web2))
+        api.delete("/tenants/blue/security-groups/web")
+        back = lab.ping(emu.host("web1"), ip, wait=0.5)
+        _out(f"  group removed: ping {'answered again' if back else 'STILL DROPPED'}")
+        return int(not served) + int(pinged) + int(not back)
+    except (ApiError, RuntimeError) as err:
+        _out(f"  FAILED: {err}")
+        return 1
+    finally:
+        server.terminate()
+
+
+def _in_the_switches(ctl, change) -> None:
+    """Make an API change and wait until a reconcile planned after it is in the switches."""
+    cursor = ctl.cursor()
+    change()
+    applied = ctl.wait_event("config_applied", after=cursor, timeout=10)
+    if applied is None or ctl.wait_event("reconciled", lambda f: f["planned_after"] >= applied["id"],
+                                         after=applied["id"], timeout=10) is None:
+        raise RuntimeError("the change did not reach the switches within 10 s")
+
+
+def _tenant_token(ctl) -> int:
+    _out("\nA tenant's own API token: issued to red by the operator, then used as red:")
+    admin = ctl.api()
+    issued = admin.post("/tokens", {"tenant": "red", "description": "sdnvirt demo"})
+    red = ctl.api(issued["token"])
+    try:
+        seen = sorted(vm["name"] for vm in red.get("/vms"))
+        try:
+            red.get("/tenants/blue/vms")
+            refused = None
+        except ApiError as err:
+            refused = err.status
+        # Another tenant is answered as if it did not exist: its name is not revealed.
+        _out(f"  GET /v1/vms as red: {', '.join(seen)}; GET /v1/tenants/blue/vms as red: "
+             f"{f'{refused}, as if blue did not exist' if refused == 404 else refused or 'ANSWERED'}")
+        return int(seen != sorted(DEMO_TENANTS["red"]["vms"])) + int(refused != 404)
+    finally:
+        admin.delete(f"/tokens/{issued['id']}")
+
+
+def _cluster(keep_logs: bool) -> int:
+    _out("\nSeveral controllers: two instances on a three-member etcd, a 1 spine x 2 leaf fabric connected to both:")
+    if shutil.which("etcd") is None:
+        _out("  FAILED: no etcd (Debian package etcd-server; scripts/setup.sh installs it)")
+        return 1
+    workdir = Path(tempfile.mkdtemp(prefix="sdnvirt-demo-cluster-"))
+    vms = {"blue": {**DEMO_TENANTS["blue"], "services": {},
+                    "vms": {n: DEMO_TENANTS["blue"]["vms"][n] for n in ("web1", "web2")}}}
+    c = ClusterLab(workdir, {"controller": {"fabric": {"settle": 1.0}}, "tenants": vms}, "leafspine",
+                   {"spines": 1, "leaves": 2}, size=2, lease_ttl=CLUSTER_LEASE)
+    try:
+        c.start()
+        view = c.status(c.names[0])
+        _out(f"  members {', '.join(view['members'])}, leader {view['leader']}; masters: "
+             + ", ".join(f"{sw} {c.master_of(sw)}" for sw in ("spine1", "leaf1", "leaf2")))
+        if not lab.wait_for(lambda: lab.ping(c.emu.host("web1"), "10.1.0.12"), 20):
+            _out("  FAILED: web1 cannot reach web2")
+            return 1
+        victim = c.master_of("leaf1")
+        (survivor,) = [n for n in c.alive() if n != victim]
+        mine = [d for d, m in c.masters().items() if m == [victim]]
+        stream = lab.ping_stream(c.emu.host("web1"), "10.1.0.12", seconds=5)
+        time.sleep(1.0)
+        cursor = c.ctls[survivor].cursor()
+        killed = time.time()
+        c.ctls[victim].stop(signal.SIGKILL)
+        taken = [e["time"] - killed for d in mine if (e := c.ctls[survivor].wait_event(
+            "role_changed", {"dpid": d, "role": "master"}, cursor, timeout=CLUSTER_LEASE + 5)) is not None]
+        times, sent, lost = lab.stream_result(stream)
+        ok = len(taken) == len(mine) and lost == 0
+        _out(f"  {victim} (master of leaf1) killed with SIGKILL: {survivor} took its {len(mine)} switch(es) over in "
+             f"{max(taken, default=float('nan')):.2f} s (lease_ttl {CLUSTER_LEASE:g} s); ping web1 -> web2 "
+             f"across it: {sent} echo requests, {lost} lost")
+        return int(not ok)
+    except (RuntimeError, TimeoutError, ApiError) as err:
+        _out(f"  FAILED: {err}")
+        return 1
+    finally:
+        c.stop()
+        if keep_logs:
+            _out(f"  cluster configs and logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _load_balancer(emu, ctl) -> int:
