@@ -218,6 +218,17 @@ def test_the_placements_of_one_instances_migrations_reach_the_others_and_go_with
         assert wait_for(lambda: "web1" not in states["b"].placements, 5)
 
 
+def test_keys_not_as_sdnvirt_writes_them_are_left_out_and_the_others_followed(etcd, store):
+    store.put(claims.placement_key("odd"), {"by": "x", "placement": "garbage"})
+    store.put(claims.switch_key(0x999), {"not-an-owner": 1})
+    with a_told_by_b(etcd) as (a, states):
+        store.put(claims.health_key(WEB2), ["not", "a", "verdict"])
+        a.set_placements({"web1": placed(7)})
+        assert wait_for(lambda: "b" in states and "web1" in states["b"].placements, 5)
+        assert "odd" not in states["b"].placements and 0x999 not in states["b"].claims
+        assert WEB2 not in states["b"].health
+
+
 def test_of_two_instances_claiming_one_vms_migration_only_one_wins(etcd, store):
     with a_told_by_b(etcd) as (a, states):
         b = Member("b2", etcd, 2.0)

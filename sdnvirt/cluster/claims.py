@@ -101,7 +101,8 @@ class View:
     revision: int = 0
 
     def apply(self, key: str, value: object, revision: int) -> None:
-        """One key's new value (None: deleted) from a listing or a watch."""
+        """One key's new value (None: deleted) from a listing or a watch; KeyError,
+        TypeError or ValueError for a value not as sdnvirt writes it."""
         self.revision = max(self.revision, revision)
         if key.startswith(MEMBERS):
             name = key[len(MEMBERS):]
@@ -126,7 +127,11 @@ class View:
         elif key.startswith(PLACEMENTS):
             vm = key[len(PLACEMENTS):]
             if isinstance(value, dict):
-                self.placements[vm] = Placement(str(value["by"]), value["placement"], revision)
+                placement = value["placement"]
+                if not isinstance(placement, dict) or not isinstance(placement.get("id"), int) \
+                        or {"active", "pending", "at", "drained"} - placement.keys():
+                    raise ValueError("not a migration's placement")
+                self.placements[vm] = Placement(str(value["by"]), placement, revision)
             else:
                 self.placements.pop(vm, None)
 

@@ -184,7 +184,7 @@ class Member:
         with self._lock:
             self.view = View()
             for key, item in listing.items.items():
-                self.view.apply(key, item.value, item.revision)
+                self._apply(key, item.value, item.revision)
             self.view.revision = listing.revision
             self._lock.notify_all()
 
@@ -199,6 +199,9 @@ class Member:
                 self.step()
             except StoreError as err:
                 LOG.warning("cluster: %s", err)
+            except Exception:
+                # Renewing and fencing must go on whatever one step met.
+                LOG.exception("cluster: a step failed")
             with self._lock:
                 self._lock.wait(self.ttl / 8)
 
@@ -303,10 +306,26 @@ class Member:
                 for events in watch:
                     with self._lock:
                         for event in events:
-                            self.view.apply(event.key, None if event.deleted else event.value, event.revision)
+                            self._apply(event.key, None if event.deleted else event.value, event.revision)
                         self._lock.notify_all()
             except Compacted:
-                self._reread()
+                try:
+                    self._reread()
+                except StoreError as err:
+                    LOG.warning("cluster watch: cannot list the keys again: %s", err)
+                    self._stop.wait(self.ttl / 8)
             except StoreError as err:
                 LOG.warning("cluster watch: %s; watching again", err)
                 self._stop.wait(self.ttl / 8)
+            except Exception:
+                # Whatever it was: a view that stops following the keys would hold this
+                # instance's claims where they are for good (a switch left without a master).
+                LOG.exception("cluster watch failed; watching again")
+                self._stop.wait(self.ttl / 8)
+
+    def _apply(self, key: str, value: object, revision: int) -> None:
+        """One key into the view; one that is not as sdnvirt writes it is left out, and said so."""
+        try:
+            self.view.apply(key, value, revision)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            LOG.warning("cluster: key %s left out, it is not as sdnvirt writes it (%r: %s)", key, value, err)
