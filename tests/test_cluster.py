@@ -2,7 +2,9 @@
 instance's agent on a real etcd with a fake clock (no sleeping for leases)."""
 
 import contextlib
+import queue
 import shutil
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -21,7 +23,7 @@ from sdnvirt.emulation.lab import wait_for
 from sdnvirt.events import Events
 from sdnvirt.fabric import leaf_spine
 from sdnvirt.metrics import Metrics
-from sdnvirt.store import ABSENT, Delete, EtcdStore, StoreError
+from sdnvirt.store import ABSENT, Delete, EtcdStore, Event, StoreError
 
 SWITCHES = range(1, 41)
 
@@ -227,6 +229,61 @@ def test_keys_not_as_sdnvirt_writes_them_are_left_out_and_the_others_followed(et
         assert wait_for(lambda: "b" in states and "web1" in states["b"].placements, 5)
         assert "odd" not in states["b"].placements and 0x999 not in states["b"].claims
         assert WEB2 not in states["b"].health
+
+
+class Scripted:
+    """Watches whose batches the test hands out; each watch is (the revision it starts after, its queue)."""
+
+    def __init__(self):
+        self.started: queue.Queue[tuple[int, queue.Queue]] = queue.Queue()
+
+    def watch(self, prefix, after):
+        batches: queue.Queue = queue.Queue()
+        self.started.put((after, batches))
+        return ScriptedWatch(batches)
+
+
+class ScriptedWatch:
+    def __init__(self, batches):
+        self.batches, self.cancelled = batches, False
+
+    def __iter__(self):
+        while not self.cancelled:
+            batch = self.batches.get()
+            if batch is None:
+                return
+            yield batch
+
+    def cancel(self):
+        self.cancelled = True
+        self.batches.put(None)
+
+
+def test_a_watch_begun_before_a_fresh_listing_is_left_for_one_from_the_listing(etcd, store):
+    # A watch may have applied a release newer than a listing that then replaced the view: without a
+    # watch from the listing on, that release would be lost, and its switch left without a master.
+    member = Member("a", etcd, 2.0)
+    member._join()
+    scripted = Scripted()
+    member.store.watch = scripted.watch
+    threading.Thread(target=member._follow, daemon=True).start()
+    try:
+        after, first = scripted.started.get(timeout=5)
+        assert after == member.view.revision
+        first.put([Event(claims.switch_key(7), {"owner": "b"}, after + 1000)])
+        assert wait_for(lambda: 7 in member.view.claims, 5)
+        member._reread()                # older than the watch's event: switch 7 is not in it
+        assert 7 not in member.view.claims
+        first.put([Event(claims.switch_key(8), {"owner": "b"}, after + 1001)])
+        again, second = scripted.started.get(timeout=5)
+        assert again == member.view.revision and 8 not in member.view.claims
+        second.put([Event(claims.switch_key(8), {"owner": "b"}, after + 1001)])
+        assert wait_for(lambda: 8 in member.view.claims, 5)
+    finally:
+        member._stop.set()
+        if member._watch is not None:
+            member._watch.cancel()
+        member.stop()
 
 
 def test_of_two_instances_claiming_one_vms_migration_only_one_wins(etcd, store):

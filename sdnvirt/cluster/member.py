@@ -74,6 +74,7 @@ class Member:
         self._switches: frozenset[int] = frozenset()
         self._stop = threading.Event()
         self._watch: Watch | None = None
+        self._listed = 0    # how many times the view was listed afresh: a watch older than the last stops
         self._registered: frozenset[int] | None = None
         self._verdicts: dict[HealthKey, bool] = {}      # the backends this instance probes
         self._backends: frozenset[HealthKey] | None = None      # every backend there is; None: not told yet
@@ -186,6 +187,7 @@ class Member:
             for key, item in listing.items.items():
                 self._apply(key, item.value, item.revision)
             self.view.revision = listing.revision
+            self._listed += 1
             self._lock.notify_all()
 
     def _register(self, switches: frozenset[int]) -> None:
@@ -302,12 +304,19 @@ class Member:
     def _follow(self) -> None:
         while not self._stop.is_set():
             try:
-                self._watch = watch = self.store.watch(claims.PREFIX, self.view.revision)
+                with self._lock:
+                    listed, after = self._listed, self.view.revision
+                self._watch = watch = self.store.watch(claims.PREFIX, after)
                 for events in watch:
                     with self._lock:
+                        if self._listed != listed:
+                            # Listed again since this watch began: what it applied to the old
+                            # view may be newer than the listing. Watch on from the listing.
+                            break
                         for event in events:
                             self._apply(event.key, None if event.deleted else event.value, event.revision)
                         self._lock.notify_all()
+                watch.cancel()
             except Compacted:
                 try:
                     self._reread()
