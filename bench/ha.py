@@ -154,13 +154,7 @@ def one_round(c: ClusterLab, kind: str) -> dict:
     c.ctls[writer].api().post("/tenants/blue/vms", ADDED)
     written = time.time()
     programmed = flows_seen(ADDED["host"], ADDED["mac"], True, LEASE + 8)
-    taken: dict[str, float] = {}
-    for dpid in theirs if kind != "none" else ():
-        for n in others:
-            e = c.ctls[n].wait_event("role_changed", {"dpid": dpid, "role": "master"}, cursors[n], timeout=LEASE + 5)
-            if e is not None:
-                taken[dpid] = e["time"]
-                break
+    taken = c.taken_over(theirs if kind != "none" else (), others, cursors, LEASE + 5)
     found = [e for n in survivors if (e := c.ctls[n].wait_event(
         "backend_down", {"backend": f"{DYING}:8080"}, cursors[n], timeout=LEASE + 5)) is not None]
     times, sent, lost, unanswered = stream_losses(stream, timeout=STREAM_S + 30)

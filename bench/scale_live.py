@@ -64,8 +64,7 @@ def tenants(edges: list[str], vms: int) -> dict:
 
 def held_after(ctl, event: dict, timeout: float = 60.0) -> float | None:
     """Seconds from ``event`` to the end of the first reconcile planned after it."""
-    rec = ctl.wait_event("reconciled", lambda f: f["planned_after"] >= event["id"], after=event["id"],
-                         timeout=timeout)
+    rec = ctl.wait_programmed(event["id"], timeout=timeout)
     return None if rec is None else rec["time"] - event["time"]
 
 

@@ -79,7 +79,7 @@ def apply(ctl, base: dict, setting: str) -> None:
     applied = ctl.wait_event("config_applied", after=cursor, timeout=20)
     if applied is None:
         raise RuntimeError(f"setting {setting!r} was not applied; controller log: {ctl.log_path}")
-    ctl.wait_event("reconciled", lambda f: f["planned_after"] >= applied["id"], after=applied["id"], timeout=10)
+    ctl.wait_programmed(applied["id"], timeout=10)
     wait_reconcile_quiet(ctl, quiet=1.0, timeout=15)
 
 

@@ -91,6 +91,20 @@ class ClusterLab:
         return (len(masters) == len(switches) and all(len(m) == 1 for m in masters.values())
                 and all(v["links"] == links for v in views.values()))
 
+    def taken_over(self, dpids: Iterable[str], names: Iterable[str], cursors: dict[str, int],
+                   timeout: float) -> dict[str, float]:
+        """When one of ``names`` became MASTER of each of ``dpids`` after its cursor (those that
+        did, each waited for at most ``timeout`` s per instance): wall-clock times by dpid."""
+        taken = {}
+        for dpid in dpids:
+            for name in names:
+                e = self.ctls[name].wait_event("role_changed", {"dpid": dpid, "role": "master"}, cursors[name],
+                                               timeout=timeout)
+                if e is not None:
+                    taken[dpid] = e["time"]
+                    break
+        return taken
+
     def master_of(self, switch: str) -> str:
         assert self.emu.net is not None
         dpid = self.emu.net.get(switch).dpid

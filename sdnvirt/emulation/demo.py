@@ -189,8 +189,7 @@ def _in_the_switches(ctl, change) -> None:
     cursor = ctl.cursor()
     change()
     applied = ctl.wait_event("config_applied", after=cursor, timeout=10)
-    if applied is None or ctl.wait_event("reconciled", lambda f: f["planned_after"] >= applied["id"],
-                                         after=applied["id"], timeout=10) is None:
+    if applied is None or ctl.wait_programmed(applied["id"]) is None:
         raise RuntimeError("the change did not reach the switches within 10 s")
 
 
@@ -229,19 +228,19 @@ def _cluster(keep_logs: bool) -> int:
         view = c.status(c.names[0])
         _out(f"  members {', '.join(view['members'])}, leader {view['leader']}; masters: "
              + ", ".join(f"{sw} {c.master_of(sw)}" for sw in ("spine1", "leaf1", "leaf2")))
-        if not lab.wait_for(lambda: lab.ping(c.emu.host("web1"), "10.1.0.12"), 20):
+        web2 = vms["blue"]["vms"]["web2"]["ip"]
+        if not lab.wait_for(lambda: lab.ping(c.emu.host("web1"), web2), 20):
             _out("  FAILED: web1 cannot reach web2")
             return 1
         victim = c.master_of("leaf1")
         (survivor,) = [n for n in c.alive() if n != victim]
         mine = [d for d, m in c.masters().items() if m == [victim]]
-        stream = lab.ping_stream(c.emu.host("web1"), "10.1.0.12", seconds=5)
+        stream = lab.ping_stream(c.emu.host("web1"), web2, seconds=5)
         time.sleep(1.0)
         cursor = c.ctls[survivor].cursor()
         killed = time.time()
         c.ctls[victim].stop(signal.SIGKILL)
-        taken = [e["time"] - killed for d in mine if (e := c.ctls[survivor].wait_event(
-            "role_changed", {"dpid": d, "role": "master"}, cursor, timeout=CLUSTER_LEASE + 5)) is not None]
+        taken = [t - killed for t in c.taken_over(mine, [survivor], {survivor: cursor}, CLUSTER_LEASE + 5).values()]
         times, sent, lost = lab.stream_result(stream)
         ok = len(taken) == len(mine) and lost == 0
         _out(f"  {victim} (master of leaf1) killed with SIGKILL: {survivor} took its {len(mine)} switch(es) over in "
@@ -274,8 +273,7 @@ def _load_balancer(emu, ctl) -> int:
         down = ctl.wait_event("backend_down", {"tenant": "blue", "service": "www", "backend": "web3:8080"},
                               after=cursor, timeout=5)
         if down is not None:
-            ctl.wait_event("reconciled", lambda f: f["planned_after"] >= down["id"], after=down["id"],
-                           timeout=5 - (time.monotonic() - killed))
+            ctl.wait_programmed(down["id"], timeout=5 - (time.monotonic() - killed))
         detected = time.monotonic() - killed
         after = Counter(lab.http_get(emu.host("web1"), "http://10.1.0.100/") for _ in range(20))
         _out(f"  web3's server killed: marked down and out of the switches in {detected * 1000:.0f} ms "

@@ -160,6 +160,11 @@ class ControllerProcess:
                 return hit
             after = page["last"]
 
+    def wait_programmed(self, after: int, timeout: float = 10.0) -> dict | None:
+        """The first reconcile planned after event ``after`` (an id), once the switches confirmed
+        it; None after ``timeout`` s (a change that touches no flow is reconciled by nothing)."""
+        return self.wait_event("reconciled", lambda f: f["planned_after"] >= after, after=after, timeout=timeout)
+
     def metric(self, name: str, **labels: str) -> float:
         """The sum of the samples of ``name`` (with these labels) on its /metrics now;
         KeyError if it has none."""

@@ -174,7 +174,7 @@ def test_kill_9_of_a_leafs_master_moves_its_switches_with_no_packet_lost_and_no_
     cluster.ctls[victim].stop(9)
     # A backend on a switch of the victim dies with it: nobody probes it until a survivor masters its switch.
     cluster.servers.pop("web3").terminate()
-    taken = {dpid: t - killed for dpid, t in taken_over(cluster, mine, survivors, cursors).items()}
+    taken = {dpid: t - killed for dpid, t in cluster.taken_over(mine, survivors, cursors, LEASE + 3).items()}
     assert set(taken) == set(mine), f"not taken over: {set(mine) - set(taken)}"
     assert max(taken.values()) <= LEASE + 1.5, taken        # lease_ttl + 0.5 s, with room for a loaded machine
     # bench/ha.py measures how long after the kill (the bound: takeover + fall x interval + timeout).
@@ -193,18 +193,6 @@ def test_kill_9_of_a_leafs_master_moves_its_switches_with_no_packet_lost_and_no_
     cluster.servers["web3"] = lab.serve_http(cluster.emu.host("web3"), 8080, "web3")
 
 
-def taken_over(c, dpids, names, cursors):
-    """When one of ``names`` became MASTER of each of ``dpids`` after its cursor (those that did)."""
-    taken = {}
-    for dpid in dpids:
-        for n in names:
-            e = c.ctls[n].wait_event("role_changed", {"dpid": dpid, "role": "master"}, cursors[n], timeout=LEASE + 3)
-            if e is not None:
-                taken[dpid] = e["time"]
-                break
-    return taken
-
-
 def timeline(c, names, cursors, since):
     """What the instances saw and did after ``since``, for a failure's message."""
     kinds = ("role_changed", "cluster_changed", "link_down", "link_up", "reconciled")
@@ -221,9 +209,8 @@ def test_sigterm_hands_the_switches_over_at_once(cluster):
     cursor = cluster.ctls[stay].cursor()
     cluster.ctls[leaving].stop()
     stopped = time.time()
-    for dpid in mine:
-        e = cluster.ctls[stay].wait_event("role_changed", {"dpid": dpid, "role": "master"}, cursor, timeout=5)
-        assert e is not None and e["time"] - stopped < 1.0, e
+    taken = cluster.taken_over(mine, [stay], {stay: cursor}, 5)
+    assert set(taken) == set(mine) and all(t - stopped < 1.0 for t in taken.values()), (taken, stopped)
     assert lab.wait_for(cluster.settled, 10)
     assert reachable(cluster, "web1", "web2") and reachable(cluster, "db2", "db1")
 

@@ -10,7 +10,7 @@ import pytest
 from sdnvirt.emulation import lab
 from sdnvirt.emulation.clusterlab import ClusterLab
 
-from .test_cluster import LEASE, cluster_doc, ip_of, taken_over, timeline
+from .test_cluster import LEASE, cluster_doc, ip_of, timeline
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def test_an_instance_cut_off_from_etcd_fences_itself_before_its_switches_move_an
         relay.cut()         # its switches and its API still reach it; etcd does not
     try:
         fenced = cluster.ctls[cut].wait_event("cluster_changed", {"fenced": True}, cursors[cut], timeout=LEASE + 2)
-        taken = taken_over(cluster, mine, others, cursors)
+        taken = cluster.taken_over(mine, others, cursors, LEASE + 3)
         assert fenced is not None and set(taken) == set(mine), (fenced, taken, mine)
         # Silent before its lease could be taken over: no write of it ever met another's claim.
         assert fenced["time"] < min(taken.values()), (fenced["time"], taken)

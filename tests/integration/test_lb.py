@@ -71,8 +71,7 @@ def _wait_state(fab, names, state, timeout, after=0):
         if mark is None:
             return False
         marks.append(mark["id"])
-    return fab.ctl.wait_event("reconciled", lambda f: f["planned_after"] >= max(marks), after=max(marks),
-                              timeout=deadline - time.monotonic()) is not None
+    return fab.ctl.wait_programmed(max(marks), timeout=deadline - time.monotonic()) is not None
 
 
 def _backends(fab, tenant="blue", service="web"):
@@ -178,7 +177,7 @@ def _reconfigure(fab, change):
     applied = fab.ctl.wait_event("config_applied", after=cursor)
     assert applied
     # Its changes in the switches (a change that touches no flow is reconciled by nothing).
-    fab.ctl.wait_event("reconciled", lambda f: f["planned_after"] >= applied["id"], after=applied["id"], timeout=5)
+    fab.ctl.wait_programmed(applied["id"], timeout=5)
 
 
 def _original(fab):

@@ -108,7 +108,7 @@ def test_a_backend_behind_a_group_stays_healthy_and_is_checked_after_translation
 
 def reconciled_after(fab, applied):
     assert applied
-    assert fab.ctl.wait_event("reconciled", lambda e: e["planned_after"] >= applied["id"], after=applied["id"])
+    assert fab.ctl.wait_programmed(applied["id"])
 
 
 def reconfigure(fab, change):
