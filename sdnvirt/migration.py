@@ -129,9 +129,9 @@ class Migration:
         """What the other instances of a cluster need of it to plan as this one does
         (``Migrations.follow`` reads it): whether it runs, the VM's pending target,
         where the VM is (``at``: the model's location, or None), whether it drains it."""
-        pending = None if self.target_port is None or self.phase is Phase.RESTORATION else \
-            [self.target_dpid, self.target_port]
-        return {"id": self.id, "active": self.active, "pending": pending if self.active else None,
+        pending = self.active and self.target_port is not None and self.phase is not Phase.RESTORATION
+        return {"id": self.id, "active": self.active,
+                "pending": [self.target_dpid, self.target_port] if pending else None,
                 "at": None if at is None else [at.dpid, at.port], "drained": self.active and bool(self.drained)}
 
     def as_dict(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,7 +136,7 @@ class Member:
             # Named before it is written: a step meanwhile must not take the new key for a stale one.
             before = self._placements.get(vm)
             self._placements[vm] = dict(placement)
-        value = {"by": self.name, "placement": dict(placement)}
+        value = self._placement_value(placement)
         try:
             self.store.put_leased(claims.placement_key(vm), value, self.lease,
                                   expect=ABSENT if said is None else said.revision)
@@ -266,24 +266,26 @@ class Member:
         """What fails is written at a later step: each step compares the keys with the verdicts afresh."""
         for key, up in health.put.items():
             self.store.put(claims.health_key(key), {"up": up, "by": self.name})
-        for key, revision in health.delete:
-            try:
-                self.store.delete(claims.health_key(key), expect=revision)
-            except Conflict:
-                pass    # written again since: the watch brings it, and the next step decides again
+        self._delete_unchanged((claims.health_key(key), revision) for key, revision in health.delete)
 
     def _write_placements(self, placements: claims.PlacementWrites) -> None:
         for vm, (doc, expect) in placements.put.items():
             try:
-                self.store.put_leased(claims.placement_key(vm), {"by": self.name, "placement": doc}, self.lease,
-                                      expect=expect)
+                self.store.put_leased(claims.placement_key(vm), self._placement_value(doc), self.lease, expect=expect)
             except Conflict:
                 pass    # changed since: the watch brings it, and the next step decides again
-        for vm, revision in placements.delete:
+        self._delete_unchanged((claims.placement_key(vm), revision) for vm, revision in placements.delete)
+
+    def _placement_value(self, placement: Mapping[str, Any]) -> dict[str, Any]:
+        return {"by": self.name, "placement": dict(placement)}
+
+    def _delete_unchanged(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Each key deleted if it is still at the revision given."""
+        for key, revision in keys:
             try:
-                self.store.delete(claims.placement_key(vm), expect=revision)
+                self.store.delete(key, expect=revision)
             except Conflict:
-                pass
+                pass    # written again since: the watch brings it, and the next step decides again
 
     def _fence(self, fenced: bool) -> None:
         if fenced and not self.fenced:
