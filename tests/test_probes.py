@@ -212,3 +212,38 @@ def test_reject_ignores_other_tenants_and_unknown_listeners():
     assert probes.reject(model, 102, bytes(syn)) is None
     syn[TCP].dport = 81
     assert probes.reject(model, 101, bytes(syn)) is None
+
+
+@pytest.mark.parametrize("kind, protocol", [("tcp", "tcp"), ("http", "tcp"), ("icmp", "tcp"), ("udp", "udp")])
+def test_a_reply_to_another_probers_probe_from_the_same_port_changes_nothing(kind, protocol):
+    """In a cluster every instance sees every switch's replies: one to another
+    instance's probe, from the port of one of ours, is not an answer to ours."""
+    model = model_with(kind, protocol)
+    key = ("blue", "svc", "web2:8080")
+    model.health[key].up = kind == "udp"
+    p, changes = prober(model)
+    dpid, port, probe = sent_probe(p)
+    if kind in ("tcp", "http"):
+        frames = []
+        for flags in ("SA", "RA"):
+            alien = Ether(reply(probe, flags))
+            alien[TCP].ack = probe[TCP].seq + 1000
+            frames.append(bytes(alien))
+    elif kind == "icmp":
+        frames = [bytes(Ether(src=probe.dst, dst=probe.src) / IP(src="10.1.0.12", dst=PROBE_IP) /
+                        ICMP(type=0, id=probe[ICMP].id, seq=(probe[ICMP].seq + 1) & 0xFFFF))]
+    else:
+        quoted = probe[IP].copy()
+        quoted.id = (probe[IP].id + 1) & 0xFFFF
+        frames = [bytes(Ether(src=probe.dst, dst=probe.src) / IP(src="10.1.0.12", dst=PROBE_IP) /
+                        ICMP(type=3, code=3) / IPerror(bytes(quoted)[:20]) / UDPerror(bytes(probe[UDP])[:8]))]
+    for frame in frames:
+        assert p.on_reply(dpid, port, 101, frame) == []
+    assert model.health[key].up is (kind == "udp") and not changes
+    assert len(p.outstanding) == 1, "ours is still awaited"
+
+
+def test_probers_start_at_different_source_ports():
+    model = model_with("tcp")
+    ports = {sent_probe(prober(model)[0])[2][TCP].sport for _ in range(5)}
+    assert len(ports) > 1

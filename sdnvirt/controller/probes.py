@@ -8,6 +8,13 @@ tenant addresses and with no route from the controller host into any tenant
 network, like OVN's service monitors.  A reply counts only if it comes from
 the backend's own port, in the backend's tenant, from the backend's address.
 
+A reply is matched to its probe by the source port (the ICMP id) and a nonce
+the reply must echo: TCP's acknowledgement of our random initial sequence
+number, the echo's sequence number, the IP id quoted in a port unreachable.
+In a cluster every instance gets every switch's packet-ins, its own probes'
+replies and the others': a reply that echoes another prober's nonce is not
+ours, whatever its port (each prober starts at a random one).
+
 An http check is a TCP exchange the controller plays itself: SYN; on the
 SYN-ACK one segment with the request; the status line of the first data
 segment decides; then a reset.  Nothing is retransmitted: a lost segment
@@ -47,6 +54,7 @@ class Outstanding:
     kind: str
     sent: float
     port: int                       # our source port (or ICMP id) that the reply must echo
+    nonce: int                      # tcp, http: our initial sequence number; icmp: echo seq; udp: IP id
     seq: int = 0                    # tcp, http: our next sequence number
     asked: bool = False             # http: the request is out
 
@@ -64,7 +72,8 @@ class Prober:
         self.events = events
         self.due: dict[tuple[str, str, str], float] = {}
         self.outstanding: dict[int, Outstanding] = {}
-        self._ports = itertools.cycle(PROBE_PORTS)
+        start = random.randrange(len(PROBE_PORTS))
+        self._ports = itertools.cycle((*PROBE_PORTS[start:], *PROBE_PORTS[:start]))
         # Whether probes can go out of this switch: in a cluster only its master's
         # can, and a probe that never left must not count as unanswered.
         self.may_probe: Callable[[int], bool] = lambda dpid: True
@@ -106,26 +115,27 @@ class Prober:
         token = next(self._ports)
         while token in self.outstanding:
             token = next(self._ports)
-        isn = random.getrandbits(32)
-        self.outstanding[token] = Outstanding(svc.health_key(backend), loc, kind, now, token, (isn + 1) & 0xFFFFFFFF)
-        return loc.dpid, loc.port, self._frame(svc, backend, kind, token, isn)
+        nonce = random.getrandbits(32 if kind in ("tcp", "http") else 16)
+        self.outstanding[token] = Outstanding(svc.health_key(backend), loc, kind, now, token, nonce,
+                                              (nonce + 1) & 0xFFFFFFFF)
+        return loc.dpid, loc.port, self._frame(svc, backend, kind, token, nonce)
 
-    def _frame(self, svc: Service, backend: Backend, kind: str, token: int, isn: int) -> bytes:
+    def _frame(self, svc: Service, backend: Backend, kind: str, token: int, nonce: int) -> bytes:
         tenant = self.model.tenant(svc.tenant)
         src_ip, dst_ip = str(tenant.probe_ip), str(backend.vm.ip)
         pkt = packet.Packet()
         pkt.add_protocol(ethernet.ethernet(backend.vm.mac, virtual_mac(tenant.probe_ip), ETH_TYPE_IPV4))
         if kind in ("tcp", "http"):
             pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=6))
-            pkt.add_protocol(tcp.tcp(src_port=token, dst_port=backend.port, seq=isn,
+            pkt.add_protocol(tcp.tcp(src_port=token, dst_port=backend.port, seq=nonce,
                                      bits=TCP_SYN, window_size=65535))
         elif kind == "udp":
-            pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=17))
+            pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=17, identification=nonce))
             pkt.add_protocol(udp.udp(src_port=token, dst_port=backend.port))
             pkt.add_protocol(b"sdnvirt health probe")
         else:
             pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=1))
-            pkt.add_protocol(icmp.icmp(icmp.ICMP_ECHO_REQUEST, data=icmp.echo(id_=token, seq=1)))
+            pkt.add_protocol(icmp.icmp(icmp.ICMP_ECHO_REQUEST, data=icmp.echo(id_=token, seq=nonce)))
         pkt.serialize()
         return bytes(pkt.data)
 
@@ -137,39 +147,44 @@ class Prober:
         ip = pkt.get_protocol(ipv4.ipv4)
         if ip is None:
             return []
-        token, ok, reason, cause, answer = None, False, "", Cause.ANSWERED, []
+        token, echoed, ok, reason, cause, answer = None, None, False, "", Cause.ANSWERED, []
         t = pkt.get_protocol(tcp.tcp)
         ic = pkt.get_protocol(icmp.icmp)
         if t is not None:
-            token = t.dst_port
+            token, echoed = t.dst_port, t.ack if t.bits & TCP_ACK else None
             ok = bool(t.bits & TCP_SYN and t.bits & TCP_ACK)
             reason = "SYN-ACK" if ok else "RST" if t.bits & TCP_RST else f"TCP flags {t.bits:#x}"
             cause = Cause.REFUSED if t.bits & TCP_RST else Cause.WRONG_ANSWER
         elif ic is not None and ic.type == icmp.ICMP_ECHO_REPLY:
-            token, ok, reason = ic.data.id, True, "echo reply"
+            token, echoed, ok, reason = ic.data.id, ic.data.seq, True, "echo reply"
         elif ic is not None and ic.type == icmp.ICMP_DEST_UNREACH:
             inner = ic.data.data
             if len(inner) >= 24:
-                token = int.from_bytes(inner[20:22], "big")   # the UDP source port we sent
+                # The IP id and the UDP source port we sent.
+                token, echoed = int.from_bytes(inner[20:22], "big"), int.from_bytes(inner[4:6], "big")
             ok, reason, cause = False, f"ICMP unreachable code {ic.code}", Cause.REFUSED
         out = self.outstanding.get(token) if token is not None else None
         if out is None:
+            return []
+        stale = t is not None and out.kind in ("tcp", "http") and not out.asked and not t.bits & (TCP_SYN | TCP_RST)
+        if not stale and not _echoes(out, echoed):
+            LOG.debug("a reply to port %d that is not this prober's (another instance's probe?): ignored", token)
             return []
         svc, backend = self._find(out.key)
         if (svc is None or out.loc != Location(dpid, in_port) or segment != svc.segment
                 or ipaddress.IPv4Address(ip.src) != backend.vm.ip):
             LOG.warning("probe reply for %s ignored: it came from the wrong place", out.key)
             return []
-        if t is not None and out.kind in ("tcp", "http") and not out.asked and not t.bits & (TCP_SYN | TCP_RST):
+        if stale:
             # An ACK to our SYN: the backend still holds a connection from this
             # port, an earlier probe's left half-open (its controller died before
             # the reset). Reset it as TCP does in SYN-SENT (RFC 793:
             # <SEQ=SEG.ACK><CTL=RST>) and send the SYN again: no verdict yet.
             LOG.info("probe of %s from port %d met an earlier probe's connection: reset, asked again", out.key, token)
-            isn = random.getrandbits(32)
-            out.seq = (isn + 1) & 0xFFFFFFFF
+            out.nonce = random.getrandbits(32)
+            out.seq = (out.nonce + 1) & 0xFFFFFFFF
             return [(dpid, in_port, self._segment(pkt, t, t.ack, TCP_RST)),
-                    (dpid, in_port, self._frame(svc, backend, out.kind, token, isn))]
+                    (dpid, in_port, self._frame(svc, backend, out.kind, token, out.nonce))]
         if out.kind == "http":
             verdict, frames = self._http(out, svc, pkt, t)
             answer = [(dpid, in_port, frame) for frame in frames]
@@ -239,6 +254,16 @@ class Prober:
             return False
         backends.changed(self.events, self.model, svc, backend, Cause.ANSWERED if ok else failure)
         return True
+
+
+def _echoes(out: Outstanding, echoed: int | None) -> bool:
+    """Whether a reply echoes ``out``'s nonce: for TCP, acknowledges no more
+    and no less than what the probe sent (its SYN, and an http check's request)."""
+    if echoed is None:
+        return False
+    if out.kind in ("tcp", "http"):
+        return 0 < (echoed - out.nonce) & 0xFFFFFFFF <= (out.seq - out.nonce) & 0xFFFFFFFF
+    return echoed == out.nonce
 
 
 def reject(model: Model, segment: int, data: bytes) -> bytes | None:
