@@ -9,9 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 from fabrics import TWO_TENANTS, placed_model
+from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from sdnvirt import config
-from sdnvirt.cluster import claims
+from sdnvirt.cluster import claims, member
 from sdnvirt.cluster.claims import Claim, Placement, Verdict, View, health_writes, moves, owner, placement_writes
 from sdnvirt.cluster.member import Member, State
 from sdnvirt.controller.core import Controller
@@ -180,6 +181,36 @@ def test_two_instances_share_the_switches_and_the_survivor_takes_a_revoked_ones_
         # generation ids only grow: each new claim is a later revision.
         assert all(states["a"].claims[d].revision > 0 for d in SWITCHES)
     finally:
+        a.stop()
+
+
+def test_a_switch_handed_over_goes_once_its_master_said_it_writes_to_it_no_more(etcd, store, monkeypatch):
+    # Released before, the new master's first writes could meet the old one's last (IS_SLAVE errors).
+    monkeypatch.setattr(member, "YIELD_WAIT", 60.0)
+    states = {}
+    a = Member("a", etcd, 2.0, lambda s: states.__setitem__("a", s))
+    a.set_switches(frozenset(SWITCHES))
+    a.start()
+    b = Member("b", etcd, 2.0, lambda s: states.__setitem__("b", s))
+    try:
+        assert wait_for(lambda: "a" in states and len(states["a"].claims) == len(SWITCHES), 5)
+        b.set_switches(frozenset(SWITCHES))
+        b.start()
+        theirs = {d for d in SWITCHES if owner(d, {"a": SWITCHES, "b": SWITCHES}) == "b"}
+        assert wait_for(lambda: states["a"].yielding == theirs, 5)
+        assert not wait_for(lambda: any(states["a"].claims[d].owner != "a" for d in theirs), 1.0)
+        assert all(states["a"].mine(d) is None for d in theirs) and all(states["a"].mine(d) for d in
+                                                                          set(SWITCHES) - theirs)
+        half = sorted(theirs)[::2]
+        for d in half:
+            a.yielded(d, states["a"].claims[d].revision)
+        assert wait_for(lambda: {d for d, c in states["b"].claims.items() if c.owner == "b"} == set(half), 5)
+        for d in theirs - set(half):
+            a.yielded(d, states["a"].claims[d].revision)
+        assert wait_for(lambda: {d for d, c in states["b"].claims.items() if c.owner == "b"} == theirs
+                        and states["a"].yielding == frozenset(), 5)
+    finally:
+        b.stop()
         a.stop()
 
 
@@ -472,3 +503,21 @@ def test_the_leader_ends_the_migrations_of_a_lost_instance_when_the_members_or_t
     roles.apply(State("a", {}, ["a"], "a", True))       # fenced: it writes nothing, records neither
     roles.apply(State("a", {}, ["a"], "a", False))
     assert swept == [{"a", "c"}, {"a"}]
+
+
+def test_a_switch_handed_over_is_written_to_no_more_and_its_answer_to_slave_lets_its_claim_go():
+    sent, yielded = [], []
+    dp = SimpleNamespace(id=7)
+    session = SimpleNamespace(dpid=7, dp=dp, role=Role.MASTER)
+    ctl = SimpleNamespace(event_hub=Events(), sessions={7: session}, session=lambda d: session,
+                          send=lambda s, msg: sent.append(msg))
+    roles = Roles(ctl, None)
+    roles.member = SimpleNamespace(yielded=lambda dpid, revision: yielded.append((dpid, revision)))
+    roles.asked[7] = (Role.MASTER, 41)
+    roles.state = State("a", {7: Claim("a", 41)}, ["a", "b"], "a", False, yielding=frozenset({7}))
+    roles._update(session)
+    assert session.role is Role.SLAVE and not roles.may_write(dp, SimpleNamespace(cls_msg_type=ofp.OFPT_FLOW_MOD))
+    assert [(m.role, m.generation_id) for m in sent] == [(ofp.OFPCR_ROLE_SLAVE, 41)]
+    assert yielded == []        # not before the switch answered
+    roles.role_reply(dp, ofp.OFPCR_ROLE_SLAVE, 41)
+    assert yielded == [(7, 41)]

@@ -12,6 +12,14 @@ are and what its probes found of those on the switches it masters with
 where the VMs of the migrations it coordinates are with ``set_placements``
 (``claims.placement_writes``).
 
+A switch handed over to its owner (one that joined, ``claims.moves``) is
+first given up here: ``State.yielding`` names it, the controller stops
+writing to it and says so with ``yielded`` once the switch confirmed (its
+answer to a SLAVE role request comes after every earlier message), and only
+then is the claim deleted, so that the new master's first writes never meet
+the old master's last. Without that word within ``YIELD_WAIT`` the claim
+goes anyway (the switch still fences the old master by its generation_id).
+
 Fencing: the lease lives ``ttl`` seconds after the last renewal etcd
 received, which is after the renewal was sent. An instance that has had no
 renewal answered for ``ttl - margin`` seconds since it sent the last good
@@ -37,6 +45,8 @@ from .claims import Claim, HealthKey, Placement, View
 
 LOG = logging.getLogger("sdnvirt.cluster")
 
+YIELD_WAIT = 1.0    # seconds a switch handed over waits for the controller to have stopped writing to it
+
 
 @dataclass(frozen=True)
 class State:
@@ -51,10 +61,12 @@ class State:
     health: Mapping[HealthKey, bool] = field(default_factory=dict)     # backends, as their prober says
     placements: Mapping[str, Placement] = field(default_factory=dict)  # migrating VMs, as their coordinator says
     lease: int = 0              # this instance's: another one means the last expired
+    yielding: frozenset[int] = frozenset()    # its switches being handed over: written to no more
 
     def mine(self, dpid: int) -> Claim | None:
         claim = self.claims.get(dpid)
-        return claim if claim is not None and claim.owner == self.me and not self.fenced else None
+        return claim if claim is not None and claim.owner == self.me and not self.fenced \
+            and dpid not in self.yielding else None
 
 
 class Member:
@@ -79,6 +91,8 @@ class Member:
         self._verdicts: dict[HealthKey, bool] = {}      # the backends this instance probes
         self._backends: frozenset[HealthKey] | None = None      # every backend there is; None: not told yet
         self._placements: dict[str, Mapping[str, Any]] = {}     # of the migrations this instance coordinates
+        self._yielding: dict[tuple[int, int], float] = {}   # (switch, claim revision) being handed over: since when
+        self._yielded: set[tuple[int, int]] = set()         # of those, the ones the controller writes to no more
         self.lease = 0
         self.renewed = float("-inf")    # when the last renewal that etcd answered was sent
         self.fenced = True
@@ -123,6 +137,14 @@ class Member:
         with self._lock:
             if placements != self._placements:
                 self._placements = dict(placements)
+                self._lock.notify_all()
+
+    def yielded(self, dpid: int, revision: int) -> None:
+        """The controller writes to switch ``dpid`` no more, and the switch has
+        confirmed it, since its claim at ``revision`` was yielding."""
+        with self._lock:
+            if (dpid, revision) in self._yielding:
+                self._yielded.add((dpid, revision))
                 self._lock.notify_all()
 
     def claim_placement(self, vm: str, placement: Mapping[str, Any]) -> bool:
@@ -249,7 +271,7 @@ class Member:
                 LOG.info("cluster: claimed switch %016x (revision %d)", dpid, revision)
             except Conflict:
                 pass    # someone else's now: the watch says whose
-        for dpid, revision in moves.release:
+        for dpid, revision in self._handed_over(moves.release, switches, now):
             try:
                 self.store.delete(claims.switch_key(dpid), expect=revision)
                 LOG.info("cluster: released switch %016x to its owner", dpid)
@@ -261,6 +283,16 @@ class Member:
             except Conflict:
                 pass
         self._tell()
+
+    def _handed_over(self, release: list[tuple[int, int]], switches: frozenset[int],
+                     now: float) -> list[tuple[int, int]]:
+        """Of the claims to release, those the controller writes to no more (or
+        cannot: not connected), or that waited ``YIELD_WAIT``; the others yield."""
+        with self._lock:
+            self._yielding = {claim: self._yielding.get(claim, now) for claim in release}
+            self._yielded &= self._yielding.keys()
+            return [(dpid, revision) for (dpid, revision), since in self._yielding.items()
+                    if dpid not in switches or (dpid, revision) in self._yielded or now - since >= YIELD_WAIT]
 
     def _write_health(self, health: claims.HealthWrites) -> None:
         """What fails is written at a later step: each step compares the keys with the verdicts afresh."""
@@ -298,7 +330,8 @@ class Member:
             others = [dpids for name, dpids in self.view.members.items() if name != self.name]
             state = State(self.name, dict(self.view.claims), sorted(self.view.members), self.view.leader, self.fenced,
                           frozenset().union(*others), {key: said.up for key, said in self.view.health.items()},
-                          dict(self.view.placements), self.lease)
+                          dict(self.view.placements), self.lease,
+                          frozenset(dpid for dpid, _ in self._yielding))
         if state != self._last:
             self._last = state
             self.changed(state)

@@ -7,7 +7,9 @@ counted as withheld). The request carries the claim's etcd revision as its
 generation_id, so the switch refuses a request of an older claim (a paused
 old master): OVS answers it with an error and the old master's writes with
 IS_SLAVE. A switch answering MASTER is read again and reconciled: the flows
-that are right are left alone. Slaves get packet-ins and port status too
+that are right are left alone. One handed over to another instance is
+asked for SLAVE first, and its claim goes once it answered
+(``Member.yielded``). Slaves get packet-ins and port status too
 (asynchronous config), so every instance learns links and VM places, and
 signs LLDP with the cluster's shared key. A backend is probed by the master
 of its switch alone (probes are packet-outs); what its probes decide goes
@@ -98,6 +100,9 @@ class Roles:
             self._set(session, Role.MASTER)
         elif role != ofp.OFPCR_ROLE_MASTER:
             self._set(session, Role.SLAVE)
+            if self.member is not None:
+                # Everything sent to it before is done: a switch handed over may go.
+                self.member.yielded(session.dpid, generation_id)
 
     def refused(self, dp: Any, code: int) -> None:
         """The switch refused a role request (a stale generation_id: another master's is newer)."""
