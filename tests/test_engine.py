@@ -94,12 +94,15 @@ class World:
             else:
                 self.fab.add_link(a, b)
                 self.fab.add_link(b, a)
+        elif kind == "unplug":      # the port of a link removed, up or down
+            self.fab.remove_port(*LINKS[i % len(LINKS)][j % 2])
         elif kind == "config":     # tenants and services added and removed, a backend drained, through the overlay
             model.set_config(config.parse(doc(bool(i % 2), bool(j % 2), bool(i % 3 == 0))))
             model.moves.targets = {n: loc for n, loc in model.moves.targets.items() if model.vm(n)}
 
 
-CHANGES = st.tuples(st.sampled_from(["flap", "move", "lost", "migrate", "arrive", "link", "config"]),
+CHANGES = st.tuples(st.sampled_from(["flap", "move", "lost", "migrate", "arrive", "link", "unplug",
+                                     "config"]),
                     st.integers(0, 50), st.integers(0, 50))
 
 
