@@ -112,12 +112,12 @@ def placed(mid, active=True):
 def test_a_coordinator_writes_its_migrations_placements_over_older_ones_and_deletes_those_it_no_longer_names():
     view = View(placements={"web1": Placement("a", placed(3), 10), "web2": Placement("b", placed(4), 11),
                             "db1": Placement("a", placed(1, active=False), 12)})
-    writes = placement_writes("a", view, {"web1": placed(3), "web2": placed(2, active=False),
+    writes = placement_writes("a", view.placements, {"web1": placed(3), "web2": placed(2, active=False),
                                           "web3": placed(5)})
     # web1's key says so already; web2's is about a later migration, b's.
     assert writes.put == {"web3": (placed(5), ABSENT)} and writes.delete == [("db1", 12)]
-    assert placement_writes("b", view, {"web1": placed(6)}).put == {"web1": (placed(6), 10)}
-    assert placement_writes("b", view, {}).delete == [("web2", 11)]
+    assert placement_writes("b", view.placements, {"web1": placed(6)}).put == {"web1": (placed(6), 10)}
+    assert placement_writes("b", view.placements, {}).delete == [("web2", 11)]
     view.apply(claims.placement_key("web3"), {"by": "a", "placement": placed(5)}, 13)
     view.apply(claims.placement_key("web1"), None, 14)
     assert view.placements == {"web2": Placement("b", placed(4), 11), "db1": Placement("a", placed(1, False), 12),
@@ -247,18 +247,23 @@ def test_the_placements_of_one_instances_migrations_reach_the_others_and_go_with
         assert states["b"].placements["web1"].by == "a" and states["b"].placements["web1"].doc == placed(7)
         a.set_placements({"web1": placed(7, active=False)})
         assert wait_for(lambda: not states["b"].placements["web1"].doc["active"], 5)
+        a.set_prepared({"web2": {"id": 8, "at": [4, 5]}})      # as the master of another migration's target
+        assert wait_for(lambda: "web2" in states["b"].prepared, 5)
+        assert states["b"].prepared["web2"].by == "a" and states["b"].prepared["web2"].doc == {"id": 8, "at": [4, 5]}
         a.stop()        # its lease revoked: what it said goes with it
-        assert wait_for(lambda: "web1" not in states["b"].placements, 5)
+        assert wait_for(lambda: "web1" not in states["b"].placements and "web2" not in states["b"].prepared, 5)
 
 
 def test_keys_not_as_sdnvirt_writes_them_are_left_out_and_the_others_followed(etcd, store):
     store.put(claims.placement_key("odd"), {"by": "x", "placement": "garbage"})
+    store.put(claims.prepared_key("odd"), {"by": "x", "prepared": {"id": "nine"}})
     store.put(claims.switch_key(0x999), {"not-an-owner": 1})
     with a_told_by_b(etcd) as (a, states):
         store.put(claims.health_key(WEB2), ["not", "a", "verdict"])
         a.set_placements({"web1": placed(7)})
         assert wait_for(lambda: "b" in states and "web1" in states["b"].placements, 5)
-        assert "odd" not in states["b"].placements and 0x999 not in states["b"].claims
+        assert "odd" not in states["b"].placements and "odd" not in states["b"].prepared
+        assert 0x999 not in states["b"].claims
         assert WEB2 not in states["b"].health
 
 
@@ -412,7 +417,8 @@ def test_the_master_of_a_backend_created_again_writes_its_own_verdict_over_the_o
 def test_a_config_change_reaches_the_clusters_health_keys_before_the_next_plan():
     told = Told()
     member = SimpleNamespace(lldp_secret=b"k" * 16, changed=None, set_health=told.set_health,
-                             set_placements=lambda placements: None, claim_placement=lambda vm, placement: True)
+                             set_placements=lambda placements: None, claim_placement=lambda vm, placement: True,
+                             set_prepared=lambda prepared: None)
     ctl = Controller(config.parse(TWO_TENANTS), Metrics(), Events(), lambda handler: None, clock=Clock())
     Roles(ctl, member)
     ctl.reload(config.parse(web_doc()))
@@ -493,7 +499,8 @@ def test_the_leader_ends_the_migrations_of_a_lost_instance_when_the_members_or_t
     swept = []
     ctl = SimpleNamespace(clock=Clock(), event_hub=Events(), sessions={}, model=placed_model(),
                           discovery=SimpleNamespace(held=False, resume=lambda now: None),
-                          migrations=SimpleNamespace(orphans=swept.append, follow=lambda said: False))
+                          migrations=SimpleNamespace(orphans=swept.append, follow=lambda said: False,
+                                                     prepared=lambda said: None))
     roles = Roles(ctl, None)
     roles.apply(State("a", {}, ["a", "b", "c"], "b", False))
     roles.apply(State("a", {}, ["a", "c"], "b", False))

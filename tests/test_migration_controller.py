@@ -321,6 +321,32 @@ def test_another_instance_follows_a_migration_step_by_step_and_keeps_the_vm_wher
     assert not b.migrations.follow(told(a, "a")) and b.model.locations["web2"] == Location(0x103, 9)
 
 
+def test_the_data_transfer_waits_for_the_master_of_the_targets_switch_to_say_it_holds_the_target():
+    a, b = FakeApp(), FakeApp()
+    a.migrations.masters = lambda dpid: dpid != 0x104      # leaf4, the target's switch, is b's
+    b.migrations.masters = lambda dpid: dpid == 0x104
+    said = []
+    b.migrations.prepared_told = said.append
+    mid = a.migrations.request("web2", "leaf4", "live")["id"]
+    a.migrations.event(mid, "plugged", port=5)
+    reconcile(a)
+    assert a.migrations.record(mid)["phase"] == "preparation"      # in a's switches, not yet in leaf4
+    b.migrations.follow(told(a, "a"))
+    assert b.urgent == [b.wanted]
+    b.migrations.reconciled(b.wanted - 1)       # planned before b heard of the target: not in leaf4
+    assert said == []
+    reconcile(b)
+    assert said == [{"web2": {"id": mid, "at": [0x104, 5]}}]
+    a.migrations.prepared({"web2": Placement("b", {"id": mid, "at": [0x104, 4]}, 1)})     # not its target
+    assert a.migrations.record(mid)["phase"] == "preparation"
+    a.migrations.prepared({"web2": Placement("b", said[-1]["web2"], 2)})
+    assert a.migrations.record(mid)["phase"] == "data_transfer"
+    a.migrations.event(mid, "aborted", reason="no room")
+    b.migrations.follow(told(a, "a"))
+    reconcile(b)
+    assert said[-1] == {}       # its migration ended: b says it no more
+
+
 def test_a_follower_drains_what_the_coordinator_drains_and_returns_a_rolled_back_vm_to_its_source():
     a, b = FakeApp(), FakeApp()
     for app in (a, b):

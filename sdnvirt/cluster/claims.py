@@ -25,7 +25,10 @@ under ``PLACEMENTS`` what the others need to plan as it does: the VM's
 pending target, where the VM is, whether the migration drains it
 (``Migration.placement``). One key per VM, the latest migration's, bound to
 the writer's lease: a lost coordinator's go with it, and the VM stays
-wherever it last said (``placement_writes``).
+wherever it last said (``placement_writes``). The master of the switch of
+the VM's pending target says under ``PREPARED`` once it holds the VM's flows
+there (the same writes, its own keys), and the coordinator lets the data
+transfer start only then.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ HEALTH = PREFIX + "health/"
 
 # A migrating VM's placement, as the instance coordinating its migration says.
 PLACEMENTS = PREFIX + "placements/"
+# A migrating VM's pending target, prepared: as the master of its switch says.
+PREPARED = PREFIX + "prepared/"
 
 HealthKey = tuple[str, str, str]        # tenant, service, vm:port
 
@@ -69,6 +74,10 @@ def placement_key(vm: str) -> str:
     return PLACEMENTS + vm
 
 
+def prepared_key(vm: str) -> str:
+    return PREPARED + vm
+
+
 @dataclass(frozen=True)
 class Claim:
     owner: str
@@ -84,8 +93,10 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Placement:
-    by: str             # the instance coordinating the VM's latest migration
-    doc: Mapping[str, Any]   # Migration.placement
+    """What an instance says of a migrating VM, under ``PLACEMENTS`` or ``PREPARED``."""
+
+    by: str             # the instance coordinating the VM's latest migration; or the one that prepared it
+    doc: Mapping[str, Any]   # Migration.placement; or {"id": the migration, "at": [dpid, port] prepared}
     revision: int
 
 
@@ -98,6 +109,7 @@ class View:
     leader: str | None = None
     health: dict[HealthKey, Verdict] = field(default_factory=dict)
     placements: dict[str, Placement] = field(default_factory=dict)     # by VM
+    prepared: dict[str, Placement] = field(default_factory=dict)       # by VM
     revision: int = 0
 
     def apply(self, key: str, value: object, revision: int) -> None:
@@ -134,6 +146,16 @@ class View:
                 self.placements[vm] = Placement(str(value["by"]), placement, revision)
             else:
                 self.placements.pop(vm, None)
+        elif key.startswith(PREPARED):
+            vm = key[len(PREPARED):]
+            if isinstance(value, dict):
+                prepared = value["prepared"]
+                if not isinstance(prepared, dict) or not isinstance(prepared.get("id"), int) \
+                        or not isinstance(prepared.get("at"), list):
+                    raise ValueError("not a prepared target")
+                self.prepared[vm] = Placement(str(value["by"]), prepared, revision)
+            else:
+                self.prepared.pop(vm, None)
 
 
 def weight(member: str, dpid: int) -> int:
@@ -194,17 +216,18 @@ class PlacementWrites:
     delete: list[tuple[str, int]]           # (VM, the revision its key must still be at)
 
 
-def placement_writes(me: str, view: View, placements: Mapping[str, Mapping[str, Any]]) -> PlacementWrites:
-    """What ``me`` writes of the migrations it coordinates: each VM's latest
-    (``placements``) wherever its key says otherwise, unless it is about a
+def placement_writes(me: str, keys: Mapping[str, Placement], placements: Mapping[str, Mapping[str, Any]]
+                     ) -> PlacementWrites:
+    """What ``me`` writes of the migrations it coordinates (or prepares): each
+    VM's latest (``placements``) wherever its key (``keys``: the view's
+    placements, or prepared targets) says otherwise, unless it is about a
     later migration (another instance's since), each only if its key is still
-    as ``view`` saw it, and the deletion of the keys
-    it wrote about VMs it no longer names (gone from the desired state, or
-    left from before a restart)."""
+    as the view saw it, and the deletion of the keys it wrote about VMs it no
+    longer names (gone from the desired state, or left from before a restart)."""
     put: dict[str, tuple[Mapping[str, Any], Expect]] = {
         vm: (doc, ABSENT if said is None else said.revision) for vm, doc in placements.items()
-        if (said := view.placements.get(vm)) is None
+        if (said := keys.get(vm)) is None
         or ((said.by, said.doc) != (me, doc) and said.doc["id"] <= doc["id"])}
-    delete = sorted((vm, said.revision) for vm, said in view.placements.items()
+    delete = sorted((vm, said.revision) for vm, said in keys.items()
                     if said.by == me and vm not in placements)
     return PlacementWrites(put, delete)

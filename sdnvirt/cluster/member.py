@@ -10,7 +10,8 @@ switches it is connected to with ``set_switches``, and which backends there
 are and what its probes found of those on the switches it masters with
 ``set_health`` (written as ``claims.health_writes`` says, at each step), and
 where the VMs of the migrations it coordinates are with ``set_placements``
-(``claims.placement_writes``).
+(``claims.placement_writes``), and which migrating VMs' pending targets it
+has prepared on the switches it masters with ``set_prepared``.
 
 A switch handed over to its owner (one that joined, ``claims.moves``) is
 first given up here: ``State.yielding`` names it, the controller stops
@@ -60,6 +61,7 @@ class State:
     reached: frozenset[int] = frozenset()     # the switches the other instances are connected to
     health: Mapping[HealthKey, bool] = field(default_factory=dict)     # backends, as their prober says
     placements: Mapping[str, Placement] = field(default_factory=dict)  # migrating VMs, as their coordinator says
+    prepared: Mapping[str, Placement] = field(default_factory=dict)    # their targets, as the targets' masters say
     lease: int = 0              # this instance's: another one means the last expired
     yielding: frozenset[int] = frozenset()    # its switches being handed over: written to no more
 
@@ -91,6 +93,7 @@ class Member:
         self._verdicts: dict[HealthKey, bool] = {}      # the backends this instance probes
         self._backends: frozenset[HealthKey] | None = None      # every backend there is; None: not told yet
         self._placements: dict[str, Mapping[str, Any]] = {}     # of the migrations this instance coordinates
+        self._prepared: dict[str, Mapping[str, Any]] = {}       # the others' migrations' targets prepared here
         self._yielding: dict[tuple[int, int], float] = {}   # (switch, claim revision) being handed over: since when
         self._yielded: set[tuple[int, int]] = set()         # of those, the ones the controller writes to no more
         self.lease = 0
@@ -137,6 +140,15 @@ class Member:
         with self._lock:
             if placements != self._placements:
                 self._placements = dict(placements)
+                self._lock.notify_all()
+
+    def set_prepared(self, prepared: Mapping[str, Mapping[str, Any]]) -> None:
+        """By VM, the migration whose pending target this instance holds the VM's
+        flows at, on a switch it masters: {"id", "at"} (written at once: the
+        migration's coordinator waits for it)."""
+        with self._lock:
+            if prepared != self._prepared:
+                self._prepared = dict(prepared)
                 self._lock.notify_all()
 
     def yielded(self, dpid: int, revision: int) -> None:
@@ -257,9 +269,11 @@ class Member:
             # Until the controller has said which backends there are, no key is anyone's to delete.
             health = None if self._backends is None else claims.health_writes(self.name, view, self._verdicts,
                                                                               self._backends)
-            placements = claims.placement_writes(self.name, view, self._placements)
-        # First: the others wait for these to flip their paths.
-        self._write_placements(placements)
+            placements = claims.placement_writes(self.name, view.placements, self._placements)
+            prepared = claims.placement_writes(self.name, view.prepared, self._prepared)
+        # First: the others wait for these to flip their paths, or to let the data transfer start.
+        self._write_placements(placements, claims.placement_key, "placement")
+        self._write_placements(prepared, claims.prepared_key, "prepared")
         if switches != self._registered:
             self._register(switches)
         if health is not None:
@@ -300,16 +314,17 @@ class Member:
             self.store.put(claims.health_key(key), {"up": up, "by": self.name})
         self._delete_unchanged((claims.health_key(key), revision) for key, revision in health.delete)
 
-    def _write_placements(self, placements: claims.PlacementWrites) -> None:
+    def _write_placements(self, placements: claims.PlacementWrites, key: Callable[[str], str],
+                          kind: str) -> None:
         for vm, (doc, expect) in placements.put.items():
             try:
-                self.store.put_leased(claims.placement_key(vm), self._placement_value(doc), self.lease, expect=expect)
+                self.store.put_leased(key(vm), self._placement_value(doc, kind), self.lease, expect=expect)
             except Conflict:
                 pass    # changed since: the watch brings it, and the next step decides again
-        self._delete_unchanged((claims.placement_key(vm), revision) for vm, revision in placements.delete)
+        self._delete_unchanged((key(vm), revision) for vm, revision in placements.delete)
 
-    def _placement_value(self, placement: Mapping[str, Any]) -> dict[str, Any]:
-        return {"by": self.name, "placement": dict(placement)}
+    def _placement_value(self, doc: Mapping[str, Any], kind: str = "placement") -> dict[str, Any]:
+        return {"by": self.name, kind: dict(doc)}
 
     def _delete_unchanged(self, keys: Iterable[tuple[str, int]]) -> None:
         """Each key deleted if it is still at the revision given."""
@@ -330,7 +345,7 @@ class Member:
             others = [dpids for name, dpids in self.view.members.items() if name != self.name]
             state = State(self.name, dict(self.view.claims), sorted(self.view.members), self.view.leader, self.fenced,
                           frozenset().union(*others), {key: said.up for key, said in self.view.health.items()},
-                          dict(self.view.placements), self.lease,
+                          dict(self.view.placements), dict(self.view.prepared), self.lease,
                           frozenset(dpid for dpid, _ in self._yielding))
         if state != self._last:
             self._last = state

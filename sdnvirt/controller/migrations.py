@@ -96,6 +96,16 @@ class Coordinator:
         # In a cluster: makes a new migration's placement the VM's at once, unless another
         # instance's migration of it runs (False); two instances never run one each.
         self.claim: Callable[[str, dict], bool] = lambda vm, placement: True
+        # In a cluster: whether this instance masters a switch; and the others told, by VM,
+        # the migrations whose pending targets it prepared on the switches it masters.
+        self.masters: Callable[[int], bool] = lambda dpid: True
+        self.prepared_told: Callable[[dict[str, dict]], object] = lambda prepared: None
+        # The others' migrations: by VM, the reconcile request that plans its pending target here.
+        self._prepare: dict[str, tuple[int, Location, int]] = {}      # VM -> (migration id, target, request)
+        self._prepared_here: dict[str, dict] = {}
+        # Migrations waiting for the master of their target's switch to say it is prepared.
+        self._unprepared: set[int] = set()
+        self._prepared_there: Mapping[str, Placement] = {}
 
     # -- the API's side --------------------------------------------------------
     def request(self, vm: str, target: str, mode: str) -> dict:
@@ -197,7 +207,33 @@ class Coordinator:
         if elsewhere != self.migs.elsewhere:
             self.migs.elsewhere = elsewhere
             changed = True
+        if changed:
+            request = self.app.request(urgent=True)
+            self._prepare = {vm: was if (was := self._prepare.get(vm)) is not None and was[:2] == (e.id, e.pending)
+                             else (e.id, e.pending, request)
+                             for vm, e in elsewhere.items() if e.pending is not None}
         return changed
+
+    def prepared(self, said: Mapping[str, Placement]) -> None:
+        """The cluster's word on the targets prepared by the masters of their switches
+        (``claims.PREPARED``): a migration waiting for its own goes on."""
+        self._prepared_there = said
+        for mid in sorted(self._unprepared):
+            mig = self.migs.get(mid)
+            if mig is not None and mig.active and mig.phase is Phase.PREPARATION:
+                self._capture(mig)
+            else:
+                self._unprepared.discard(mid)
+
+    def _told_prepared(self, covers: int) -> None:
+        """Say which of the others' migrations have their pending targets on the switches
+        this instance masters, planned by a reconcile now in the switches."""
+        prepared = {vm: {"id": mid, "at": [target.dpid, target.port]}
+                    for vm, (mid, target, request) in self._prepare.items()
+                    if request <= covers and self.masters(target.dpid)}
+        if prepared != self._prepared_here:
+            self._prepared_here = prepared
+            self.prepared_told(prepared)
 
     def lease_lost(self) -> None:
         """This instance's cluster lease expired: its switches went to others, and the
@@ -306,6 +342,7 @@ class Coordinator:
 
     def reconciled(self, covers: int) -> None:
         """A reconcile that covered every request up to ``covers`` is in the switches."""
+        self._told_prepared(covers)
         announce = []
         for mid, need in list(self.waits.items()):
             if need > covers:
@@ -330,7 +367,17 @@ class Coordinator:
         self.waits[mig.id] = self.app.request(urgent=urgent)
 
     def _capture(self, mig: Migration) -> None:
+        """The pre-install is in this instance's switches: once it is in the target's
+        too (its master, another instance's, says so), the state is captured."""
         app = self.app
+        said = self._prepared_there.get(mig.vm)
+        there = said is not None and said.doc == {"id": mig.id, "at": [mig.target_dpid, mig.target_port]}
+        if not self.masters(mig.target_dpid) and not there:
+            if mig.id not in self._unprepared:
+                LOG.info("migration %d: waiting for the master of %s to prepare the target", mig.id, mig.target)
+            self._unprepared.add(mig.id)
+            return
+        self._unprepared.discard(mig.id)
         vm = self._vm(mig)
         ours = vm_cookie(vm)
         flows = [f"{dpid:016x} {f}" for dpid, held in app.installed_flows().items() for f in held if f.cookie == ours]

@@ -18,7 +18,9 @@ through etcd, and the others apply it to the switches they master
 A migration is coordinated by the instance that accepted it; where it
 places the VM goes through etcd too, and every instance plans the VM's
 pending target and its flip on the switches it masters
-(``Coordinator.placements`` and ``follow``).
+(``Coordinator.placements`` and ``follow``). The master of the target's
+switch says when the pending target is in it, and the data transfer starts
+only then (``Coordinator.prepared``).
 
 Without a cluster nothing here acts: sessions stay EQUAL and every write goes.
 """
@@ -65,6 +67,8 @@ class Roles:
             ctl.before_plan = self.exchange_health
             ctl.migrations.told = lambda: member.set_placements(ctl.migrations.placements())
             ctl.migrations.claim = member.claim_placement
+            ctl.migrations.masters = self.masters
+            ctl.migrations.prepared_told = member.set_prepared
             ctl.incomplete = self.incomplete
             member.changed = lambda state: ctl.loop.post(self.apply, state)
             ctl.metrics.registry.register(ClusterCollector(self))
@@ -137,9 +141,10 @@ class Roles:
                 self.ctl.discovery.new_master(dpid, now)
         for session in list(self.ctl.sessions.values()):
             self._update(session)
-        # A migration's flip on this instance's switches waits for nothing else.
-        if self.ctl.migrations.follow({vm: p for vm, p in state.placements.items() if p.by != state.me}):
-            self.ctl.request(urgent=True)
+        # A migration's flip on this instance's switches waits for nothing else (follow asks for
+        # a reconcile at once); one this instance coordinates may wait for its target's master.
+        self.ctl.migrations.follow({vm: p for vm, p in state.placements.items() if p.by != state.me})
+        self.ctl.migrations.prepared({vm: p for vm, p in state.prepared.items() if p.by != state.me})
         # Now, before a switch claimed here answers MASTER: its new master goes on
         # from what the previous one found.
         if self.exchange_health():
