@@ -102,7 +102,7 @@ class Coordinator:
         self.prepared_told: Callable[[dict[str, dict]], object] = lambda prepared: None
         # The others' migrations: by VM, the reconcile request that plans its pending target here.
         self._prepare: dict[str, tuple[int, Location, int]] = {}      # VM -> (migration id, target, request)
-        self._prepared_here: dict[str, dict] = {}
+        self._prepared_here: dict[str, dict] = {}           # as last told
         # Migrations waiting for the master of their target's switch to say it is prepared.
         self._unprepared: set[int] = set()
         self._prepared_there: Mapping[str, Placement] = {}
