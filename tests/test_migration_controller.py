@@ -9,7 +9,7 @@ from test_loop import Clock
 from sdnvirt import config
 from sdnvirt.cluster.claims import Placement
 from sdnvirt.controller.core import DEBOUNCE, Controller
-from sdnvirt.controller.migrations import ANNOUNCE_AT, ENDED_KEPT, Coordinator
+from sdnvirt.controller.migrations import ANNOUNCE_AT, ENDED_KEPT, SEEK_AT, Coordinator
 from sdnvirt.events import Events, Kind
 from sdnvirt.metrics import Metrics
 from sdnvirt.migration import Refused
@@ -345,6 +345,26 @@ def test_the_data_transfer_waits_for_the_master_of_the_targets_switch_to_say_it_
     b.migrations.follow(told(a, "a"))
     reconcile(b)
     assert said[-1] == {}       # its migration ended: b says it no more
+
+
+def test_a_vm_whose_coordinator_is_lost_while_it_migrates_is_looked_for_at_its_target():
+    a, b = FakeApp(), FakeApp()
+    b.migrations.masters = lambda dpid: dpid == 0x104      # b masters leaf4, the target's switch
+    mid = a.migrations.request("web2", "leaf4", "live")["id"]
+    a.migrations.event(mid, "plugged", port=5)
+    b.migrations.follow(told(a, "a"))
+    assert b.migrations.follow({})          # a is lost: its word went with its lease
+    assert b.model.locations["web2"] == Location(0x102, 3) and not b.model.pending
+    assert b.run_timers() == list(SEEK_AT)
+    # An ARP probe for web2 out of the target port at each: it may run there, silent.
+    assert b.sent == [(0x104, 5)] * len(SEEK_AT)
+    # Found there meanwhile (its own frames): not asked.
+    c = FakeApp()
+    c.migrations.follow(told(a, "a"))
+    c.migrations.follow({})
+    c.model.bind("web2", Location(0x104, 5))
+    c.run_timers()
+    assert c.sent == []
 
 
 def test_a_follower_drains_what_the_coordinator_drains_and_returns_a_rolled_back_vm_to_its_source():

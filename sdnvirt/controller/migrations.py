@@ -30,6 +30,10 @@ LOG = logging.getLogger("sdnvirt.migration")
 # -rounds 5): 5 gratuitous ARPs, 50, 150, 250 and 350 ms apart.
 ANNOUNCE_AT = (0.0, 0.05, 0.2, 0.45, 0.8)
 
+# Seconds after its coordinator was lost that a migrating VM is looked for at its
+# target (ARP probes): it may run there, silent, while the paths lead to its source.
+SEEK_AT = (0.25, 1.0, 3.0)
+
 # Seconds an ended migration's placement stays in the cluster's keys: each other
 # instance acts on the cluster's state at least every lease_ttl / 8, so none misses it.
 ENDED_KEPT = 30.0
@@ -204,6 +208,9 @@ class Coordinator:
                 continue
             for svc, backend in app.model.unbind(vm, f"its migration {mid} lost it"):
                 backends.changed(app.event_hub, app.model, svc, backend, Cause.MIGRATION)
+        for vm, e in self.migs.elsewhere.items():
+            if vm not in said and e.pending is not None:
+                self._seek(vm, e)
         if elsewhere != self.migs.elsewhere:
             self.migs.elsewhere = elsewhere
             changed = True
@@ -213,6 +220,25 @@ class Coordinator:
                              else (e.id, e.pending, request)
                              for vm, e in elsewhere.items() if e.pending is not None}
         return changed
+
+    def _seek(self, vm: str, lost: Elsewhere) -> None:
+        """``vm``'s coordinator was lost while it migrated (its word went with its lease):
+        the VM stays where it last placed it, but it may run at its target by now,
+        where QEMU's announcements went unheeded while the migration held it.  Asked
+        for there, it answers from there, and is learnt there."""
+        target = lost.pending
+        assert target is not None
+        LOG.warning("migration %d of VM %s: its coordinator %s was lost; looking for the VM at its target %s too",
+                    lost.id, vm, lost.by, target)
+
+        def seek() -> None:
+            model = self.app.model
+            known = model.vm(vm)
+            if known is not None and vm not in self.migs.elsewhere and model.locations.get(vm) != target \
+                    and self.masters(target.dpid):
+                self.app.send_frame(target.dpid, target.port, packets.arp_probe(str(known.ip)))
+        for delay in SEEK_AT:
+            self.app.after(delay, seek)
 
     def prepared(self, said: Mapping[str, Placement]) -> None:
         """The cluster's word on the targets prepared by the masters of their switches
