@@ -347,24 +347,34 @@ def test_the_data_transfer_waits_for_the_master_of_the_targets_switch_to_say_it_
     assert said[-1] == {}       # its migration ended: b says it no more
 
 
-def test_a_vm_whose_coordinator_is_lost_while_it_migrates_is_looked_for_at_its_target():
+def test_a_vm_whose_coordinator_is_lost_while_it_migrates_is_looked_for_where_its_migration_said():
     a, b = FakeApp(), FakeApp()
-    b.migrations.masters = lambda dpid: dpid == 0x104      # b masters leaf4, the target's switch
+    b.migrations.masters = lambda dpid: dpid in (0x102, 0x104)     # web2's source and target switches
     mid = a.migrations.request("web2", "leaf4", "live")["id"]
     a.migrations.event(mid, "plugged", port=5)
     b.migrations.follow(told(a, "a"))
-    assert b.migrations.follow({})          # a is lost: its word went with its lease
+    assert b.migrations.follow({})          # a is lost before the flip: its word went with its lease
     assert b.model.locations["web2"] == Location(0x102, 3) and not b.model.pending
     assert b.run_timers() == list(SEEK_AT)
-    # An ARP probe for web2 out of the target port at each: it may run there, silent.
+    # An ARP probe for web2 out of the target port at each (it may have resumed there, silent);
+    # none at its source, where it is placed.
     assert b.sent == [(0x104, 5)] * len(SEEK_AT)
-    # Found there meanwhile (its own frames): not asked.
+    # Lost after the flip, the VM placed at its target: asked for at its source (the migration
+    # may have been cancelled there); found there meanwhile by its own frames: asked no more.
     c = FakeApp()
     c.migrations.follow(told(a, "a"))
+    reconcile(a)
+    a.migrations.event(mid, "frozen", frozen_at=100.0)
+    c.migrations.follow(told(a, "a"))
+    assert c.model.locations["web2"] == Location(0x104, 5)
     c.migrations.follow({})
-    c.model.bind("web2", Location(0x104, 5))
+    [first, *_] = sorted(c.timers, key=lambda t: t[0])
+    c.timers.remove(first)
+    first[1]()
+    assert c.sent == [(0x102, 3)]
+    c.model.bind("web2", Location(0x102, 3))
     c.run_timers()
-    assert c.sent == []
+    assert c.sent == [(0x102, 3)]
 
 
 def test_a_follower_drains_what_the_coordinator_drains_and_returns_a_rolled_back_vm_to_its_source():

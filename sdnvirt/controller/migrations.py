@@ -30,8 +30,8 @@ LOG = logging.getLogger("sdnvirt.migration")
 # -rounds 5): 5 gratuitous ARPs, 50, 150, 250 and 350 ms apart.
 ANNOUNCE_AT = (0.0, 0.05, 0.2, 0.45, 0.8)
 
-# Seconds after its coordinator was lost that a migrating VM is looked for at its
-# target (ARP probes): it may run there, silent, while the paths lead to its source.
+# Seconds after its coordinator was lost that a migrating VM is looked for (ARP probes)
+# at its source and its target: it may run silent at either while the paths lead to the other.
 SEEK_AT = (0.25, 1.0, 3.0)
 
 # Seconds an ended migration's placement stays in the cluster's keys: each other
@@ -110,6 +110,8 @@ class Coordinator:
         # Migrations waiting for the master of their target's switch to say it is prepared.
         self._unprepared: set[int] = set()
         self._prepared_there: Mapping[str, Placement] = {}
+        # By VM, the places its running migration (another instance's) has named: (id, places).
+        self._named: dict[str, tuple[int, set[Location]]] = {}
 
     # -- the API's side --------------------------------------------------------
     def request(self, vm: str, target: str, mode: str) -> dict:
@@ -194,6 +196,10 @@ class Coordinator:
             at = _location(doc["at"])
             if doc["active"]:
                 elsewhere[vm] = Elsewhere(mid, placement.by, _location(doc["pending"]), doc["drained"])
+                named = self._named.setdefault(vm, (mid, set()))
+                if named[0] != mid:
+                    named = self._named[vm] = (mid, set())
+                named[1].update(loc for loc in (at, elsewhere[vm].pending) if loc is not None)
             elif self._applied.get(vm, (None, None))[0] != mid:
                 continue
             if self._applied.get(vm) == (mid, at):
@@ -209,8 +215,9 @@ class Coordinator:
             for svc, backend in app.model.unbind(vm, f"its migration {mid} lost it"):
                 backends.changed(app.event_hub, app.model, svc, backend, Cause.MIGRATION)
         for vm, e in self.migs.elsewhere.items():
-            if vm not in said and e.pending is not None:
-                self._seek(vm, e)
+            if vm not in said:
+                self._seek(vm, e, self._named.get(vm, (e.id, set()))[1])
+        self._named = {vm: named for vm, named in self._named.items() if vm in elsewhere}
         if elsewhere != self.migs.elsewhere:
             self.migs.elsewhere = elsewhere
             changed = True
@@ -221,24 +228,30 @@ class Coordinator:
                              for vm, e in elsewhere.items() if e.pending is not None}
         return changed
 
-    def _seek(self, vm: str, lost: Elsewhere) -> None:
+    def _seek(self, vm: str, lost: Elsewhere, places: set[Location]) -> None:
         """``vm``'s coordinator was lost while it migrated (its word went with its lease):
-        the VM stays where it last placed it, but it may run at its target by now,
-        where QEMU's announcements went unheeded while the migration held it.  Asked
-        for there, it answers from there, and is learnt there."""
-        target = lost.pending
-        assert target is not None
-        LOG.warning("migration %d of VM %s: its coordinator %s was lost; looking for the VM at its target %s too",
-                    lost.id, vm, lost.by, target)
+        the VM stays where it last placed it, but it may run elsewhere among the
+        ``places`` its migration named: at its target, resumed there while the paths
+        still led to its source (QEMU's announcements went unheeded while the
+        migration held it), or at its source, the migration cancelled after the
+        flip.  Asked for at each, until it is found, it answers from where it is,
+        and is learnt there."""
+        LOG.warning("migration %d of VM %s: its coordinator %s was lost; looking for the VM at %s", lost.id, vm,
+                    lost.by, ", ".join(f"{loc.dpid:016x}:{loc.port}" for loc in sorted(places)) or "no place")
+
+        left = self.app.model.locations.get(vm)
 
         def seek() -> None:
             model = self.app.model
             known = model.vm(vm)
-            if known is not None and vm not in self.migs.elsewhere and model.locations.get(vm) != target \
-                    and self.masters(target.dpid):
-                self.app.send_frame(target.dpid, target.port, packets.arp_probe(str(known.ip)))
-        for delay in SEEK_AT:
-            self.app.after(delay, seek)
+            if known is None or vm in self.migs.elsewhere or model.locations.get(vm) != left:
+                return      # gone, migrating again, or found since
+            for loc in sorted(places):
+                if loc != left and self.masters(loc.dpid):
+                    self.app.send_frame(loc.dpid, loc.port, packets.arp_probe(str(known.ip)))
+        if places:
+            for delay in SEEK_AT:
+                self.app.after(delay, seek)
 
     def prepared(self, said: Mapping[str, Placement]) -> None:
         """The cluster's word on the targets prepared by the masters of their switches
