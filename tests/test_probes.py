@@ -4,7 +4,7 @@ import copy
 
 import pytest
 from fabrics import TWO_TENANTS, placed_model
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
 from scapy.layers.l2 import Ether
 
 from sdnvirt.controller import probes
@@ -247,3 +247,31 @@ def test_probers_start_at_different_source_ports():
     model = model_with("tcp")
     ports = {sent_probe(prober(model)[0])[2][TCP].sport for _ in range(5)}
     assert len(ports) > 1
+
+
+def test_a_tcp_probe_refused_by_icmp_port_unreachable_is_down_at_once():
+    """iptables -j REJECT (its default: icmp-port-unreachable) answers a SYN with an
+    ICMP error quoting our IP header (IP id 0) and 8 bytes of TCP (our ISN among them)."""
+    model = model_with("tcp")
+    p, changes = prober(model)
+    dpid, port, syn = sent_probe(p)
+    err = Ether(src=syn.dst, dst=syn.src) / IP(src="10.1.0.12", dst=syn[IP].src) / ICMP(type=3, code=3) / \
+        IPerror(bytes(syn[IP])[:20]) / TCPerror(bytes(syn[TCP])[:8])
+    p.on_reply(dpid, port, 101, bytes(err))
+    assert not p.outstanding and not model.health[("blue", "svc", "web2:8080")].up and changes
+
+
+def test_an_http_check_reset_without_ack_after_its_request_is_down_at_once():
+    """Linux answers a segment with ACK for a connection it no longer has (listener
+    closed, accept queue overflow with tcp_abort_on_overflow) with RST, seq = that
+    segment's ack, and no ACK flag (tcp_v4_send_reset)."""
+    model = model_with("http")
+    p, changes = prober(model)
+    dpid, port, syn = sent_probe(p)
+    synack = Ether(src=syn.dst, dst=syn.src) / IP(src=syn[IP].dst, dst=syn[IP].src) / \
+        TCP(sport=syn[TCP].dport, dport=syn[TCP].sport, flags="SA", seq=1000, ack=syn[TCP].seq + 1)
+    [(_, _, req)] = p.on_reply(dpid, port, 101, bytes(synack))
+    rst = Ether(src=syn.dst, dst=syn.src) / IP(src=syn[IP].dst, dst=syn[IP].src) / \
+        TCP(sport=syn[TCP].dport, dport=syn[TCP].sport, flags="R", seq=Ether(req)[TCP].ack)
+    p.on_reply(dpid, port, 101, bytes(rst))
+    assert not p.outstanding and not model.health[("blue", "svc", "web2:8080")].up and changes

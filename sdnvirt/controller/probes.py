@@ -10,7 +10,9 @@ the backend's own port, in the backend's tenant, from the backend's address.
 
 A reply is matched to its probe by the source port (the ICMP id) and a nonce
 the reply must echo: TCP's acknowledgement of our random initial sequence
-number, the echo's sequence number, the IP id quoted in a port unreachable.
+number (or, for a reset without ACK, its sequence number: the one we last
+acknowledged), the echo's sequence number, what an ICMP error quotes (the
+TCP sequence number, the UDP datagram's IP id).
 In a cluster every instance gets every switch's packet-ins, its own probes'
 replies and the others': a reply that echoes another prober's nonce is not
 ours, whatever its port (each prober starts at a random one).
@@ -56,6 +58,7 @@ class Outstanding:
     port: int                       # our source port (or ICMP id) that the reply must echo
     nonce: int                      # tcp, http: our initial sequence number; icmp: echo seq; udp: IP id
     seq: int = 0                    # tcp, http: our next sequence number
+    peer: int | None = None         # http: the backend's next sequence number, as we acknowledged it
     asked: bool = False             # http: the request is out
 
 
@@ -159,14 +162,22 @@ class Prober:
             token, echoed, ok, reason = ic.data.id, ic.data.seq, True, "echo reply"
         elif ic is not None and ic.type == icmp.ICMP_DEST_UNREACH:
             inner = ic.data.data
-            if len(inner) >= 24:
-                # The IP id and the UDP source port we sent.
-                token, echoed = int.from_bytes(inner[20:22], "big"), int.from_bytes(inner[4:6], "big")
+            ihl = (inner[0] & 0x0F) * 4 if inner else 0
+            if ihl >= 20 and len(inner) >= ihl + 8:
+                # Our IP header and the first 8 bytes of our segment or datagram: the source port,
+                # and the nonce: a TCP segment's sequence number (as acknowledging it would), an IP id.
+                token = int.from_bytes(inner[ihl:ihl + 2], "big")
+                echoed = ((int.from_bytes(inner[ihl + 4:ihl + 8], "big") + 1) & 0xFFFFFFFF if inner[9] == 6
+                          else int.from_bytes(inner[4:6], "big"))
             ok, reason, cause = False, f"ICMP unreachable code {ic.code}", Cause.REFUSED
         out = self.outstanding.get(token) if token is not None else None
         if out is None:
             return []
         stale = t is not None and out.kind in ("tcp", "http") and not out.asked and not t.bits & (TCP_SYN | TCP_RST)
+        if t is not None and echoed is None and t.bits & TCP_RST and out.peer is not None and t.seq == out.peer:
+            # A reset without ACK (Linux's answer to a segment of a connection it no longer
+            # has) carries as its sequence number the acknowledgement we sent.
+            echoed = out.seq
         if not stale and not _echoes(out, echoed):
             LOG.debug("a reply to port %d that is not this prober's (another instance's probe?): ignored", token)
             return []
@@ -212,7 +223,7 @@ class Prober:
             request = (f"GET {hc.path} HTTP/1.0\r\nHost: {svc.vip}\r\n"
                        f"User-Agent: sdnvirt-health-check\r\n\r\n").encode()
             frame = self._segment(pkt, t, out.seq, TCP_ACK | TCP_PSH, request, ack=t.seq + 1)
-            out.seq, out.asked = (out.seq + len(request)) & 0xFFFFFFFF, True
+            out.seq, out.asked, out.peer = (out.seq + len(request)) & 0xFFFFFFFF, True, (t.seq + 1) & 0xFFFFFFFF
             return None, [frame]
         if out.asked and payload:
             rst = [self._segment(pkt, t, out.seq, TCP_RST)]
