@@ -18,7 +18,7 @@ from sdnvirt.cluster.member import Member, State
 from sdnvirt.controller.core import Controller
 from sdnvirt.controller.discovery import Discovery
 from sdnvirt.controller.roles import RECONNECT_GRACE, Roles
-from sdnvirt.controller.session import Role
+from sdnvirt.controller.session import Role, SwitchSession
 from sdnvirt.emulation.etcdlab import EtcdLab
 from sdnvirt.emulation.lab import wait_for
 from sdnvirt.events import Events
@@ -517,7 +517,7 @@ def test_a_switch_handed_over_is_written_to_no_more_and_its_answer_to_slave_lets
     dp = SimpleNamespace(id=7)
     session = SimpleNamespace(dpid=7, dp=dp, role=Role.MASTER)
     ctl = SimpleNamespace(event_hub=Events(), sessions={7: session}, session=lambda d: session,
-                          send=lambda s, msg: sent.append(msg))
+                          send=lambda s, msg: sent.append(msg), migrations=SimpleNamespace(roles_changed=lambda: None))
     roles = Roles(ctl, None)
     roles.member = SimpleNamespace(yielded=lambda dpid, revision: yielded.append((dpid, revision)))
     roles.asked[7] = (Role.MASTER, 41)
@@ -528,3 +528,37 @@ def test_a_switch_handed_over_is_written_to_no_more_and_its_answer_to_slave_lets
     assert yielded == []        # not before the switch answered
     roles.role_reply(dp, ofp.OFPCR_ROLE_SLAVE, 41)
     assert yielded == [(7, 41)]
+
+
+def test_target_is_not_said_prepared_by_a_round_that_never_wrote_its_switch():
+    """The master of the target's switch says 'prepared' after a round that skipped that
+    switch (just became MASTER, its tables not read back yet): the coordinator then
+    starts the data transfer with nothing at the target."""
+    told = []
+    member = SimpleNamespace(lldp_secret=b"k" * 16, changed=None, set_health=lambda v, b: None,
+                             set_placements=lambda p: None, claim_placement=lambda vm, p: True,
+                             set_prepared=told.append)
+    ctl = Controller(config.parse(TWO_TENANTS), Metrics(), Events(), lambda handler: None, clock=Clock())
+    Roles(ctl, member)
+    # leaf4 (0x104): MASTER answered a moment ago; its flows, groups and meters not read yet.
+    ctl.sessions[0x104] = SwitchSession(SimpleNamespace(id=0x104), 0x104, role=Role.MASTER)
+    doc = {"id": 7, "active": True, "pending": [0x104, 5], "at": [0x102, 3], "drained": False}
+    assert ctl.migrations.follow({"web2": Placement("a", doc, 1)})
+    ctl.reconcile(ctl.clock())          # leaf4 not ready: the round writes nothing to it
+    assert ctl.sessions[0x104].installed_flows is None
+    assert told == [], f"said prepared though leaf4 holds nothing: {told}"
+
+
+def test_two_instances_that_both_name_a_prepared_target_do_not_overwrite_each_other_forever():
+    """The old master of the target's switch (b, handed it over, not reconciled since)
+    and the new one (c) both name the same prepared target: each step writes over the
+    other's key (a write wakes the other's step through its watch)."""
+    doc = {"id": 7, "at": [0x104, 5]}
+    keys = {"web2": Placement("b", doc, 10)}
+    writes = 0
+    for writer in ["c", "b"] * 3:
+        put = claims.placement_writes(writer, keys, {"web2": doc}).put
+        if put:
+            writes += 1
+            keys = {"web2": Placement(writer, doc, 10 + writes)}
+    assert writes <= 1, f"{writes} writes of one unchanged word"

@@ -28,6 +28,8 @@ class FakeApp:
         self.sent = []
         self.timers = []
         self.event_hub = Events()
+        self.covered = 0            # the last request a reconcile in the switches covered
+        self.mastered = None        # in a cluster: the switches this instance masters (None: all)
         self.migrations = Coordinator(self)
 
     def connected(self):
@@ -45,6 +47,9 @@ class FakeApp:
     def backend_counters(self):
         return {}
 
+    def holds(self, dpid, request):
+        return (self.mastered is None or dpid in self.mastered) and self.covered >= request
+
     def send_frame(self, dpid, port, data):
         self.sent.append((dpid, port))
 
@@ -60,6 +65,7 @@ class FakeApp:
 
 
 def reconcile(app):
+    app.covered = app.wanted
     app.migrations.reconciled(app.wanted)
 
 
@@ -323,8 +329,8 @@ def test_another_instance_follows_a_migration_step_by_step_and_keeps_the_vm_wher
 
 def test_the_data_transfer_waits_for_the_master_of_the_targets_switch_to_say_it_holds_the_target():
     a, b = FakeApp(), FakeApp()
-    a.migrations.masters = lambda dpid: dpid != 0x104      # leaf4, the target's switch, is b's
-    b.migrations.masters = lambda dpid: dpid == 0x104
+    a.mastered = {0x101, 0x102, 0x103}      # leaf4, the target's switch, is b's
+    b.mastered = {0x104}
     said = []
     b.migrations.prepared_told = said.append
     mid = a.migrations.request("web2", "leaf4", "live")["id"]
@@ -333,7 +339,8 @@ def test_the_data_transfer_waits_for_the_master_of_the_targets_switch_to_say_it_
     assert a.migrations.record(mid)["phase"] == "preparation"      # in a's switches, not yet in leaf4
     b.migrations.follow(told(a, "a"))
     assert b.urgent == [b.wanted]
-    b.migrations.reconciled(b.wanted - 1)       # planned before b heard of the target: not in leaf4
+    b.covered = b.wanted - 1                # a round planned before b heard of the target: not in leaf4
+    b.migrations.reconciled(b.covered)
     assert said == []
     reconcile(b)
     assert said == [{"web2": {"id": mid, "at": [0x104, 5]}}]
@@ -347,9 +354,25 @@ def test_the_data_transfer_waits_for_the_master_of_the_targets_switch_to_say_it_
     assert said[-1] == {}       # its migration ended: b says it no more
 
 
+def test_a_coordinator_that_becomes_the_master_of_its_targets_switch_goes_on():
+    """The coordinator waits because another instance masters the target's switch; then
+    it takes that switch over (the old master's lease expired, so no one else will ever
+    say 'prepared'): the round that writes the target there lets it go on."""
+    a = FakeApp()
+    a.mastered = {0x101, 0x102, 0x103}
+    mid = a.migrations.request("web2", "leaf4", "live")["id"]
+    a.migrations.event(mid, "plugged", port=5)
+    reconcile(a)
+    assert a.migrations.record(mid)["phase"] == "preparation"
+    a.mastered.add(0x104)             # MASTER of leaf4 now: read, and a round writes the target there
+    a.request()
+    reconcile(a)
+    assert a.migrations.record(mid)["phase"] == "data_transfer"
+
+
 def test_a_vm_whose_coordinator_is_lost_while_it_migrates_is_looked_for_where_its_migration_said():
     a, b = FakeApp(), FakeApp()
-    b.migrations.masters = lambda dpid: dpid in (0x102, 0x104)     # web2's source and target switches
+    b.mastered = {0x102, 0x104}     # web2's source and target switches
     mid = a.migrations.request("web2", "leaf4", "live")["id"]
     a.migrations.event(mid, "plugged", port=5)
     b.migrations.follow(told(a, "a"))

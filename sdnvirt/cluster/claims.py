@@ -223,11 +223,12 @@ def placement_writes(me: str, keys: Mapping[str, Placement], placements: Mapping
     placements, or prepared targets) says otherwise, unless it is about a
     later migration (another instance's since), each only if its key is still
     as the view saw it, and the deletion of the keys it wrote about VMs it no
-    longer names (gone from the desired state, or left from before a restart)."""
+    longer names (gone from the desired state, or left from before a restart).
+    A key that says the same, whoever wrote it, is left: two instances that
+    both say it (a switch handed over) would otherwise take turns writing it."""
     put: dict[str, tuple[Mapping[str, Any], Expect]] = {
         vm: (doc, ABSENT if said is None else said.revision) for vm, doc in placements.items()
-        if (said := keys.get(vm)) is None
-        or ((said.by, said.doc) != (me, doc) and said.doc["id"] <= doc["id"])}
+        if (said := keys.get(vm)) is None or (said.doc != doc and said.doc["id"] <= doc["id"])}
     delete = sorted((vm, said.revision) for vm, said in keys.items()
                     if said.by == me and vm not in placements)
     return PlacementWrites(put, delete)

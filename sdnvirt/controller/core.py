@@ -334,3 +334,7 @@ class Controller:
 
     def backend_counters(self, services: Iterable[Service] | None = None) -> dict[tuple, dict]:
         return stats.backend_counters(self.model, self.sessions, services)
+
+    def holds(self, dpid: int, request: int) -> bool:
+        session = self.sessions.get(dpid)
+        return session is not None and session.writable and session.covered >= request

@@ -65,6 +65,10 @@ class Network(Protocol):
     def send_frame(self, dpid: int, port: int, data: bytes) -> None:
         """A frame out of a switch's port."""
 
+    def holds(self, dpid: int, request: int) -> bool:
+        """Whether this controller writes to switch ``dpid`` (in a cluster: masters it)
+        and the switch has confirmed a reconcile that covered ``request``."""
+
     def after(self, delay: float, fn: Callable[[], object]) -> None:
         """Run ``fn`` once ``delay`` seconds have passed (on the controller's loop, as everything here)."""
 
@@ -100,15 +104,16 @@ class Coordinator:
         # In a cluster: makes a new migration's placement the VM's at once, unless another
         # instance's migration of it runs (False); two instances never run one each.
         self.claim: Callable[[str, dict], bool] = lambda vm, placement: True
-        # In a cluster: whether this instance masters a switch; and the others told, by VM,
-        # the migrations whose pending targets it prepared on the switches it masters.
-        self.masters: Callable[[int], bool] = lambda dpid: True
+        # In a cluster: the others told, by VM, the migrations whose pending targets it
+        # prepared on the switches it masters.
         self.prepared_told: Callable[[dict[str, dict]], object] = lambda prepared: None
         # The others' migrations: by VM, the reconcile request that plans its pending target here.
         self._prepare: dict[str, tuple[int, Location, int]] = {}      # VM -> (migration id, target, request)
         self._prepared_here: dict[str, dict] = {}           # as last told
-        # Migrations waiting for the master of their target's switch to say it is prepared.
-        self._unprepared: set[int] = set()
+        # Migrations waiting for the master of their target's switch to say it is prepared:
+        # by id, the reconcile request that prepared it here.
+        self._unprepared: dict[int, int] = {}
+        self._covers = 0        # the last reconcile request in the switches
         self._prepared_there: Mapping[str, Placement] = {}
         # By VM, the places its running migration (another instance's) has named: (id, places).
         self._named: dict[str, tuple[int, set[Location]]] = {}
@@ -247,7 +252,7 @@ class Coordinator:
             if known is None or vm in self.migs.elsewhere or model.locations.get(vm) != left:
                 return      # gone, migrating again, or found since
             for loc in sorted(places):
-                if loc != left and self.masters(loc.dpid):
+                if loc != left and self.app.holds(loc.dpid, 0):
                     self.app.send_frame(loc.dpid, loc.port, packets.arp_probe(str(known.ip)))
         if places:
             for delay in SEEK_AT:
@@ -257,19 +262,27 @@ class Coordinator:
         """The cluster's word on the targets prepared by the masters of their switches
         (``claims.PREPARED``): a migration waiting for its own goes on."""
         self._prepared_there = said
-        for mid in sorted(self._unprepared):
+        self._retry_unprepared()
+
+    def roles_changed(self) -> None:
+        """A switch was mastered here or given up (a cluster's roles)."""
+        self._told_prepared(self._covers)
+        self._retry_unprepared()
+
+    def _retry_unprepared(self) -> None:
+        for mid, need in sorted(self._unprepared.items()):
             mig = self.migs.get(mid)
             if mig is not None and mig.active and mig.phase is Phase.PREPARATION:
-                self._capture(mig)
+                self._capture(mig, need)
             else:
-                self._unprepared.discard(mid)
+                del self._unprepared[mid]
 
     def _told_prepared(self, covers: int) -> None:
         """Say which of the others' migrations have their pending targets on the switches
-        this instance masters, planned by a reconcile now in the switches."""
+        this instance masters, as a reconcile that planned them is confirmed there."""
         prepared = {vm: {"id": mid, "at": [target.dpid, target.port]}
                     for vm, (mid, target, request) in self._prepare.items()
-                    if request <= covers and self.masters(target.dpid)}
+                    if self.app.holds(target.dpid, request)}
         if prepared != self._prepared_here:
             self._prepared_here = prepared
             self.prepared_told(prepared)
@@ -381,7 +394,9 @@ class Coordinator:
 
     def reconciled(self, covers: int) -> None:
         """A reconcile that covered every request up to ``covers`` is in the switches."""
+        self._covers = covers
         self._told_prepared(covers)
+        self._retry_unprepared()
         announce = []
         for mid, need in list(self.waits.items()):
             if need > covers:
@@ -391,7 +406,7 @@ class Coordinator:
             if mig is None or not mig.active:
                 continue
             if mig.phase is Phase.PREPARATION:
-                self._capture(mig)
+                self._capture(mig, need)
             elif mig.phase is Phase.RESTORATION:
                 self.migs.flipped(mid)
                 LOG.info("migration %d: paths to VM %s flipped to %s", mid, mig.vm, mig.target)
@@ -405,18 +420,19 @@ class Coordinator:
     def _after_reconcile(self, mig: Migration, urgent: bool = False) -> None:
         self.waits[mig.id] = self.app.request(urgent=urgent)
 
-    def _capture(self, mig: Migration) -> None:
-        """The pre-install is in this instance's switches: once it is in the target's
-        too (its master, another instance's, says so), the state is captured."""
+    def _capture(self, mig: Migration, need: int) -> None:
+        """The pre-install, reconcile request ``need``, is in this instance's switches:
+        once it is in the target's too (confirmed there, or, if another instance
+        masters it, that one says so), the state is captured."""
         app = self.app
         said = self._prepared_there.get(mig.vm)
         there = said is not None and said.doc == {"id": mig.id, "at": [mig.target_dpid, mig.target_port]}
-        if not self.masters(mig.target_dpid) and not there:
+        if not app.holds(mig.target_dpid, need) and not there:
             if mig.id not in self._unprepared:
-                LOG.info("migration %d: waiting for the master of %s to prepare the target", mig.id, mig.target)
-            self._unprepared.add(mig.id)
+                LOG.info("migration %d: waiting for %s to hold the prepared target", mig.id, mig.target)
+            self._unprepared[mig.id] = need
             return
-        self._unprepared.discard(mig.id)
+        self._unprepared.pop(mig.id, None)
         vm = self._vm(mig)
         ours = vm_cookie(vm)
         flows = [f"{dpid:016x} {f}" for dpid, held in app.installed_flows().items() for f in held if f.cookie == ours]

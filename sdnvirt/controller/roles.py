@@ -67,7 +67,6 @@ class Roles:
             ctl.before_plan = self.exchange_health
             ctl.migrations.told = lambda: member.set_placements(ctl.migrations.placements())
             ctl.migrations.claim = member.claim_placement
-            ctl.migrations.masters = self.masters
             ctl.migrations.prepared_told = member.set_prepared
             ctl.incomplete = self.incomplete
             member.changed = lambda state: ctl.loop.post(self.apply, state)
@@ -200,6 +199,9 @@ class Roles:
         session.role = role
         LOG.info("switch %016x: %s", session.dpid, role.value.upper())
         self.ctl.event_hub.publish(Kind.ROLE_CHANGED, dpid=f"{session.dpid:016x}", role=role.value)
+        if role is not Role.MASTER:
+            session.covered = 0     # what it holds is no longer this instance's to vouch for
+        self.ctl.migrations.roles_changed()
         if role is Role.MASTER:
             # The previous master may have changed the switch since it was last
             # read here: read it again, then fix only what differs. Before the

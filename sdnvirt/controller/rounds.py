@@ -64,7 +64,7 @@ def reconcile(ctl: Controller, started: float, done: Callable[[], None], failed:
                 if session is not None and session is ready[dpid] and session.generation == generation:
                     if dpid in work:
                         session.apply(work[dpid][1])
-                    session.synced = True
+                    session.synced, session.covered = True, covers
             _pushed(ctl, work, covers, reinject, totals, held, started, planned_after)
         finally:
             done()

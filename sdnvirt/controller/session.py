@@ -50,6 +50,8 @@ class SwitchSession:
     # What it holds was the desired state at the end of its last round:
     # the next round diffs only the keys the engine says changed since.
     synced: bool = False
+    # The last reconcile request its confirmed changes covered, since it was last read.
+    covered: int = 0
     # Came back holding our flows: left as it is until the fabric settles.
     warm: bool = False
     # LLDP and probes sent to or through it may have been dropped for lack of
@@ -101,6 +103,7 @@ class SwitchSession:
         self.installed_meters = self.installed_groups = self.installed_flows = None
         self.generation += 1
         self.synced = False
+        self.covered = 0
         dp = self.dp
         reqs = [parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL), parser.OFPGroupDescStatsRequest(dp, 0),
                 parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())]
