@@ -201,10 +201,9 @@ class Coordinator:
             at = _location(doc["at"])
             if doc["active"]:
                 elsewhere[vm] = Elsewhere(mid, placement.by, _location(doc["pending"]), doc["drained"])
-                named = self._named.setdefault(vm, (mid, set()))
-                if named[0] != mid:
-                    named = self._named[vm] = (mid, set())
-                named[1].update(loc for loc in (at, elsewhere[vm].pending) if loc is not None)
+                if self._named.get(vm, (None,))[0] != mid:
+                    self._named[vm] = (mid, set())
+                self._named[vm][1].update(loc for loc in (at, elsewhere[vm].pending) if loc is not None)
             elif self._applied.get(vm, (None, None))[0] != mid:
                 continue
             if self._applied.get(vm) == (mid, at):
@@ -243,7 +242,6 @@ class Coordinator:
         and is learnt there."""
         LOG.warning("migration %d of VM %s: its coordinator %s was lost; looking for the VM at %s", lost.id, vm,
                     lost.by, ", ".join(f"{loc.dpid:016x}:{loc.port}" for loc in sorted(places)) or "no place")
-
         left = self.app.model.locations.get(vm)
 
         def seek() -> None:
