@@ -292,8 +292,9 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
             ips.setdefault(vm.ip, vname)
             if vm.dirty and vm.kind != "qemu":
                 problems.append((f"{path}.dirty", "applies to kind qemu only"))
-            if vm.mac.startswith(VIRTUAL_MAC_PREFIX):
-                problems.append((f"{path}.mac", f"MACs starting with {VIRTUAL_MAC_PREFIX} are sdnvirt's own"))
+            for prefix in (VIRTUAL_MAC_PREFIX, LABEL_MAC_PREFIX):
+                if vm.mac.startswith(prefix):
+                    problems.append((f"{path}.mac", f"MACs starting with {prefix} are sdnvirt's own"))
         problems += _service_checks(base, tenant, ips)
         problems += group_checks(base, tenant.security_groups,
                                  {vname: vm.security_groups for vname, vm in tenant.vms.items()})
@@ -303,6 +304,9 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
 # Addresses the switches answer for (VIPs, the probe address) get the MAC
 # 0a:5d:<the four bytes of the IPv4 address>: unique in a tenant, stable.
 VIRTUAL_MAC_PREFIX = "0a:5d:"
+# Frames crossing a vlan fabric are addressed to their destination's switch and
+# port as 0e:<switch label>:<port> (plan.encap.label_mac).
+LABEL_MAC_PREFIX = "0e:"
 
 
 def virtual_mac(ip: ipaddress.IPv4Address) -> str:

@@ -10,10 +10,10 @@ from sdnvirt.migration import Migrations
 from sdnvirt.model import Location
 from sdnvirt.plan import pipeline
 from sdnvirt.plan.check import Conflict, OutsideDeclaration
-from sdnvirt.plan.encap import Encap
+from sdnvirt.plan.encap import LABEL_MASK, Encap, label_mac
 from sdnvirt.plan.feature import Feature, declare
 from sdnvirt.plan.features.preinstall import MigrationPreinstall
-from sdnvirt.plan.flows import OFPVID_NONE, Group, Meter, Owner, apply, cookie, flow, goto, meter, write_metadata
+from sdnvirt.plan.flows import MULTICAST, OFPVID_NONE, Group, Meter, Owner, apply, cookie, flow, goto, meter, write_metadata
 from sdnvirt.plan.pipeline import FEATURES, plan
 from sdnvirt.plan.tables import TABLES, MeterId, Table
 
@@ -165,8 +165,8 @@ def test_flow_and_group_counts_of_known_fabrics():
     for name in ("two tenants", "a migration prepared"):
         fab, model = SCENARIOS[name]()
         counts[name] = {dpid: len(flows) for dpid, flows in plan(model, fab).flows.items()}
-    assert counts["two tenants"] == {0x101: 43, 0x102: 28, 0x103: 26, 0x104: 15, 0x201: 30, 0x202: 31}
-    assert counts["a migration prepared"] == {0x101: 59, 0x102: 44, 0x103: 26, 0x104: 44, 0x201: 31, 0x202: 31}
+    assert counts["two tenants"] == {0x101: 58, 0x102: 39, 0x103: 37, 0x104: 23, 0x201: 39, 0x202: 29}
+    assert counts["a migration prepared"] == {0x101: 74, 0x102: 55, 0x103: 37, 0x104: 55, 0x201: 39, 0x202: 29}
     fab, model = SCENARIOS["services"]()
     p = plan(model, fab)
     assert {dpid: len(groups) for dpid, groups in p.groups.items()} == \
@@ -174,16 +174,36 @@ def test_flow_and_group_counts_of_known_fabrics():
     assert all(sorted(meters) == [1, 2, 3] for meters in p.meters.values())
 
 
-def test_the_segment_is_a_vlan_tag_on_fabric_links():
+def test_the_segment_is_a_vlan_tag_on_fabric_links_and_frames_go_by_their_switch_label():
     fab, model = leafspine(), placed_model()
     flows = plan(model, fab).flows
     web2 = model.vm("web2")
+    at = model.locations["web2"]
+    assert at.dpid == 0x102
     tag = (("push_vlan",), ("set", "vlan_vid", 0x1000 | 101))
-    # leaf1 sends web2's frames (leaf2) up to spine 1 (0x102 % 2 picks the first), tagged.
+    # leaf1 addresses web2's frames to leaf2's port, tags them and routes them by the label...
+    arrival = label_mac(0x102, at.port)
+    assert arrival == f"0e:00:01:02:00:{at.port:02x}"
     assert flow(Table.FORWARD, 100, {"metadata": 101, "eth_dst": web2.mac},
-                [apply(*tag, ("output", 1))], cookie(Owner.VM, 101, "web2")) in flows[0x101]
-    # Spine 1 takes blue's frames in from leaf1 (its port 1) and unwraps them.
-    assert flow(Table.INGRESS, 200, {"in_port": 1, "vlan_vid": 0x1000 | 101},
+                [apply(("set", "eth_dst", arrival), *tag), goto(Table.ROUTE)],
+                cookie(Owner.VM, 101, "web2")) in flows[0x101]
+    # ... up to spine 1 (0x102 % 2 picks the first), which sends every tenant's frames on to leaf2
+    # by the label alone: a flow per switch, none per VM.
+    to_leaf2 = {"eth_dst": ("0e:00:01:02:00:00", LABEL_MASK)}
+    assert flow(Table.ROUTE, 100, to_leaf2, [apply(("output", 1))], cookie(Owner.FABRIC)) in flows[0x101]
+    assert flow(Table.INGRESS, 120, {"in_port": 1}, [goto(Table.ROUTE)], cookie(Owner.FABRIC)) in flows[0x201]
+    assert flow(Table.ROUTE, 100, to_leaf2, [apply(("output", 2))], cookie(Owner.FABRIC)) in flows[0x201]
+    assert not [f for f in flows[0x201] if f.cookie == cookie(Owner.VM, 101, "web2")]
+    # leaf2 takes blue's frames addressed to it in and unwraps them, and puts web2's MAC back.
+    assert flow(Table.INGRESS, 200, {"in_port": 1, "vlan_vid": 0x1000 | 101,
+                                     "eth_dst": ("0e:00:01:02:00:00", LABEL_MASK)},
+                [apply(("pop_vlan",)), write_metadata(101), goto(Table.UNNAT)],
+                cookie(Owner.TENANT, 101, "blue")) in flows[0x102]
+    assert flow(Table.FORWARD, 100, {"metadata": 101, "eth_dst": arrival},
+                [apply(("set", "eth_dst", web2.mac), ("output", at.port))],
+                cookie(Owner.VM, 101, "web2")) in flows[0x102]
+    # Spine 1 is on blue's flood tree: it takes in blue's broadcast (only) from leaf1 (its port 1).
+    assert flow(Table.INGRESS, 200, {"in_port": 1, "vlan_vid": 0x1000 | 101, "eth_dst": MULTICAST},
                 [apply(("pop_vlan",)), write_metadata(101), goto(Table.UNNAT)],
                 cookie(Owner.TENANT, 101, "blue")) in flows[0x201]
     # Blue's flood tree is leaf1 - spine 1 - leaf2: web1 and web3 untagged, then up, tagged.
@@ -200,7 +220,7 @@ class Direct(Encap):
     ingress_fields = frozenset({"in_port", "tunnel_id"})
 
     def toward(self, segment, dst, sources):
-        return {src: (("set", "tunnel_id", segment), ("output", 1000 + dst)) for src in sources if src != dst}
+        return {src: (apply(("set", "tunnel_id", segment), ("output", 1000 + dst)),) for src in sources if src != dst}
 
     def flood(self, segment, members):
         return {at: tuple(a for other in sorted(members - {at})

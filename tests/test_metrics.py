@@ -172,7 +172,7 @@ def test_table_names():
     metrics, snap = daemon_like()
     snap.table_flows[0x102] = {int(t): 1 for t in Table}
     tables = {dict(k)["table"] for k in scrape(metrics)[0]["sdnvirt_switch_flows"] if ("switch", "leaf2") in k}
-    assert tables == {"ingress", "arp", "sg_egress", "services", "lb", "unnat", "forward", "flood", "sg_ingress"}
+    assert tables == {"ingress", "arp", "sg_egress", "services", "lb", "unnat", "forward", "flood", "sg_ingress", "route"}
 
 
 def test_migrations_are_counted_from_their_records():

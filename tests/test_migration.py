@@ -256,7 +256,10 @@ def test_restoration_flips_paths_in_place_and_removes_the_source_flows():
         assert not ch.entries(Verb.ADD), (hex(dpid), ch.entries(Verb.ADD))
         assert all(f.cookie == ours and f.table == Table.FORWARD or f.table == Table.FLOOD
                    for f in ch.entries(Verb.MODIFY))
-    assert {f.table for f in changes[0x101].entries(Verb.DELETE)} == {Table.INGRESS}
+    # ... and so does its arrival flow (frames from other switches addressed to port 3).
+    gone = changes[0x101].entries(Verb.DELETE)
+    assert {f.table for f in gone} == {Table.INGRESS, Table.FORWARD}
+    assert [f.match_dict["eth_dst"] for f in gone if f.table == Table.FORWARD] == ["0e:00:01:01:00:03"]
     assert all(f.match_dict["in_port"] == 3
                for f in changes[0x101].entries(Verb.DELETE) if "in_port" in f.match_dict)
     fake = FakeFabric.of(flows, fab.links)

@@ -14,6 +14,7 @@ between the hypervisors over an IP underlay it does not.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -22,11 +23,35 @@ from typing import ClassVar
 
 import networkx as nx
 
-from ..config import Config, FabricSettings
+from ..config import LABEL_MAC_PREFIX, Config, FabricSettings
 from ..fabric import Fabric, PortRef, Switch, flood_tree, hops_after, hops_toward, spanning_tree
-from .flows import OFPVID_PRESENT, Action, Match
+from ..model import Location
+from .flows import MULTICAST, OFPVID_PRESENT, Action, Instruction, Match, apply, goto
+from .tables import Table
 
 Actions = tuple[Action, ...]
+Hop = tuple[Instruction, ...]     # how a frame goes on from a switch toward another
+
+# In vlan mode a frame crosses the fabric addressed to the switch and port of its
+# destination VM, PortLand's pseudo MAC: eth_dst = 0e:LL:LL:LL:PP:PP, LL the switch's
+# label (the low 24 bits of its dpid), PP the VM's port.  Switches on the way forward
+# by the label alone (table ROUTE: a flow per switch of the fabric, not per VM), and
+# the destination switch puts the VM's MAC back.  VMs may not use such MACs (config).
+LABEL_MASK = "ff:ff:ff:ff:00:00"
+ROUTE_PRIORITY = 100      # table ROUTE's flows: one per labelled switch
+_LABEL_BITS, _PORT_BITS = 24, 16
+
+
+@functools.cache
+def label_mac(dpid: int, port: int = 0) -> str:
+    """The pseudo MAC of ``port`` on switch ``dpid`` (port 0: the switch's label alone)."""
+    value = (int(LABEL_MAC_PREFIX[:2], 16) << 40) | ((dpid & ((1 << _LABEL_BITS) - 1)) << _PORT_BITS) | port
+    return ":".join(f"{b:02x}" for b in value.to_bytes(6, "big"))
+
+
+def route_match(mac: str) -> Match:
+    """Table ROUTE's match for frames addressed to the switch of pseudo MAC ``mac``."""
+    return {"eth_dst": (mac[:12] + "00:00", LABEL_MASK)}
 
 
 @dataclass(frozen=True)
@@ -43,6 +68,20 @@ class Wires:
 
     links: Mapping[PortRef, PortRef]
     vteps: Mapping[int, Vtep] = field(default_factory=dict)
+    labels: bool = False        # frames handed to table ROUTE go on by their label
+
+    def routed(self, instructions: Iterable[Instruction]) -> tuple[int, int, tuple[tuple[str, object], ...]] | None:
+        """The key of the table-ROUTE flow a flow with ``instructions`` hands its frame to, if any."""
+        if not self.labels:
+            return None
+        mac, routes = None, False
+        for inst in instructions:
+            if inst[0] == "apply":
+                mac = next((a[2] for a in inst[1] if a[:2] == ("set", "eth_dst")), mac)
+            routes |= inst == ("goto", Table.ROUTE)
+        if not routes or mac is None:
+            return None
+        return Table.ROUTE, ROUTE_PRIORITY, tuple(sorted(route_match(mac).items()))
 
     def beyond(self, dpid: int, actions: Iterable[Action]) -> list[int]:
         """The switch each output of ``actions`` at ``dpid`` reaches (none for a VM's port)."""
@@ -87,10 +126,20 @@ class Encap(ABC):
         whether flood trees may."""
         return None, True
 
+    def arrival(self, loc: Location) -> str | None:
+        """The destination MAC a frame to the VM at ``loc`` crosses the fabric with, if not
+        the VM's own; the sources set it, ``loc``'s switch puts the VM's back."""
+        return None
+
+    def transit(self, dpid: int) -> tuple[tuple[int, ...], tuple[tuple[str, int], ...]]:
+        """What ``dpid`` forwards for other switches whatever the tenants: the fabric
+        ports whose frames go to table ROUTE, and table ROUTE's (match MAC, out port)."""
+        return (), ()
+
     @abstractmethod
-    def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Actions]:
-        """Every switch but ``dst`` that a frame of ``segment`` crosses from
-        ``sources`` to switch ``dst``, with the actions that send it on from there."""
+    def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Hop]:
+        """Every switch but ``dst`` that sends a frame of ``segment`` from
+        ``sources`` on toward switch ``dst``, with the instructions that do."""
 
     @abstractmethod
     def flood(self, segment: int, members: set[int]) -> dict[int, Actions]:
@@ -108,41 +157,46 @@ class Encap(ABC):
 class VlanEncap(Encap):
     """The segment as an 802.1Q tag on the fabric links the controller owns.
 
-    Unicast follows ``next_hops`` toward the destination switch, broadcast
-    the tenant's part of the fabric's one spanning tree (``flood_tree``).
+    Unicast goes addressed to its destination's switch (``label_mac``) along
+    ``next_hops`` toward that switch, broadcast along the tenant's part of the
+    fabric's one spanning tree (``flood_tree``).
     """
 
     name = "vlan"
-    ingress_fields = frozenset({"in_port", "vlan_vid"})
+    ingress_fields = frozenset({"in_port", "vlan_vid", "eth_dst"})
 
     def __init__(self, fabric: Fabric, config: Config) -> None:
         super().__init__(fabric, config)
         self.graph = fabric.graph()
         # Asked for again and again in one plan: once per destination switch (the hop
-        # counts to it, the next hops, and the next switch on from each) is enough.
-        self._hops: dict[int, tuple[dict[int, int], dict[int, int], dict[int, int]]] = {}
-        self._peer: dict[PortRef, int] = {}      # the switch at the other end of a link
-        for a, b in self.graph.edges:
-            ends = self.graph.edges[a, b]["ports"]
-            self._peer[a, ends[a]], self._peer[b, ends[b]] = b, a
+        # counts to it and the next hops) is enough.
+        self._hops: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
         ports: defaultdict[int, set[int]] = defaultdict(set)
         for (dpid, port), _ in fabric.confirmed_links():
             ports[dpid].add(port)
-        self._fabric_ports = {dpid: sorted(p) for dpid, p in ports.items()}
+        self._fabric_ports = {dpid: tuple(sorted(p)) for dpid, p in ports.items()}
         self._spanning: nx.Graph[int] | None = None
-        # Tenants on the same switches have the same paths and flood trees, but for the
-        # tag: each worked out once per set of switches (and destination).
-        self._paths: dict[tuple[int, frozenset[int]], dict[int, int]] = {}
+        # A label names one switch: where two share one, the lowest dpid has it.
+        labelled: dict[str, int] = {}
+        for dpid in sorted(fabric.switches, reverse=True):
+            labelled[label_mac(dpid)] = dpid
+        self._labelled = set(labelled.values())
+        # Tenants on the same switches have the same flood trees, but for the tag: each
+        # worked out once per set of switches.
+        self._sources: dict[tuple[int, frozenset[int]], frozenset[int]] = {}
         self._trees: dict[frozenset[int], dict[int, tuple[int, ...]]] = {}
-        self._outputs: dict[int, dict[int, Actions]] = {}    # per segment and port: tag, out of the port
+        self._hop: dict[int, Hop] = {}      # per segment: tag, on by the label
+        self._transit: dict[int, tuple[tuple[int, ...], tuple[tuple[str, int], ...]]] = {}
+
+    def wires(self) -> Wires:
+        return Wires(self.fabric.links, labels=True)
 
     def _towards(self, dst: int) -> tuple[dict[int, int], dict[int, int]]:
-        """The next hops toward ``dst`` (ports) and the switches they lead to."""
+        """The hop counts to ``dst`` and the next hops toward it (ports)."""
         known = self._hops.get(dst)
         if known is None:
-            dist, hops = hops_toward(self.graph, dst)
-            known = self._hops[dst] = (dist, hops, {at: self._peer[at, port] for at, port in hops.items()})
-        return known[1], known[2]
+            known = self._hops[dst] = hops_toward(self.graph, dst)
+        return known
 
     def spanning(self) -> nx.Graph[int]:
         if self._spanning is None:
@@ -153,38 +207,52 @@ class VlanEncap(Encap):
         if not isinstance(old, VlanEncap):
             return None, True
         changed = {(a, b) for a, _, b, _ in _edges(old.graph) ^ _edges(self.graph)}
-        for dst, (dist, hops, onward) in old._hops.items():
+        rerouted = {a for pair in changed for a in pair}     # switches whose routes may differ
+        for dst, (dist, hops) in old._hops.items():
             # Where the hop counts hold, only the ends of the changed links pick again.
             kept = hops_after(self.graph, dst, dist, hops, changed)
-            if kept is not None and dst not in self._hops:
-                self._hops[dst] = (dist, kept, {**onward, **{at: self._peer[at, port]
-                                                             for at, port in kept.items() - hops.items()}})
-        paths = {dst for dst, (_, hops, _) in old._hops.items() if self._towards(dst)[0] != hops}
+            if kept is not None:
+                self._hops[dst] = (dist, kept)
+            else:
+                new = self._towards(dst)[1]
+                rerouted |= {at for at, port in new.items() ^ hops.items()}
+        self._transit = {dpid: routes for dpid, routes in old._transit.items()
+                         if dpid not in rerouted and routes[0] == self._fabric_ports.get(dpid, ())}
+        # A tenant's unicast reads which of its switches reach each other, not how.
+        paths = {dst for dst, (dist, _) in old._hops.items() if self._towards(dst)[0].keys() != dist.keys()}
         return paths, old._spanning is None or _edges(old.spanning()) != _edges(self.spanning())
 
     @staticmethod
     def _tag(segment: int) -> Actions:
         return (("push_vlan",), ("set", "vlan_vid", OFPVID_PRESENT | segment))
 
-    def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Actions]:
+    def arrival(self, loc: Location) -> str | None:
+        return label_mac(loc.dpid, loc.port) if loc.dpid in self._labelled and loc.port < 1 << _PORT_BITS else None
+
+    def transit(self, dpid: int) -> tuple[tuple[int, ...], tuple[tuple[str, int], ...]]:
+        known = self._transit.get(dpid)
+        if known is None:
+            routes = []
+            for dst in sorted(self._labelled):
+                port = self._towards(dst)[1].get(dpid) if dst != dpid else None
+                if port is not None:
+                    routes.append((label_mac(dst), port))
+            known = self._transit[dpid] = (self._fabric_ports.get(dpid, ()), tuple(routes))
+        return known
+
+    def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Hop]:
+        if dst not in self._labelled:
+            return {}
         key = (dst, frozenset(sources))
-        ports = self._paths.get(key)
-        if ports is None:
-            hops, onward = self._towards(dst)
-            # The next hops toward dst form a tree: a walk from a source may stop
-            # where it meets the path of another, which is the same from there.
-            on_path: set[int] = set()
-            for at in key[1]:
-                while at != dst and at in onward and at not in on_path:
-                    on_path.add(at)
-                    at = onward[at]
-            ports = self._paths[key] = {at: hops[at] for at in on_path}
-        # One tuple per segment and port, however many paths send the segment out of it.
-        outputs = self._outputs.setdefault(segment, {})
-        tag = self._tag(segment)
-        for port in set(ports.values()) - outputs.keys():
-            outputs[port] = (*tag, ("output", port))
-        return {at: outputs[port] for at, port in ports.items()}
+        reach = self._sources.get(key)
+        if reach is None:
+            dist = self._towards(dst)[0]
+            reach = self._sources[key] = frozenset(at for at in key[1] if at != dst and at in dist)
+        # One tuple per segment, however many sources and destinations.
+        hop = self._hop.get(segment)
+        if hop is None:
+            hop = self._hop[segment] = (apply(*self._tag(segment)), goto(Table.ROUTE))
+        return dict.fromkeys(reach, hop)
 
     def flood(self, segment: int, members: set[int]) -> dict[int, Actions]:
         key = frozenset(members)
@@ -197,10 +265,10 @@ class VlanEncap(Encap):
         return {at: (*tag, *(("output", p) for p in ports)) if ports else () for at, ports in branches.items()}
 
     def ingress(self, segment: int, dpid: int, members: set[int]) -> list[tuple[Match, Actions]]:
-        return [({"in_port": port, "vlan_vid": OFPVID_PRESENT | segment}, (("pop_vlan",),))
-                for port in self._fabric_ports.get(dpid, ())]
-
-
+        # Unicast addressed to this switch where the tenant has VMs, and broadcast.
+        wanted = [MULTICAST, *([(label_mac(dpid), LABEL_MASK)] if dpid in members and dpid in self._labelled else [])]
+        return [({"in_port": port, "vlan_vid": OFPVID_PRESENT | segment, "eth_dst": dst}, (("pop_vlan",),))
+                for port in self._fabric_ports.get(dpid, ()) for dst in wanted]
 
 
 class VxlanEncap(Encap):
@@ -243,9 +311,9 @@ class VxlanEncap(Encap):
     def moved(self, old: Encap) -> tuple[set[int] | None, bool]:
         return set(), False      # tunnels: the underlay's links are not ours to follow
 
-    def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Actions]:
+    def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Hop]:
         routes = {src: self._to(src, segment, (dst,)) for src in sources if src != dst}
-        return {src: actions for src, actions in routes.items() if actions}
+        return {src: (apply(*actions),) for src, actions in routes.items() if actions}
 
     def flood(self, segment: int, members: set[int]) -> dict[int, Actions]:
         return {at: self._to(at, segment, members) for at in members}

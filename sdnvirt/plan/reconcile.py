@@ -201,7 +201,9 @@ def path_ranks(desired: Mapping[int, Tables], wires: Wires) -> Callable[[int], C
     """``rank`` for ``reconcile``, per switch: how many switches a flow's
     packets still cross, following the desired flows with the same key on
     the switch its one output reaches, by a fabric link or a tunnel (0: they
-    leave the fabric here, or the flow floods)."""
+    leave the fabric here, or the flow floods).  A flow that hands its packet
+    to table ROUTE counts one more than the route it takes (``Wires.routed``),
+    so that a frame's new way is in place before the flows that send it there."""
     memo: defaultdict[int, dict[tuple[Any, ...], int]] = defaultdict(dict)    # per switch: a million flows
 
     def rank(dpid: int, flow: Flow, seen: frozenset[int]) -> int:
@@ -209,6 +211,11 @@ def path_ranks(desired: Mapping[int, Tables], wires: Wires) -> Callable[[int], C
         depth = known.get(flow.key)
         if depth is None:
             depth = 0
+            tables = desired.get(dpid)
+            route = wires.routed(flow.instructions)
+            via = tables.flows.get(route) if route is not None and tables is not None else None
+            if via is not None:
+                depth = 1 + rank(dpid, via, seen)
             hops = wires.beyond(dpid, (a for inst in flow.instructions if inst[0] == "apply" for a in inst[1]))
             # Only a path (one way on): a flood tree is reached from both of
             # its ends, so no order by distance keeps it whole.

@@ -28,6 +28,7 @@ class Table(IntEnum):
     FORWARD = 6    # tenant + destination MAC -> port, or toward the switch that has it
     FLOOD = 7      # tenant broadcast/multicast -> the tenant's flood tree
     SG_INGRESS = 8  # what reaches a VM in security groups: its groups' ingress rules, replies
+    ROUTE = 9      # a labelled frame -> toward the switch its label names (vlan mode)
 
 
 class MeterId(IntEnum):
@@ -56,7 +57,7 @@ _SG_FIELDS = "eth_type ct_state ct_zone ip_proto tcp_src tcp_dst udp_src udp_dst
 # allowed in INGRESS on top of these.
 TABLES: Mapping[int, TableSpec] = {spec.table: spec for spec in (
     _spec(Table.INGRESS, "in_port vlan_vid eth_src eth_type ipv4_src arp_spa arp_sha",
-          goto=(Table.ARP, Table.SG_EGRESS, Table.SERVICES, Table.UNNAT, Table.FORWARD)),
+          goto=(Table.ARP, Table.SG_EGRESS, Table.SERVICES, Table.UNNAT, Table.FORWARD, Table.ROUTE)),
     _spec(Table.ARP, "metadata eth_type arp_op arp_tpa"),
     _spec(Table.SG_EGRESS, f"in_port {_SG_FIELDS} ipv4_dst", goto=(Table.SERVICES, Table.FORWARD),
           recirculate=(Table.SG_EGRESS,)),
@@ -65,9 +66,10 @@ TABLES: Mapping[int, TableSpec] = {spec.table: spec for spec in (
     _spec(Table.LB, "metadata eth_type ct_state ip_proto ipv4_dst tcp_dst udp_dst", goto=(Table.FORWARD,)),
     _spec(Table.UNNAT, "metadata eth_type ct_state ct_nw_proto ct_nw_dst ct_tp_dst ip_proto ipv4_src tcp_src udp_src",
           goto=(Table.FORWARD,), recirculate=(Table.UNNAT,)),
-    _spec(Table.FORWARD, "metadata eth_dst", goto=(Table.FLOOD, Table.SG_INGRESS)),
+    _spec(Table.FORWARD, "metadata eth_dst", goto=(Table.FLOOD, Table.SG_INGRESS, Table.ROUTE)),
     _spec(Table.FLOOD, "metadata eth_type"),
     _spec(Table.SG_INGRESS, f"eth_dst {_SG_FIELDS} ipv4_src", recirculate=(Table.SG_INGRESS,)),
+    _spec(Table.ROUTE, "eth_dst"),
 )}
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from ..model import VM, Location, Model, Service
-from .encap import Actions, Encap
+from .encap import Actions, Encap, Hop
 from .owners import tenant_cookie
 
 
@@ -27,10 +27,10 @@ class Tenant:
     # to it still goes to where it is.
     pending: dict[VM, Location]
     members: set[int]             # switches holding one of its VMs, bound or pending
-    # Per VM, every other switch on the paths to it from the members: how a
-    # frame goes on from there (Encap.toward).
-    routes: dict[VM, dict[int, Actions]]
-    pending_routes: dict[VM, dict[int, Actions]]
+    # Per VM, every other switch that sends its frames on toward it (from the
+    # members, and on the way): how (Encap.toward).
+    routes: dict[VM, dict[int, Hop]]
+    pending_routes: dict[VM, dict[int, Hop]]
     flood: dict[int, Actions]     # Encap.flood of the members
     carriers: set[int]            # every switch its frames cross
 
@@ -101,11 +101,11 @@ def same_but_paths(a: Tenant, b: Tenant) -> bool:
 
 
 def _routes(encap: Encap, segment: int, members: set[int], at: dict[VM, Location], old_at: dict[VM, Location],
-            old_routes: dict[VM, dict[int, Actions]], still: Callable[[Location], bool]
-            ) -> dict[VM, dict[int, Actions]]:
+            old_routes: dict[VM, dict[int, Hop]], still: Callable[[Location], bool]
+            ) -> dict[VM, dict[int, Hop]]:
     """The paths to the VMs ``at`` their places; a VM's old path where neither it
     nor the paths toward its switch (``still``) moved."""
-    toward: dict[int, dict[int, Actions]] = {}     # the same for every VM of one switch: worked out once
+    toward: dict[int, dict[int, Hop]] = {}     # the same for every VM of one switch: worked out once
     out = {}
     for vm, loc in at.items():
         if old_at.get(vm) == loc and still(loc):

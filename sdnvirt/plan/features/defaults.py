@@ -23,6 +23,7 @@ _MISSES = (
     flow(Table.FORWARD, MISS, {}, [], FABRIC_COOKIE),
     flow(Table.FLOOD, MISS, {}, [], FABRIC_COOKIE),
     flow(Table.SG_INGRESS, MISS, {}, [], FABRIC_COOKIE),
+    flow(Table.ROUTE, MISS, {}, [], FABRIC_COOKIE),
 )
 
 

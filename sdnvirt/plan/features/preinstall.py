@@ -31,7 +31,8 @@ class MigrationPreinstall(Feature):
         return ()
 
     def parts(self, tenant: Tenant) -> dict[Hashable, object]:
-        return {vm: (loc, tenant.pending_routes[vm], tenant.bound.get(vm), tenant.routes.get(vm))
+        arrival = self.ctx.encap.arrival
+        return {vm: (loc, arrival(loc), tenant.pending_routes[vm], tenant.bound.get(vm), tenant.routes.get(vm))
                 for vm, loc in tenant.pending.items()}
 
     def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
@@ -41,5 +42,5 @@ class MigrationPreinstall(Feature):
         # Switches on the current paths keep theirs, toward the source.
         current = tenant.bound.get(vm)
         skip = set(tenant.routes[vm]) | {current.dpid} if current else set()
-        for at, f in forward(vm, loc, tenant.pending_routes[vm], skip):
+        for at, f in forward(vm, loc, tenant.pending_routes[vm], self.ctx.encap.arrival(loc), skip):
             out.add(at, f)

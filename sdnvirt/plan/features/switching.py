@@ -4,19 +4,21 @@ and frames from other switches taken in as their tenant.
 The fabric does no MAC learning: the model says where every VM is, so each
 destination gets exact flows on its paths and nowhere else, and unknown
 unicast is dropped (defaults), never flooded.  How a frame crosses to
-another switch is the encapsulation's (``Encap``).
+another switch is the encapsulation's (``Encap``): with a label per switch
+(vlan), the switches between forward by label for every tenant alike.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Collection, Container, Hashable, Iterator, Mapping
 from enum import IntEnum
 
 from ...model import VM, Location
-from ..encap import Actions
+from ..encap import ROUTE_PRIORITY, Actions, Hop, route_match
 from ..feature import BySwitch, Contribution, Feature, declare
-from ..flows import ETH_TYPE_IPV4, MULTICAST, Flow, Match, Owner, apply, flow, goto, write_metadata
+from ..flows import ETH_TYPE_IPV4, MULTICAST, Flow, Instruction, Match, Owner, apply, flow, goto, write_metadata
 from ..owners import FABRIC_COOKIE, vm_cookie
 from ..tables import Table
 from ..tenancy import Tenant
@@ -24,6 +26,8 @@ from ..tenancy import Tenant
 
 class Prio(IntEnum):
     TENANT_FABRIC = 200   # INGRESS: a frame of the tenant from another switch
+    TRANSIT = 120         # INGRESS: any other frame from another switch goes by its label
+    ROUTE = ROUTE_PRIORITY  # ROUTE: toward the switch a label names
     UNICAST = 100         # FORWARD: to one VM
     MULTICAST = 10        # FORWARD: broadcast and multicast go to FLOOD
     FLOOD_IPV4 = 110      # FLOOD: IPv4, where a VM in security groups must not get it
@@ -34,28 +38,54 @@ _FLOOD, _INGRESS = "flood", "fabric ingress"     # the tenant-wide parts, beside
 _MULTICAST = flow(Table.FORWARD, Prio.MULTICAST, {"eth_dst": MULTICAST}, [goto(Table.FLOOD)], FABRIC_COOKIE)
 
 
-def forward(vm: VM, loc: Location, route: Mapping[int, Actions],
+def forward(vm: VM, loc: Location, route: Mapping[int, Hop], arrival: str | None,
             skip: Container[int] = ()) -> Iterator[tuple[int, Flow]]:
     """The flows toward ``vm`` at ``loc``: out of its port on its own switch
-    (through its ingress rules if it is in security groups), on along
-    ``route`` (Tenant.routes) elsewhere; none on the switches in ``skip``."""
+    (through its ingress rules if it is in security groups), and, for frames
+    that arrive addressed to ``arrival`` (``Encap.arrival``), the same with
+    the VM's MAC put back; on along ``route`` (Tenant.routes) elsewhere.  None
+    on the switches in ``skip`` but the arrival, which a migration's target
+    needs before the paths flip."""
+    c = vm_cookie(vm)
     if loc.dpid not in skip:
-        deliver = goto(Table.SG_INGRESS) if vm.guarded else apply(("output", loc.port))
-        yield loc.dpid, flow(Table.FORWARD, Prio.UNICAST, _match(vm), [deliver], vm_cookie(vm))
-    yield from onward(vm, {at: actions for at, actions in route.items() if at not in skip})
+        yield loc.dpid, flow(Table.FORWARD, Prio.UNICAST, _match(vm), _deliver(vm, loc), c)
+    if arrival is not None:
+        yield loc.dpid, flow(Table.FORWARD, Prio.UNICAST, {"metadata": vm.segment, "eth_dst": arrival},
+                             _deliver(vm, loc, (("set", "eth_dst", vm.mac),)), c)
+    yield from onward(vm, {at: hop for at, hop in route.items() if at not in skip}, arrival)
 
 
-def onward(vm: VM, route: Mapping[int, Actions]) -> Iterator[tuple[int, Flow]]:
+def onward(vm: VM, route: Mapping[int, Hop], arrival: str | None) -> Iterator[tuple[int, Flow]]:
     """The flows toward ``vm`` on the switches of ``route`` (Tenant.routes), not its own."""
     match, c = _match(vm), vm_cookie(vm)
-    # The flow is the same on every switch that sends the frame on out of the same port:
-    # a dozen distinct flows on a path of ninety switches, each made (and held) once.
-    made: dict[Actions, Flow] = {}
-    for at, actions in route.items():
-        f = made.get(actions)
+    # The flow is the same on every switch that sends the frame on the same way:
+    # a dozen distinct flows on seventy switches, each made (and held) once.
+    made: dict[Hop, Flow] = {}
+    for at, hop in route.items():
+        f = made.get(hop)
         if f is None:
-            f = made[actions] = flow(Table.FORWARD, Prio.UNICAST, match, [apply(*actions)], c)
+            f = made[hop] = flow(Table.FORWARD, Prio.UNICAST, match, _addressed(hop, arrival), c)
         yield at, f
+
+
+@functools.cache
+def _route(mac: str, port: int) -> Flow:
+    """Table ROUTE's flow to the switch of label ``mac`` out of ``port``: the same on many switches."""
+    return flow(Table.ROUTE, Prio.ROUTE, route_match(mac), [apply(("output", port))], FABRIC_COOKIE)
+
+
+def _deliver(vm: VM, loc: Location, first: Actions = ()) -> list[Instruction]:
+    if vm.guarded:
+        return [*([apply(*first)] if first else []), goto(Table.SG_INGRESS)]
+    return [apply(*first, ("output", loc.port))]
+
+
+def _addressed(hop: Hop, arrival: str | None) -> list[Instruction]:
+    """``hop`` with the frame addressed to ``arrival`` first."""
+    if arrival is None:
+        return list(hop)
+    first, *rest = hop
+    return [apply(("set", "eth_dst", arrival), *first[1]), *rest]
 
 
 def _match(vm: VM) -> Match:
@@ -65,15 +95,21 @@ def _match(vm: VM) -> Match:
 class TenantSwitching(Feature):
     declaration = declare(
         "tenant switching",
-        {Table.INGRESS: {Prio.TENANT_FABRIC}, Table.FORWARD: {Prio.UNICAST, Prio.MULTICAST},
-         Table.FLOOD: {Prio.FLOOD, Prio.FLOOD_IPV4}},
+        {Table.INGRESS: {Prio.TENANT_FABRIC, Prio.TRANSIT}, Table.FORWARD: {Prio.UNICAST, Prio.MULTICAST},
+         Table.FLOOD: {Prio.FLOOD, Prio.FLOOD_IPV4}, Table.ROUTE: {Prio.ROUTE}},
         {Owner.FABRIC, Owner.TENANT, Owner.VM})
 
-    def switch_inputs(self, dpid: int) -> tuple[()]:
-        return ()
+    def switch_inputs(self, dpid: int) -> Hashable:
+        return self.ctx.encap.transit(dpid)
 
     def switch(self, dpid: int, out: Contribution) -> None:
         out.add(dpid, _MULTICAST)
+        gates, routes = self.ctx.encap.transit(dpid)
+        # A frame from another switch that no tenant here takes in (Prio.TENANT_FABRIC)
+        # goes on by its label: in the middle of the fabric, for every tenant alike.
+        out.add(dpid, *(flow(Table.INGRESS, Prio.TRANSIT, {"in_port": port}, [goto(Table.ROUTE)], FABRIC_COOKIE)
+                        for port in gates))
+        out.add(dpid, *(_route(mac, port) for mac, port in routes))
 
     def tenant_inputs(self, tenant: Tenant) -> tuple[()]:
         return ()
@@ -84,7 +120,9 @@ class TenantSwitching(Feature):
         # reads its next hop; the VM's own switch, where the VM is); per tenant its flood
         # tree (a switch's flows read its VMs' ports and its branches) and its fabric ingress
         # (a switch's flows read its fabric ports).
-        parts: dict[Hashable, object] = {vm: BySwitch(loc, tenant.routes[vm]) for vm, loc in tenant.bound.items()}
+        arrival = self.ctx.encap.arrival
+        parts: dict[Hashable, object] = {vm: BySwitch((loc, arrival(loc)), tenant.routes[vm])
+                                         for vm, loc in tenant.bound.items()}
         local = _local_ports(tenant)
         parts[_FLOOD] = BySwitch((tenant.segment, tenant.cookie),
                                  {at: (local.get(at, ()), onward) for at, onward in tenant.flood.items()})
@@ -95,7 +133,8 @@ class TenantSwitching(Feature):
 
     def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
         if isinstance(key, VM):
-            for at, f in forward(key, tenant.bound[key], tenant.routes[key]):
+            loc = tenant.bound[key]
+            for at, f in forward(key, loc, tenant.routes[key], self.ctx.encap.arrival(loc)):
                 out.add(at, f)
         else:
             self.part_at(tenant, key, tenant.flood.keys() if key == _FLOOD else tenant.carriers, out)
@@ -111,7 +150,8 @@ class TenantSwitching(Feature):
         else:
             assert isinstance(key, VM)
             route = tenant.routes[key]
-            for dpid, f in onward(key, {dpid: route[dpid] for dpid in at if dpid in route}):
+            arrival = self.ctx.encap.arrival(tenant.bound[key])
+            for dpid, f in onward(key, {dpid: route[dpid] for dpid in at if dpid in route}, arrival):
                 out.add(dpid, f)
 
     def _flood(self, tenant: Tenant, at: int, ports: tuple[tuple[int, bool], ...], onward: Actions,
