@@ -232,25 +232,45 @@ def hops_toward(g: nx.Graph[int], dst: int) -> tuple[dict[int, int], dict[int, i
 
 
 def hops_after(g: nx.Graph[int], dst: int, dist: dict[int, int], hops: dict[int, int],
-               changed: Iterable[tuple[int, int]]) -> dict[int, int] | None:
-    """``next_hops(g, dst)`` from ``hops_toward`` of a graph that differed from ``g`` only in
-    the links between the pairs of switches ``changed`` (lost, found or on other ports);
-    None if the hop counts to ``dst`` may differ, and everything must be worked out again.
+               changed: Iterable[tuple[int, int]]) -> tuple[dict[int, int], dict[int, int], set[int]]:
+    """``hops_toward(g, dst)`` from ``hops_toward`` of a graph that differed from ``g`` only
+    in the links between the pairs of switches ``changed`` (lost, found or on other ports),
+    and the switches whose next hop toward ``dst`` is not the same (or that no longer have one).
 
     While every switch keeps a neighbour one hop closer and no new link is a shortcut,
     the hop counts hold, and only the switches at the ends of the changed links may pick
-    another neighbour: a link change costs its ends, not the whole fabric."""
-    ends = set()
+    another neighbour.  Otherwise the hop counts are counted again, and only the switches
+    whose count, or a neighbour's, moved pick again: a link change costs what it moves,
+    not the whole fabric."""
+    ends = {a for pair in changed for a in pair}
+    if _counts_hold(g, dist, changed):
+        new_dist, again = dist, ends
+    else:
+        new_dist = nx.single_source_shortest_path_length(g, dst) if dst in g else {}
+        moved = {n for n, d in new_dist.items() if dist.get(n) != d}
+        again = ends | moved | {m for n in moved for m in g.neighbors(n)}
+    picked = {n: p for n in again if n in new_dist and n != dst
+              for p in (_pick(g, dst, new_dist, n),) if hops.get(n) != p}
+    gone = {n for n in hops if n not in new_dist} if new_dist is not dist else set()
+    if not picked and not gone:
+        return new_dist, hops, set()      # the same object: what reads it sees nothing moved
+    new_hops = {n: p for n, p in hops.items() if n not in gone}
+    new_hops.update(picked)
+    return new_dist, new_hops, gone | picked.keys()
+
+
+def _counts_hold(g: nx.Graph[int], dist: dict[int, int], changed: Iterable[tuple[int, int]]) -> bool:
+    """Whether the hop counts ``dist`` still hold in ``g``, which differs from the graph they
+    were counted on in the links between the pairs ``changed`` only."""
     for a, b in changed:
         if g.has_edge(a, b):
             if (a in dist) != (b in dist) or abs(dist.get(a, 0) - dist.get(b, 0)) > 1:
-                return None
+                return False
         elif a in dist and b in dist and dist[a] != dist[b]:
             far = a if dist[a] > dist[b] else b
             if not any(dist.get(n) == dist[far] - 1 for n in g.neighbors(far)):
-                return None
-        ends |= {a, b}
-    return {**hops, **{node: _pick(g, dst, dist, node) for node in ends if node in dist and node != dst}}
+                return False
+    return True
 
 
 def _pick(g: nx.Graph[int], dst: int, dist: dict[int, int], node: int) -> int:
@@ -274,51 +294,13 @@ def path_nodes(g: nx.Graph[int], src: int, dst: int, hops: dict[int, int]) -> li
 
 
 def spanning_tree(g: nx.Graph[int]) -> nx.Graph[int]:
-    """The fabric-wide spanning tree every tenant's flood tree is part of: BFS from
-    the lowest dpid of each component, neighbours in order.  Its ``graph["parents"]``
-    gives every switch's parent, toward the root of its component."""
+    """The fabric-wide spanning tree every tenant's broadcast follows: BFS from the
+    lowest dpid of each component, neighbours in order (the same whatever the
+    order links were found in, so a restarted controller plans the same tree)."""
     tree: nx.Graph[int] = nx.Graph()
-    parents: dict[int, int] = {}
     for component in nx.connected_components(g):
         root = min(component)
         tree.add_node(root)
         for parent, child in nx.bfs_edges(g, root, sort_neighbors=sorted):
             tree.add_edge(parent, child, **g.edges[parent, child])
-            parents[child] = parent
-    tree.graph["parents"] = parents
     return tree
-
-
-def flood_tree(g: nx.Graph[int], members: set[int], spanning: nx.Graph[int] | None = None) -> nx.Graph[int]:
-    """The smallest subtree of one fabric-wide spanning tree that joins ``members``.
-
-    One spanning tree (``spanning``: ``spanning_tree(g)``, computed if not given) for all
-    tenants keeps broadcast loop-free on any redundant fabric; each tenant then
-    uses only the branches that lead to its own VMs.
-    """
-    members = {m for m in members if m in g}
-    tree = spanning if spanning is not None else spanning_tree(g)
-    parents: dict[int, int] = tree.graph["parents"]
-    # The paths from the members up to the roots of their components (a walk stops
-    # where it meets one already taken), then each root's trunk down to where the
-    # paths first branch or meet a member: the cost follows the tenant, not the fabric.
-    joined: set[int] = set()
-    for node in members:
-        while node not in joined:
-            joined.add(node)
-            if node not in parents:
-                break
-            node = parents[node]
-    below: dict[int, list[int]] = {}
-    for node in joined:
-        if node in parents:
-            below.setdefault(parents[node], []).append(node)
-    for root in [n for n in joined if n not in parents]:
-        while root not in members and len(below.get(root, ())) == 1:
-            joined.remove(root)
-            root = below[root][0]
-    out: nx.Graph[int] = nx.Graph()
-    out.add_nodes_from(joined)
-    out.add_edges_from((node, parents[node], tree.edges[node, parents[node]])
-                       for node in joined if parents.get(node) in joined)
-    return out

@@ -13,7 +13,19 @@ from sdnvirt.plan.check import Conflict, OutsideDeclaration
 from sdnvirt.plan.encap import LABEL_MASK, Encap, label_mac
 from sdnvirt.plan.feature import Feature, declare
 from sdnvirt.plan.features.preinstall import MigrationPreinstall
-from sdnvirt.plan.flows import MULTICAST, OFPVID_NONE, Group, Meter, Owner, apply, cookie, flow, goto, meter, write_metadata
+from sdnvirt.plan.flows import (
+    MULTICAST,
+    OFPVID_NONE,
+    Group,
+    Meter,
+    Owner,
+    apply,
+    cookie,
+    flow,
+    goto,
+    meter,
+    write_metadata,
+)
 from sdnvirt.plan.pipeline import FEATURES, plan
 from sdnvirt.plan.tables import TABLES, MeterId, Table
 
@@ -165,8 +177,8 @@ def test_flow_and_group_counts_of_known_fabrics():
     for name in ("two tenants", "a migration prepared"):
         fab, model = SCENARIOS[name]()
         counts[name] = {dpid: len(flows) for dpid, flows in plan(model, fab).flows.items()}
-    assert counts["two tenants"] == {0x101: 58, 0x102: 39, 0x103: 37, 0x104: 23, 0x201: 39, 0x202: 29}
-    assert counts["a migration prepared"] == {0x101: 74, 0x102: 55, 0x103: 37, 0x104: 55, 0x201: 39, 0x202: 29}
+    assert counts["two tenants"] == {0x101: 59, 0x102: 40, 0x103: 38, 0x104: 24, 0x201: 30, 0x202: 30}
+    assert counts["a migration prepared"] == {0x101: 75, 0x102: 56, 0x103: 38, 0x104: 56, 0x201: 30, 0x202: 30}
     fab, model = SCENARIOS["services"]()
     p = plan(model, fab)
     assert {dpid: len(groups) for dpid, groups in p.groups.items()} == \
@@ -202,14 +214,15 @@ def test_the_segment_is_a_vlan_tag_on_fabric_links_and_frames_go_by_their_switch
     assert flow(Table.FORWARD, 100, {"metadata": 101, "eth_dst": arrival},
                 [apply(("set", "eth_dst", web2.mac), ("output", at.port))],
                 cookie(Owner.VM, 101, "web2")) in flows[0x102]
-    # Spine 1 is on blue's flood tree: it takes in blue's broadcast (only) from leaf1 (its port 1).
-    assert flow(Table.INGRESS, 200, {"in_port": 1, "vlan_vid": 0x1000 | 101, "eth_dst": MULTICAST},
-                [apply(("pop_vlan",)), write_metadata(101), goto(Table.UNNAT)],
-                cookie(Owner.TENANT, 101, "blue")) in flows[0x201]
-    # Blue's flood tree is leaf1 - spine 1 - leaf2: web1 and web3 untagged, then up, tagged.
+    # Blue's broadcast: leaf1's VMs web1 and web3 untagged, then tagged into the fabric's one
+    # spanning tree (table 9), which spine 1 passes on for every tenant alike.
     assert flow(Table.FLOOD, 100, {"metadata": 101},
-                [apply(("output", 3), ("output", 4), *tag, ("output", 1))],
+                [apply(("output", 3), ("output", 4), *tag), goto(Table.ROUTE)],
                 cookie(Owner.TENANT, 101, "blue")) in flows[0x101]
+    tree = flow(Table.ROUTE, 100, {"eth_dst": MULTICAST}, [apply(*(("output", p) for p in (1, 2, 3, 4)))],
+                cookie(Owner.FABRIC))
+    assert tree in flows[0x201]
+    assert all(f.cookie == cookie(Owner.FABRIC) for f in flows[0x201] | flows[0x202])
 
 
 class Direct(Encap):

@@ -17,14 +17,14 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import networkx as nx
 
 from ..config import LABEL_MAC_PREFIX, Config, FabricSettings
-from ..fabric import Fabric, PortRef, Switch, flood_tree, hops_after, hops_toward, spanning_tree
+from ..fabric import Fabric, PortRef, Switch, hops_after, hops_toward, spanning_tree
 from ..model import Location
 from .flows import MULTICAST, OFPVID_PRESENT, Action, Instruction, Match, apply, goto
 from .tables import Table
@@ -52,6 +52,14 @@ def label_mac(dpid: int, port: int = 0) -> str:
 def route_match(mac: str) -> Match:
     """Table ROUTE's match for frames addressed to the switch of pseudo MAC ``mac``."""
     return {"eth_dst": (mac[:12] + "00:00", LABEL_MASK)}
+
+
+@dataclass(frozen=True)
+class Transit:
+    """What a switch forwards for other switches whatever the tenant (tables INGRESS and ROUTE)."""
+
+    gates: tuple[int, ...] = ()                      # fabric ports whose frames go to ROUTE
+    tree: tuple[int, ...] = ()                       # the ports of the fabric's spanning tree
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,10 @@ class Encap(ABC):
         """Where the switches' outputs lead."""
         return Wires(self.fabric.links)
 
+    def ways_in(self, dpid: int) -> Hashable:
+        """What ``ingress`` reads of the fabric's links at ``dpid``."""
+        return tuple(self.fabric.fabric_ports(dpid))
+
     def closed_ports(self, dpid: int) -> list[int]:
         """Ports of ``dpid`` that take in nothing but what ``ingress`` recognises
         (and that discovery does not close already as fabric ports)."""
@@ -123,7 +135,7 @@ class Encap(ABC):
     def moved(self, old: Encap) -> tuple[set[int] | None, bool]:
         """What differs from ``old``, an encapsulation of the same switches and settings
         on other links: the switches the paths toward which may differ (None: any), and
-        whether flood trees may."""
+        whether ``flood`` may."""
         return None, True
 
     def arrival(self, loc: Location) -> str | None:
@@ -131,10 +143,15 @@ class Encap(ABC):
         the VM's own; the sources set it, ``loc``'s switch puts the VM's back."""
         return None
 
-    def transit(self, dpid: int) -> tuple[tuple[int, ...], tuple[tuple[str, int], ...]]:
-        """What ``dpid`` forwards for other switches whatever the tenants: the fabric
-        ports whose frames go to table ROUTE, and table ROUTE's (match MAC, out port)."""
-        return (), ()
+    def transit(self, dpid: int) -> Transit:
+        """What ``dpid`` forwards for other switches whatever the tenants."""
+        return Transit()
+
+    def routes(self) -> Mapping[int, Mapping[int, int]]:
+        """Per labelled switch, the port of every other switch toward it (table ROUTE).
+        A destination whose routes did not move since the last encapsulation on other
+        links has the same mapping object, so that comparing them costs nothing."""
+        return {}
 
     @abstractmethod
     def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Hop]:
@@ -142,10 +159,10 @@ class Encap(ABC):
         ``sources`` on toward switch ``dst``, with the instructions that do."""
 
     @abstractmethod
-    def flood(self, segment: int, members: set[int]) -> dict[int, Actions]:
+    def flood(self, segment: int, members: set[int]) -> dict[int, Hop]:
         """Every switch a broadcast of ``segment`` crosses to reach all of
-        ``members``, with the actions that pass it on to the others (which may
-        be none); delivering it to the switch's own ports is the caller's job."""
+        ``members``, with the instructions that pass it on to the others (which
+        may be none); delivering it to the switch's own ports is the caller's job."""
 
     @abstractmethod
     def ingress(self, segment: int, dpid: int, members: set[int]) -> list[tuple[Match, Actions]]:
@@ -158,8 +175,9 @@ class VlanEncap(Encap):
     """The segment as an 802.1Q tag on the fabric links the controller owns.
 
     Unicast goes addressed to its destination's switch (``label_mac``) along
-    ``next_hops`` toward that switch, broadcast along the tenant's part of the
-    fabric's one spanning tree (``flood_tree``).
+    ``next_hops`` toward that switch, broadcast along the fabric's one spanning
+    tree (every tenant's, whole: the switches that hold none of the tenant's
+    VMs drop it where it ends).
     """
 
     name = "vlan"
@@ -168,6 +186,7 @@ class VlanEncap(Encap):
     def __init__(self, fabric: Fabric, config: Config) -> None:
         super().__init__(fabric, config)
         self.graph = fabric.graph()
+        self._links = fabric.confirmed_links()
         # Asked for again and again in one plan: once per destination switch (the hop
         # counts to it and the next hops) is enough.
         self._hops: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
@@ -181,15 +200,17 @@ class VlanEncap(Encap):
         for dpid in sorted(fabric.switches, reverse=True):
             labelled[label_mac(dpid)] = dpid
         self._labelled = set(labelled.values())
-        # Tenants on the same switches have the same flood trees, but for the tag: each
-        # worked out once per set of switches.
         self._sources: dict[tuple[int, frozenset[int]], frozenset[int]] = {}
-        self._trees: dict[frozenset[int], dict[int, tuple[int, ...]]] = {}
-        self._hop: dict[int, Hop] = {}      # per segment: tag, on by the label
-        self._transit: dict[int, tuple[tuple[int, ...], tuple[tuple[str, int], ...]]] = {}
+        self._hop: dict[int, Hop] = {}      # per segment: tag, on by the label (or the tree)
+        self._transit: dict[int, Transit] = {}
+        self._routes: dict[int, dict[int, int]] | None = None
+        self._tree_ports: dict[int, tuple[int, ...]] | None = None
 
     def wires(self) -> Wires:
         return Wires(self.fabric.links, labels=True)
+
+    def ways_in(self, dpid: int) -> tuple[int, ...]:
+        return self._fabric_ports.get(dpid, ())
 
     def _towards(self, dst: int) -> tuple[dict[int, int], dict[int, int]]:
         """The hop counts to ``dst`` and the next hops toward it (ports)."""
@@ -203,24 +224,24 @@ class VlanEncap(Encap):
             self._spanning = spanning_tree(self.graph)
         return self._spanning
 
+    def tree_ports(self) -> dict[int, tuple[int, ...]]:
+        """Per switch, its ports on the spanning tree."""
+        if self._tree_ports is None:
+            tree = self.spanning()
+            self._tree_ports = {at: tuple(sorted(tree.edges[at, n]["ports"][at] for n in tree.neighbors(at)))
+                                for at in tree.nodes}
+        return self._tree_ports
+
     def moved(self, old: Encap) -> tuple[set[int] | None, bool]:
         if not isinstance(old, VlanEncap):
             return None, True
-        changed = {(a, b) for a, _, b, _ in _edges(old.graph) ^ _edges(self.graph)}
-        rerouted = {a for pair in changed for a in pair}     # switches whose routes may differ
+        # The pairs of switches whose links differ (a superset of the graph's edges that do).
+        changed = {(a[0], b[0]) for a, b in set(old._links).symmetric_difference(self._links)}
         for dst, (dist, hops) in old._hops.items():
-            # Where the hop counts hold, only the ends of the changed links pick again.
-            kept = hops_after(self.graph, dst, dist, hops, changed)
-            if kept is not None:
-                self._hops[dst] = (dist, kept)
-            else:
-                new = self._towards(dst)[1]
-                rerouted |= {at for at, port in new.items() ^ hops.items()}
-        self._transit = {dpid: routes for dpid, routes in old._transit.items()
-                         if dpid not in rerouted and routes[0] == self._fabric_ports.get(dpid, ())}
-        # A tenant's unicast reads which of its switches reach each other, not how.
+            self._hops[dst] = hops_after(self.graph, dst, dist, hops, changed)[:2]
+        # A tenant's unicast and broadcast read which of its switches reach each other, not how.
         paths = {dst for dst, (dist, _) in old._hops.items() if self._towards(dst)[0].keys() != dist.keys()}
-        return paths, old._spanning is None or _edges(old.spanning()) != _edges(self.spanning())
+        return paths, False
 
     @staticmethod
     def _tag(segment: int) -> Actions:
@@ -229,16 +250,16 @@ class VlanEncap(Encap):
     def arrival(self, loc: Location) -> str | None:
         return label_mac(loc.dpid, loc.port) if loc.dpid in self._labelled and loc.port < 1 << _PORT_BITS else None
 
-    def transit(self, dpid: int) -> tuple[tuple[int, ...], tuple[tuple[str, int], ...]]:
+    def transit(self, dpid: int) -> Transit:
         known = self._transit.get(dpid)
         if known is None:
-            routes = []
-            for dst in sorted(self._labelled):
-                port = self._towards(dst)[1].get(dpid) if dst != dpid else None
-                if port is not None:
-                    routes.append((label_mac(dst), port))
-            known = self._transit[dpid] = (self._fabric_ports.get(dpid, ()), tuple(routes))
+            known = self._transit[dpid] = Transit(self._fabric_ports.get(dpid, ()), self.tree_ports().get(dpid, ()))
         return known
+
+    def routes(self) -> dict[int, dict[int, int]]:
+        if self._routes is None:
+            self._routes = {dst: self._towards(dst)[1] for dst in sorted(self._labelled)}
+        return self._routes
 
     def toward(self, segment: int, dst: int, sources: Iterable[int]) -> dict[int, Hop]:
         if dst not in self._labelled:
@@ -248,21 +269,19 @@ class VlanEncap(Encap):
         if reach is None:
             dist = self._towards(dst)[0]
             reach = self._sources[key] = frozenset(at for at in key[1] if at != dst and at in dist)
-        # One tuple per segment, however many sources and destinations.
+        return dict.fromkeys(reach, self._onward(segment))
+
+    def _onward(self, segment: int) -> Hop:
+        """Tagged, on to table ROUTE: one tuple per segment, however many switches."""
         hop = self._hop.get(segment)
         if hop is None:
             hop = self._hop[segment] = (apply(*self._tag(segment)), goto(Table.ROUTE))
-        return dict.fromkeys(reach, hop)
+        return hop
 
-    def flood(self, segment: int, members: set[int]) -> dict[int, Actions]:
-        key = frozenset(members)
-        branches = self._trees.get(key)
-        if branches is None:
-            tree = flood_tree(self.graph, members, self.spanning())
-            branches = self._trees[key] = {at: tuple(tree.edges[at, n]["ports"][at] for n in sorted(tree.neighbors(at)))
-                                           for at in tree.nodes}
-        tag = self._tag(segment)
-        return {at: (*tag, *(("output", p) for p in ports)) if ports else () for at, ports in branches.items()}
+    def flood(self, segment: int, members: set[int]) -> dict[int, Hop]:
+        # Into the whole tree (table ROUTE), unless no other switch holds the tenant.
+        hop = self._onward(segment) if len(members) > 1 else ()
+        return dict.fromkeys(members, hop)
 
     def ingress(self, segment: int, dpid: int, members: set[int]) -> list[tuple[Match, Actions]]:
         # Unicast addressed to this switch where the tenant has VMs, and broadcast.
@@ -297,6 +316,9 @@ class VxlanEncap(Encap):
     def wires(self) -> Wires:
         return Wires(self.fabric.links, self.vteps)
 
+    def ways_in(self, dpid: int) -> tuple[()]:
+        return ()       # the tunnel port, which the VTEPs (an input of every plan) name
+
     def closed_ports(self, dpid: int) -> list[int]:
         vtep = self.vteps.get(dpid)
         return [] if vtep is None or vtep.port is None else [vtep.port]
@@ -315,8 +337,9 @@ class VxlanEncap(Encap):
         routes = {src: self._to(src, segment, (dst,)) for src in sources if src != dst}
         return {src: (apply(*actions),) for src, actions in routes.items() if actions}
 
-    def flood(self, segment: int, members: set[int]) -> dict[int, Actions]:
-        return {at: self._to(at, segment, members) for at in members}
+    def flood(self, segment: int, members: set[int]) -> dict[int, Hop]:
+        return {at: (apply(*actions),) if actions else () for at in members
+                for actions in (self._to(at, segment, members),)}
 
     def ingress(self, segment: int, dpid: int, members: set[int]) -> list[tuple[Match, Actions]]:
         port = self.vteps[dpid].port if dpid in self.vteps else None
@@ -324,12 +347,6 @@ class VxlanEncap(Encap):
             return []
         return [({"in_port": port, "tunnel_id": segment, "tun_ipv4_src": self.vteps[peer].address}, ())
                 for peer in sorted(members) if peer != dpid and peer in self.vteps]
-
-
-def _edges(tree: nx.Graph[int]) -> set[tuple[int, int, int, int]]:
-    """A tree's links, port to port, to compare two trees."""
-    ends = ((a, b, tree.edges[a, b]["ports"]) for a, b in tree.edges)
-    return {(min(a, b), ports[min(a, b)], max(a, b), ports[max(a, b)]) for a, b, ports in ends}
 
 
 def vteps(fabric: Fabric, config: Config) -> dict[int, Vtep]:

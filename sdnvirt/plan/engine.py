@@ -10,15 +10,16 @@ contributions want stays until neither does), and the engine remembers
 which keys of which switch changed, so the reconciler diffs only those
 (``take_changes``).
 
-Scopes: one contribution per (feature, switch) and per (feature, tenant,
-part); a part whose inputs are ``feature.BySwitch`` is computed again on the
-switches whose entry changed only (a VM's path that moves at one switch).
+Scopes: one contribution per (feature, switch), per (feature, fabric part)
+and per (feature, tenant, part); a part whose inputs are ``feature.BySwitch``
+is computed again on the switches whose entry changed only (a route toward
+one switch that moves at a few others).
 A tenant's footprint (``tenancy.Tenant``) is itself kept and reused while
 its VMs, places and services stay the same, its paths per VM while the VM
 stays where it is and the paths toward its switch do not change.  A link
 that comes or goes recomputes the paths toward the switches whose next hops
 changed (``Encap.moved``) and what reads the paths or the fabric's ports
-(``Feature.reads_paths``, and the hooks' inputs say what).  A change of the
+(``Feature.reads_paths``, ``Feature.link_parts``, and the hooks' inputs say what).  A change of the
 switches, of the controller's settings or of the hypervisors starts the
 contributions afresh -- still diffed, only the changed keys reported; a
 change to a tenant's config does not (the footprints and the hooks' inputs
@@ -63,6 +64,7 @@ class Engine:
         self._tenant_inputs: dict[tuple[type[Feature], str], Hashable] = {}
         self._parts: dict[Scope, tuple[object, _Held]] = {}
         self._scopes_of: defaultdict[tuple[type[Feature], str], set[Hashable]] = defaultdict(set)
+        self._fabric_scopes: defaultdict[type[Feature], set[Hashable]] = defaultdict(set)
         # How many contributions want a flow beyond the first (the desired table holds
         # those it has once, and a million flows are mostly wanted once), a group, a meter.
         self._extra: defaultdict[int, dict[Flow, int]] = defaultdict(dict)
@@ -96,6 +98,8 @@ class Engine:
             if _overrides(feature, "switch"):
                 for dpid in fabric.switches:
                     self._switch(feature, dpid)
+            if _overrides(feature, "fabric_parts"):
+                self._fabric(feature)
         features = [f for f in features if _overrides(f, "tenant") or _overrides(f, "part")]
         vms_of, services_of = by_tenant(model)
         for name in sorted(self._tenants.keys() - vms_of.keys()):
@@ -111,7 +115,7 @@ class Engine:
             settled = tenant is before or (before is not None and same_but_paths(before, tenant))
             for feature in features:
                 self._tenant(feature, tenant, (tenant is before and not relinked)
-                             or (settled and not feature.reads_paths))
+                             or (settled and not feature.reads_paths), tenant is before)
 
     def take_changes(self) -> dict[int, Keys]:
         """The keys of every switch whose desired entry changed since the last call."""
@@ -142,10 +146,35 @@ class Engine:
         feature.switch(dpid, out)
         self._replace(scope, inputs, out)
 
-    def _tenant(self, feature: Feature, tenant: Tenant, same: bool) -> None:
+    def _fabric(self, feature: Feature) -> None:
+        cls = type(feature)
+        wanted = feature.fabric_parts()
+        for key in self._fabric_scopes[cls] - wanted.keys():
+            self._replace((cls, "fabric", key), None, None)
+        for key, inputs in wanted.items():
+            scope = (cls, "fabric", key)
+            old = self._parts.get(scope)
+            if old is not None and old[0] == inputs:
+                continue
+            out = Contribution()
+            at = _switches_changed(old[0] if old is not None else None, inputs)
+            feature.fabric_part(key, at, out)
+            self._replace(scope, inputs, out, at)
+        self._fabric_scopes[cls] = set(wanted)
+
+    def _tenant(self, feature: Feature, tenant: Tenant, same: bool, kept: bool) -> None:
+        """``same``: nothing the contribution reads moved but its inputs may say;
+        ``kept``: the footprint is the last plan's (links may have moved)."""
         cls = type(feature)
         inputs = feature.tenant_inputs(tenant)
-        if inputs is not None and same and self._tenant_inputs.get((cls, tenant.name), _FORGOTTEN) == inputs:
+        unchanged = inputs is not None and self._tenant_inputs.get((cls, tenant.name), _FORGOTTEN) == inputs
+        if unchanged and same:
+            return
+        linked = feature.link_parts(tenant) if unchanged and kept else None
+        if linked is not None:
+            # Only links moved: the parts that read them beyond the footprint are all to look at.
+            for key, part_inputs in linked.items():
+                self._part(feature, tenant, key, part_inputs, True)
             return
         if inputs is None:
             self._tenant_inputs.pop((cls, tenant.name), None)
@@ -156,20 +185,25 @@ class Engine:
         for key in self._scopes_of[cls, tenant.name] - wanted.keys():
             self._replace((cls, "tenant", tenant.name, key), None, None)
         for key, part_inputs in wanted.items():
-            scope = (cls, "tenant", tenant.name, key)
-            old = self._parts.get(scope)
-            if parts is not None and old is not None and old[0] == part_inputs:
-                continue
-            out = Contribution()
-            at = _switches_changed(old[0] if old is not None else None, part_inputs)
-            if parts is None:
-                feature.tenant(tenant, out)
-            elif at is not None:
-                feature.part_at(tenant, key, at, out)
-            else:
-                feature.part(tenant, key, out)
-            self._replace(scope, part_inputs, out, at)
+            self._part(feature, tenant, key, part_inputs, parts is not None)
         self._scopes_of[cls, tenant.name] = set(wanted)
+
+    def _part(self, feature: Feature, tenant: Tenant, key: Hashable, inputs: object, split: bool) -> None:
+        """One part of a tenant's contribution, computed again if its inputs changed
+        (``split``: the feature has parts; if not, the whole contribution every time)."""
+        scope = (type(feature), "tenant", tenant.name, key)
+        old = self._parts.get(scope)
+        if split and old is not None and old[0] == inputs:
+            return
+        out = Contribution()
+        at = _switches_changed(old[0] if old is not None else None, inputs)
+        if not split:
+            feature.tenant(tenant, out)
+        elif at is not None:
+            feature.part_at(tenant, key, at, out)
+        else:
+            feature.part(tenant, key, out)
+        self._replace(scope, inputs, out, at)
 
     def _tenant_gone(self, name: str) -> None:
         self._tenants.pop(name, None)

@@ -17,7 +17,12 @@ feature says what its contributions read through three hooks:
 - ``parts(tenant)`` (optional): the tenant's contribution split into parts
   that are computed apart (``part``), each with everything it reads, of the
   footprint and of the rest, so that one VM learnt recomputes that VM's
-  flows only.
+  flows only; ``link_parts(tenant)`` names those that read the fabric's
+  links beyond the footprint, the only ones a link change looks at when
+  the footprint stayed the same;
+- ``fabric_parts()`` (optional): what spans switches whatever the tenants
+  (the routes toward one switch), in parts with their inputs, computed
+  apart (``fabric_part``) like a tenant's.
 
 A part's inputs may be ``BySwitch``: what it puts on each switch reads only
 what is common to the part and that switch's own entry.  When only entries
@@ -32,7 +37,7 @@ correct, only slow, so a new feature is right before it is fast.  Whatever
 the hooks return, every contribution is computed again when the fabric's
 switches, the controller's settings or the hypervisors change; the links are
 not: what a contribution reads of them (a switch's fabric ports; paths and
-flood trees come in the ``Tenant``) is an input to declare, as a tenant's
+broadcast come in the ``Tenant``) is an input to declare, as a tenant's
 config (its VMs, services, security groups, addresses) is.
 """
 
@@ -122,6 +127,15 @@ class Feature:
         for key in parts or ():
             self.part(tenant, key, out)
 
+    def fabric_parts(self) -> Mapping[Hashable, object]:
+        """What the feature puts on the switches whatever the tenants, split in parts
+        that span switches (one per destination switch, say), each with what it reads;
+        a part whose inputs are ``BySwitch`` is computed again where its entries moved."""
+        return {}
+
+    def fabric_part(self, key: Hashable, at: Collection[int] | None, out: Contribution) -> None:
+        """One of ``fabric_parts()``, on the switches ``at`` only (None: all of them)."""
+
     def switch_inputs(self, dpid: int) -> Hashable | None:
         """What ``switch(dpid)`` reads; None: not declared, computed on every plan."""
         return None
@@ -137,6 +151,12 @@ class Feature:
 
     def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
         """One of ``parts(tenant)``."""
+
+    def link_parts(self, tenant: Tenant) -> Mapping[Hashable, object] | None:
+        """Of ``parts(tenant)``, with their inputs, those that read the fabric's links
+        beyond the footprint (a switch's fabric ports): when links alone moved and the
+        footprint did not, only these are looked at.  None: not declared, every part."""
+        return None
 
     def part_at(self, tenant: Tenant, key: Hashable, at: Collection[int], out: Contribution) -> None:
         """What ``part`` puts on the switches ``at`` only, for a part whose inputs are

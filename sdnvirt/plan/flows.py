@@ -61,7 +61,7 @@ class Owner(IntEnum):
     """The top byte of a cookie: what kind of object a flow belongs to."""
 
     FABRIC = 0x01   # every table's default, fabric ports, discovery
-    TENANT = 0x02   # a tenant's segment on fabric links and its flood tree
+    TENANT = 0x02   # a tenant's segment on fabric links and its broadcast
     VM = 0x03       # one VM: port security, ARP answer, forwarding to it
     SERVICE = 0x04  # one load-balanced service: its VIP, its group, its replies
 

@@ -59,6 +59,8 @@ def plan(model: Model, fabric: Fabric, checked: bool = False,
         out = Contribution()
         for dpid in fabric.switches:
             feature.switch(dpid, out)
+        for key in feature.fabric_parts():
+            feature.fabric_part(key, None, out)
         for tenant in scopes:
             feature.tenant(tenant, out)
         if checked:

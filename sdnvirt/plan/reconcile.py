@@ -217,7 +217,7 @@ def path_ranks(desired: Mapping[int, Tables], wires: Wires) -> Callable[[int], C
             if via is not None:
                 depth = 1 + rank(dpid, via, seen)
             hops = wires.beyond(dpid, (a for inst in flow.instructions if inst[0] == "apply" for a in inst[1]))
-            # Only a path (one way on): a flood tree is reached from both of
+            # Only a path (one way on): a tree is reached from both of
             # its ends, so no order by distance keeps it whole.
             if len(hops) == 1 and hops[0] not in seen:
                 after_tables = desired.get(hops[0])

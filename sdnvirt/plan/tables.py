@@ -26,7 +26,7 @@ class Table(IntEnum):
     LB = 4         # new connections to a VIP -> Maglev group; ongoing ones -> their backend
     UNNAT = 5      # a backend's replies translated back to the VIP
     FORWARD = 6    # tenant + destination MAC -> port, or toward the switch that has it
-    FLOOD = 7      # tenant broadcast/multicast -> the tenant's flood tree
+    FLOOD = 7      # tenant broadcast/multicast -> the tenant's VMs here, and on
     SG_INGRESS = 8  # what reaches a VM in security groups: its groups' ingress rules, replies
     ROUTE = 9      # a labelled frame -> toward the switch its label names (vlan mode)
 
@@ -67,7 +67,7 @@ TABLES: Mapping[int, TableSpec] = {spec.table: spec for spec in (
     _spec(Table.UNNAT, "metadata eth_type ct_state ct_nw_proto ct_nw_dst ct_tp_dst ip_proto ipv4_src tcp_src udp_src",
           goto=(Table.FORWARD,), recirculate=(Table.UNNAT,)),
     _spec(Table.FORWARD, "metadata eth_dst", goto=(Table.FLOOD, Table.SG_INGRESS, Table.ROUTE)),
-    _spec(Table.FLOOD, "metadata eth_type"),
+    _spec(Table.FLOOD, "metadata eth_type", goto=(Table.ROUTE,)),
     _spec(Table.SG_INGRESS, f"eth_dst {_SG_FIELDS} ipv4_src", recirculate=(Table.SG_INGRESS,)),
     _spec(Table.ROUTE, "eth_dst"),
 )}

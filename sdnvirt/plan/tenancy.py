@@ -1,6 +1,6 @@
 """Each tenant's footprint on the fabric, computed once per plan and read by every feature.
 
-Paths and flood trees span switches: they are worked out here once per
+Paths and broadcast span switches: they are worked out here once per
 tenant, and each feature hands out every switch's part of them.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from ..model import VM, Location, Model, Service
-from .encap import Actions, Encap, Hop
+from .encap import Encap, Hop
 from .owners import tenant_cookie
 
 
@@ -31,7 +31,7 @@ class Tenant:
     # members, and on the way): how (Encap.toward).
     routes: dict[VM, dict[int, Hop]]
     pending_routes: dict[VM, dict[int, Hop]]
-    flood: dict[int, Actions]     # Encap.flood of the members
+    flood: dict[int, Hop]         # Encap.flood of the members
     carriers: set[int]            # every switch its frames cross
 
 
@@ -65,7 +65,7 @@ def footprint(model: Model, encap: Encap, switches: Container[int], name: str, v
     ``before``: its footprint in an earlier plan on the same switches, returned
     as it is if nothing changed, its paths reused where they still hold;
     ``moved``: since then, the switches the paths toward which may have
-    changed (None: any) and whether the flood trees may have (``Encap.moved``)."""
+    changed (None: any) and whether the broadcast may have (``Encap.moved``)."""
     bound = _at(vms, model.locations, switches)
     pending = _at(vms, model.pending, switches)
     paths, flood_moved = moved
@@ -95,7 +95,7 @@ def footprint(model: Model, encap: Encap, switches: Container[int], name: str, v
 
 
 def same_but_paths(a: Tenant, b: Tenant) -> bool:
-    """Whether two footprints of a tenant differ in their paths alone (routes, flood tree, carriers)."""
+    """Whether two footprints of a tenant differ in their paths alone (routes, broadcast, carriers)."""
     return (a.name, a.segment, a.vms, a.services, a.bound, a.pending, a.members) == \
         (b.name, b.segment, b.vms, b.services, b.bound, b.pending, b.members)
 

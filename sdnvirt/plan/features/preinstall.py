@@ -1,8 +1,9 @@
 """Migration pre-install: a migrating VM's target is made ready before the VM arrives.
 
-The target switch gets the VM's port security for its new port, and the
-switches that only the paths to the target use get their flow toward it,
-while every path to the VM still leads to where it is.  The tenant's other
+The target switch gets the VM's port security for its new port, its
+delivery of frames addressed there (``Encap.arrival``), and, on switches
+that only the paths to the target use, the flow toward it, while every path
+to the VM still leads to where it is.  The tenant's other
 flows come to the target because it counts among the tenant's switches
 (Tenant.members).  The flip is then ``Model.bind``: only flows rewritten in
 place and the source's removed.
@@ -34,6 +35,9 @@ class MigrationPreinstall(Feature):
         arrival = self.ctx.encap.arrival
         return {vm: (loc, arrival(loc), tenant.pending_routes[vm], tenant.bound.get(vm), tenant.routes.get(vm))
                 for vm, loc in tenant.pending.items()}
+
+    def link_parts(self, tenant: Tenant) -> dict[Hashable, object]:
+        return {}     # what it reads of the paths is in the footprint
 
     def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
         assert isinstance(key, VM)

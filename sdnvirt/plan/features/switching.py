@@ -1,4 +1,4 @@
-"""Tenant switching: unicast to a VM along its paths, broadcast along the tenant's flood tree,
+"""Tenant switching: unicast to a VM along its paths, broadcast to the tenant's switches,
 and frames from other switches taken in as their tenant.
 
 The fabric does no MAC learning: the model says where every VM is, so each
@@ -16,7 +16,7 @@ from collections.abc import Collection, Container, Hashable, Iterator, Mapping
 from enum import IntEnum
 
 from ...model import VM, Location
-from ..encap import ROUTE_PRIORITY, Actions, Hop, route_match
+from ..encap import ROUTE_PRIORITY, Actions, Hop, label_mac, route_match
 from ..feature import BySwitch, Contribution, Feature, declare
 from ..flows import ETH_TYPE_IPV4, MULTICAST, Flow, Instruction, Match, Owner, apply, flow, goto, write_metadata
 from ..owners import FABRIC_COOKIE, vm_cookie
@@ -58,20 +58,21 @@ def forward(vm: VM, loc: Location, route: Mapping[int, Hop], arrival: str | None
 def onward(vm: VM, route: Mapping[int, Hop], arrival: str | None) -> Iterator[tuple[int, Flow]]:
     """The flows toward ``vm`` on the switches of ``route`` (Tenant.routes), not its own."""
     match, c = _match(vm), vm_cookie(vm)
+    address = (("set", "eth_dst", arrival),) if arrival else ()
     # The flow is the same on every switch that sends the frame on the same way:
     # a dozen distinct flows on seventy switches, each made (and held) once.
     made: dict[Hop, Flow] = {}
     for at, hop in route.items():
         f = made.get(hop)
         if f is None:
-            f = made[hop] = flow(Table.FORWARD, Prio.UNICAST, match, _addressed(hop, arrival), c)
+            f = made[hop] = flow(Table.FORWARD, Prio.UNICAST, match, _then(address, hop), c)
         yield at, f
 
 
 @functools.cache
-def _route(mac: str, port: int) -> Flow:
-    """Table ROUTE's flow to the switch of label ``mac`` out of ``port``: the same on many switches."""
-    return flow(Table.ROUTE, Prio.ROUTE, route_match(mac), [apply(("output", port))], FABRIC_COOKIE)
+def _route(dst: int, port: int) -> Flow:
+    """Table ROUTE's flow to switch ``dst`` out of ``port``: the same on many switches."""
+    return flow(Table.ROUTE, Prio.ROUTE, route_match(label_mac(dst)), [apply(("output", port))], FABRIC_COOKIE)
 
 
 def _deliver(vm: VM, loc: Location, first: Actions = ()) -> list[Instruction]:
@@ -80,12 +81,12 @@ def _deliver(vm: VM, loc: Location, first: Actions = ()) -> list[Instruction]:
     return [apply(*first, ("output", loc.port))]
 
 
-def _addressed(hop: Hop, arrival: str | None) -> list[Instruction]:
-    """``hop`` with the frame addressed to ``arrival`` first."""
-    if arrival is None:
-        return list(hop)
+def _then(actions: Actions, hop: Hop) -> list[Instruction]:
+    """``actions`` first (the encapsulation's change the frame), then ``hop``."""
+    if not hop:
+        return [apply(*actions)] if actions else []
     first, *rest = hop
-    return [apply(("set", "eth_dst", arrival), *first[1]), *rest]
+    return [apply(*actions, *first[1]), *rest]
 
 
 def _match(vm: VM) -> Match:
@@ -104,32 +105,47 @@ class TenantSwitching(Feature):
 
     def switch(self, dpid: int, out: Contribution) -> None:
         out.add(dpid, _MULTICAST)
-        gates, routes = self.ctx.encap.transit(dpid)
+        transit = self.ctx.encap.transit(dpid)
         # A frame from another switch that no tenant here takes in (Prio.TENANT_FABRIC)
-        # goes on by its label: in the middle of the fabric, for every tenant alike.
+        # goes on by its label, or along the tree: for every tenant alike.
         out.add(dpid, *(flow(Table.INGRESS, Prio.TRANSIT, {"in_port": port}, [goto(Table.ROUTE)], FABRIC_COOKIE)
-                        for port in gates))
-        out.add(dpid, *(_route(mac, port) for mac, port in routes))
+                        for port in transit.gates))
+        if transit.tree:
+            out.add(dpid, flow(Table.ROUTE, Prio.ROUTE, {"eth_dst": MULTICAST},
+                               [apply(*(("output", port) for port in transit.tree))], FABRIC_COOKIE))
+
+    def fabric_parts(self) -> dict[Hashable, object]:
+        # One part per destination switch: a link moves the routes of a few switches toward
+        # a few destinations, and those alone are computed again.
+        return {dst: BySwitch(dst, hops) for dst, hops in self.ctx.encap.routes().items()}
+
+    def fabric_part(self, key: Hashable, at: Collection[int] | None, out: Contribution) -> None:
+        assert isinstance(key, int)
+        hops = self.ctx.encap.routes()[key]
+        for dpid in hops if at is None else (d for d in at if d in hops):
+            out.add(dpid, _route(key, hops[dpid]))
 
     def tenant_inputs(self, tenant: Tenant) -> tuple[()]:
         return ()
 
     def parts(self, tenant: Tenant) -> dict[Hashable, object]:
-        # Each split by switch, so that a path, a flood tree or a switch's fabric ports
-        # that move at one switch recompute that switch: per VM its paths (a switch's flow
-        # reads its next hop; the VM's own switch, where the VM is); per tenant its flood
-        # tree (a switch's flows read its VMs' ports and its branches) and its fabric ingress
-        # (a switch's flows read its fabric ports).
+        # Each split by switch, so that what moves at one switch recomputes that switch:
+        # per VM the switches that send to it (and its own, where the VM is); per tenant its
+        # broadcast (a switch's flows read its VMs' ports and how it passes it on) and its
+        # fabric ingress (a switch's flows read its fabric ports).
         arrival = self.ctx.encap.arrival
         parts: dict[Hashable, object] = {vm: BySwitch((loc, arrival(loc)), tenant.routes[vm])
                                          for vm, loc in tenant.bound.items()}
         local = _local_ports(tenant)
         parts[_FLOOD] = BySwitch((tenant.segment, tenant.cookie),
                                  {at: (local.get(at, ()), onward) for at, onward in tenant.flood.items()})
-        fabric = self.ctx.fabric
-        parts[_INGRESS] = BySwitch((tenant.segment, tenant.cookie, tenant.members),
-                                   {at: tuple(fabric.fabric_ports(at)) for at in tenant.carriers})
+        parts.update(self.link_parts(tenant))
         return parts
+
+    def link_parts(self, tenant: Tenant) -> dict[Hashable, object]:
+        ways_in = self.ctx.encap.ways_in
+        return {_INGRESS: BySwitch((tenant.segment, tenant.cookie, tenant.members),
+                                   {at: ways_in(at) for at in tenant.carriers})}
 
     def part(self, tenant: Tenant, key: Hashable, out: Contribution) -> None:
         if isinstance(key, VM):
@@ -154,18 +170,16 @@ class TenantSwitching(Feature):
             for dpid, f in onward(key, {dpid: route[dpid] for dpid in at if dpid in route}, arrival):
                 out.add(dpid, f)
 
-    def _flood(self, tenant: Tenant, at: int, ports: tuple[tuple[int, bool], ...], onward: Actions,
+    def _flood(self, tenant: Tenant, at: int, ports: tuple[tuple[int, bool], ...], onward: Hop,
                out: Contribution) -> None:
         segment, c = tenant.segment, tenant.cookie
-        # This switch's VMs first: the encapsulation's actions change the frame.
-        actions = (*(("output", p) for p, _ in ports), *onward)
-        out.add(at, flow(Table.FLOOD, Prio.FLOOD, {"metadata": segment}, [apply(*actions)], c))
+        everyone = tuple(("output", p) for p, _ in ports)
+        out.add(at, flow(Table.FLOOD, Prio.FLOOD, {"metadata": segment}, _then(everyone, onward), c))
         if any(guarded for _, guarded in ports):
             # Security groups filter unicast only: IPv4 broadcast and
             # multicast never reach a VM in groups (IPv6 does: ND).
-            open_ = (*(("output", p) for p, guarded in ports if not guarded), *onward)
             out.add(at, flow(Table.FLOOD, Prio.FLOOD_IPV4, {"metadata": segment, "eth_type": ETH_TYPE_IPV4},
-                             [apply(*open_)] if open_ else [], c))
+                             _then(tuple(("output", p) for p, guarded in ports if not guarded), onward), c))
 
     def _ingress(self, tenant: Tenant, at: int, out: Contribution) -> None:
         segment, c = tenant.segment, tenant.cookie
