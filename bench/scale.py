@@ -41,6 +41,7 @@ from datacenter import Datacenter, changes
 
 from sdnvirt.fabric import Fabric
 from sdnvirt.model import Model
+from sdnvirt.controller.rounds import settle
 from sdnvirt.plan.encap import Wires
 from sdnvirt.plan.engine import Engine
 from sdnvirt.plan.flows import Flow, Group, Meter
@@ -109,6 +110,7 @@ def one_size(size: dict) -> dict:
     installed: dict[int, Tables] = {d: Tables() for d in dc.fab.switches}
     t0 = time.perf_counter()
     engine.update(dc.model, dc.fab)
+    settle(engine)      # as the controller's round does
     engine.take_changes()
     work = reconcile_fabric(engine.desired, installed, engine.wires)
     apply(installed, work)

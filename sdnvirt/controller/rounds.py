@@ -11,6 +11,7 @@ takes the desired state's own entries, so a flow is held once.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ def reconcile(ctl: Controller, started: float, done: Callable[[], None], failed:
         ctl.engine = Engine()
     engine = ctl.engine
     engine.update(ctl.model, ctl.fabric)
+    settle(engine)
     changes = engine.take_changes()
     # Not read yet, or warm and the fabric not settled: held back, and diffed
     # in full when their turn comes (another instance's switch: when this one becomes its master).
@@ -74,6 +76,15 @@ def reconcile(ctl: Controller, started: float, done: Callable[[], None], failed:
             session.synced = False
         failed()
     ctl.sender.push(work, pushed, not_pushed)
+
+
+def settle(engine: Engine) -> None:
+    """After the engine started afresh (a cold start: a million flows and their parts, held
+    for good), leave what it holds out of the collector's full passes, each of which would
+    otherwise walk all of it (0.1-0.4 s at 10,000 VMs) whatever a change costs."""
+    if engine.restarted:
+        gc.collect()
+        gc.freeze()
 
 
 def _pushed(ctl: Controller, work: Work, covers: int, reinject: list[tuple[int, int, bytes]],

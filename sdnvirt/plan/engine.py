@@ -71,6 +71,7 @@ class Engine:
         self._count: defaultdict[int, dict[Group | Meter, int]] = defaultdict(dict)
         self._changed: defaultdict[int, Keys] = defaultdict(Keys)
         self.recomputed = 0     # contributions computed in the last update: what a change cost
+        self.restarted = False  # the last update started every contribution afresh
 
     def update(self, model: Model, fabric: Fabric) -> None:
         """Bring ``desired`` up to date with the model and the fabric."""
@@ -81,7 +82,9 @@ class Engine:
                  vteps(fabric, model.config) if encapsulation == VxlanEncap.name else None)
         links = fabric.confirmed_links()
         moved: tuple[set[int] | None, bool] = (set(), False)
+        self.restarted = False
         if basis != self._basis or self._encap is None:
+            self.restarted = True
             self._restart(model, fabric, basis)
         elif links != self._links:
             # Only the paths that crossed a changed link, and the contributions
