@@ -242,13 +242,15 @@ def hops_after(g: nx.Graph[int], dst: int, dist: dict[int, int], hops: dict[int,
     another neighbour.  Otherwise the hop counts are counted again, and only the switches
     whose count, or a neighbour's, moved pick again: a link change costs what it moves,
     not the whole fabric."""
-    ends = {a for pair in changed for a in pair}
     if _counts_hold(g, dist, changed):
-        new_dist, again = dist, ends
+        # Only the farther end of a link between two hop counts has it among its closer neighbours.
+        new_dist = dist
+        again = {far for a, b in changed if a in dist and b in dist and dist[a] != dist[b]
+                 for far in ((a if dist[a] > dist[b] else b),)}
     else:
         new_dist = nx.single_source_shortest_path_length(g, dst) if dst in g else {}
         moved = {n for n, d in new_dist.items() if dist.get(n) != d}
-        again = ends | moved | {m for n in moved for m in g.neighbors(n)}
+        again = {a for pair in changed for a in pair} | moved | {m for n in moved for m in g.neighbors(n)}
     picked = {n: p for n in again if n in new_dist and n != dst
               for p in (_pick(g, dst, new_dist, n),) if hops.get(n) != p}
     gone = {n for n in hops if n not in new_dist} if new_dist is not dist else set()

@@ -240,7 +240,8 @@ class VlanEncap(Encap):
         for dst, (dist, hops) in old._hops.items():
             self._hops[dst] = hops_after(self.graph, dst, dist, hops, changed)[:2]
         # A tenant's unicast and broadcast read which of its switches reach each other, not how.
-        paths = {dst for dst, (dist, _) in old._hops.items() if self._towards(dst)[0].keys() != dist.keys()}
+        paths = {dst for dst, (dist, _) in old._hops.items()
+                 if self._hops[dst][0] is not dist and self._hops[dst][0].keys() != dist.keys()}
         return paths, False
 
     @staticmethod
