@@ -139,21 +139,20 @@ def _keyed(want: Mapping[K, V], have: Mapping[K, V], only: Iterable[K] | None = 
     """(added, modified, deleted) entries, each in key order so that a switch
     always gets the same messages in the same order for the same change;
     ``only``: the keys that may differ, the others are not looked at."""
-    if only is not None:
-        keys = sorted(only, key=_order)
-        want = {k: want[k] for k in keys if k in want}
-        have = {k: have[k] for k in keys if k in have}
     add: list[V] = []
     modify: list[V] = []
-    for key in sorted(want, key=_order):
-        new, old = want[key], have.get(key)
-        if old is None or (isinstance(new, Flow) and isinstance(old, Flow) and old.cookie != new.cookie):
+    delete: list[V] = []
+    for key in sorted(want.keys() | have.keys() if only is None else only, key=_order):
+        new, old = want.get(key), have.get(key)
+        if new is None:
+            if old is not None:
+                delete.append(old)
+        elif old is None or (isinstance(new, Flow) and isinstance(old, Flow) and old.cookie != new.cookie):
             # OpenFlow 1.3 cannot change a flow's cookie in place: ADD
             # replaces the flow with the same strict match.
             add.append(new)
         elif old != new:
             modify.append(new)
-    delete = [have[key] for key in sorted(have, key=_order) if key not in want]
     return add, modify, delete
 
 
