@@ -88,6 +88,8 @@ def test_a_write_a_member_without_quorum_took_is_unconfirmed_and_one_no_member_t
     finally:
         for member in others:
             cluster.restart(member)
+    # Under load the members elect a leader again only after their restart ("leader changed").
+    assert wait_for(cluster.healthy, 10)
     store = EtcdStore(cluster.endpoints)
     assert store.get("/unconfirmed/b") is None
 
