@@ -342,7 +342,10 @@ def _switches_changed(old: object, new: object) -> Collection[int] | None:
     the same common inputs; None if the part must be computed whole."""
     if not (isinstance(old, BySwitch) and isinstance(new, BySwitch)) or old.common != new.common:
         return None
-    return {dpid for dpid, _ in old.switches.items() ^ new.switches.items()}
+    was, now = old.switches, new.switches
+    if was is now:
+        return ()
+    return {dpid for dpid, entry in now.items() if was.get(dpid, _FORGOTTEN) != entry} | (was.keys() - now.keys())
 
 
 _NOTHING = _Held()
