@@ -190,3 +190,25 @@ def test_isolation_holds_after_every_batch_while_a_vm_and_a_tenant_are_added():
 
     assert sw.reconcile(isolated(final=False))
     isolated(final=True)(None, 0, True)
+
+
+# -- (e) a link that moves the spanning tree ---------------------------------------------
+
+def test_broadcast_never_loops_nor_doubles_while_a_link_moves_the_spanning_tree():
+    sw = Switches(placed_model())
+    leaf2_up, spine1_down = (0x102, 1), (0x201, 2)
+    sw.fab.remove_links_at(leaf2_up)
+    sw.reconcile()       # the tree reaches leaf2 through spine 2
+
+    def broadcast_whole(phase, dpid, whole):
+        for vm in sw.model.vms():
+            at = _at(sw.model, vm.name)
+            trace = sw.fake.trace(*at, {"eth_src": vm.mac, "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x86DD})
+            got = [(d.dpid, d.port) for d in trace.deliveries()]
+            assert LOOP not in [e.what for e in trace.ends] and len(got) == len(set(got)), (vm.name, phase, hex(dpid))
+
+    # Back: leaf2 hangs off spine 1 again. Were spine 1 to take the port before spine 2 gave
+    # it up, leaf1 - spine1 - leaf2 - spine2 - leaf1 would be a loop for a moment.
+    sw.fab.add_link(leaf2_up, spine1_down)
+    sw.fab.add_link(spine1_down, leaf2_up)
+    assert sw.reconcile(broadcast_whole) >= 2

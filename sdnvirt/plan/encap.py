@@ -26,7 +26,7 @@ import networkx as nx
 from ..config import LABEL_MAC_PREFIX, Config, FabricSettings
 from ..fabric import Fabric, PortRef, Switch, hops_after, hops_toward, spanning_tree
 from ..model import Location
-from .flows import MULTICAST, OFPVID_PRESENT, Action, Instruction, Match, apply, goto
+from .flows import MULTICAST, OFPVID_PRESENT, Action, Flow, Instruction, Match, apply, goto
 from .tables import Table
 
 Actions = tuple[Action, ...]
@@ -90,6 +90,29 @@ class Wires:
         if not routes or mac is None:
             return None
         return Table.ROUTE, ROUTE_PRIORITY, tuple(sorted(route_match(mac).items()))
+
+    def staged(self, dpid: int, old: Flow | None, new: Flow) -> tuple[Flow | None, bool]:
+        """For a flood (out of two or more fabric ports) that ``new`` adds or changes at
+        ``dpid``: what to change ``old`` to first (itself without the fabric ports ``new``
+        leaves, if any), and whether ``new`` must wait until every switch took its first
+        step (it takes fabric ports ``old`` did not use).  A tree that moves so stays
+        loop-free throughout: every switch's ports are a part of the old tree, then a part
+        of the new one."""
+        was = self._fabric_outputs(dpid, old) if old is not None else set()
+        now = self._fabric_outputs(dpid, new)
+        if max(len(was), len(now)) < 2:
+            return None, False
+        first = None
+        if old is not None and not was <= now:
+            instructions = tuple(("apply", tuple(a for a in inst[1] if a[0] != "output" or a[1] not in was - now))
+                                 if inst[0] == "apply" else inst for inst in old.instructions)
+            first = Flow(old.table, old.priority, old.match, instructions, old.cookie)
+        return first, not now <= was
+
+    def _fabric_outputs(self, dpid: int, flow: Flow) -> set[int]:
+        """The fabric ports ``flow`` outputs to at ``dpid``."""
+        return {a[1] for inst in flow.instructions if inst[0] == "apply" for a in inst[1]
+                if a[0] == "output" and (dpid, a[1]) in self.links}
 
     def beyond(self, dpid: int, actions: Iterable[Action]) -> list[int]:
         """The switch each output of ``actions`` at ``dpid`` reaches (none for a VM's port)."""

@@ -18,6 +18,7 @@ messages.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -130,6 +131,8 @@ class Batches:
         return out
 
 
+# For a flow added or changed: what it becomes first (None: nothing), and whether the rest waits.
+Stage = Callable[[Flow | None, Flow], tuple[Flow | None, bool]]
 K = TypeVar("K", tuple[Any, ...], int)    # a flow's strict key, a group's or meter's id
 V = TypeVar("V", Flow, Group, Meter)
 
@@ -166,7 +169,7 @@ def _order(key: Any) -> Any:
 
 
 def reconcile(desired: Tables, installed: Tables, rank: Callable[[Flow], int] | None = None,
-              only: Keys | None = None) -> Batches:
+              only: Keys | None = None, stage: Stage | None = None) -> Batches:
     """The changes, by phase, that make a switch holding ``installed`` hold ``desired``.
 
     ``rank``: for a flow that is added or changed, how far the switch is from
@@ -176,7 +179,11 @@ def reconcile(desired: Tables, installed: Tables, rank: Callable[[Flow], int] | 
     sends it back toward one already rewritten: no loop, even for a moment.
 
     ``only``: the entries that may differ (``engine.Engine.take_changes``);
-    None: any may."""
+    None: any may.
+
+    ``stage``: for a flow added or changed, what to change it to first (None:
+    nothing) and whether it must wait for every switch's first steps: a flood
+    leaves the ports it gives up before any takes new ones (``Wires.staged``)."""
     flows = _keyed(desired.flows, installed.flows, None if only is None else only.flows)
     groups = _keyed(desired.groups, installed.groups, None if only is None else only.groups)
     meters = _keyed(desired.meters, installed.meters, None if only is None else only.meters)
@@ -191,9 +198,19 @@ def reconcile(desired: Tables, installed: Tables, rank: Callable[[Flow], int] | 
         batch = [Change(verb, entry, rank(entry) if rank and isinstance(entry, Flow) and phase is Phase.MAKE_FLOWS
                         else 0)
                  for verb, entries in parts for entry in entries]
+        if stage is not None and phase is Phase.MAKE_FLOWS:
+            batch = [step for change in batch for step in _staged(change, installed, stage)]
         if batch:
             out.phases[phase] = batch
     return out
+
+
+def _staged(change: Change, installed: Tables, stage: Stage) -> list[Change]:
+    if not isinstance(change.entry, Flow):
+        return [change]
+    first, later = stage(installed.flows.get(change.entry.key), change.entry)
+    last = Change(change.verb, change.entry, max(1, change.rank)) if later else change
+    return [Change(Verb.MODIFY, first, 0), last] if first is not None else [last]
 
 
 def path_ranks(desired: Mapping[int, Tables], wires: Wires) -> Callable[[int], Callable[[Flow], int]]:
@@ -236,6 +253,7 @@ def reconcile_fabric(desired: Mapping[int, Tables], installed: Mapping[int, Tabl
     ranks = path_ranks(desired, wires)
     only = only or {}
     empty = Tables()
-    out = {dpid: reconcile(desired.get(dpid, empty), have, ranks(dpid), only.get(dpid))
+    out = {dpid: reconcile(desired.get(dpid, empty), have, ranks(dpid), only.get(dpid),
+                           functools.partial(wires.staged, dpid))
            for dpid, have in installed.items()}
     return {dpid: batches for dpid, batches in out.items() if batches}
