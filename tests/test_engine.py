@@ -98,11 +98,16 @@ class World:
             self.fab.remove_port(*LINKS[i % len(LINKS)][j % 2])
         elif kind == "config":     # tenants and services added and removed, a backend drained, through the overlay
             model.set_config(config.parse(doc(bool(i % 2), bool(j % 2), bool(i % 3 == 0))))
+        elif kind == "restart":    # a switch comes or goes (the engine starts afresh) with a config change
+            if not self.fab.remove_switch(EXTRA_SWITCH):
+                self.fab.add_switch(EXTRA_SWITCH)
+            self.do(("config", i, j))
             model.moves.targets = {n: loc for n, loc in model.moves.targets.items() if model.vm(n)}
 
 
+EXTRA_SWITCH = 0x999
 CHANGES = st.tuples(st.sampled_from(["flap", "move", "lost", "migrate", "arrive", "link", "unplug",
-                                     "config"]),
+                                     "config", "restart"]),
                     st.integers(0, 50), st.integers(0, 50))
 
 
@@ -129,9 +134,9 @@ def test_the_engine_equals_the_full_plan_after_every_change(changes):
             assert engine.desired.get(dpid, Tables()) == tables, (change, dpid)
             only = keys.get(dpid)
             if only is not None:
-                for batch in reconcile(tables, held[dpid], only=only).phases.values():
+                for batch in reconcile(tables, held.setdefault(dpid, Tables.of()), only=only).phases.values():
                     held[dpid].apply(batch)
-            assert held[dpid] == tables, (change, dpid)
+            assert held.get(dpid, Tables()) == tables, (change, dpid)
 
 
 def test_nothing_changed_recomputes_nothing():
@@ -215,3 +220,16 @@ def test_a_part_split_by_switch_is_recomputed_on_the_changed_switches_and_right(
     # Only the switches the VM left and joined changed, of this feature's part.
     assert {d for d, k in engine.take_changes().items() if any(key[0] == Table.FLOOD and key[1] == 7
                                                               for key in k.flows)} == {0x101, 0x104}
+
+
+def test_a_tenant_removed_while_the_engine_starts_afresh_leaves_nothing_behind():
+    world = World()
+    engine = Engine()
+    engine.update(world.model, world.fab)
+    without_red = doc(False, True, False)
+    del without_red["tenants"]["red"]
+    world.model.set_config(config.parse(without_red))
+    world.fab.add_switch(EXTRA_SWITCH)       # in the same update: the engine starts afresh
+    engine.update(world.model, world.fab)
+    want = full(world)
+    assert {d: engine.desired.get(d, Tables()) for d in want} == want

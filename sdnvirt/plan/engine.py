@@ -105,7 +105,8 @@ class Engine:
                 self._fabric(feature)
         features = [f for f in features if _overrides(f, "tenant") or _overrides(f, "part")]
         vms_of, services_of = by_tenant(model)
-        for name in sorted(self._tenants.keys() - vms_of.keys()):
+        # By the contributions held, not the footprints: a restart forgets those.
+        for name in sorted({name for _, name in self._scopes_of} - vms_of.keys()):
             self._tenant_gone(name)
         for name, vms in vms_of.items():
             before = self._tenants.get(name)
