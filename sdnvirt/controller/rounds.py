@@ -36,7 +36,8 @@ def reconcile(ctl: Controller, started: float, done: Callable[[], None], failed:
         ctl.engine = Engine()
     engine = ctl.engine
     engine.update(ctl.model, ctl.fabric)
-    settle(engine)
+    if not full:
+        settle(engine)
     changes = engine.take_changes()
     # Not read yet, or warm and the fabric not settled: held back, and diffed
     # in full when their turn comes (another instance's switch: when this one becomes its master).
@@ -81,8 +82,11 @@ def reconcile(ctl: Controller, started: float, done: Callable[[], None], failed:
 def settle(engine: Engine) -> None:
     """After the engine started afresh (a cold start: a million flows and their parts, held
     for good), leave what it holds out of the collector's full passes, each of which would
-    otherwise walk all of it (0.1-0.4 s at 10,000 VMs) whatever a change costs."""
+    otherwise walk all of it (0.1-0.4 s at 10,000 VMs) whatever a change costs.  What an
+    earlier freeze held and has become garbage since (an old encapsulation's graph, a
+    reference cycle) is collected first."""
     if engine.restarted:
+        gc.unfreeze()
         gc.collect()
         gc.freeze()
 
