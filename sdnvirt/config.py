@@ -292,7 +292,7 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
             ips.setdefault(vm.ip, vname)
             if vm.dirty and vm.kind != "qemu":
                 problems.append((f"{path}.dirty", "applies to kind qemu only"))
-            for prefix in (VIRTUAL_MAC_PREFIX, LABEL_MAC_PREFIX):
+            for prefix in (VIRTUAL_MAC_PREFIX, *((LABEL_MAC_PREFIX,) if fabric.encapsulation == "vlan" else ())):
                 if vm.mac.startswith(prefix):
                     problems.append((f"{path}.mac", f"MACs starting with {prefix} are sdnvirt's own"))
         problems += _service_checks(base, tenant, ips)

@@ -203,7 +203,8 @@ def test_the_segment_is_a_vlan_tag_on_fabric_links_and_frames_go_by_their_switch
     # by the label alone: a flow per switch, none per VM.
     to_leaf2 = {"eth_dst": ("0e:00:01:02:00:00", LABEL_MASK)}
     assert flow(Table.ROUTE, 100, to_leaf2, [apply(("output", 1))], cookie(Owner.FABRIC)) in flows[0x101]
-    assert flow(Table.INGRESS, 120, {"in_port": 1}, [goto(Table.ROUTE)], cookie(Owner.FABRIC)) in flows[0x201]
+    assert flow(Table.INGRESS, 120, {"in_port": 1, "vlan_vid": (0x1000, 0x1000)}, [goto(Table.ROUTE)],
+                cookie(Owner.FABRIC)) in flows[0x201]
     assert flow(Table.ROUTE, 100, to_leaf2, [apply(("output", 2))], cookie(Owner.FABRIC)) in flows[0x201]
     assert not [f for f in flows[0x201] if f.cookie == cookie(Owner.VM, 101, "web2")]
     # leaf2 takes blue's frames addressed to it in and unwraps them, and puts web2's MAC back.

@@ -224,3 +224,12 @@ def test_packets_to_the_controller_are_metered_except_lldp_on_known_fabric_ports
                 assert metered == [] and f.match_dict["in_port"] in fab.fabric_ports(dpid)
             else:
                 assert metered in ([MeterId.LEARN], [MeterId.DISCOVERY]), f
+
+
+def test_a_vm_whose_port_has_no_pseudo_mac_gets_no_flow_elsewhere():
+    fab, model, _ = fabric_and_model()
+    web2 = model.vm("web2")
+    model.bind("web2", Location(0x102, 0x10000))
+    flows = plan(model, fab).flows
+    assert not [f for f in flows[0x101] if f.match_dict.get("eth_dst") == web2.mac]
+    assert [f for f in flows[0x102] if f.match_dict.get("eth_dst") == web2.mac]

@@ -244,6 +244,15 @@ def test_a_frame_from_a_vm_on_a_switch_without_vtep_is_not_learnt_and_says_why()
                               "refused": Claim.NO_OVERLAY}
 
 
+def test_vlan_mode_says_when_two_switches_share_a_label():
+    # Labels are the low 24 bits of the dpid: the third switch's clashes with the first's.
+    _, _, events = controller(copy.deepcopy(TWO_TENANTS), {0x101: ("leaf1", {}), 0x102: ("leaf2", {}),
+                                                          0x7000101: ("leaf9", {})})
+    said = [e.fields for e in events.since(0, [Kind.SWITCH_CONNECTED]).events]
+    assert said == [{"dpid": f"{0x101:016x}"}, {"dpid": f"{0x102:016x}"},
+                    {"dpid": f"{0x7000101:016x}", "label_shared_with": f"{0x101:016x}"}]
+
+
 def test_a_hypervisor_without_its_tunnel_port_is_logged_once_and_in_the_metrics(caplog):
     ctl, dps, _ = controller(vni_doc(), {0x101: ("leaf1", {3: "leaf1-eth3", TUNNEL_PORT: "vxlan0"}),
                                          0x102: ("leaf2", {3: "leaf2-eth3"})})

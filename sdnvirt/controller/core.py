@@ -24,6 +24,7 @@ from ..events import Cause, Events, Found, Handler, Kind, LinkDown
 from ..fabric import Fabric
 from ..metrics import Metrics
 from ..model import Location, Model, Service
+from ..plan.encap import label_mac
 from ..plan.engine import Engine
 from ..plan.features.port_security import recover_locations
 from ..plan.flows import Flow, is_ours
@@ -99,7 +100,16 @@ class Controller:
         self.counters.names.setdefault(dpid, f"{dpid:016x}")
         self.fabric.add_switch(dpid)
         LOG.info("switch %016x connected", dpid)
-        self.event_hub.publish(Kind.SWITCH_CONNECTED, dpid=f"{dpid:016x}")
+        # vlan mode: frames cross addressed to their switch's label, so a shared one is unreachable.
+        vlan = self.model.config.controller.fabric.encapsulation == "vlan"
+        shared = sorted(f"{other:016x}" for other in self.fabric.switches
+                        if vlan and other != dpid and label_mac(other) == label_mac(dpid))
+        if shared:
+            LOG.warning("switch %016x shares its label (the low 24 bits of its dpid) with %s: the lowest dpid "
+                        "keeps it, VMs on the others are reachable from their own switch only",
+                        dpid, ", ".join(shared))
+        self.event_hub.publish(Kind.SWITCH_CONNECTED, dpid=f"{dpid:016x}",
+                               **({"label_shared_with": ",".join(shared)} if shared else {}))
         self.send(session, parser.OFPPortDescStatsRequest(dp, 0))
         self._read(session)
         self.request(topology=True)

@@ -134,6 +134,9 @@ class Encap(ABC):
     name: ClassVar[str]
     # The match fields of its fabric-ingress flows, allowed in table INGRESS.
     ingress_fields: ClassVar[frozenset[str]]
+    # Frames cross addressed to their destination (``arrival``): a VM without an address
+    # (a port beyond the pseudo MAC's 16 bits) cannot be reached from another switch.
+    addressed: ClassVar[bool] = False
 
     def __init__(self, fabric: Fabric, config: Config) -> None:
         self.fabric = fabric
@@ -205,6 +208,7 @@ class VlanEncap(Encap):
 
     name = "vlan"
     ingress_fields = frozenset({"in_port", "vlan_vid", "eth_dst"})
+    addressed = True
 
     def __init__(self, fabric: Fabric, config: Config) -> None:
         super().__init__(fabric, config)

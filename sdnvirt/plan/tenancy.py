@@ -111,6 +111,9 @@ def _routes(encap: Encap, segment: int, members: set[int], at: dict[VM, Location
         if old_at.get(vm) == loc and still(loc):
             out[vm] = old_routes[vm]
             continue
+        if encap.addressed and encap.arrival(loc) is None:
+            out[vm] = {}
+            continue
         route = toward.get(loc.dpid)
         if route is None:
             route = toward[loc.dpid] = encap.toward(segment, loc.dpid, members)

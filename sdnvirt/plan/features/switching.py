@@ -18,7 +18,19 @@ from enum import IntEnum
 from ...model import VM, Location
 from ..encap import ROUTE_PRIORITY, Actions, Hop, label_mac, route_match
 from ..feature import BySwitch, Contribution, Feature, declare
-from ..flows import ETH_TYPE_IPV4, MULTICAST, Flow, Instruction, Match, Owner, apply, flow, goto, write_metadata
+from ..flows import (
+    ETH_TYPE_IPV4,
+    MULTICAST,
+    OFPVID_PRESENT,
+    Flow,
+    Instruction,
+    Match,
+    Owner,
+    apply,
+    flow,
+    goto,
+    write_metadata,
+)
 from ..owners import FABRIC_COOKIE, vm_cookie
 from ..tables import Table
 from ..tenancy import Tenant
@@ -34,6 +46,7 @@ class Prio(IntEnum):
     FLOOD = 100           # FLOOD
 
 
+_TAGGED = (OFPVID_PRESENT, OFPVID_PRESENT)       # any tag: a tenant's frame from another switch
 _FLOOD, _INGRESS = "flood", "fabric ingress"     # the tenant-wide parts, beside one part per VM
 _MULTICAST = flow(Table.FORWARD, Prio.MULTICAST, {"eth_dst": MULTICAST}, [goto(Table.FLOOD)], FABRIC_COOKIE)
 
@@ -108,8 +121,8 @@ class TenantSwitching(Feature):
         transit = self.ctx.encap.transit(dpid)
         # A frame from another switch that no tenant here takes in (Prio.TENANT_FABRIC)
         # goes on by its label, or along the tree: for every tenant alike.
-        out.add(dpid, *(flow(Table.INGRESS, Prio.TRANSIT, {"in_port": port}, [goto(Table.ROUTE)], FABRIC_COOKIE)
-                        for port in transit.gates))
+        out.add(dpid, *(flow(Table.INGRESS, Prio.TRANSIT, {"in_port": port, "vlan_vid": _TAGGED}, [goto(Table.ROUTE)],
+                             FABRIC_COOKIE) for port in transit.gates))
         if transit.tree:
             out.add(dpid, flow(Table.ROUTE, Prio.ROUTE, {"eth_dst": MULTICAST},
                                [apply(*(("output", port) for port in transit.tree))], FABRIC_COOKIE))
