@@ -24,7 +24,7 @@ from ..events import Cause, Events, Found, Handler, Kind, LinkDown
 from ..fabric import Fabric
 from ..metrics import Metrics
 from ..model import Location, Model, Service
-from ..plan.encap import label_mac
+from ..plan.encap import VlanEncap, label_mac
 from ..plan.engine import Engine
 from ..plan.features.port_security import recover_locations
 from ..plan.flows import Flow, is_ours
@@ -101,7 +101,7 @@ class Controller:
         self.fabric.add_switch(dpid)
         LOG.info("switch %016x connected", dpid)
         # vlan mode: frames cross addressed to their switch's label, so a shared one is unreachable.
-        vlan = self.model.config.controller.fabric.encapsulation == "vlan"
+        vlan = self.model.config.controller.fabric.encapsulation == VlanEncap.name
         shared = sorted(f"{other:016x}" for other in self.fabric.switches
                         if vlan and other != dpid and label_mac(other) == label_mac(dpid))
         if shared:

@@ -31,7 +31,8 @@ random sequences of changes, that the engine's state equals it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from ..fabric import Fabric
@@ -156,14 +157,7 @@ class Engine:
         for key in self._fabric_scopes[cls] - wanted.keys():
             self._replace((cls, "fabric", key), None, None)
         for key, inputs in wanted.items():
-            scope = (cls, "fabric", key)
-            old = self._parts.get(scope)
-            if old is not None and old[0] == inputs:
-                continue
-            out = Contribution()
-            at = _switches_changed(old[0] if old is not None else None, inputs)
-            feature.fabric_part(key, at, out)
-            self._replace(scope, inputs, out, at)
+            self._refresh((cls, "fabric", key), inputs, partial(feature.fabric_part, key))
         self._fabric_scopes[cls] = set(wanted)
 
     def _tenant(self, feature: Feature, tenant: Tenant, same: bool, kept: bool) -> None:
@@ -195,18 +189,25 @@ class Engine:
     def _part(self, feature: Feature, tenant: Tenant, key: Hashable, inputs: object, split: bool) -> None:
         """One part of a tenant's contribution, computed again if its inputs changed
         (``split``: the feature has parts; if not, the whole contribution every time)."""
-        scope = (type(feature), "tenant", tenant.name, key)
+        def compute(at: Collection[int] | None, out: Contribution) -> None:
+            if not split:
+                feature.tenant(tenant, out)
+            elif at is not None:
+                feature.part_at(tenant, key, at, out)
+            else:
+                feature.part(tenant, key, out)
+        self._refresh((type(feature), "tenant", tenant.name, key), inputs, compute, split)
+
+    def _refresh(self, scope: Scope, inputs: object,
+                 compute: Callable[[Collection[int] | None, Contribution], None], keep: bool = True) -> None:
+        """The contribution at ``scope`` computed again by ``compute`` (on the switches whose
+        ``BySwitch`` entry moved, or all: None) unless ``keep`` and its inputs are the same."""
         old = self._parts.get(scope)
-        if split and old is not None and old[0] == inputs:
+        if keep and old is not None and old[0] == inputs:
             return
         out = Contribution()
         at = _switches_changed(old[0] if old is not None else None, inputs)
-        if not split:
-            feature.tenant(tenant, out)
-        elif at is not None:
-            feature.part_at(tenant, key, at, out)
-        else:
-            feature.part(tenant, key, out)
+        compute(at, out)
         self._replace(scope, inputs, out, at)
 
     def _tenant_gone(self, name: str) -> None:
